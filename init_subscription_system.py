@@ -1,0 +1,6 @@
+"""The seed's set-up command: migrate, sync the pricing catalog, move users to Free, print a summary."""
+
+from devops_agent.cli import init
+
+if __name__ == "__main__":
+    init()

@@ -1,0 +1,1 @@
+"""DevOps Agent: cloud chores through chat, paid for with credits."""

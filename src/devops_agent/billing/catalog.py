@@ -1,0 +1,161 @@
+"""The pricing catalog: tiers, credit packs and per-action credit costs.
+
+The catalog is data, not code: it is read from a TOML file shipped with the
+package (``pricing.toml``, the seed's figures) or from ``PRICING_FILE``. The
+database holds the tiers too (subscriptions point at them), and
+``subscriptions.sync_catalog`` brings the table in line with the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+
+DEFAULT_PRICING_FILE = Path(__file__).with_name("pricing.toml")
+
+ENTITLEMENTS = frozenset(
+    {
+        "api_access",
+        "usage_analytics",
+        "advanced_analytics",
+        "team_collaboration",
+        "custom_templates",
+        "compliance_reports",
+    }
+)
+
+
+class CatalogError(ValueError):
+    """The pricing file is malformed."""
+
+
+@dataclass(frozen=True)
+class TierSpec:
+    name: str
+    display_name: str
+    monthly_price: Decimal
+    monthly_credits: int
+    description: str
+    features: tuple[str, ...]
+    entitlements: frozenset[str]
+
+
+@dataclass(frozen=True)
+class PackSpec:
+    credits: int
+    price: Decimal
+    popular: bool = False
+
+    @property
+    def price_per_credit(self) -> Decimal:
+        return (self.price / self.credits).quantize(Decimal("0.0001"))
+
+
+@dataclass(frozen=True)
+class Catalog:
+    tiers: tuple[TierSpec, ...]
+    packs: tuple[PackSpec, ...]
+    costs: dict[str, int] = field(default_factory=dict)
+    default_cost: int = 1
+
+    def cost_of(self, action: str) -> int:
+        """Credits one action (``agent_message`` or a tool's name) costs."""
+        return self.costs.get(action, self.default_cost)
+
+    def pack(self, credits: int) -> PackSpec | None:
+        return next((p for p in self.packs if p.credits == credits), None)
+
+    def tier(self, name: str) -> TierSpec | None:
+        return next((t for t in self.tiers if t.name == name), None)
+
+
+def _price(value: object, where: str) -> Decimal:
+    try:
+        price = Decimal(str(value))
+    except ArithmeticError as exc:
+        raise CatalogError(f"{where}: price {value!r} is not a number") from exc
+    if price < 0 or price != price.quantize(Decimal("0.01")):
+        raise CatalogError(f"{where}: price {value!r} must be a non-negative amount in cents")
+    return price
+
+
+def _positive_int(value: object, where: str, *, allow_zero: bool = False) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < (0 if allow_zero else 1):
+        raise CatalogError(f"{where}: {value!r} must be a {'non-negative' if allow_zero else 'positive'} integer")
+    return value
+
+
+def parse_catalog(data: dict[str, object]) -> Catalog:
+    """Validate the parsed TOML and build a catalog; raise ``CatalogError`` on bad data."""
+    raw_tiers = data.get("tiers")
+    raw_packs = data.get("packs", [])
+    raw_costs = data.get("costs", {})
+    if not isinstance(raw_tiers, list) or not raw_tiers:
+        raise CatalogError("the catalog needs at least one [[tiers]] entry")
+    if not isinstance(raw_packs, list) or not isinstance(raw_costs, dict):
+        raise CatalogError("[[packs]] must be a list and [costs] a table")
+    tiers: list[TierSpec] = []
+    for i, t in enumerate(raw_tiers):
+        where = f"tiers[{i}]"
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+            raise CatalogError(f"{where}: needs a name")
+        entitlements = frozenset(t.get("entitlements", []))
+        unknown = entitlements - ENTITLEMENTS
+        if unknown:
+            raise CatalogError(f"{where}: unknown entitlements {sorted(unknown)}")
+        tiers.append(
+            TierSpec(
+                name=t["name"],
+                display_name=str(t.get("display_name", t["name"].title())),
+                monthly_price=_price(t.get("monthly_price", "0"), where),
+                monthly_credits=_positive_int(t.get("monthly_credits"), where, allow_zero=True),
+                description=str(t.get("description", "")),
+                features=tuple(str(f) for f in t.get("features", [])),
+                entitlements=entitlements,
+            )
+        )
+    names = [t.name for t in tiers]
+    if len(set(names)) != len(names):
+        raise CatalogError("tier names must be unique")
+    if "free" not in names:
+        raise CatalogError("the catalog needs a tier named 'free' (new users land on it)")
+    packs = []
+    for i, p in enumerate(raw_packs):
+        where = f"packs[{i}]"
+        if not isinstance(p, dict):
+            raise CatalogError(f"{where}: must be a table")
+        packs.append(
+            PackSpec(
+                credits=_positive_int(p.get("credits"), where),
+                price=_price(p.get("price"), where),
+                popular=bool(p.get("popular", False)),
+            )
+        )
+    costs = {str(k): _positive_int(v, f"costs.{k}") for k, v in raw_costs.items()}
+    default_cost = costs.pop("default", 1)
+    return Catalog(
+        tiers=tuple(tiers),
+        packs=tuple(sorted(packs, key=lambda p: p.credits)),
+        costs=costs,
+        default_cost=default_cost,
+    )
+
+
+def load_catalog(path: Path | None = None) -> Catalog:
+    """Read and validate a pricing file (the shipped one by default)."""
+    source = path or DEFAULT_PRICING_FILE
+    with source.open("rb") as fh:
+        try:
+            data = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise CatalogError(f"{source}: {exc}") from exc
+    return parse_catalog(data)
+
+
+@lru_cache(maxsize=8)
+def cached_catalog(path: Path | None = None) -> Catalog:
+    """The catalog for a path, read once per process."""
+    return load_catalog(path)

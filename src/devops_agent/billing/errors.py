@@ -1,0 +1,57 @@
+"""Domain errors of the credits engine; the web layer maps each to one HTTP error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BillingError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+    code = "billing_error"
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class InsufficientCredits(BillingError):
+    """The balance cannot pay for the action; nothing was changed."""
+
+    code = "insufficient_credits"
+    MESSAGE = "You have run out of credits. Please upgrade your plan or purchase more credits."
+
+    def __init__(self, *, balance: int, required: int, tier_id: int | None) -> None:
+        super().__init__(self.MESSAGE)
+        self.balance = balance
+        self.required = required
+        self.tier_id = tier_id
+
+
+class AccountNotFound(BillingError):
+    code = "subscription_not_found"
+
+
+class TierNotFound(BillingError):
+    code = "tier_not_found"
+
+
+class AlreadyOnTier(BillingError):
+    code = "already_on_tier"
+
+
+class InvalidPackSize(BillingError):
+    code = "invalid_pack_size"
+
+
+class PurchaseNotFound(BillingError):
+    code = "purchase_not_found"
+
+
+class InvalidAmount(BillingError):
+    code = "invalid_request"
+
+
+class ChargeNotFound(BillingError):
+    code = "usage_not_found"

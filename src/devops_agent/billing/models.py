@@ -1,0 +1,221 @@
+"""Tables of the credits system: the seed's four, users and conversations, and the ledger.
+
+Rules the database enforces (CHECK constraints), not just the code:
+
+* no balance is ever negative: ``credits_remaining`` (the monthly allowance) and
+  ``purchased_credits_remaining`` (pack credits, never expiring) are both >= 0;
+* the ledger is append-only and has one row per change of a balance, with the
+  deltas and the balances after; the stored balances equal the sums of the deltas;
+* every ledger row carries a unique idempotency key, so a retried operation can
+  never be applied twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from devops_agent.db import Base
+
+from .types import Money, UTCDateTime
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class PaymentStatus(StrEnum):
+    ACTIVE = "active"
+    CANCELLED = "cancelled"
+    PAST_DUE = "past_due"
+    UNPAID = "unpaid"
+
+
+class PurchaseStatus(StrEnum):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    REFUNDED = "refunded"
+
+
+class LedgerKind(StrEnum):
+    MONTHLY_GRANT = "monthly_grant"
+    EXPIRY = "expiry"
+    PURCHASE = "purchase"
+    CHARGE = "charge"
+    REFUND = "refund"
+    ADJUSTMENT = "adjustment"
+    TIER_CHANGE = "tier_change"
+    CLAWBACK = "clawback"
+
+
+class ActionType(StrEnum):
+    AGENT_MESSAGE = "agent_message"
+    TOOL_USE = "tool_use"
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    username: Mapped[str] = mapped_column(String(32), unique=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_suspended: Mapped[bool] = mapped_column(Boolean, default=False)
+    email_opt_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SubscriptionTier(Base):
+    __tablename__ = "subscription_tiers"
+    __table_args__ = (
+        CheckConstraint("monthly_credits >= 0", name="monthly_credits_non_negative"),
+        CheckConstraint("monthly_price >= 0", name="monthly_price_non_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    display_name: Mapped[str] = mapped_column(String(128))
+    monthly_price: Mapped[Decimal] = mapped_column(Money)
+    monthly_credits: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(Text, default="")
+    features: Mapped[list[str]] = mapped_column(JSON, default=list)
+    entitlements: Mapped[list[str]] = mapped_column(JSON, default=list)
+    sort_order: Mapped[int] = mapped_column(Integer, default=0)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    stripe_price_id: Mapped[str | None] = mapped_column(String(255))
+
+    def has(self, entitlement: str) -> bool:
+        return entitlement in (self.entitlements or [])
+
+
+class UserSubscription(Base):
+    """A credit account: one per user. ``credits_remaining`` is the monthly allowance."""
+
+    __tablename__ = "user_subscriptions"
+    __table_args__ = (
+        CheckConstraint("credits_remaining >= 0", name="credits_remaining_non_negative"),
+        CheckConstraint("purchased_credits_remaining >= 0", name="purchased_credits_non_negative"),
+        CheckConstraint("credits_used_this_month >= 0", name="used_this_month_non_negative"),
+        CheckConstraint("total_credits_used >= 0", name="total_used_non_negative"),
+        CheckConstraint("current_period_end > current_period_start", name="period_forward"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
+    tier_id: Mapped[int] = mapped_column(ForeignKey("subscription_tiers.id"))
+    credits_remaining: Mapped[int] = mapped_column(Integer, default=0)
+    purchased_credits_remaining: Mapped[int] = mapped_column(Integer, default=0)
+    credits_used_this_month: Mapped[int] = mapped_column(Integer, default=0)
+    total_credits_used: Mapped[int] = mapped_column(BigInteger, default=0)
+    billing_anchor: Mapped[datetime] = mapped_column(UTCDateTime)
+    current_period_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    current_period_end: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    stripe_subscription_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    payment_status: Mapped[str] = mapped_column(String(16), default=PaymentStatus.ACTIVE)
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
+    scheduled_tier_id: Mapped[int | None] = mapped_column(ForeignKey("subscription_tiers.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    tier: Mapped[SubscriptionTier] = relationship(foreign_keys=[tier_id], lazy="raise")
+    scheduled_tier: Mapped[SubscriptionTier | None] = relationship(foreign_keys=[scheduled_tier_id], lazy="raise")
+
+    @property
+    def balance(self) -> int:
+        return self.credits_remaining + self.purchased_credits_remaining
+
+
+class CreditPurchase(Base):
+    __tablename__ = "credit_purchases"
+    __table_args__ = (
+        CheckConstraint("credits_amount > 0", name="credits_amount_positive"),
+        CheckConstraint("price_paid >= 0", name="price_paid_non_negative"),
+        CheckConstraint("clawback_shortfall >= 0", name="shortfall_non_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    credits_amount: Mapped[int] = mapped_column(Integer)
+    price_paid: Mapped[Decimal] = mapped_column(Money)
+    stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    stripe_checkout_session_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    payment_status: Mapped[str] = mapped_column(String(16), default=PurchaseStatus.PENDING)
+    clawback_shortfall: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    title: Mapped[str] = mapped_column(String(200), default="New conversation")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class UsageLog(Base):
+    __tablename__ = "usage_logs"
+    __table_args__ = (
+        CheckConstraint("credits_used >= 0", name="credits_used_non_negative"),
+        Index("ix_usage_logs_user_created", "user_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))
+    action_type: Mapped[str] = mapped_column(String(32))
+    tool_name: Mapped[str | None] = mapped_column(String(64))
+    credits_used: Mapped[int] = mapped_column(Integer, default=1)
+    success: Mapped[bool] = mapped_column(Boolean, default=True)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CreditLedger(Base):
+    """One row per change of a balance; append-only."""
+
+    __tablename__ = "credit_ledger"
+    __table_args__ = (
+        CheckConstraint("monthly_balance_after >= 0", name="monthly_after_non_negative"),
+        CheckConstraint("purchased_balance_after >= 0", name="purchased_after_non_negative"),
+        Index("ix_credit_ledger_subscription_id_id", "subscription_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("user_subscriptions.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(16))
+    monthly_delta: Mapped[int] = mapped_column(Integer)
+    purchased_delta: Mapped[int] = mapped_column(Integer)
+    monthly_balance_after: Mapped[int] = mapped_column(Integer)
+    purchased_balance_after: Mapped[int] = mapped_column(Integer)
+    usage_log_id: Mapped[int | None] = mapped_column(ForeignKey("usage_logs.id", ondelete="SET NULL"))
+    purchase_id: Mapped[int | None] = mapped_column(ForeignKey("credit_purchases.id", ondelete="SET NULL"))
+    admin_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    @property
+    def delta(self) -> int:
+        return self.monthly_delta + self.purchased_delta

@@ -1,0 +1,114 @@
+"""`devops-agent`: the command line of DevOps Agent (Typer)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+
+from devops_agent.billing import credits
+from devops_agent.billing.catalog import load_catalog
+from devops_agent.billing.catalog_sync import open_missing_accounts, summarize, sync_catalog
+from devops_agent.billing.periods import utcnow
+from devops_agent.config import get_settings
+from devops_agent.db import Database
+from devops_agent.migrate import upgrade
+
+app = typer.Typer(
+    help="DevOps Agent: cloud chores through chat, paid for with credits.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+T = TypeVar("T")
+
+
+def _run(work: Callable[[Database], Awaitable[T]], database_url: str | None = None) -> T:
+    async def runner() -> T:
+        db = Database(database_url or get_settings().database_url)
+        try:
+            return await work(db)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(runner())
+
+
+async def initialize(db: Database) -> list[str]:
+    """Migrate, sync the catalog, open missing accounts; return the lines of a summary."""
+    settings = get_settings()
+    await upgrade(db)
+    catalog = load_catalog(settings.pricing_file)
+    async with db.transaction() as session:
+        report = await sync_catalog(session, catalog)
+        report.accounts_opened = await open_missing_accounts(session, now=utcnow())
+        summary = await summarize(session)
+    lines = []
+    if report.changed:
+        for label, names in (
+            ("created", report.created),
+            ("updated", report.updated),
+            ("deactivated", report.deactivated),
+        ):
+            if names:
+                lines.append(f"Tiers {label}: {', '.join(names)}")
+        if report.accounts_opened:
+            lines.append(f"Users moved to the Free tier: {report.accounts_opened}")
+    else:
+        lines.append("Nothing to change: the database already matches the pricing catalog.")
+    lines.append("")
+    lines.append(f"{'Tier':<14}{'Price/month':>12}{'Credits':>9}{'Users':>7}  Status")
+    for t in summary.tiers:
+        status = "active" if t.is_active else "inactive"
+        lines.append(f"{t.display_name:<14}{'$' + t.monthly_price:>12}{t.monthly_credits:>9}{t.users:>7}  {status}")
+    lines.append("")
+    lines.append(
+        f"Credits outstanding: {summary.monthly_outstanding} monthly + {summary.purchased_outstanding} purchased"
+    )
+    return lines
+
+
+@app.command()
+def init() -> None:
+    """Apply migrations, sync tiers from the pricing catalog, put users without a plan on Free."""
+    for line in _run(initialize):
+        typer.echo(line)
+
+
+@app.command("reset-due")
+def reset_due() -> None:
+    """Run the monthly reset for every account whose period has ended (for cron)."""
+
+    async def work(db: Database) -> int:
+        now = utcnow()
+        done = 0
+        while True:
+            async with db.transaction() as session:
+                due = await credits.due_account_user_ids(session, now=now)
+            if not due:
+                return done
+            for user_id in due:
+                async with db.transaction() as session:
+                    done += await credits.apply_due_reset(session, user_id=user_id, now=now)
+
+    typer.echo(f"Reset {_run(work)} account(s).")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on (PORT).")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes (PostgreSQL only).")] = 1,
+) -> None:
+    """Start the web service."""
+    try:
+        from devops_agent.web.server import run_server
+    except ImportError:
+        typer.echo("The web service arrives with the next milestone; run `devops-agent init` for now.")
+        raise typer.Exit(0) from None
+    run_server(host=host, port=port, workers=workers)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,13 @@
+"""Import every table module so that ``Base.metadata`` knows the whole schema."""
+
+from __future__ import annotations
+
+import importlib
+
+MODEL_MODULES = ("devops_agent.billing.models",)
+
+
+def load_all_models() -> None:
+    """Import each domain's models (migrations and test fixtures need all of them)."""
+    for name in MODEL_MODULES:
+        importlib.import_module(name)

@@ -1,0 +1,1 @@
+"""Email and alerts: low-credit warnings, receipts, payment failures."""

@@ -1,0 +1,44 @@
+"""Plain functions that make test data through the real engine."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from devops_agent.billing import credits
+from devops_agent.billing.models import User, UserSubscription
+
+T0 = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+_counter = itertools.count(1)
+
+
+async def make_user(
+    session: AsyncSession,
+    *,
+    username: str | None = None,
+    now: datetime = T0,
+    is_admin: bool = False,
+    password_hash: str = "not-a-real-hash",
+) -> User:
+    """A user with a Free account opened at ``now``."""
+    n = next(_counter)
+    name = username or f"user{n}"
+    user = User(
+        username=name,
+        email=f"{name}@example.com",
+        password_hash=password_hash,
+        is_admin=is_admin,
+        is_suspended=False,
+        email_opt_out=False,
+        created_at=now,
+    )
+    session.add(user)
+    await session.flush()
+    await credits.open_account(session, user_id=user.id, now=now)
+    return user
+
+
+async def account(session: AsyncSession, user_id: int, now: datetime = T0) -> UserSubscription:
+    return await credits.get_account(session, user_id=user_id, now=now)
