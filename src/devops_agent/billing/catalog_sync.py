@@ -100,7 +100,7 @@ class SystemSummary:
 async def summarize(session: AsyncSession) -> SystemSummary:
     """Tiers with prices, users per tier and credits outstanding, for the init printout."""
     rows = await session.execute(select(UserSubscription.tier_id, func.count()).group_by(UserSubscription.tier_id))
-    counts: dict[int, int] = {int(tier_id): int(n) for tier_id, n in rows.tuples()}
+    counts: dict[int, int] = {int(tier_id): int(n) for tier_id, n in rows.all()}
     tiers = (await session.execute(select(SubscriptionTier).order_by(SubscriptionTier.sort_order))).scalars()
     totals = (
         await session.execute(
