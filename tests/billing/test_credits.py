@@ -59,7 +59,8 @@ async def test_retry_with_same_key_returns_first_result(db: Database) -> None:
         theirs = await credits.charge(
             s, user_id=other.id, amount=1, action_type="agent_message", now=T0, idempotency_key="k"
         )
-    assert again.replayed and not first.replayed
+    assert again.replayed
+    assert not first.replayed
     assert (again.usage_log_id, again.balance) == (first.usage_log_id, first.balance)
     assert not theirs.replayed  # keys are per user
 
@@ -71,9 +72,12 @@ async def test_refund_returns_credits_once_and_marks_the_log(db: Database) -> No
     async with db.transaction() as s:
         first = await credits.refund(s, usage_log_id=charged.usage_log_id, now=T0, error_message="LLM timeout")
         second = await credits.refund(s, usage_log_id=charged.usage_log_id, now=T0, error_message="LLM timeout")
-        assert first.balance.total == 20 and second.replayed
+        assert first.balance.total == 20
+        assert second.replayed
         log = await s.get(UsageLog, charged.usage_log_id)
-        assert log is not None and not log.success and log.error_message == "LLM timeout"
+        assert log is not None
+        assert not log.success
+        assert log.error_message == "LLM timeout"
         sub = await credits.get_account(s, user_id=user.id, now=T0)
         assert sub.credits_used_this_month == 0
         with pytest.raises(ChargeNotFound):

@@ -78,19 +78,23 @@ async def test_downgrade_and_cancel_take_effect_at_period_end(db: Database) -> N
         change = await credits.change_tier(s, user_id=user.id, tier_id=starter.id, now=t0 + timedelta(days=3))
         assert change.effective == "period_end"
         sub = await credits.get_account(s, user_id=user.id, now=t0 + timedelta(days=3))
-        assert sub.tier.name == "business" and sub.scheduled_tier is not None
+        assert sub.tier.name == "business"
+        assert sub.scheduled_tier is not None
         assert sub.scheduled_tier.name == "starter"
         assert sub.credits_remaining == 3000
     async with db.transaction() as s:
         sub = await credits.get_account(s, user_id=user.id, now=d(2026, 4, 1))
-        assert sub.tier.name == "starter" and sub.scheduled_tier is None
+        assert sub.tier.name == "starter"
+        assert sub.scheduled_tier is None
         assert sub.credits_remaining == 200
         await credits.cancel(s, user_id=user.id, now=d(2026, 4, 2))
     async with db.transaction() as s:
         sub = await credits.get_account(s, user_id=user.id, now=d(2026, 4, 20))
-        assert sub.tier.name == "starter" and sub.cancel_at_period_end
+        assert sub.tier.name == "starter"
+        assert sub.cancel_at_period_end
         sub = await credits.get_account(s, user_id=user.id, now=d(2026, 5, 1))
-        assert sub.tier.name == "free" and not sub.cancel_at_period_end
+        assert sub.tier.name == "free"
+        assert not sub.cancel_at_period_end
         assert sub.credits_remaining == 20
 
 
