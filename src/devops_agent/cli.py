@@ -9,7 +9,7 @@ from typing import Annotated, TypeVar
 import typer
 
 from devops_agent.billing import credits
-from devops_agent.billing.catalog import load_catalog
+from devops_agent.billing.catalog import CatalogError, load_catalog
 from devops_agent.billing.catalog_sync import open_missing_accounts, summarize, sync_catalog
 from devops_agent.billing.periods import utcnow
 from devops_agent.config import get_settings
@@ -72,7 +72,12 @@ async def initialize(db: Database) -> list[str]:
 @app.command()
 def init() -> None:
     """Apply migrations, sync tiers from the pricing catalog, put users without a plan on Free."""
-    for line in _run(initialize):
+    try:
+        lines = _run(initialize)
+    except CatalogError as exc:
+        typer.echo(f"error: the pricing catalog is invalid: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for line in lines:
         typer.echo(line)
 
 
