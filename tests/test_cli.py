@@ -27,7 +27,8 @@ monthly_price = "499.00"
 monthly_credits = 10000
 description = "For large organizations"
 features = ["10,000 agent actions per month", "White-label option", "SSO integration"]
-entitlements = ["api_access", "usage_analytics", "advanced_analytics", "team_collaboration", "custom_templates", "compliance_reports"]
+entitlements = ["api_access", "usage_analytics", "advanced_analytics",
+                "team_collaboration", "custom_templates", "compliance_reports"]
 """
 
 
