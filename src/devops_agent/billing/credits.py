@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -52,6 +52,10 @@ FREE_TIER = "free"
 _sub = cast(Table, UserSubscription.__table__)
 _ledger = cast(Table, CreditLedger.__table__)
 _usage = cast(Table, UsageLog.__table__)
+
+# Accounts whose periods we start ourselves at the period end: everyone but those whose
+# plan is paid through a payment provider and not cancelled (their paid invoice does it).
+_lazily_reset = or_(UserSubscription.stripe_subscription_id.is_(None), UserSubscription.cancel_at_period_end.is_(True))
 
 
 @dataclass(frozen=True)
@@ -253,12 +257,14 @@ async def apply_due_reset(session: AsyncSession, *, user_id: int, now: datetime)
 
     Catches up over any number of missed months at once: the new period is the
     anniversary period that contains ``now``. A scheduled downgrade or a
-    cancellation takes effect here.
+    cancellation takes effect here. Accounts paid through a payment provider
+    (``stripe_subscription_id`` set) are skipped: the provider's paid invoice
+    starts their next period (``start_paid_period``), unless they cancelled.
     """
     due = (
         await session.execute(
             select(UserSubscription.id).where(
-                UserSubscription.user_id == user_id, UserSubscription.current_period_end <= now
+                UserSubscription.user_id == user_id, UserSubscription.current_period_end <= now, _lazily_reset
             )
         )
     ).first()
@@ -267,6 +273,8 @@ async def apply_due_reset(session: AsyncSession, *, user_id: int, now: datetime)
     sub = await _lock_account(session, user_id=user_id)
     if sub.current_period_end > now:  # another transaction reset it while we waited for the lock
         return False
+    if sub.stripe_subscription_id is not None and not sub.cancel_at_period_end:
+        return False  # became provider-paid while we waited for the lock
     next_tier_id = sub.scheduled_tier_id or sub.tier_id
     if sub.cancel_at_period_end:
         next_tier_id = (await tier_by_name(session, FREE_TIER)).id
@@ -295,7 +303,7 @@ async def due_account_user_ids(session: AsyncSession, *, now: datetime, limit: i
     """Users whose period has ended (for the ``reset-due`` cron job)."""
     rows = await session.execute(
         select(UserSubscription.user_id)
-        .where(UserSubscription.current_period_end <= now)
+        .where(UserSubscription.current_period_end <= now, _lazily_reset)
         .order_by(UserSubscription.current_period_end)
         .limit(limit)
     )
@@ -712,6 +720,99 @@ async def cancel(session: AsyncSession, *, user_id: int, now: datetime) -> TierC
     return TierChange(
         "period_end", f"Your plan ends on {sub.current_period_end.date().isoformat()}; then you move to Free."
     )
+
+
+# --- plans paid through a payment provider (Stripe) ----------------------------------
+
+
+async def start_paid_period(
+    session: AsyncSession,
+    *,
+    user_id: int,
+    tier_id: int,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    subscription_ref: str | None,
+) -> bool:
+    """Start the period a provider's paid invoice covers, with the tier's credits; once, only forward.
+
+    Applies when the period starts after the current one, or is still running and
+    changes the tier (an upgrade paid before a late webhook). A period already over,
+    or the current one again, changes nothing but the payment status: a paid invoice
+    always leaves the account ``active``. Returns whether a period started.
+    """
+    sub = await _lock_account(session, user_id=user_id)
+    tier = await tier_by_id(session, tier_id)
+    sub.payment_status = PaymentStatus.ACTIVE
+    if subscription_ref is not None:
+        sub.stripe_subscription_id = subscription_ref
+    sub.updated_at = now
+    forward = start > sub.current_period_start or (end > now and tier.id != sub.tier_id)
+    already = await _ledger_by_key(session, f"s{sub.id}:grant:{start.isoformat()}:{tier.id}")
+    if not forward or already is not None or end <= start:
+        await session.flush()
+        return False
+    current = await tier_by_id(session, sub.tier_id)
+    await _start_period(
+        session,
+        sub,
+        tier=tier,
+        start=start,
+        end=end,
+        anchor=start,
+        now=now,
+        expiry_kind=LedgerKind.EXPIRY if tier.id == current.id else LedgerKind.TIER_CHANGE,
+        reason=(
+            "unused monthly credits expire: a new paid period starts"
+            if tier.id == current.id
+            else f"paid change from {current.display_name} to {tier.display_name}"
+        ),
+    )
+    sub.scheduled_tier_id = None  # the scheduled change has arrived, or the provider billed otherwise
+    await session.flush()
+    return True
+
+
+async def end_paid_plan(session: AsyncSession, *, user_id: int, subscription_ref: str, now: datetime) -> bool:
+    """The provider ended the subscription: move to Free now (purchased credits kept); once.
+
+    Does nothing when the account is paid by another subscription (an old one ended)
+    or is on Free already. Returns whether the tier changed.
+    """
+    sub = await _lock_account(session, user_id=user_id)
+    if sub.stripe_subscription_id not in (None, subscription_ref):
+        return False
+    free = await tier_by_name(session, FREE_TIER)
+    sub.stripe_subscription_id = None
+    sub.cancel_at_period_end = False
+    sub.scheduled_tier_id = None
+    sub.payment_status = PaymentStatus.CANCELLED
+    sub.updated_at = now
+    if sub.tier_id == free.id:
+        await session.flush()
+        return False
+    current = await tier_by_id(session, sub.tier_id)
+    await _start_period(
+        session,
+        sub,
+        tier=free,
+        start=now,
+        end=add_months(now, 1),
+        anchor=now,
+        now=now,
+        expiry_kind=LedgerKind.TIER_CHANGE,
+        reason=f"{current.display_name} subscription ended: back to {free.display_name}",
+    )
+    return True
+
+
+async def set_payment_status(session: AsyncSession, *, user_id: int, status: PaymentStatus, now: datetime) -> None:
+    """Record the provider's view of the plan's payments (``past_due`` after a failed renewal)."""
+    sub = await _lock_account(session, user_id=user_id)
+    sub.payment_status = status
+    sub.updated_at = now
+    await session.flush()
 
 
 # --- admin ----------------------------------------------------------------------------
