@@ -1,0 +1,49 @@
+"""Demo payments: no money changes hands, and every change takes effect at once.
+
+This is the default when Stripe is not configured, so a fresh checkout is a
+working product: a pack purchase is recorded in ``credit_purchases`` as completed
+with its list price and its credits granted; an upgrade starts the new tier now.
+Everything goes through ``billing.credits`` in one transaction per operation.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from devops_agent.billing import credits
+from devops_agent.billing.catalog import PackSpec
+from devops_agent.billing.models import SubscriptionTier, User
+from devops_agent.db import Database
+from devops_agent.payments.gateway import GatewayMode, PackPurchaseResult, PlanChangeResult
+
+
+class DemoGateway:
+    """A ``PaymentGateway`` that takes no money."""
+
+    mode: GatewayMode = "demo"
+
+    async def purchase_pack(
+        self, db: Database, *, user: User, pack: PackSpec, idempotency_key: str | None, now: datetime
+    ) -> PackPurchaseResult:
+        async with db.transaction() as session:
+            await credits.apply_due_reset(session, user_id=user.id, now=now)  # the balance we answer is current
+            purchase = await credits.create_purchase(
+                session, user_id=user.id, credits_amount=pack.credits, price_paid=pack.price, now=now
+            )
+            result = await credits.grant_purchase(session, purchase_id=purchase.id, now=now)
+            await session.refresh(purchase)
+        return PackPurchaseResult(purchase=purchase, credits_remaining=result.balance.total)
+
+    async def change_plan(
+        self, db: Database, *, user: User, tier: SubscriptionTier, idempotency_key: str | None, now: datetime
+    ) -> PlanChangeResult:
+        async with db.transaction() as session:
+            change = await credits.change_tier(session, user_id=user.id, tier_id=tier.id, now=now)
+            sub = await credits.get_account(session, user_id=user.id, now=now)
+        return PlanChangeResult(subscription=sub, message=change.message)
+
+    async def cancel_plan(self, db: Database, *, user: User, now: datetime) -> PlanChangeResult:
+        async with db.transaction() as session:
+            change = await credits.cancel(session, user_id=user.id, now=now)
+            sub = await credits.get_account(session, user_id=user.id, now=now)
+        return PlanChangeResult(subscription=sub, message=change.message)

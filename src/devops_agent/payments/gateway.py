@@ -1,0 +1,80 @@
+"""The payment gateway interface the endpoints call, and the factory that picks one.
+
+Endpoints never know whether money is taken: they call a ``PaymentGateway``.
+Demo mode (``payments.demo``, the default) completes a purchase or an upgrade at
+once without money; Stripe mode answers with a checkout URL and the change happens
+when Stripe's webhook confirms the payment.
+
+Methods take the ``Database``, not a session: a gateway that talks to the network
+(Stripe) must do so OUTSIDE any database transaction, and opens its own short
+transactions before and after the call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol, runtime_checkable
+
+from devops_agent.billing.catalog import PackSpec
+from devops_agent.billing.models import CreditPurchase, SubscriptionTier, User, UserSubscription
+from devops_agent.config import Settings
+from devops_agent.db import Database
+
+GatewayMode = Literal["demo", "stripe"]
+
+
+@dataclass(frozen=True)
+class PackPurchaseResult:
+    """Either a completed purchase with the new total balance (demo), or where to pay (Stripe)."""
+
+    purchase: CreditPurchase | None = None
+    credits_remaining: int | None = None
+    checkout_url: str | None = None
+
+
+@dataclass(frozen=True)
+class PlanChangeResult:
+    """Either the account after the change with a sentence about it (demo), or where to pay (Stripe).
+
+    ``subscription`` has ``tier`` and ``scheduled_tier`` loaded (from ``billing.credits.get_account``).
+    """
+
+    subscription: UserSubscription | None = None
+    message: str | None = None
+    checkout_url: str | None = None
+
+
+@runtime_checkable
+class PaymentGateway(Protocol):
+    """What the subscription and credits endpoints need from a payment provider."""
+
+    mode: GatewayMode
+
+    async def purchase_pack(
+        self, db: Database, *, user: User, pack: PackSpec, idempotency_key: str | None, now: datetime
+    ) -> PackPurchaseResult:
+        """Sell ``pack`` to ``user``; raise ``billing.errors`` exceptions on refusal."""
+        ...
+
+    async def change_plan(
+        self, db: Database, *, user: User, tier: SubscriptionTier, idempotency_key: str | None, now: datetime
+    ) -> PlanChangeResult:
+        """Move ``user`` to ``tier`` (upgrade now, downgrade at period end)."""
+        ...
+
+    async def cancel_plan(self, db: Database, *, user: User, now: datetime) -> PlanChangeResult:
+        """Return ``user`` to Free at the end of the period."""
+        ...
+
+
+def get_gateway(settings: Settings) -> PaymentGateway:
+    """The gateway for these settings: Stripe when ``STRIPE_SECRET_KEY`` is set, else demo.
+
+    The Stripe gateway plugs in here (``payments.stripe_gateway``); until it exists
+    a configured key still falls back to demo, and the API says ``payments_mode: demo``.
+    """
+    from devops_agent.payments.demo import DemoGateway
+
+    # Stripe branch goes here: if settings.stripe_secret_key: return StripeGateway(settings)
+    return DemoGateway()

@@ -1,0 +1,79 @@
+"""The seed's credit pack endpoints: the packs on sale and buying one.
+
+A purchase goes through the payment gateway: demo mode completes it at once
+(recorded as completed with its list price), Stripe mode answers a checkout URL.
+``Idempotency-Key`` makes a retried purchase replay the first answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from devops_agent.billing.catalog import Catalog
+from devops_agent.billing.errors import InvalidPackSize
+from devops_agent.web.api import AUTHED, errors
+from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep, GatewayDep, IdempotencyKeyDep
+from devops_agent.web.idempotency import fingerprint, run_idempotent
+from devops_agent.web.schemas import (
+    CheckoutOut,
+    PacksOut,
+    PurchaseCompletedOut,
+    PurchaseIn,
+    pack_out,
+    purchase_out,
+)
+
+router = APIRouter(prefix="/api/credits", tags=["credits"])
+
+
+def _catalog(request: Request) -> Catalog:
+    catalog: Catalog = request.app.state.catalog
+    return catalog
+
+
+@router.get("/packs", response_model=PacksOut, summary="Credit packs on sale (public); their credits never expire")
+async def list_packs(request: Request, gateway: GatewayDep) -> PacksOut:
+    return PacksOut(packs=[pack_out(p) for p in _catalog(request).packs], payments_mode=gateway.mode)
+
+
+@router.post(
+    "/purchase",
+    response_model=PurchaseCompletedOut | CheckoutOut,
+    summary="Buy a credit pack: completed at once (demo) or a checkout URL (Stripe)",
+    responses=errors(*AUTHED, 409),
+)
+async def purchase(
+    body: PurchaseIn,
+    request: Request,
+    user: CurrentUser,
+    db: DatabaseDep,
+    now: ClockDep,
+    gateway: GatewayDep,
+    idempotency_key: IdempotencyKeyDep,
+) -> JSONResponse:
+    catalog = _catalog(request)
+    pack = catalog.pack(body.pack_size)
+    if pack is None:
+        sizes = ", ".join(str(p.credits) for p in catalog.packs)
+        raise InvalidPackSize(f"There is no {body.pack_size}-credit pack; choose one of {sizes}.")
+
+    async def work() -> tuple[int, dict[str, Any]]:
+        result = await gateway.purchase_pack(db, user=user, pack=pack, idempotency_key=idempotency_key, now=now)
+        if result.checkout_url is not None:
+            return 200, CheckoutOut(checkout_url=result.checkout_url).model_dump(mode="json")
+        assert result.purchase is not None
+        assert result.credits_remaining is not None
+        out = PurchaseCompletedOut(purchase=purchase_out(result.purchase), credits_remaining=result.credits_remaining)
+        return 200, out.model_dump(mode="json")
+
+    return await run_idempotent(
+        db,
+        user_id=user.id,
+        key=idempotency_key,
+        digest=fingerprint("POST", request.url.path, body.model_dump()),
+        now=now,
+        work=work,
+    )

@@ -1,0 +1,65 @@
+"""The seed's usage analytics: totals with a per-tool breakdown, and the paginated log."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import func, select
+
+from devops_agent.billing import credits
+from devops_agent.billing.models import UsageLog
+from devops_agent.web.api import AUTHED, errors
+from devops_agent.web.deps import ClockDep, CurrentUser, SessionDep
+from devops_agent.web.schemas import ToolCount, UsageHistoryOut, UsageStatsOut, tier_out, usage_log_out
+
+router = APIRouter(prefix="/api/usage", tags=["usage"])
+
+
+@router.get(
+    "/stats",
+    response_model=UsageStatsOut,
+    summary="Your balance and usage, with actions per tool (most used first)",
+    responses=errors(*AUTHED),
+)
+async def stats(user: CurrentUser, session: SessionDep, now: ClockDep) -> UsageStatsOut:
+    sub = await credits.get_account(session, user_id=user.id, now=now)
+    tool = func.coalesce(UsageLog.tool_name, UsageLog.action_type)
+    count = func.count(UsageLog.id)
+    rows = await session.execute(
+        select(tool, count).where(UsageLog.user_id == user.id).group_by(tool).order_by(count.desc(), tool)
+    )
+    return UsageStatsOut(
+        credits_remaining=sub.balance,
+        credits_used_this_month=sub.credits_used_this_month,
+        total_credits_used=sub.total_credits_used,
+        tier=tier_out(sub.tier),
+        tool_usage_breakdown=[ToolCount(tool=str(name), count=int(n)) for name, n in rows],
+    )
+
+
+@router.get(
+    "/history",
+    response_model=UsageHistoryOut,
+    summary="Your usage log, newest first",
+    responses=errors(*AUTHED),
+)
+async def history(
+    user: CurrentUser,
+    session: SessionDep,
+    now: ClockDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> UsageHistoryOut:
+    await credits.apply_due_reset(session, user_id=user.id, now=now)
+    total = await session.scalar(select(func.count()).select_from(UsageLog).where(UsageLog.user_id == user.id))
+    logs = (
+        await session.execute(
+            select(UsageLog)
+            .where(UsageLog.user_id == user.id)
+            .order_by(UsageLog.created_at.desc(), UsageLog.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+    ).scalars()
+    return UsageHistoryOut(logs=[usage_log_out(log) for log in logs], total=int(total or 0), limit=limit, offset=offset)

@@ -1,0 +1,161 @@
+"""The FastAPI application factory.
+
+``create_app()`` wires settings, the database, the clock and the payment gateway
+into ``app.state``, installs the error mapping, the request log and the body-size
+limit, and registers the routers. When it opens the database itself, the first
+start migrates it and syncs the pricing catalog, so a fresh ``devops_agent.db``
+is a working service.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from devops_agent.billing.catalog import cached_catalog
+from devops_agent.billing.catalog_sync import sync_catalog
+from devops_agent.billing.periods import utcnow
+from devops_agent.config import Settings, get_settings
+from devops_agent.db import Database
+from devops_agent.migrate import upgrade
+from devops_agent.payments.gateway import get_gateway
+from devops_agent.web.errors import error_body, install_error_handlers
+from devops_agent.web.logging import RequestLogMiddleware, configure_logging
+from devops_agent.web.ratelimit import LoginLimiter
+from devops_agent.web.security import Passwords, SessionSigner, load_secret_key
+
+log = logging.getLogger("devops_agent.web")
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class BodySizeLimitMiddleware:
+    """Refuses request bodies over ``max_bytes`` with 413 JSON, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps(
+            error_body("payload_too_large", f"The request body is larger than {self.max_bytes} bytes.")
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = self.max_bytes + 1
+                if declared > self.max_bytes:
+                    await self._refuse(send)
+                    return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    database: Database | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> FastAPI:
+    """Build the app. Pass ``database`` (and a ``clock``) from tests; the app then neither
+
+    migrates nor disposes it.
+    """
+    settings = settings or get_settings()
+    owns_database = database is None
+    db = database or Database(settings.database_url)
+    configure_logging(settings.log_dir)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if owns_database:
+            await upgrade(db)
+            async with db.transaction() as session:
+                await sync_catalog(session, cached_catalog(settings.pricing_file))
+        try:
+            yield
+        finally:
+            if owns_database:
+                await db.dispose()
+
+    app = FastAPI(
+        title="DevOps Agent",
+        version="0.1.0",
+        description=(
+            "Cloud chores through chat, paid for with credits. Authenticate with the session cookie "
+            "set by `/api/auth/login` (browsers; state-changing requests need `X-CSRF-Token`) or with "
+            "`Authorization: Bearer <api key>` (plans with API access). Errors are "
+            '`{"error": code, "message": text}`.'
+        ),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.clock = clock or utcnow
+    app.state.gateway = get_gateway(settings)
+    app.state.catalog = cached_catalog(settings.pricing_file)
+    app.state.passwords = Passwords()
+    app.state.sessions = SessionSigner(load_secret_key(settings))
+    app.state.login_limiter = LoginLimiter()
+
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware)
+    app.add_middleware(RequestLogMiddleware)
+
+    from devops_agent.web.api import auth, credits, health, keys, subscription, usage
+
+    # --- routers: one include_router per line; add yours here -----------------------
+    app.include_router(health.router)
+    app.include_router(auth.router)
+    app.include_router(keys.router)
+    app.include_router(subscription.router)
+    app.include_router(credits.router)
+    app.include_router(usage.router)
+    # --- end of routers -------------------------------------------------------------
+    return app

@@ -1,0 +1,221 @@
+"""FastAPI dependencies: the database, one transaction per request, the clock and who is asking.
+
+Endpoint signatures read like prose with these ``Annotated`` aliases::
+
+    async def get_subscription(user: CurrentUser, session: SessionDep, now: ClockDep): ...
+
+``SessionDep`` opens ONE transaction for the request and commits it before the
+response is sent (an error rolls it back); endpoints never commit. Authentication
+runs in a short transaction of its own and hands back a detached ``User``, so an
+endpoint that calls a payment gateway (which opens its own transactions, and may
+wait on the network) holds no transaction meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from devops_agent.billing.models import SubscriptionTier, User, UserSubscription
+from devops_agent.config import Settings
+from devops_agent.db import Database
+from devops_agent.payments.gateway import PaymentGateway
+from devops_agent.web.errors import ApiError
+from devops_agent.web.models import ApiKey
+from devops_agent.web.security import (
+    CSRF_COOKIE,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    hash_api_key,
+    password_fingerprint,
+    tokens_match,
+)
+
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+API_ACCESS = "api_access"
+
+
+def get_database(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_gateway(request: Request) -> PaymentGateway:
+    gateway: PaymentGateway = request.app.state.gateway
+    return gateway
+
+
+def get_now(request: Request) -> datetime:
+    clock: Callable[[], datetime] = request.app.state.clock
+    return clock()
+
+
+async def get_session(db: Annotated[Database, Depends(get_database)]) -> AsyncIterator[AsyncSession]:
+    async with db.transaction() as session:
+        yield session
+
+
+DatabaseDep = Annotated[Database, Depends(get_database)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+GatewayDep = Annotated[PaymentGateway, Depends(get_gateway)]
+ClockDep = Annotated[datetime, Depends(get_now)]
+# scope="function": the transaction ends (commits) before the response is sent, not after.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise ApiError(401, "unauthenticated", "Use 'Authorization: Bearer <api key>'.")
+    return value.strip()
+
+
+async def _tiers_with(session: AsyncSession, feature: str) -> list[str]:
+    tiers = (
+        await session.execute(
+            select(SubscriptionTier).where(SubscriptionTier.is_active.is_(True)).order_by(SubscriptionTier.sort_order)
+        )
+    ).scalars()
+    return [t.name for t in tiers if t.has(feature)]
+
+
+async def user_has_feature(session: AsyncSession, user_id: int, feature: str) -> bool:
+    """Whether the user's current tier includes ``feature`` (an entitlement of the catalog)."""
+    tier = (
+        await session.execute(
+            select(SubscriptionTier)
+            .join(UserSubscription, UserSubscription.tier_id == SubscriptionTier.id)
+            .where(UserSubscription.user_id == user_id)
+        )
+    ).scalar_one_or_none()
+    return tier is not None and tier.has(feature)
+
+
+async def feature_refusal(session: AsyncSession, feature: str) -> ApiError:
+    """The contract's 403 ``feature_not_in_plan`` with the tiers that have ``feature``."""
+    return ApiError(
+        403,
+        "feature_not_in_plan",
+        f"Your plan does not include {feature.replace('_', ' ')}; upgrade to use it.",
+        feature=feature,
+        tiers=await _tiers_with(session, feature),
+    )
+
+
+async def _user_from_key(session: AsyncSession, secret: str, now: datetime) -> User:
+    key = (
+        await session.execute(
+            select(ApiKey).where(ApiKey.key_hash == hash_api_key(secret), ApiKey.revoked_at.is_(None))
+        )
+    ).scalar_one_or_none()
+    if key is None:
+        raise ApiError(401, "unauthenticated", "This API key is not valid or has been revoked.")
+    user = await session.get(User, key.user_id)
+    if user is None:
+        raise ApiError(401, "unauthenticated", "This API key is not valid or has been revoked.")
+    if not await user_has_feature(session, user.id, API_ACCESS):
+        raise await feature_refusal(session, API_ACCESS)
+    # Recorded at most once a minute, so a busy script does not write on every call.
+    if key.last_used_at is None or (now - key.last_used_at).total_seconds() >= 60:
+        key.last_used_at = now
+    return user
+
+
+async def _user_from_cookie(request: Request, session: AsyncSession) -> User | None:
+    raw = request.cookies.get(SESSION_COOKIE)
+    if not raw:
+        return None
+    data = request.app.state.sessions.loads(raw)
+    if data is None:
+        return None
+    user = await session.get(User, data.user_id)
+    if user is None or password_fingerprint(user.password_hash) != data.fingerprint:
+        return None
+    if request.method in UNSAFE_METHODS:
+        header = request.headers.get(CSRF_HEADER)
+        if not (tokens_match(header, data.csrf) and tokens_match(header, request.cookies.get(CSRF_COOKIE))):
+            raise ApiError(403, "csrf_failed", "Missing or wrong X-CSRF-Token header (copy the csrf_token cookie).")
+    return user
+
+
+async def authenticate(request: Request, db: Database, now: datetime) -> User | None:
+    """The user behind a Bearer key or a session cookie, or None; raises on a bad key or CSRF.
+
+    Runs in its own short transaction and returns a detached ``User``.
+    """
+    secret = _bearer(request)
+    async with db.transaction() as session:
+        user = await _user_from_key(session, secret, now) if secret else await _user_from_cookie(request, session)
+    if user is not None and user.is_suspended:
+        raise ApiError(403, "forbidden", "This account is suspended.")
+    if user is not None:
+        request.state.user_id = user.id  # for the request log
+    return user
+
+
+async def get_optional_user(request: Request, db: DatabaseDep, now: ClockDep) -> User | None:
+    return await authenticate(request, db, now)
+
+
+async def get_current_user(user: Annotated[User | None, Depends(get_optional_user)]) -> User:
+    if user is None:
+        raise ApiError(401, "unauthenticated", "Log in or send an API key.")
+    return user
+
+
+async def get_admin_user(user: Annotated[User, Depends(get_current_user)]) -> User:
+    if not user.is_admin:
+        raise ApiError(403, "forbidden", "This needs an administrator.")
+    return user
+
+
+OptionalUser = Annotated[User | None, Depends(get_optional_user)]
+CurrentUser = Annotated[User, Depends(get_current_user)]
+AdminUser = Annotated[User, Depends(get_admin_user)]
+
+
+def require_feature(name: str) -> Any:
+    """A dependency that refuses (403 ``feature_not_in_plan``) users whose plan lacks ``name``.
+
+    Use as ``dependencies=[require_feature("advanced_analytics")]`` or as a parameter.
+    """
+
+    async def check(user: CurrentUser, db: DatabaseDep) -> User:
+        async with db.transaction() as session:
+            if not await user_has_feature(session, user.id, name):
+                raise await feature_refusal(session, name)
+        return user
+
+    return Depends(check)
+
+
+def _idempotency_key(
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Optional: a retry with the same key returns the first result and changes nothing.",
+        ),
+    ] = None,
+) -> str | None:
+    if idempotency_key is None:
+        return None
+    if not 1 <= len(idempotency_key) <= 255 or not idempotency_key.isprintable():
+        raise ApiError(400, "invalid_request", "Idempotency-Key must be 1 to 255 printable characters.")
+    return idempotency_key
+
+
+IdempotencyKeyDep = Annotated[str | None, Depends(_idempotency_key)]

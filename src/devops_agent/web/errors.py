@@ -1,0 +1,167 @@
+"""The one place that turns errors into the contract's JSON error bodies.
+
+Every error leaves the service as ``{"error": "<code>", "message": "<text>"}`` plus
+the extra fields the contract names. Domain errors of the credits engine
+(``billing.errors``) are mapped here by class, so endpoints just let them rise;
+web-level errors are raised as ``ApiError``. Bad input never becomes a 500:
+malformed JSON and out-of-range query values are 400 ``invalid_request``, a body
+that fails its schema is 422 ``validation_error`` with ``details``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from devops_agent.billing import errors as billing_errors
+from devops_agent.billing.models import SubscriptionTier
+
+log = logging.getLogger("devops_agent.web")
+
+
+class ApiError(Exception):
+    """A web-level error with its HTTP status, contract code, message and extra fields."""
+
+    def __init__(
+        self, status_code: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.headers = headers
+        self.extra = extra
+
+
+# Domain error class -> HTTP status. The code comes from the class itself (``.code``).
+BILLING_STATUS: dict[type[billing_errors.BillingError], int] = {
+    billing_errors.InsufficientCredits: 402,
+    billing_errors.AccountNotFound: 404,
+    billing_errors.TierNotFound: 404,
+    billing_errors.AlreadyOnTier: 400,
+    billing_errors.InvalidPackSize: 400,
+    billing_errors.PurchaseNotFound: 404,
+    billing_errors.InvalidAmount: 400,
+    billing_errors.ChargeNotFound: 404,
+}
+
+HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def status_for(exc: billing_errors.BillingError) -> int:
+    """The HTTP status of a domain error: its class's, else the nearest base class's, else 400."""
+    for cls in type(exc).__mro__:
+        if cls in BILLING_STATUS:
+            return BILLING_STATUS[cls]
+    return 400
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """The contract's error object."""
+    return {"error": code, "message": message, **extra}
+
+
+def error_response(
+    status_code: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    return JSONResponse(error_body(code, message, **extra), status_code=status_code, headers=headers)
+
+
+async def _tier_payload(request: Request, tier_id: int | None) -> dict[str, Any] | None:
+    """The Tier object for the 402 body (read in a short transaction of its own)."""
+    from devops_agent.web.schemas import tier_out  # local: schemas imports nothing from here, keep it so
+
+    if tier_id is None:
+        return None
+    async with request.app.state.db.transaction() as session:
+        tier = await session.get(SubscriptionTier, tier_id)
+        return tier_out(tier).model_dump(mode="json") if tier is not None else None
+
+
+async def billing_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, billing_errors.BillingError)
+    if isinstance(exc, billing_errors.InsufficientCredits):
+        return error_response(
+            402,
+            exc.code,
+            exc.MESSAGE,
+            credits_remaining=exc.balance,
+            tier=await _tier_payload(request, exc.tier_id),
+        )
+    return error_response(status_for(exc), exc.code, exc.message, **exc.extra)
+
+
+async def api_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status_code, exc.code, exc.message, headers=exc.headers, **exc.extra)
+
+
+def _detail(error: Any) -> dict[str, Any]:
+    loc = [str(part) for part in error.get("loc", ())]
+    return {
+        "field": ".".join(loc[1:]) or (loc[0] if loc else ""),
+        "location": loc[0] if loc else "",
+        "message": error.get("msg", ""),
+        "type": error.get("type", ""),
+    }
+
+
+async def validation_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    """Malformed JSON, a body that is not an object, or a bad query/path/header value: 400
+
+    ``invalid_request``; an object whose fields fail the schema: 422 ``validation_error``.
+    """
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    details = [_detail(e) for e in errors]
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return error_response(400, "invalid_request", "The request body is not valid JSON.", details=details)
+    if any(tuple(e.get("loc", ())) == ("body",) for e in errors):
+        return error_response(400, "invalid_request", "The request body must be a JSON object.", details=details)
+    if errors and all(d["location"] in ("query", "path", "header", "cookie") for d in details):
+        fields = ", ".join(sorted({d["field"] for d in details}))
+        return error_response(400, "invalid_request", f"Invalid value for: {fields}.", details=details)
+    return error_response(422, "validation_error", "The request body does not match the schema.", details=details)
+
+
+async def http_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own errors (404 route not found, 405 method not allowed) as contract JSON."""
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTP_CODES.get(exc.status_code, "error")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    if exc.status_code == 404:
+        message = "No such endpoint."
+    elif exc.status_code == 405:
+        message = "This endpoint does not accept that method."
+    return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+
+
+async def unhandled_error_handler(_request: Request, exc: Exception) -> JSONResponse:
+    """A bug: log it with its traceback, answer a JSON 500 without internals."""
+    log.error("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "Something went wrong on our side.")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register every handler above on ``app``."""
+    app.add_exception_handler(billing_errors.BillingError, billing_error_handler)
+    app.add_exception_handler(ApiError, api_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    app.add_exception_handler(Exception, unhandled_error_handler)

@@ -1,0 +1,106 @@
+"""Structured request logs: one JSON line per request, to stdout and ``logs/devops_agent.log``.
+
+The seed's troubleshooting reads ``logs/``; operators read stdout. A line carries
+method, path (never the query string, which may carry tokens), status, duration,
+the client address and the user id when known. Headers, bodies, cookies, API keys
+and password hashes are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+LOGGER = "devops_agent"
+LOG_FILE = "devops_agent.log"
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """A log record as one JSON object; ``extra=`` fields become keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(log_dir: Path, *, level: int = logging.INFO) -> None:
+    """Send ``devops_agent.*`` logs as JSON to stdout and to a rotating file in ``log_dir``.
+
+    Idempotent: a second call (a second app in the same process) adds no handlers.
+    """
+    logger = logging.getLogger(LOGGER)
+    logger.setLevel(level)
+    if any(getattr(h, "_devops_agent", False) for h in logger.handlers):
+        return
+    formatter = JsonFormatter()
+    stream = logging.StreamHandler(sys.stdout)
+    handlers: list[logging.Handler] = [stream]
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        handlers.append(
+            logging.handlers.RotatingFileHandler(
+                log_dir / LOG_FILE, maxBytes=10 * 1024 * 1024, backupCount=5, encoding="utf-8"
+            )
+        )
+    except OSError as exc:  # a read-only checkout still serves, logging to stdout only
+        print(f"cannot write logs to {log_dir}: {exc}", file=sys.stderr)  # noqa: T201
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler._devops_agent = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.propagate = False
+
+
+class RequestLogMiddleware:
+    """Logs each HTTP request once it has been answered (pure ASGI: no body buffering)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.log = logging.getLogger(f"{LOGGER}.request")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            state = scope.get("state") or {}
+            client = scope.get("client")
+            self.log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "client": client[0] if client else None,
+                    "user_id": state.get("user_id"),
+                },
+            )

@@ -1,0 +1,65 @@
+"""Run the web service with uvicorn: ``devops-agent serve``, ``python app.py`` and ``make run``.
+
+One process on SQLite (its busy wait is unfair to writers in other processes);
+several workers on PostgreSQL. Shutdown is graceful: on SIGTERM/SIGINT uvicorn
+stops accepting, lets requests in flight finish (up to ``GRACEFUL_SHUTDOWN_SECONDS``)
+and then runs the app's shutdown (which disposes the database engine).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+from sqlalchemy.engine import make_url
+
+from devops_agent.config import Settings, get_settings
+
+GRACEFUL_SHUTDOWN_SECONDS = 20
+
+
+def app_factory() -> object:
+    """The ASGI app for uvicorn's ``--factory`` (each worker builds its own)."""
+    from devops_agent.web.app import create_app
+
+    return create_app()
+
+
+def check_workers(settings: Settings, workers: int) -> str | None:
+    """Why ``workers`` cannot run with these settings, or None when it can."""
+    if workers < 1:
+        return "--workers must be at least 1."
+    if workers > 1 and make_url(settings.database_url).get_backend_name() == "sqlite":
+        return (
+            "SQLite serves one process only (its locking is unfair across processes): "
+            "run with --workers 1, or set DATABASE_URL to PostgreSQL for several workers."
+        )
+    return None
+
+
+def run_server(host: str | None = None, port: int | None = None, workers: int = 1) -> None:
+    """Serve until interrupted; ``HOST``/``PORT`` (settings) apply when not given."""
+    settings = get_settings()
+    problem = check_workers(settings, workers)
+    if problem:
+        print(problem, file=sys.stderr)  # noqa: T201
+        raise SystemExit(2)
+    host = host or settings.host
+    port = port or settings.port
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
+    print(  # noqa: T201
+        f"DevOps Agent listening on http://{host}:{port} (open http://{shown}:{port}) "
+        f"with {workers} worker{'s' if workers > 1 else ''}; Ctrl+C to stop.",
+        flush=True,
+    )
+    uvicorn.run(
+        "devops_agent.web.server:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        access_log=False,  # our own JSON request log replaces uvicorn's
+        log_level="info",
+        proxy_headers=True,
+    )
