@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Table, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -31,6 +31,8 @@ from .errors import (
     ChargeNotFound,
     InsufficientCredits,
     InvalidAmount,
+    MemberCapReached,
+    OrganizationNotFound,
     PurchaseNotFound,
     TierNotFound,
 )
@@ -45,6 +47,7 @@ from .models import (
     UsageLog,
     UserSubscription,
 )
+from .org_models import Organization, OrganizationMember
 from .periods import add_months, period_containing
 
 FREE_TIER = "free"
@@ -52,6 +55,8 @@ FREE_TIER = "free"
 _sub = cast(Table, UserSubscription.__table__)
 _ledger = cast(Table, CreditLedger.__table__)
 _usage = cast(Table, UsageLog.__table__)
+_members = cast(Table, OrganizationMember.__table__)
+_orgs = cast(Table, Organization.__table__)
 
 # Accounts whose periods we start ourselves at the period end: everyone but those whose
 # plan is paid through a payment provider and not cancelled (their paid invoice does it).
@@ -133,17 +138,30 @@ async def _ledger_by_key(session: AsyncSession, key: str) -> CreditLedger | None
     return (await session.execute(select(CreditLedger).where(CreditLedger.idempotency_key == key))).scalar_one_or_none()
 
 
-async def _lock_account(session: AsyncSession, *, user_id: int) -> UserSubscription:
+def _owned_by(user_id: int | None, org_id: int | None) -> ColumnElement[bool]:
+    """The account an operation acts on: the organization's pool when ``org_id`` is given, else the user's."""
+    if org_id is not None:
+        return _sub.c.organization_id == org_id
+    return _sub.c.user_id == user_id
+
+
+def _no_account(user_id: int | None, org_id: int | None) -> AccountNotFound:
+    if org_id is not None:
+        return AccountNotFound(f"organization {org_id} has no credit account")
+    return AccountNotFound(f"user {user_id} has no credit account")
+
+
+async def _lock_account(session: AsyncSession, *, user_id: int | None, org_id: int | None = None) -> UserSubscription:
     sub = (
         await session.execute(
             select(UserSubscription)
-            .where(UserSubscription.user_id == user_id)
+            .where(_owned_by(user_id, org_id))
             .with_for_update()
             .execution_options(populate_existing=True)
         )
     ).scalar_one_or_none()
     if sub is None:
-        raise AccountNotFound(f"user {user_id} has no credit account")
+        raise _no_account(user_id, org_id)
     return sub
 
 
@@ -252,7 +270,9 @@ async def _start_period(
     await session.flush()
 
 
-async def apply_due_reset(session: AsyncSession, *, user_id: int, now: datetime) -> bool:
+async def apply_due_reset(
+    session: AsyncSession, *, user_id: int | None, now: datetime, org_id: int | None = None
+) -> bool:
     """Run the monthly reset if the period has ended; return whether one ran.
 
     Catches up over any number of missed months at once: the new period is the
@@ -264,13 +284,13 @@ async def apply_due_reset(session: AsyncSession, *, user_id: int, now: datetime)
     due = (
         await session.execute(
             select(UserSubscription.id).where(
-                UserSubscription.user_id == user_id, UserSubscription.current_period_end <= now, _lazily_reset
+                _owned_by(user_id, org_id), UserSubscription.current_period_end <= now, _lazily_reset
             )
         )
     ).first()
     if due is None:
         return False
-    sub = await _lock_account(session, user_id=user_id)
+    sub = await _lock_account(session, user_id=user_id, org_id=org_id)
     if sub.current_period_end > now:  # another transaction reset it while we waited for the lock
         return False
     if sub.stripe_subscription_id is not None and not sub.cancel_at_period_end:
@@ -302,27 +322,40 @@ async def apply_due_reset(session: AsyncSession, *, user_id: int, now: datetime)
 async def due_account_user_ids(session: AsyncSession, *, now: datetime, limit: int = 500) -> list[int]:
     """Users whose period has ended (for the ``reset-due`` cron job)."""
     rows = await session.execute(
-        select(UserSubscription.user_id)
-        .where(UserSubscription.current_period_end <= now, _lazily_reset)
+        select(_sub.c.user_id)
+        .where(_sub.c.user_id.is_not(None), UserSubscription.current_period_end <= now, _lazily_reset)
         .order_by(UserSubscription.current_period_end)
         .limit(limit)
     )
     return [int(r) for r in rows.scalars()]
 
 
-async def get_account(session: AsyncSession, *, user_id: int, now: datetime) -> UserSubscription:
-    """The user's account, reset first if its period is over, with tiers loaded."""
-    await apply_due_reset(session, user_id=user_id, now=now)
+async def due_account_org_ids(session: AsyncSession, *, now: datetime, limit: int = 500) -> list[int]:
+    """Organizations whose period has ended (the ``reset-due`` job passes each as ``org_id``)."""
+    rows = await session.execute(
+        select(_sub.c.organization_id)
+        .where(_sub.c.organization_id.is_not(None), UserSubscription.current_period_end <= now, _lazily_reset)
+        .order_by(UserSubscription.current_period_end)
+        .limit(limit)
+    )
+    return [int(r) for r in rows.scalars()]
+
+
+async def get_account(
+    session: AsyncSession, *, user_id: int | None, now: datetime, org_id: int | None = None
+) -> UserSubscription:
+    """The user's account (or the organization's pool with ``org_id``), reset first if its period is over."""
+    await apply_due_reset(session, user_id=user_id, now=now, org_id=org_id)
     sub = (
         await session.execute(
             select(UserSubscription)
-            .where(UserSubscription.user_id == user_id)
+            .where(_owned_by(user_id, org_id))
             .options(selectinload(UserSubscription.tier), selectinload(UserSubscription.scheduled_tier))
             .execution_options(populate_existing=True)
         )
     ).scalar_one_or_none()
     if sub is None:
-        raise AccountNotFound(f"user {user_id} has no credit account")
+        raise _no_account(user_id, org_id)
     return sub
 
 
@@ -356,11 +389,15 @@ async def charge(
     tool_name: str | None = None,
     conversation_id: int | None = None,
     idempotency_key: str | None = None,
+    org_id: int | None = None,
 ) -> ChargeResult:
     """Spend ``amount`` credits (monthly first, then purchased) and log the action.
 
     Raises ``InsufficientCredits`` and changes nothing when the balance is short.
     With an ``idempotency_key`` a retry returns the first charge's result.
+    With ``org_id`` the organization's pool pays and ``user_id`` is the member who
+    acts: ``OrganizationNotFound`` if they are not a member, ``MemberCapReached``
+    if the charge would pass their monthly cap, however full the pool.
     """
     if amount <= 0:
         raise InvalidAmount("a charge must be at least one credit")
@@ -371,13 +408,15 @@ async def charge(
             return replay
         try:
             async with session.begin_nested():
-                return await _charge(session, user_id, amount, str(action_type), now, tool_name, conversation_id, key)
+                return await _charge(
+                    session, user_id, amount, str(action_type), now, tool_name, conversation_id, key, org_id
+                )
         except IntegrityError:
             replay = await _replay_charge(session, key)
             if replay is None:
                 raise
             return replay
-    return await _charge(session, user_id, amount, str(action_type), now, tool_name, conversation_id, key)
+    return await _charge(session, user_id, amount, str(action_type), now, tool_name, conversation_id, key, org_id)
 
 
 async def _charge(
@@ -389,6 +428,7 @@ async def _charge(
     tool_name: str | None,
     conversation_id: int | None,
     key: str,
+    org_id: int | None = None,
 ) -> ChargeResult:
     # Lock the row (PostgreSQL; SQLite writers are serialised already) to learn how the
     # charge splits between the monthly and purchased balances for the ledger row.
@@ -398,17 +438,24 @@ async def _charge(
             _sub.c.credits_remaining,
             _sub.c.purchased_credits_remaining,
             _sub.c.current_period_end,
+            _sub.c.current_period_start,
             _sub.c.tier_id,
         )
-        .where(_sub.c.user_id == user_id)
+        .where(_owned_by(user_id, org_id))
         .with_for_update()
     )
     row = (await session.execute(locked)).first()
     if row is None:
-        raise AccountNotFound(f"user {user_id} has no credit account")
-    if row.current_period_end <= now and await apply_due_reset(session, user_id=user_id, now=now):
+        raise _no_account(user_id, org_id)
+    if row.current_period_end <= now and await apply_due_reset(session, user_id=user_id, now=now, org_id=org_id):
         row = (await session.execute(locked)).one()
     sub_id, monthly, purchased = int(row.id), int(row.credits_remaining), int(row.purchased_credits_remaining)
+    if org_id is not None:
+        # The pool's row lock (taken above) serialises every charge of the organization,
+        # so the member's counter is read and written by one charge at a time.
+        await _spend_member_cap(
+            session, org_id=org_id, user_id=user_id, amount=amount, period_start=row.current_period_start
+        )
     if monthly + purchased < amount:
         raise InsufficientCredits(balance=monthly + purchased, required=amount, tier_id=int(row.tier_id))
     from_monthly = min(monthly, amount)
@@ -439,6 +486,7 @@ async def _charge(
             insert(_usage)
             .values(
                 user_id=user_id,
+                organization_id=org_id,
                 conversation_id=conversation_id,
                 action_type=action_type,
                 tool_name=tool_name,
@@ -489,7 +537,15 @@ async def refund(
         raise ChargeNotFound(f"no charge for usage log {usage_log_id}")
     usage = await session.get(UsageLog, usage_log_id)
     assert usage is not None
-    sub = await _lock_account(session, user_id=usage.user_id)
+    sub = await _lock_account(session, user_id=usage.user_id, org_id=usage.organization_id)
+    if usage.organization_id is not None:
+        await _return_member_cap(
+            session,
+            org_id=usage.organization_id,
+            user_id=usage.user_id,
+            amount=-charge_row.delta,
+            period_start=sub.current_period_start,
+        )
     back_monthly, back_purchased = -charge_row.monthly_delta, -charge_row.purchased_delta
     amount = back_monthly + back_purchased
     sub.credits_remaining += back_monthly
@@ -536,10 +592,15 @@ async def create_purchase(
     now: datetime,
     stripe_checkout_session_id: str | None = None,
     stripe_payment_intent_id: str | None = None,
+    org_id: int | None = None,
 ) -> CreditPurchase:
-    """Record a pending pack purchase; credits come with ``grant_purchase``."""
+    """Record a pending pack purchase; credits come with ``grant_purchase``.
+
+    With ``org_id`` the pack fills the organization's pool; ``user_id`` is the buyer.
+    """
     purchase = CreditPurchase(
         user_id=user_id,
+        organization_id=org_id,
         credits_amount=credits_amount,
         price_paid=price_paid,
         payment_status=PurchaseStatus.PENDING,
@@ -571,7 +632,7 @@ async def grant_purchase(session: AsyncSession, *, purchase_id: int, now: dateti
     ).scalar_one_or_none()
     if purchase is None:
         raise PurchaseNotFound(f"purchase {purchase_id} does not exist")
-    sub = await _lock_account(session, user_id=purchase.user_id)
+    sub = await _lock_account(session, user_id=purchase.user_id, org_id=purchase.organization_id)
     if purchase.payment_status != PurchaseStatus.PENDING:
         # Completed by a concurrent delivery that committed first (its ledger row is now visible).
         existing = await _ledger_by_key(session, key)
@@ -623,7 +684,7 @@ async def claw_back_purchase(session: AsyncSession, *, purchase_id: int, now: da
     ).scalar_one_or_none()
     if purchase is None:
         raise PurchaseNotFound(f"purchase {purchase_id} does not exist")
-    sub = await _lock_account(session, user_id=purchase.user_id)
+    sub = await _lock_account(session, user_id=purchase.user_id, org_id=purchase.organization_id)
     if purchase.payment_status != PurchaseStatus.COMPLETED:
         raise InvalidAmount(f"purchase {purchase_id} is {purchase.payment_status}; only completed ones are clawed back")
     taken = min(purchase.credits_amount, sub.purchased_credits_remaining)
@@ -664,11 +725,16 @@ class TierChange:
     message: str
 
 
-async def change_tier(session: AsyncSession, *, user_id: int, tier_id: int, now: datetime) -> TierChange:
-    """Upgrade at once (new period, new tier's credits, purchased kept) or schedule a downgrade."""
-    await apply_due_reset(session, user_id=user_id, now=now)
+async def change_tier(
+    session: AsyncSession, *, user_id: int, tier_id: int, now: datetime, org_id: int | None = None
+) -> TierChange:
+    """Upgrade at once (new period, new tier's credits, purchased kept) or schedule a downgrade.
+
+    With ``org_id`` the organization's plan changes (``user_id`` is who asked).
+    """
+    await apply_due_reset(session, user_id=user_id, now=now, org_id=org_id)
     target = await tier_by_id(session, tier_id, active_only=True)
-    sub = await _lock_account(session, user_id=user_id)
+    sub = await _lock_account(session, user_id=user_id, org_id=org_id)
     current = await tier_by_id(session, sub.tier_id)
     if target.id == current.id:
         if sub.scheduled_tier_id is None and not sub.cancel_at_period_end:
@@ -706,10 +772,10 @@ async def change_tier(session: AsyncSession, *, user_id: int, tier_id: int, now:
     return TierChange("now", f"Upgraded to {target.display_name}: {target.monthly_credits} credits this period.")
 
 
-async def cancel(session: AsyncSession, *, user_id: int, now: datetime) -> TierChange:
-    """Go back to Free when the period ends; credits stay usable until then."""
-    await apply_due_reset(session, user_id=user_id, now=now)
-    sub = await _lock_account(session, user_id=user_id)
+async def cancel(session: AsyncSession, *, user_id: int, now: datetime, org_id: int | None = None) -> TierChange:
+    """Go back to Free when the period ends; credits stay usable until then (``org_id``: the organization's plan)."""
+    await apply_due_reset(session, user_id=user_id, now=now, org_id=org_id)
+    sub = await _lock_account(session, user_id=user_id, org_id=org_id)
     free = await tier_by_name(session, FREE_TIER)
     if sub.tier_id == free.id:
         raise AlreadyOnTier("you are on the Free tier already; there is nothing to cancel")
@@ -827,10 +893,12 @@ async def adjust(
     admin_id: int | None,
     now: datetime,
     idempotency_key: str | None = None,
+    org_id: int | None = None,
 ) -> LedgerResult:
     """An admin's manual change: credits given go to the purchased (never expiring) balance;
 
-    credits taken come from the monthly allowance first; never below zero.
+    credits taken come from the monthly allowance first; never below zero. With
+    ``org_id`` the organization's pool changes (``user_id`` is recorded on the row).
     """
     if amount == 0:
         raise InvalidAmount("an adjustment must change the balance")
@@ -842,8 +910,8 @@ async def adjust(
         return LedgerResult(
             existing.id, Balance(existing.monthly_balance_after, existing.purchased_balance_after), True
         )
-    await apply_due_reset(session, user_id=user_id, now=now)
-    sub = await _lock_account(session, user_id=user_id)
+    await apply_due_reset(session, user_id=user_id, now=now, org_id=org_id)
+    sub = await _lock_account(session, user_id=user_id, org_id=org_id)
     if amount > 0:
         monthly_delta, purchased_delta = 0, amount
     else:
@@ -884,3 +952,95 @@ async def ledger_sums(session: AsyncSession, *, subscription_id: int) -> Balance
         )
     ).one()
     return Balance(int(row[0]), int(row[1]))
+
+
+# --- organization pools (teams) -------------------------------------------------------
+
+
+async def open_org_account(session: AsyncSession, *, org_id: int, now: datetime) -> UserSubscription:
+    """Open an organization's pool on the Free tier with its monthly credits (one grant row).
+
+    The organization then upgrades, buys packs and resets like a user's account,
+    through the same functions called with ``org_id``.
+    """
+    tier = await tier_by_name(session, FREE_TIER)
+    sub = UserSubscription(
+        user_id=None,
+        organization_id=org_id,
+        tier_id=tier.id,
+        credits_remaining=tier.monthly_credits,
+        purchased_credits_remaining=0,
+        credits_used_this_month=0,
+        total_credits_used=0,
+        billing_anchor=now,
+        current_period_start=now,
+        current_period_end=add_months(now, 1),
+        payment_status=PaymentStatus.ACTIVE,
+        cancel_at_period_end=False,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(sub)
+    await session.flush()
+    await _append_ledger(
+        session,
+        subscription_id=sub.id,
+        user_id=None,
+        kind=LedgerKind.MONTHLY_GRANT,
+        monthly_delta=tier.monthly_credits,
+        purchased_delta=0,
+        balance_after=Balance(tier.monthly_credits, 0),
+        key=f"s{sub.id}:grant:{now.isoformat()}",
+        now=now,
+        reason=f"{tier.display_name} tier: opening grant",
+    )
+    return sub
+
+
+async def _spend_member_cap(
+    session: AsyncSession, *, org_id: int, user_id: int, amount: int, period_start: datetime
+) -> None:
+    """Count ``amount`` against the member's cap for the pool's period, or refuse the charge.
+
+    The caller holds the pool's row lock. A counter from an earlier period counts as
+    zero: caps reset with the organization's period.
+    """
+    row = (
+        await session.execute(
+            select(
+                _members.c.id,
+                _members.c.monthly_cap,
+                _members.c.credits_used,
+                _members.c.usage_period_start,
+                _orgs.c.default_member_cap,
+            )
+            .join(_orgs, _orgs.c.id == _members.c.organization_id)
+            .where(_members.c.organization_id == org_id, _members.c.user_id == user_id)
+        )
+    ).first()
+    if row is None:
+        raise OrganizationNotFound(f"organization {org_id} not found")
+    used = int(row.credits_used) if row.usage_period_start == period_start else 0
+    cap = row.monthly_cap if row.monthly_cap is not None else row.default_member_cap
+    if cap is not None and used + amount > cap:
+        raise MemberCapReached(cap=int(cap), used=used, required=amount)
+    await session.execute(
+        update(_members)
+        .where(_members.c.id == row.id)
+        .values(credits_used=used + amount, usage_period_start=period_start)
+    )
+
+
+async def _return_member_cap(
+    session: AsyncSession, *, org_id: int, user_id: int, amount: int, period_start: datetime
+) -> None:
+    """Give a refunded charge back to the member's cap, if it was counted in this period."""
+    await session.execute(
+        update(_members)
+        .where(
+            _members.c.organization_id == org_id,
+            _members.c.user_id == user_id,
+            _members.c.usage_period_start == period_start,
+        )
+        .values(credits_used=case((_members.c.credits_used >= amount, _members.c.credits_used - amount), else_=0))
+    )

@@ -55,3 +55,26 @@ class InvalidAmount(BillingError):
 
 class ChargeNotFound(BillingError):
     code = "usage_not_found"
+
+
+class OrganizationNotFound(BillingError):
+    """No such organization, or the user is not a member (a non-member must not learn it exists)."""
+
+    code = "organization_not_found"
+
+
+class MemberCapReached(BillingError):
+    """The charge would pass the member's monthly cap in the organization, however full the pool."""
+
+    code = "member_cap_reached"
+
+    def __init__(self, *, cap: int, used: int, required: int = 1) -> None:
+        super().__init__(
+            f"You have used {used} of your {cap} monthly credits in this organization. "
+            "Ask an owner or admin of the organization to raise your cap.",
+            cap=cap,
+            used=used,
+        )
+        self.cap = cap
+        self.used = used
+        self.required = required

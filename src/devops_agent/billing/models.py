@@ -114,10 +114,16 @@ class UserSubscription(Base):
         CheckConstraint("credits_used_this_month >= 0", name="used_this_month_non_negative"),
         CheckConstraint("total_credits_used >= 0", name="total_used_non_negative"),
         CheckConstraint("current_period_end > current_period_start", name="period_forward"),
+        # An account belongs to exactly one owner: a user or an organization (teams).
+        CheckConstraint(
+            "(user_id IS NOT NULL AND organization_id IS NULL) OR (user_id IS NULL AND organization_id IS NOT NULL)",
+            name="one_owner",
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
+    organization_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), unique=True)
     tier_id: Mapped[int] = mapped_column(ForeignKey("subscription_tiers.id"))
     credits_remaining: Mapped[int] = mapped_column(Integer, default=0)
     purchased_credits_remaining: Mapped[int] = mapped_column(Integer, default=0)
@@ -152,6 +158,8 @@ class CreditPurchase(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # Set when the pack is bought for an organization's pool (``user_id`` is then the buyer).
+    organization_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
     credits_amount: Mapped[int] = mapped_column(Integer)
     price_paid: Mapped[Decimal] = mapped_column(Money)
     stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(255), index=True)
@@ -181,6 +189,8 @@ class UsageLog(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # Set when the action was paid from an organization's pool (``user_id`` is the member who acted).
+    organization_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
     conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id", ondelete="SET NULL"))
     action_type: Mapped[str] = mapped_column(String(32))
     tool_name: Mapped[str | None] = mapped_column(String(64))
