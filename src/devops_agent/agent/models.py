@@ -1,0 +1,62 @@
+"""Tables of the agent: the messages of a conversation, and users' saved templates.
+
+Conversations themselves live in ``billing.models.Conversation`` (usage logs point at
+them). A user message that came with an ``Idempotency-Key`` carries the key and, once
+the run is over, the reply it produced (``reply_status`` + ``reply``): a retry with the
+same key finds the row and returns that reply instead of running (and charging) again.
+The unique ``(user_id, idempotency_key)`` index is what makes two racing retries
+collapse into one run.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from devops_agent.billing.models import BigId
+from devops_agent.billing.types import UTCDateTime
+from devops_agent.db import Base
+
+
+class Role(StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class Message(Base):
+    """One turn of a conversation, as the user sees it (tool traffic is in ``tool_calls``)."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_conversation_id_id", "conversation_id", "id"),
+        UniqueConstraint("user_id", "idempotency_key", name="uq_messages_user_id_idempotency_key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    reply_status: Mapped[int | None] = mapped_column(Integer)
+    reply: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SavedTemplate(Base):
+    """A named, parameterised request ("staging environment for {name}") a user runs from the chat."""
+
+    __tablename__ = "saved_templates"
+    __table_args__ = (UniqueConstraint("user_id", "name", name="uq_saved_templates_user_id_name"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prompt: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
