@@ -148,6 +148,7 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware)
     app.add_middleware(RequestLogMiddleware)
 
+    from devops_agent.web import pages
     from devops_agent.web.api import auth, credits, health, keys, subscription, usage
 
     # --- routers: one include_router per line; add yours here -----------------------
@@ -157,5 +158,6 @@ def create_app(
     app.include_router(subscription.router)
     app.include_router(credits.router)
     app.include_router(usage.router)
+    pages.install(app)  # HTML pages, /static, and 404/500 pages for browsers (wraps the JSON handlers)
     # --- end of routers -------------------------------------------------------------
     return app

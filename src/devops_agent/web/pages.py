@@ -1,0 +1,189 @@
+"""The HTML pages: server-rendered Jinja layouts that call the JSON API from small scripts.
+
+The pages hold no business logic. They render what does not change while a page is
+open (the layout, the signed-in user, the plans and packs of the pricing catalog)
+and leave every balance to the page's script, which reads it from the same JSON API
+that scripts use, so the browser and the API can never disagree about a number.
+
+Other packages extend ``base.html`` (blocks ``title``, ``head``, ``content``,
+``scripts``) and render through ``render_page`` so the layout gets its context.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from devops_agent.billing.catalog import Catalog
+from devops_agent.billing.models import User
+from devops_agent.web.deps import OptionalUser
+
+TEMPLATES_DIR = Path(__file__).with_name("templates")
+STATIC_DIR = Path(__file__).with_name("static")
+
+log = logging.getLogger("devops_agent.web")
+
+ERROR_TITLES = {
+    404: ("Page not found", "There is no page at this address. It may have moved, or the link may be mistyped."),
+    500: ("Something went wrong", "An error on our side stopped this page. It has been logged; please try again."),
+}
+
+
+def usd(amount: Decimal | float | int) -> str:
+    """Show a price as USD: whole dollars without cents ("$19"), others with two decimals."""
+    value = Decimal(str(amount))
+    if value == value.to_integral_value():
+        return f"${value:,.0f}"
+    return f"${value:,.2f}"
+
+
+def _layout_context(request: Request) -> dict[str, Any]:
+    """What ``base.html`` needs on every page: whether money is taken (the footer says so)."""
+    gateway = getattr(request.app.state, "gateway", None)
+    return {"payments_mode": getattr(gateway, "mode", "demo")}
+
+
+templates = Jinja2Templates(directory=TEMPLATES_DIR, context_processors=[_layout_context])
+templates.env.filters["usd"] = usd
+
+router = APIRouter(include_in_schema=False)
+
+
+def render_page(
+    request: Request, name: str, *, user: User | None, page: str = "", status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    """Render a template that extends ``base.html``."""
+    return templates.TemplateResponse(request, name, {"user": user, "page": page, **context}, status_code=status_code)
+
+
+def render_error_page(request: Request, status_code: int, *, user: User | None = None) -> HTMLResponse:
+    """The 404/500 page in the site's look (the error handlers call this for non-API paths)."""
+    title, message = ERROR_TITLES.get(status_code, ("Something went wrong", "The request could not be completed."))
+    return render_page(request, "error.html", user=user, status_code=status_code, title=title, message=message)
+
+
+def _catalog(request: Request) -> Catalog:
+    catalog: Catalog = request.app.state.catalog
+    return catalog
+
+
+def _free_credits(catalog: Catalog) -> int:
+    free = catalog.tier("free")
+    return free.monthly_credits if free is not None else 0
+
+
+def _login_redirect(request: Request) -> RedirectResponse:
+    return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+
+
+def _safe_next(value: str | None) -> str:
+    """Only a path on this site is followed after login (never ``//other.host``)."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/chat"
+
+
+@router.get("/")
+async def home(request: Request, user: OptionalUser) -> Response:
+    """Signed-in users go straight to the chat; everyone else sees what it is and what it costs."""
+    if user is not None:
+        return RedirectResponse("/chat", status_code=303)
+    catalog = _catalog(request)
+    return render_page(
+        request,
+        "landing.html",
+        user=None,
+        page="home",
+        tiers=catalog.tiers,
+        packs=catalog.packs,
+        free_credits=_free_credits(catalog),
+    )
+
+
+@router.get("/register")
+async def register(request: Request, user: OptionalUser) -> Response:
+    if user is not None:
+        return RedirectResponse("/chat", status_code=303)
+    return render_page(
+        request, "register.html", user=None, page="register", free_credits=_free_credits(_catalog(request))
+    )
+
+
+@router.get("/login")
+async def login(
+    request: Request, user: OptionalUser, next_path: Annotated[str | None, Query(alias="next")] = None
+) -> Response:
+    if user is not None:
+        return RedirectResponse(_safe_next(next_path), status_code=303)
+    return render_page(request, "login.html", user=None, page="login", next_path=_safe_next(next_path))
+
+
+@router.get("/chat")
+async def chat(request: Request, user: OptionalUser) -> Response:
+    if user is None:
+        return _login_redirect(request)
+    return render_page(request, "chat.html", user=user, page="chat")
+
+
+@router.get("/billing")
+async def billing(request: Request, user: OptionalUser) -> Response:
+    if user is None:
+        return _login_redirect(request)
+    catalog = _catalog(request)
+    return render_page(request, "billing.html", user=user, page="billing", tiers=catalog.tiers, packs=catalog.packs)
+
+
+@router.get("/account")
+async def account(request: Request, user: OptionalUser) -> Response:
+    if user is None:
+        return _login_redirect(request)
+    return render_page(request, "account.html", user=user, page="account")
+
+
+def _wants_html(request: Request) -> bool:
+    """A person's browser asking for a page, not a script calling the API."""
+    path = request.url.path
+    if path.startswith(("/api/", "/static/")) or path == "/api":
+        return False
+    return "text/html" in request.headers.get("accept", "")
+
+
+def install(app: FastAPI) -> None:
+    """Add the pages, the static files and the HTML error pages to ``app``.
+
+    Call after the JSON error handlers are installed: the 404/500 pages wrap them and
+    answer HTML only to browsers on page paths; everything else keeps the contract's JSON.
+    """
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    for key, status_of in ((StarletteHTTPException, _http_status), (Exception, lambda _exc: 500)):
+        json_handler = app.exception_handlers.get(key)
+        if json_handler is not None:
+            app.add_exception_handler(key, _html_or(json_handler, status_of))
+
+
+def _http_status(exc: Exception) -> int:
+    return exc.status_code if isinstance(exc, StarletteHTTPException) else 500
+
+
+def _html_or(json_handler: Any, status_of: Callable[[Exception], int]) -> Callable[..., Awaitable[Response]]:
+    async def handler(request: Request, exc: Exception) -> Response:
+        if _wants_html(request):
+            status_code = status_of(exc)
+            if status_code == 500:
+                log.error("unhandled error on page %s", request.url.path, exc_info=exc)
+            return render_error_page(request, status_code)
+        response: Response = await json_handler(request, exc)
+        return response
+
+    return handler

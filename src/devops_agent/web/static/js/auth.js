@@ -1,0 +1,26 @@
+// Sign-up and login forms: post to the JSON API, show its errors next to the
+// fields, and go on to the chat (or the page that sent the user to log in).
+import { api, clearErrors, formValues, showErrors } from "./common.js";
+
+const ENDPOINTS = { register: "/api/auth/register", login: "/api/auth/login" };
+
+/** Only same-site paths are followed after login, never another origin. */
+function safeNext(path) {
+  return path && path.startsWith("/") && !path.startsWith("//") ? path : "/chat";
+}
+
+for (const form of document.querySelectorAll("form[data-auth-form]")) {
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearErrors(form);
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    const result = await api("POST", ENDPOINTS[form.dataset.authForm], formValues(form));
+    button.disabled = false;
+    if (result.ok) {
+      window.location.assign(safeNext(form.dataset.next));
+    } else {
+      showErrors(form, result);
+    }
+  });
+}

@@ -1,0 +1,94 @@
+"""The real app on a loopback port and one headless Chromium for the whole session.
+
+The server is the production app (``create_app``) served by uvicorn in a thread, on a
+fresh SQLite file, with the offline agent, demo payments and the sandbox cloud: the
+browser talks to it over real HTTP exactly as a person's would. Chromium is Debian's
+(``/usr/bin/chromium``); Playwright's own browser download does not work here.
+
+Screenshots go to ``test-artifacts/screenshots/`` (the README names it); the copies
+kept for the README live in ``docs/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from tests.browser.helpers import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in this folder drives a browser: mark it, and skip all when Chromium is missing."""
+    here = Path(__file__).parent
+    skip = pytest.mark.skip(reason=f"no Chromium at {CHROMIUM} (install Debian's chromium: make browser)")
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.browser)
+            if not CHROMIUM.exists():
+                item.add_marker(skip)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    url: str
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The whole app on a free loopback port, on a fresh SQLite file, until the session ends."""
+    from devops_agent.config import Settings
+    from devops_agent.web.app import create_app
+
+    workdir = tmp_path_factory.mktemp("browser-server")
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=f"sqlite:///{workdir / 'app.db'}",
+        secret_key="browser-tests-secret-key",
+        log_dir=workdir / "logs",
+        anthropic_api_key=None,
+        stripe_secret_key=None,
+        cloud="sandbox",
+    )
+    port = _free_port()
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="browser-test-server", daemon=True)
+    thread.start()
+    # Wait for uvicorn to say it is serving (or for the thread to die trying): an event, not a sleep.
+    while not server.started:
+        thread.join(0.05)
+        if not thread.is_alive():
+            pytest.fail("the app server did not start (see the log above)")
+    yield LiveServer(url=f"http://127.0.0.1:{port}")
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """One headless Chromium for the session; each test opens its own context (cookies, viewport)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
