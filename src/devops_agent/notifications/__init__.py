@@ -1,1 +1,78 @@
-"""Email and alerts: low-credit warnings, receipts, payment failures."""
+"""Email and alerts: low-credit warnings, receipts, payment failures.
+
+Other layers call the three ``after_*`` functions AFTER their transaction has
+committed; each queues what is due in the outbox and returns without waiting for
+SMTP. They never raise: an email that cannot be queued is logged, and the change
+that caused it stands. See ``service`` for how each email is sent at most once.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from decimal import Decimal
+from weakref import WeakKeyDictionary
+
+from devops_agent.config import get_settings
+from devops_agent.db import Database
+
+from .models import Cause, EmailOutbox, OutboxStatus
+from .service import DrainReport, Notifier, recent_outbox
+
+logger = logging.getLogger("devops_agent.notifications")
+_notifiers: WeakKeyDictionary[Database, Notifier] = WeakKeyDictionary()
+
+
+def notifier_for(db: Database) -> Notifier:
+    """The process's notifier for ``db`` (made from the settings on first use)."""
+    notifier = _notifiers.get(db)
+    if notifier is None:
+        notifier = _notifiers[db] = Notifier.from_settings(db, get_settings())
+    return notifier
+
+
+def install(db: Database, notifier: Notifier) -> Notifier:
+    """Use ``notifier`` for ``db`` (the app at startup, tests with their own SMTP server)."""
+    _notifiers[db] = notifier
+    return notifier
+
+
+async def after_balance_change(db: Database, *, user_id: int, now: datetime) -> None:
+    """Call after a transaction that spent or took credits committed."""
+    try:
+        await notifier_for(db).after_balance_change(user_id=user_id, now=now)
+    except Exception:
+        logger.exception("could not queue the low-credit email of user %s", user_id)
+
+
+async def after_purchase(db: Database, *, purchase_id: int, now: datetime) -> None:
+    """Call after ``billing.credits.grant_purchase`` committed: queues the receipt."""
+    try:
+        await notifier_for(db).after_purchase(purchase_id=purchase_id, now=now)
+    except Exception:
+        logger.exception("could not queue the receipt of purchase %s", purchase_id)
+
+
+async def after_payment_failed(
+    db: Database, *, user_id: int, now: datetime, reference: str, amount: Decimal | None = None
+) -> None:
+    """Call when Stripe reports a failed subscription payment (``reference``: the invoice id)."""
+    try:
+        await notifier_for(db).after_payment_failed(user_id=user_id, now=now, reference=reference, amount=amount)
+    except Exception:
+        logger.exception("could not queue the payment-failed email of user %s", user_id)
+
+
+__all__ = [
+    "Cause",
+    "DrainReport",
+    "EmailOutbox",
+    "Notifier",
+    "OutboxStatus",
+    "after_balance_change",
+    "after_payment_failed",
+    "after_purchase",
+    "install",
+    "notifier_for",
+    "recent_outbox",
+]
