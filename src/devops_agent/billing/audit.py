@@ -1,0 +1,76 @@
+"""The admin audit log: who did what to which account, when and why.
+
+Every admin action (a credit adjustment, a suspension, a restore) appends one row
+in the same transaction as the action, so the log and the change commit together
+or not at all. A credit adjustment is also in the ledger (with ``admin_id`` and
+``reason``); this table puts it beside the actions that move no credits.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from devops_agent.db import Base
+
+from .models import BigId
+from .types import UTCDateTime
+
+
+class AdminAction(StrEnum):
+    ADJUST_CREDITS = "adjust_credits"
+    SUSPEND = "suspend"
+    RESTORE = "restore"
+
+
+class AdminAudit(Base):
+    __tablename__ = "admin_audit"
+    __table_args__ = (Index("ix_admin_audit_target_user_id_id", "target_user_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    admin_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    action: Mapped[str] = mapped_column(String(32))
+    target_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    reason: Mapped[str] = mapped_column(Text)
+    ledger_id: Mapped[int | None] = mapped_column(ForeignKey("credit_ledger.id", ondelete="SET NULL"))
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+async def record(
+    session: AsyncSession,
+    *,
+    admin_id: int,
+    action: AdminAction,
+    target_user_id: int,
+    reason: str,
+    now: datetime,
+    ledger_id: int | None = None,
+    details: dict[str, Any] | None = None,
+) -> AdminAudit:
+    """Append one audit row in the caller's transaction."""
+    entry = AdminAudit(
+        admin_id=admin_id,
+        action=action.value,
+        target_user_id=target_user_id,
+        reason=reason,
+        ledger_id=ledger_id,
+        details=details,
+        created_at=now,
+    )
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+async def entries(session: AsyncSession, *, target_user_id: int | None = None, limit: int = 50) -> list[AdminAudit]:
+    """The newest audit rows, for one user or for everyone."""
+    query = select(AdminAudit).order_by(AdminAudit.id.desc()).limit(limit)
+    if target_user_id is not None:
+        query = query.where(AdminAudit.target_user_id == target_user_id)
+    return list((await session.execute(query)).scalars())
