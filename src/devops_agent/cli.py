@@ -115,5 +115,33 @@ def serve(
     run_server(host=host, port=port, workers=workers)
 
 
+stripe_app = typer.Typer(help="Stripe: the Products and Prices that sell the pricing catalog.", no_args_is_help=True)
+app.add_typer(stripe_app, name="stripe")
+
+
+@stripe_app.command("sync")
+def stripe_sync() -> None:
+    """Create or update one Stripe Product and Price per paid tier and per pack (idempotent)."""
+    from devops_agent.payments.stripe_client import PaymentProviderError, make_client
+    from devops_agent.payments.sync import sync_prices
+
+    settings = get_settings()
+    if not settings.stripe_secret_key:
+        typer.echo("STRIPE_SECRET_KEY is not set: payments run in demo mode, there is nothing to sync.", err=True)
+        raise typer.Exit(1)
+
+    async def work(db: Database) -> list[str]:
+        await upgrade(db)
+        return await sync_prices(db, make_client(settings), load_catalog(settings.pricing_file), now=utcnow())
+
+    try:
+        lines = _run(work)
+    except PaymentProviderError as exc:
+        typer.echo(exc.message, err=True)
+        raise typer.Exit(1) from None
+    for line in lines:
+        typer.echo(line)
+
+
 def main() -> None:
     app()

@@ -76,5 +76,8 @@ def get_gateway(settings: Settings) -> PaymentGateway:
     """
     from devops_agent.payments.demo import DemoGateway
 
-    # Stripe branch goes here: if settings.stripe_secret_key: return StripeGateway(settings)
+    if settings.stripe_secret_key:
+        from devops_agent.payments.stripe_gateway import StripeGateway
+
+        return StripeGateway(settings)
     return DemoGateway()

@@ -86,9 +86,7 @@ class AutoRecharge(Base):
     payment_method_id: Mapped[str | None] = mapped_column(String(255))
     in_flight: Mapped[bool] = mapped_column(Boolean, default=False)
     in_flight_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    in_flight_purchase_id: Mapped[int | None] = mapped_column(
-        ForeignKey("credit_purchases.id", ondelete="SET NULL")
-    )
+    in_flight_purchase_id: Mapped[int | None] = mapped_column(ForeignKey("credit_purchases.id", ondelete="SET NULL"))
     last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     month_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
     month_count: Mapped[int] = mapped_column(Integer, default=0)

@@ -149,7 +149,7 @@ def create_app(
     app.add_middleware(RequestLogMiddleware)
 
     from devops_agent.web import pages
-    from devops_agent.web.api import auth, credits, health, keys, subscription, usage
+    from devops_agent.web.api import auth, credits, health, keys, stripe, subscription, usage
 
     # --- routers: one include_router per line; add yours here -----------------------
     app.include_router(health.router)
@@ -158,6 +158,7 @@ def create_app(
     app.include_router(subscription.router)
     app.include_router(credits.router)
     app.include_router(usage.router)
+    app.include_router(stripe.router)
     pages.install(app)  # HTML pages, /static, and 404/500 pages for browsers (wraps the JSON handlers)
     # --- end of routers -------------------------------------------------------------
     return app

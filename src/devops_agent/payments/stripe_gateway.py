@@ -1,0 +1,320 @@
+"""The Stripe ``PaymentGateway``: Checkout for packs and plans, subscription changes, the Portal.
+
+Nothing here grants credits or starts a period: the browser's return from Stripe
+proves nothing. Credits and periods come only from verified webhooks
+(``webhooks.py``). What happens here, in this order and never inside a database
+transaction while Stripe is called:
+
+* a pack: a pending ``credit_purchases`` row (transaction 1), a Checkout Session in
+  ``payment`` mode for our customer with ``client_reference_id`` and metadata naming
+  the purchase (Stripe, idempotency key from the purchase id), the session id stored
+  on the purchase (transaction 2);
+* a plan without a subscription: a Checkout Session in ``subscription`` mode;
+* a plan with a subscription: its price changed in place, an upgrade invoiced now
+  with proration and a new billing cycle (the paid invoice starts the new period),
+  a downgrade without proration from the next invoice (scheduled here as well);
+* a cancellation: ``cancel_at_period_end`` on the subscription (and scheduled here).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import stripe
+from sqlalchemy import select, update
+
+from devops_agent.billing import credits
+from devops_agent.billing.catalog import PackSpec
+from devops_agent.billing.errors import AlreadyOnTier
+from devops_agent.billing.models import CreditPurchase, PurchaseStatus, SubscriptionTier, User, UserSubscription
+from devops_agent.config import Settings
+from devops_agent.db import Database
+from devops_agent.payments.gateway import GatewayMode, PackPurchaseResult, PlanChangeResult
+
+from .models import StripePrice
+from .stripe_client import PaymentProviderError, field, make_client, options
+
+
+def cents(amount: Decimal) -> int:
+    """Whole cents of a USD amount (our prices are exact to the cent)."""
+    return int((Decimal(amount) * 100).to_integral_value())
+
+
+class StripeGateway:
+    """A ``PaymentGateway`` that takes money with Stripe."""
+
+    mode: GatewayMode = "stripe"
+
+    def __init__(self, settings: Settings, client: stripe.StripeClient | None = None) -> None:
+        self.settings = settings
+        self._client = client
+
+    @property
+    def client(self) -> stripe.StripeClient:
+        if self._client is None:
+            self._client = make_client(self.settings)
+        return self._client
+
+    def _url(self, path: str) -> str:
+        return self.settings.public_base_url.rstrip("/") + path
+
+    # --- customers and prices ---------------------------------------------------------
+
+    async def ensure_customer(self, db: Database, user: User) -> str:
+        """The user's Stripe customer id, created once (idempotency key from the user id)."""
+        async with db.transaction() as session:
+            existing = await _customer_of(session, user.id)
+        if existing:
+            return existing
+        try:
+            customer: Any = await self.client.v1.customers.create_async(
+                params={"email": user.email, "name": user.username, "metadata": {"user_id": str(user.id)}},
+                options=options("customer", user.id),  # type: ignore[arg-type]
+            )
+        except stripe.StripeError as exc:
+            raise PaymentProviderError(f"Stripe could not create the customer: {exc.user_message or exc}") from exc
+        async with db.transaction() as session:
+            await session.execute(
+                update(UserSubscription)
+                .where(UserSubscription.user_id == user.id, UserSubscription.stripe_customer_id.is_(None))
+                .values(stripe_customer_id=str(customer["id"]))
+            )
+            stored = await _customer_of(session, user.id)
+        return stored or str(customer["id"])
+
+    async def _line_item(
+        self, db: Database, *, kind: str, key: str, amount: Decimal, name: str, recurring: bool
+    ) -> dict[str, Any]:
+        """The synced Price for this tier or pack, else an inline ``price_data`` at the catalog price."""
+        async with db.transaction() as session:
+            price_id = (
+                await session.execute(
+                    select(StripePrice.price_id).where(
+                        StripePrice.kind == kind,
+                        StripePrice.key == key,
+                        StripePrice.unit_amount == cents(amount),
+                        StripePrice.is_current.is_(True),
+                    )
+                )
+            ).scalar_one_or_none()
+        if price_id:
+            return {"price": price_id, "quantity": 1}
+        price_data: dict[str, Any] = {
+            "currency": "usd",
+            "unit_amount": cents(amount),
+            "product_data": {"name": name},
+        }
+        if recurring:
+            price_data["recurring"] = {"interval": "month"}
+        return {"price_data": price_data, "quantity": 1}
+
+    async def _tier_price_id(self, db: Database, tier: SubscriptionTier) -> str:
+        item = await self._line_item(
+            db, kind="tier", key=tier.name, amount=tier.monthly_price, name=tier.display_name, recurring=True
+        )
+        if "price" not in item:
+            raise PaymentProviderError(
+                f"The {tier.display_name} plan has no Stripe price yet: run `devops-agent stripe sync`."
+            )
+        return str(item["price"])
+
+    # --- packs ------------------------------------------------------------------------
+
+    async def purchase_pack(
+        self, db: Database, *, user: User, pack: PackSpec, idempotency_key: str | None, now: datetime
+    ) -> PackPurchaseResult:
+        """A pending purchase and a Checkout Session for it; credits come with the webhook."""
+        customer = await self.ensure_customer(db, user)
+        item = await self._line_item(
+            db,
+            kind="pack",
+            key=str(pack.credits),
+            amount=pack.price,
+            name=f"{pack.credits} credits",
+            recurring=False,
+        )
+        async with db.transaction() as session:
+            purchase = await credits.create_purchase(
+                session, user_id=user.id, credits_amount=pack.credits, price_paid=pack.price, now=now
+            )
+            purchase_id = purchase.id
+        metadata: dict[str, Any] = {
+            "kind": "pack",
+            "purchase_id": str(purchase_id),
+            "user_id": str(user.id),
+            "credits": str(pack.credits),
+        }
+        try:
+            checkout: Any = await self.client.v1.checkout.sessions.create_async(
+                params={
+                    "mode": "payment",
+                    "customer": customer,
+                    "client_reference_id": str(user.id),
+                    "line_items": [item],
+                    "metadata": metadata,
+                    # Save the card for auto-recharge (charged later off-session).
+                    "payment_intent_data": {"metadata": metadata, "setup_future_usage": "off_session"},
+                    "success_url": self._url("/billing?checkout=success&session_id={CHECKOUT_SESSION_ID}"),
+                    "cancel_url": self._url("/billing?checkout=cancelled"),
+                },  # type: ignore[arg-type]
+                options=options("checkout", "purchase", purchase_id),  # type: ignore[arg-type]
+            )
+        except stripe.StripeError as exc:
+            async with db.transaction() as session:
+                await session.execute(
+                    update(CreditPurchase)
+                    .where(CreditPurchase.id == purchase_id, CreditPurchase.payment_status == PurchaseStatus.PENDING)
+                    .values(payment_status=PurchaseStatus.FAILED.value)
+                )
+            raise PaymentProviderError(f"Stripe could not start the checkout: {exc.user_message or exc}") from exc
+        async with db.transaction() as session:
+            await session.execute(
+                update(CreditPurchase)
+                .where(CreditPurchase.id == purchase_id)
+                .values(stripe_checkout_session_id=str(checkout["id"]))
+            )
+        return PackPurchaseResult(checkout_url=str(checkout["url"]))
+
+    # --- plans ------------------------------------------------------------------------
+
+    async def change_plan(
+        self, db: Database, *, user: User, tier: SubscriptionTier, idempotency_key: str | None, now: datetime
+    ) -> PlanChangeResult:
+        """Checkout for a first subscription, else change the subscription's price."""
+        async with db.transaction() as session:
+            account = await credits.get_account(session, user_id=user.id, now=now)
+            current = account.tier
+        if tier.name == credits.FREE_TIER:
+            return await self.cancel_plan(db, user=user, now=now)
+        if tier.id == current.id and account.scheduled_tier_id is None and not account.cancel_at_period_end:
+            raise AlreadyOnTier(f"you are already on the {tier.display_name} tier")
+        subscription_id = account.stripe_subscription_id
+        key = idempotency_key or uuid.uuid4().hex
+        if subscription_id is None:
+            if not credits.is_upgrade(current, tier):
+                return await self._local_change(db, user=user, tier=tier, now=now)
+            return await self._subscription_checkout(db, user=user, tier=tier, key=key)
+        price_id = await self._tier_price_id(db, tier)
+        try:
+            subscription: Any = await self.client.v1.subscriptions.retrieve_async(subscription_id)
+            item_id = field(subscription, "items", "data", 0, "id")
+            params: dict[str, Any] = {
+                "items": [{"id": item_id, "price": price_id}],
+                "cancel_at_period_end": False,
+                "metadata": {"user_id": str(user.id), "tier": tier.name},
+            }
+            upgrade = credits.is_upgrade(current, tier)
+            if upgrade:
+                # Charge the difference now and start a new cycle: the paid invoice starts the period.
+                params.update(proration_behavior="always_invoice", billing_cycle_anchor="now")
+            else:
+                params.update(proration_behavior="none")
+            await self.client.v1.subscriptions.update_async(
+                subscription_id,
+                params=params,  # type: ignore[arg-type]
+                options=options("plan-change", user.id, key),  # type: ignore[arg-type]
+            )
+        except stripe.StripeError as exc:
+            raise PaymentProviderError(f"Stripe could not change the subscription: {exc.user_message or exc}") from exc
+        if upgrade:
+            async with db.transaction() as session:
+                account = await credits.get_account(session, user_id=user.id, now=now)
+            return PlanChangeResult(
+                subscription=account,
+                message=f"Upgrade to {tier.display_name} requested: it starts as soon as Stripe confirms the payment.",
+            )
+        return await self._local_change(db, user=user, tier=tier, now=now)
+
+    async def _local_change(
+        self, db: Database, *, user: User, tier: SubscriptionTier, now: datetime
+    ) -> PlanChangeResult:
+        async with db.transaction() as session:
+            change = await credits.change_tier(session, user_id=user.id, tier_id=tier.id, now=now)
+            account = await credits.get_account(session, user_id=user.id, now=now)
+        return PlanChangeResult(subscription=account, message=change.message)
+
+    async def _subscription_checkout(
+        self, db: Database, *, user: User, tier: SubscriptionTier, key: str
+    ) -> PlanChangeResult:
+        customer = await self.ensure_customer(db, user)
+        price_id = await self._tier_price_id(db, tier)
+        metadata: dict[str, Any] = {"kind": "plan", "user_id": str(user.id), "tier": tier.name}
+        try:
+            checkout: Any = await self.client.v1.checkout.sessions.create_async(
+                params={
+                    "mode": "subscription",
+                    "customer": customer,
+                    "client_reference_id": str(user.id),
+                    "line_items": [{"price": price_id, "quantity": 1}],
+                    "metadata": metadata,
+                    "subscription_data": {"metadata": metadata},
+                    "success_url": self._url("/billing?checkout=success&session_id={CHECKOUT_SESSION_ID}"),
+                    "cancel_url": self._url("/billing?checkout=cancelled"),
+                },
+                options=options("checkout", "plan", user.id, tier.id, key),  # type: ignore[arg-type]
+            )
+        except stripe.StripeError as exc:
+            raise PaymentProviderError(f"Stripe could not start the checkout: {exc.user_message or exc}") from exc
+        return PlanChangeResult(checkout_url=str(checkout["url"]))
+
+    async def cancel_plan(self, db: Database, *, user: User, now: datetime) -> PlanChangeResult:
+        """Cancel at period end: on the Stripe subscription, and scheduled here."""
+        async with db.transaction() as session:
+            account = await credits.get_account(session, user_id=user.id, now=now)
+        if account.stripe_subscription_id:
+            try:
+                await self.client.v1.subscriptions.update_async(
+                    account.stripe_subscription_id,
+                    params={"cancel_at_period_end": True},
+                    options=options("cancel", user.id, account.current_period_end.isoformat()),  # type: ignore[arg-type]
+                )
+            except stripe.StripeError as exc:
+                raise PaymentProviderError(
+                    f"Stripe could not cancel the subscription: {exc.user_message or exc}"
+                ) from exc
+        async with db.transaction() as session:
+            change = await credits.cancel(session, user_id=user.id, now=now)
+            account = await credits.get_account(session, user_id=user.id, now=now)
+        return PlanChangeResult(subscription=account, message=change.message)
+
+    # --- portal -----------------------------------------------------------------------
+
+    async def portal_url(self, db: Database, *, user: User) -> str:
+        """A Customer Portal session (cards, invoices, cancellation) returning to the billing page."""
+        customer = await self.ensure_customer(db, user)
+        try:
+            portal: Any = await self.client.v1.billing_portal.sessions.create_async(
+                params={"customer": customer, "return_url": self._url("/billing")},
+                options=options("portal", user.id, uuid.uuid4().hex),  # type: ignore[arg-type]
+            )
+        except stripe.StripeError as exc:
+            raise PaymentProviderError(f"Stripe could not open the portal: {exc.user_message or exc}") from exc
+        return str(portal["url"])
+
+    async def saved_card(self, db: Database, *, user: User) -> str | None:
+        """The card Stripe holds for the user: the customer's default, else the first attached card."""
+        async with db.transaction() as session:
+            customer = await _customer_of(session, user.id)
+        if not customer:
+            return None
+        try:
+            found: Any = await self.client.v1.customers.retrieve_async(customer)
+            default = field(found, "invoice_settings", "default_payment_method")
+            if default:
+                return str(default if isinstance(default, str) else default["id"])
+            cards: Any = await self.client.v1.payment_methods.list_async(params={"customer": customer, "type": "card"})
+        except stripe.StripeError as exc:
+            raise PaymentProviderError(f"Stripe could not list the saved cards: {exc.user_message or exc}") from exc
+        data = field(cards, "data") or []
+        return str(data[0]["id"]) if data else None
+
+
+async def _customer_of(session: Any, user_id: int) -> str | None:
+    found = await session.execute(
+        select(UserSubscription.stripe_customer_id).where(UserSubscription.user_id == user_id)
+    )
+    value = found.scalar_one_or_none()
+    return str(value) if value else None

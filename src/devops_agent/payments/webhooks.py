@@ -1,0 +1,500 @@
+"""Stripe webhook events: verified, applied once, in any order.
+
+How an event takes effect exactly once: its id is inserted into ``stripe_events``
+(unique) at the start of the same transaction that applies its effect. A second
+delivery finds the row and does nothing; two deliveries racing each other both try
+the insert, and the database lets one through (PostgreSQL makes the other wait on
+the unique index until the first commits, then refuses it; SQLite writers are
+serialised already). If applying fails, the whole transaction, event row included,
+rolls back, and Stripe's retry gets another chance.
+
+How order stops mattering:
+
+* packs are granted and clawed back by the engine's idempotent, row-locked calls;
+* a paid invoice starts a period only forward (``credits.start_paid_period``);
+* subscription state is applied only from an event newer than the last one applied
+  to that subscription (``stripe_subscriptions.last_event_at``), and a deleted
+  subscription stays deleted.
+
+Nothing here calls Stripe: everything an event needs is in its payload.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import stripe
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from devops_agent.billing import credits
+from devops_agent.billing.errors import AlreadyOnTier
+from devops_agent.billing.models import (
+    CreditPurchase,
+    PaymentStatus,
+    PurchaseStatus,
+    SubscriptionTier,
+    UserSubscription,
+)
+from devops_agent.db import Database
+from devops_agent.payments import auto_recharge
+
+from .models import StripeEvent, StripePrice, StripeSubscription
+from .stripe_client import (
+    field,
+    invoice_subscription_id,
+    line_is_proration,
+    line_price_id,
+    object_id,
+    subscription_price_id,
+)
+
+Event = dict[str, Any]
+
+# Stripe subscription status -> our account's payment_status (None: leave it as it is).
+STATUS_MAP: dict[str, PaymentStatus | None] = {
+    "active": PaymentStatus.ACTIVE,
+    "trialing": PaymentStatus.ACTIVE,
+    "past_due": PaymentStatus.PAST_DUE,
+    "unpaid": PaymentStatus.UNPAID,
+    "canceled": PaymentStatus.CANCELLED,
+    "incomplete": None,
+    "incomplete_expired": None,
+    "paused": PaymentStatus.UNPAID,
+}
+
+
+class InvalidSignature(Exception):
+    """The payload is not signed with our webhook secret (or is too old); nothing changed."""
+
+    code = "invalid_signature"
+
+
+@dataclass(frozen=True)
+class WebhookOutcome:
+    event_id: str
+    type: str
+    outcome: str
+    duplicate: bool = False
+
+
+def verify_event(payload: bytes, signature_header: str | None, secret: str | None, *, tolerance: int = 300) -> Event:
+    """Check the ``Stripe-Signature`` header with the SDK and return the parsed event."""
+    if not secret:
+        raise InvalidSignature("Stripe webhooks are not configured (STRIPE_WEBHOOK_SECRET is empty).")
+    try:
+        stripe.WebhookSignature.verify_header(payload, signature_header, secret, tolerance)
+    except stripe.SignatureVerificationError as exc:
+        raise InvalidSignature(f"The Stripe signature does not verify: {exc.user_message or exc}") from None
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        raise InvalidSignature("The signed payload is not JSON.") from None
+    if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str):
+        raise InvalidSignature("The signed payload is not a Stripe event.")
+    return cast(Event, event)
+
+
+def _ts(epoch: Any) -> datetime:
+    return datetime.fromtimestamp(int(epoch), UTC)
+
+
+async def handle_event(db: Database, event: Event, *, now: datetime) -> WebhookOutcome:
+    """Apply one verified event, once: its id is recorded in the transaction of its effect."""
+    event_id, event_type = str(event["id"]), str(event["type"])
+    async with db.transaction() as session:
+        seen = await session.execute(select(StripeEvent.outcome).where(StripeEvent.event_id == event_id))
+        previous = seen.scalar_one_or_none()
+        if previous is not None:
+            return WebhookOutcome(event_id, event_type, previous, duplicate=True)
+        record = StripeEvent(
+            event_id=event_id,
+            type=event_type[:128],
+            outcome="processing",
+            stripe_created_at=_ts(event.get("created") or now.timestamp()),
+            processed_at=now,
+        )
+        try:
+            async with session.begin_nested():
+                session.add(record)
+                await session.flush()
+        except IntegrityError:
+            # A concurrent delivery of the same event committed first.
+            return WebhookOutcome(event_id, event_type, "already processed", duplicate=True)
+        handler = HANDLERS.get(event_type)
+        obj = field(event, "data", "object") or {}
+        outcome = await handler(session, obj, event, now) if handler else "ignored: event type not handled"
+        record.outcome = outcome
+        await session.flush()
+    return WebhookOutcome(event_id, event_type, outcome)
+
+
+# --- lookups ----------------------------------------------------------------------------
+
+
+async def _user_for_customer(session: AsyncSession, customer: Any) -> int | None:
+    customer_id = object_id(customer)
+    if not customer_id:
+        return None
+    row = await session.execute(
+        select(UserSubscription.user_id).where(UserSubscription.stripe_customer_id == customer_id).limit(1)
+    )
+    user_id = row.scalar_one_or_none()
+    return int(user_id) if user_id is not None else None
+
+
+async def _user_for(session: AsyncSession, obj: Any) -> int | None:
+    """The user an object belongs to: our metadata first, then the Stripe customer."""
+    raw = field(obj, "metadata", "user_id") or field(obj, "client_reference_id")
+    if raw is not None and str(raw).isdigit():
+        found = await session.execute(select(UserSubscription.user_id).where(UserSubscription.user_id == int(raw)))
+        if found.scalar_one_or_none() is not None:
+            return int(raw)
+    return await _user_for_customer(session, field(obj, "customer"))
+
+
+async def _tier_for_price(session: AsyncSession, price_id: str | None) -> SubscriptionTier | None:
+    if not price_id:
+        return None
+    tier = (
+        await session.execute(select(SubscriptionTier).where(SubscriptionTier.stripe_price_id == price_id))
+    ).scalar_one_or_none()
+    if tier is not None:
+        return tier
+    key = (
+        await session.execute(
+            select(StripePrice.key).where(StripePrice.price_id == price_id, StripePrice.kind == "tier")
+        )
+    ).scalar_one_or_none()
+    if key is None:
+        return None
+    return (await session.execute(select(SubscriptionTier).where(SubscriptionTier.name == key))).scalar_one_or_none()
+
+
+async def _purchase_for(session: AsyncSession, obj: Any, *, session_id: str | None = None) -> CreditPurchase | None:
+    raw = field(obj, "metadata", "purchase_id")
+    if raw is not None and str(raw).isdigit():
+        purchase = await session.get(CreditPurchase, int(raw))
+        if purchase is not None:
+            return purchase
+    if session_id:
+        found = await session.execute(
+            select(CreditPurchase).where(CreditPurchase.stripe_checkout_session_id == session_id)
+        )
+        return found.scalar_one_or_none()
+    return None
+
+
+async def _purchase_for_payment_intent(session: AsyncSession, payment_intent: Any) -> CreditPurchase | None:
+    pi = object_id(payment_intent)
+    if not pi:
+        return None
+    found = await session.execute(
+        select(CreditPurchase).where(CreditPurchase.stripe_payment_intent_id == pi).order_by(CreditPurchase.id)
+    )
+    return found.scalars().first()
+
+
+async def _account(session: AsyncSession, user_id: int) -> UserSubscription:
+    row = await session.execute(
+        select(UserSubscription).where(UserSubscription.user_id == user_id).execution_options(populate_existing=True)
+    )
+    return row.scalar_one()
+
+
+async def _set_stripe_ids(
+    session: AsyncSession, user_id: int, *, customer: str | None = None, subscription: str | None = None
+) -> None:
+    """Remember which Stripe customer and subscription pay for an account (no balance moves)."""
+    values: dict[str, Any] = {}
+    if customer:
+        values["stripe_customer_id"] = customer
+    if subscription:
+        values["stripe_subscription_id"] = subscription
+    if values:
+        await session.execute(update(UserSubscription).where(UserSubscription.user_id == user_id).values(**values))
+
+
+async def _fail_purchase(session: AsyncSession, purchase_id: int) -> bool:
+    result = await session.execute(
+        update(CreditPurchase)
+        .where(CreditPurchase.id == purchase_id, CreditPurchase.payment_status == PurchaseStatus.PENDING.value)
+        .values(payment_status=PurchaseStatus.FAILED.value)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+# --- packs ------------------------------------------------------------------------------
+
+
+async def _checkout_completed(session: AsyncSession, obj: Any, event: Event, now: datetime) -> str:
+    mode = field(obj, "mode")
+    if mode == "subscription":
+        return await _subscription_checkout_completed(session, obj, now)
+    if mode != "payment":
+        return f"ignored: checkout mode {mode}"
+    purchase = await _purchase_for(session, obj, session_id=field(obj, "id"))
+    if purchase is None:
+        return "ignored: no purchase for this checkout session"
+    client_ref = field(obj, "client_reference_id")
+    if client_ref is not None and str(client_ref) != str(purchase.user_id):
+        return f"ignored: session belongs to user {client_ref}, purchase {purchase.id} to another"
+    purchase.stripe_checkout_session_id = purchase.stripe_checkout_session_id or field(obj, "id")
+    purchase.stripe_payment_intent_id = object_id(field(obj, "payment_intent")) or purchase.stripe_payment_intent_id
+    await session.flush()
+    await _set_stripe_ids(session, purchase.user_id, customer=object_id(field(obj, "customer")))
+    if field(obj, "payment_status") != "paid" and event["type"] != "checkout.session.async_payment_succeeded":
+        return f"purchase {purchase.id}: waiting for the payment to clear"
+    return await _grant(session, purchase, now)
+
+
+async def _grant(session: AsyncSession, purchase: CreditPurchase, now: datetime) -> str:
+    if purchase.payment_status not in (PurchaseStatus.PENDING, PurchaseStatus.COMPLETED):
+        return f"ignored: purchase {purchase.id} is {purchase.payment_status}"
+    result = await credits.grant_purchase(session, purchase_id=purchase.id, now=now)
+    await auto_recharge.release(session, purchase_id=purchase.id, error=None, now=now)
+    if result.replayed:
+        return f"purchase {purchase.id} was already granted"
+    return f"granted {purchase.credits_amount} credits for purchase {purchase.id}"
+
+
+async def _checkout_failed(session: AsyncSession, obj: Any, event: Event, now: datetime) -> str:
+    purchase = await _purchase_for(session, obj, session_id=field(obj, "id"))
+    if purchase is None:
+        return "ignored: no purchase for this checkout session"
+    if await _fail_purchase(session, purchase.id):
+        return f"purchase {purchase.id} failed ({event['type']})"
+    return f"ignored: purchase {purchase.id} is not pending"
+
+
+async def _payment_intent_succeeded(session: AsyncSession, obj: Any, event: Event, now: datetime) -> str:
+    if field(obj, "metadata", "kind") != auto_recharge.METADATA_KIND:
+        return "ignored: checkout payments are granted by their checkout session"
+    purchase = await _purchase_for(session, obj) or await _purchase_for_payment_intent(session, field(obj, "id"))
+    if purchase is None:
+        return "ignored: no purchase for this payment"
+    purchase.stripe_payment_intent_id = purchase.stripe_payment_intent_id or field(obj, "id")
+    await session.flush()
+    return await _grant(session, purchase, now)
+
+
+async def _payment_intent_failed(session: AsyncSession, obj: Any, event: Event, now: datetime) -> str:
+    if field(obj, "metadata", "kind") != auto_recharge.METADATA_KIND:
+        return "ignored: not an auto-recharge payment"
+    purchase = await _purchase_for(session, obj) or await _purchase_for_payment_intent(session, field(obj, "id"))
+    if purchase is None:
+        return "ignored: no purchase for this payment"
+    await _fail_purchase(session, purchase.id)
+    message = field(obj, "last_payment_error", "message") or "payment failed"
+    await auto_recharge.release(session, purchase_id=purchase.id, error=str(message), now=now)
+    return f"auto-recharge purchase {purchase.id} failed: {message}"
+
+
+async def _claw_back(session: AsyncSession, obj: Any, event: Event, now: datetime) -> str:
+    purchase = await _purchase_for_payment_intent(session, field(obj, "payment_intent"))
+    if purchase is None:
+        return "ignored: not a credit pack payment"
+    if event["type"] == "charge.refunded" and field(obj, "refunded") is not True:
+        return f"purchase {purchase.id}: partial refund, credits kept (for review)"
+    if purchase.payment_status == PurchaseStatus.REFUNDED:
+        return f"purchase {purchase.id} was already clawed back"
+    if purchase.payment_status != PurchaseStatus.COMPLETED:
+        await _fail_purchase(session, purchase.id)
+        return f"purchase {purchase.id} was never granted; marked failed"
+    why = "refunded" if event["type"] == "charge.refunded" else "disputed"
+    await credits.claw_back_purchase(
+        session, purchase_id=purchase.id, now=now, reason=f"payment {why} ({event['type']} {event['id']})"
+    )
+    await session.refresh(purchase)
+    return f"clawed back purchase {purchase.id} ({why}), shortfall {purchase.clawback_shortfall}"
+
+
+# --- plans ------------------------------------------------------------------------------
+
+
+async def _subscription_checkout_completed(session: AsyncSession, obj: Any, now: datetime) -> str:
+    user_id = await _user_for(session, obj)
+    subscription = object_id(field(obj, "subscription"))
+    if user_id is None or not subscription:
+        return "ignored: subscription checkout without a known user"
+    await _set_stripe_ids(session, user_id, customer=object_id(field(obj, "customer")))
+    await _track_subscription(session, subscription, user_id, status="active")
+    return f"user {user_id} subscribed ({subscription}); credits come with the paid invoice"
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+async def _track_subscription(
+    session: AsyncSession, subscription: str, user_id: int, *, status: str
+) -> StripeSubscription:
+    """The row remembering a subscription's applied state; made (as of no event yet) on first sight."""
+    row = (
+        await session.execute(select(StripeSubscription).where(StripeSubscription.subscription_id == subscription))
+    ).scalar_one_or_none()
+    if row is None:
+        row = StripeSubscription(
+            subscription_id=subscription,
+            user_id=user_id,
+            status=status,
+            last_event_at=EPOCH,
+        )
+        session.add(row)
+        await session.flush()
+    return row
+
+
+def _paid_line(invoice: Any) -> Any:
+    lines = field(invoice, "lines", "data") or []
+    regular = [line for line in lines if not line_is_proration(line)]
+    chosen = regular or lines
+    return chosen[-1] if chosen else None
+
+
+async def _invoice_paid(session: AsyncSession, obj: Any, event: Event, now: datetime) -> str:
+    subscription = invoice_subscription_id(obj)
+    if not subscription:
+        return "ignored: not a subscription invoice"
+    user_id = await _user_for_subscription(session, subscription, obj)
+    if user_id is None:
+        return "ignored: invoice for an unknown customer"
+    line = _paid_line(obj)
+    tier = await _tier_for_price(session, line_price_id(line))
+    start, end = field(line, "period", "start"), field(line, "period", "end")
+    if tier is None or start is None or end is None:
+        return "ignored: invoice line without a known tier price"
+    status = (
+        await session.execute(
+            select(StripeSubscription.status).where(StripeSubscription.subscription_id == subscription)
+        )
+    ).scalar_one_or_none()
+    if status == "canceled":
+        return f"ignored: subscription {subscription} has ended"
+    await _track_subscription(session, subscription, user_id, status="active")
+    started = await credits.start_paid_period(
+        session,
+        user_id=user_id,
+        tier_id=tier.id,
+        start=_ts(start),
+        end=_ts(end),
+        now=now,
+        subscription_ref=subscription,
+    )
+    if started:
+        return f"user {user_id}: paid period {_ts(start).date()}..{_ts(end).date()} on {tier.name} started"
+    return f"user {user_id}: invoice for a period already started (or over); payment active"
+
+
+async def _user_for_subscription(session: AsyncSession, subscription: str, obj: Any) -> int | None:
+    tracked = (
+        await session.execute(
+            select(StripeSubscription.user_id).where(StripeSubscription.subscription_id == subscription)
+        )
+    ).scalar_one_or_none()
+    if tracked is not None:
+        return int(tracked)
+    owner = await session.execute(
+        select(UserSubscription.user_id).where(UserSubscription.stripe_subscription_id == subscription)
+    )
+    found = owner.scalar_one_or_none()
+    if found is not None:
+        return int(found)
+    return await _user_for(session, obj)
+
+
+async def _invoice_payment_failed(session: AsyncSession, obj: Any, event: Event, now: datetime) -> str:
+    subscription = invoice_subscription_id(obj)
+    if not subscription:
+        return "ignored: not a subscription invoice"
+    user_id = await _user_for_subscription(session, subscription, obj)
+    if user_id is None:
+        return "ignored: invoice for an unknown customer"
+    account = await _account(session, user_id)
+    if account.stripe_subscription_id not in (None, subscription):
+        return f"ignored: user {user_id} is paid by another subscription"
+    await credits.set_payment_status(session, user_id=user_id, status=PaymentStatus.PAST_DUE, now=now)
+    return f"user {user_id}: renewal payment failed, past_due"
+
+
+async def _subscription_changed(session: AsyncSession, obj: Any, event: Event, now: datetime) -> str:
+    subscription = field(obj, "id")
+    if not subscription:
+        return "ignored: no subscription id"
+    user_id = await _user_for_subscription(session, subscription, obj)
+    if user_id is None:
+        return "ignored: subscription of an unknown customer"
+    at = _ts(event.get("created") or now.timestamp())
+    row = await _track_subscription(session, subscription, user_id, status="unknown")
+    if row.status == "canceled":
+        return f"ignored: subscription {subscription} has ended"
+    if at < row.last_event_at:
+        return f"ignored: older than the state already applied to {subscription}"
+    row.status = str(field(obj, "status"))
+    row.last_event_at = at
+    if event["type"] == "customer.subscription.deleted" or row.status == "canceled":
+        row.status = "canceled"
+        await session.flush()
+        ended = await credits.end_paid_plan(session, user_id=user_id, subscription_ref=subscription, now=now)
+        return f"user {user_id}: subscription ended" + ("; back to Free" if ended else "")
+    await session.flush()
+    account = await _account(session, user_id)
+    if account.stripe_subscription_id not in (None, subscription):
+        return f"ignored: user {user_id} is paid by another subscription"
+    notes = []
+    payment_status = STATUS_MAP.get(row.status)
+    stripe_paid = account.stripe_subscription_id == subscription
+    if payment_status is not None and stripe_paid and account.payment_status != payment_status:
+        await credits.set_payment_status(session, user_id=user_id, status=payment_status, now=now)
+        notes.append(f"payment {payment_status.value}")
+    notes.extend(await _apply_plan_intent(session, account, obj, now))
+    return f"user {user_id}: subscription {row.status}" + (f" ({', '.join(notes)})" if notes else "")
+
+
+async def _apply_plan_intent(session: AsyncSession, account: UserSubscription, obj: Any, now: datetime) -> list[str]:
+    """Mirror a cancellation, a resumption or a downgrade made in Stripe (e.g. in the Portal)."""
+    if account.stripe_subscription_id is None:
+        return []
+    current = await credits.tier_by_id(session, account.tier_id)
+    if current.name == credits.FREE_TIER:
+        return []
+    wants_cancel = bool(field(obj, "cancel_at_period_end"))
+    try:
+        if wants_cancel and not account.cancel_at_period_end:
+            await credits.cancel(session, user_id=account.user_id or 0, now=now)
+            return ["cancels at period end"]
+        if not wants_cancel and account.cancel_at_period_end:
+            await credits.change_tier(session, user_id=account.user_id or 0, tier_id=current.id, now=now)
+            return ["cancellation withdrawn"]
+        target = await _tier_for_price(session, subscription_price_id(obj))
+        if (
+            target is not None
+            and target.id not in (current.id, account.scheduled_tier_id)
+            and not credits.is_upgrade(current, target)
+        ):
+            await credits.change_tier(session, user_id=account.user_id or 0, tier_id=target.id, now=now)
+            return [f"moves to {target.name} at period end"]
+    except AlreadyOnTier:
+        return []
+    return []
+
+
+Handler = Any
+HANDLERS: dict[str, Handler] = {
+    "checkout.session.completed": _checkout_completed,
+    "checkout.session.async_payment_succeeded": _checkout_completed,
+    "checkout.session.async_payment_failed": _checkout_failed,
+    "checkout.session.expired": _checkout_failed,
+    "payment_intent.succeeded": _payment_intent_succeeded,
+    "payment_intent.payment_failed": _payment_intent_failed,
+    "charge.refunded": _claw_back,
+    "charge.dispute.created": _claw_back,
+    "invoice.paid": _invoice_paid,
+    "invoice.payment_failed": _invoice_payment_failed,
+    "customer.subscription.created": _subscription_changed,
+    "customer.subscription.updated": _subscription_changed,
+    "customer.subscription.deleted": _subscription_changed,
+}

@@ -1,0 +1,173 @@
+"""Stripe endpoints: the webhook, the Customer Portal link and the auto-recharge settings.
+
+``POST /api/stripe/webhook`` takes no session and no CSRF token: it is
+authenticated by the ``Stripe-Signature`` header alone (400 ``invalid_signature``
+otherwise, and nothing changes). A failure while applying an event answers 500
+so that Stripe delivers it again; the event's id is only recorded with its effect.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from devops_agent.billing.catalog import Catalog
+from devops_agent.billing.errors import InvalidPackSize
+from devops_agent.payments import auto_recharge
+from devops_agent.payments.models import AutoRecharge
+from devops_agent.payments.stripe_gateway import StripeGateway
+from devops_agent.payments.webhooks import InvalidSignature, handle_event, verify_event
+from devops_agent.web.api import AUTHED, errors
+from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep, GatewayDep, SettingsDep
+from devops_agent.web.errors import ApiError
+
+router = APIRouter(prefix="/api/stripe", tags=["stripe"])
+
+
+class WebhookOut(BaseModel):
+    received: bool = True
+    event_id: str
+    type: str
+    duplicate: bool
+    outcome: str
+
+
+class PortalOut(BaseModel):
+    url: str
+
+
+class AutoRechargeIn(BaseModel):
+    """'When my balance falls below ``threshold``, buy the ``pack_size`` pack' (at most ``monthly_cap``
+
+    times a calendar month, at least ``cooldown_minutes`` apart).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool
+    threshold: int = Field(ge=0, le=1_000_000)
+    pack_size: int = Field(gt=0)
+    monthly_cap: int = Field(default=3, ge=1, le=31)
+    cooldown_minutes: int = Field(default=60, ge=0, le=7 * 24 * 60)
+
+
+class AutoRechargeOut(BaseModel):
+    enabled: bool
+    threshold: int | None
+    pack_size: int | None
+    monthly_cap: int | None
+    cooldown_minutes: int | None
+    has_saved_card: bool
+    in_flight: bool
+    recharges_this_month: int
+    last_attempt_at: datetime | None
+    last_error: str | None
+
+
+def _stripe(gateway: Any) -> StripeGateway:
+    if not isinstance(gateway, StripeGateway):
+        raise ApiError(400, "payments_not_configured", "Payments run in demo mode: Stripe is not configured.")
+    return gateway
+
+
+def _out(row: AutoRecharge | None, now: datetime) -> AutoRechargeOut:
+    if row is None:
+        return AutoRechargeOut(
+            enabled=False,
+            threshold=None,
+            pack_size=None,
+            monthly_cap=None,
+            cooldown_minutes=None,
+            has_saved_card=False,
+            in_flight=False,
+            recharges_this_month=0,
+            last_attempt_at=None,
+            last_error=None,
+        )
+    return AutoRechargeOut(
+        enabled=row.enabled,
+        threshold=row.threshold,
+        pack_size=row.pack_credits,
+        monthly_cap=row.monthly_cap,
+        cooldown_minutes=row.cooldown_minutes,
+        has_saved_card=row.payment_method_id is not None,
+        in_flight=row.in_flight,
+        recharges_this_month=row.month_count if row.month_start == auto_recharge.month_start(now) else 0,
+        last_attempt_at=row.last_attempt_at,
+        last_error=row.last_error,
+    )
+
+
+@router.post(
+    "/webhook",
+    response_model=WebhookOut,
+    summary="Stripe events, verified by their signature; each takes effect once",
+    responses=errors(400),
+)
+async def webhook(request: Request, db: DatabaseDep, settings: SettingsDep, now: ClockDep) -> WebhookOut:
+    payload = await request.body()
+    try:
+        event = verify_event(payload, request.headers.get("stripe-signature"), settings.stripe_webhook_secret)
+    except InvalidSignature as exc:
+        raise ApiError(400, "invalid_signature", str(exc)) from None
+    outcome = await handle_event(db, event, now=now)
+    return WebhookOut(
+        event_id=outcome.event_id, type=outcome.type, duplicate=outcome.duplicate, outcome=outcome.outcome
+    )
+
+
+@router.post(
+    "/portal",
+    response_model=PortalOut,
+    summary="A Stripe Customer Portal link (cards, invoices, cancellation) back to the billing page",
+    responses=errors(*AUTHED),
+)
+async def portal(user: CurrentUser, db: DatabaseDep, gateway: GatewayDep) -> PortalOut:
+    return PortalOut(url=await _stripe(gateway).portal_url(db, user=user))
+
+
+@router.get(
+    "/auto-recharge",
+    response_model=AutoRechargeOut,
+    summary="The auto-recharge rule and its state",
+    responses=errors(*AUTHED),
+)
+async def get_auto_recharge(user: CurrentUser, db: DatabaseDep, now: ClockDep) -> AutoRechargeOut:
+    async with db.transaction() as session:
+        row = await auto_recharge.settings_for(session, user_id=user.id)
+    return _out(row, now)
+
+
+@router.put(
+    "/auto-recharge",
+    response_model=AutoRechargeOut,
+    summary="Turn auto-recharge on or off: needs a card saved with Stripe (e.g. by a pack purchase)",
+    responses=errors(*AUTHED),
+)
+async def put_auto_recharge(
+    body: AutoRechargeIn, request: Request, user: CurrentUser, db: DatabaseDep, gateway: GatewayDep, now: ClockDep
+) -> AutoRechargeOut:
+    stripe_gateway = _stripe(gateway)
+    catalog: Catalog = request.app.state.catalog
+    if catalog.pack(body.pack_size) is None:
+        sizes = ", ".join(str(p.credits) for p in catalog.packs)
+        raise InvalidPackSize(f"There is no {body.pack_size}-credit pack; choose one of {sizes}.")
+    card = await stripe_gateway.saved_card(db, user=user)  # network: before the transaction
+    if body.enabled and card is None:
+        raise ApiError(400, "no_saved_card", "Save a card first: buy a pack once, or add a card in the billing portal.")
+    async with db.transaction() as session:
+        row = await auto_recharge.save_settings(
+            session,
+            user_id=user.id,
+            enabled=body.enabled,
+            threshold=body.threshold,
+            pack_credits=body.pack_size,
+            monthly_cap=body.monthly_cap,
+            cooldown_minutes=body.cooldown_minutes,
+            payment_method_id=card,
+            now=now,
+        )
+    return _out(row, now)
