@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import importlib
 
-MODEL_MODULES = ("devops_agent.billing.models", "devops_agent.web.models", "devops_agent.agent.models", "devops_agent.billing.org_models", "devops_agent.notifications.models", "devops_agent.billing.audit")
+MODEL_MODULES = (
+    "devops_agent.billing.models",
+    "devops_agent.web.models",
+    "devops_agent.agent.models",
+    "devops_agent.billing.org_models",
+    "devops_agent.payments.models",
+    "devops_agent.notifications.models",
+    "devops_agent.billing.audit",
+)
 
 
 def load_all_models() -> None:
