@@ -78,3 +78,43 @@ class MemberCapReached(BillingError):
         self.cap = cap
         self.used = used
         self.required = required
+
+
+class OrgForbidden(BillingError):
+    """The member's role does not allow this action in the organization."""
+
+    code = "forbidden"
+
+
+class MemberNotFound(BillingError):
+    code = "member_not_found"
+
+
+class AlreadyMember(BillingError):
+    code = "already_exists"
+
+
+class OwnerRequired(BillingError):
+    """The change would leave the organization without an owner: transfer ownership first."""
+
+    code = "owner_required"
+
+
+class InvitationNotFound(BillingError):
+    code = "invitation_not_found"
+
+
+class InvitationExpired(BillingError):
+    code = "invitation_expired"
+
+
+class InvitationUsed(BillingError):
+    """The invitation was accepted or revoked already: a token works once."""
+
+    code = "invitation_used"
+
+
+class InvitationWrongUser(BillingError):
+    """The invitation was sent to another email address than the accepting user's."""
+
+    code = "invitation_wrong_user"
