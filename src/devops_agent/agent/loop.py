@@ -1,0 +1,85 @@
+"""The agent loop: ask the backend, run the tools it calls (metered), repeat until it answers.
+
+The loop holds no database transaction: the meter opens a short one per charge and
+per outcome. It stops when the backend answers without calling a tool, and it is
+bounded: at most ``max_tool_calls`` tool calls run per message (later calls are
+answered "not run" so the model wraps up), and at most ``max_tool_calls + 2``
+backend turns are taken whatever the model does.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from .backends.base import AssistantTurn, Backend, ToolCall, ToolResult, ToolResults, Turn
+from .metering import Meter, Refusal
+from .tools.registry import InvalidToolInput, Toolbox
+
+DEFAULT_MAX_TOOL_CALLS = 8
+
+
+@dataclass(frozen=True)
+class ToolCallRecord:
+    """What the reply says about one tool call (the contract's ``tool_calls`` item)."""
+
+    tool: str
+    credits_used: int
+    success: bool
+    summary: str
+
+
+@dataclass
+class AgentRun:
+    text: str
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+
+
+class AgentLoop:
+    """One run of the agent for one message."""
+
+    def __init__(
+        self, *, backend: Backend, toolbox: Toolbox, meter: Meter, max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS
+    ) -> None:
+        self.backend = backend
+        self.toolbox = toolbox
+        self.meter = meter
+        self.max_tool_calls = max_tool_calls
+        self.calls_run = 0
+        self.records: list[ToolCallRecord] = []
+
+    async def run(self, transcript: list[Turn]) -> AgentRun:
+        """Drive the backend to a final answer; ``BackendError`` propagates to the caller."""
+        transcript = list(transcript)
+        tools = self.toolbox.definitions()
+        turn = AssistantTurn("")
+        for _ in range(self.max_tool_calls + 2):
+            turn = await self.backend.next_turn(transcript, tools)
+            transcript.append(turn)
+            if not turn.tool_calls:
+                return AgentRun(turn.text, self.records)
+            results = [await self._call(call) for call in turn.tool_calls]
+            transcript.append(ToolResults(tuple(results)))
+        note = f"(Stopped after {self.max_tool_calls} tool calls, the limit for one message.)"
+        return AgentRun(f"{turn.text}\n\n{note}".strip(), self.records)
+
+    def _refuse(self, call: ToolCall, reason: str) -> ToolResult:
+        self.records.append(ToolCallRecord(call.name, 0, False, reason))
+        return ToolResult(call.id, call.name, json.dumps({"error": reason}), is_error=True)
+
+    async def _call(self, call: ToolCall) -> ToolResult:
+        """Validate, charge, run, settle one tool call; always returns a result for the model."""
+        if self.calls_run >= self.max_tool_calls:
+            return self._refuse(call, f"not run: the limit of {self.max_tool_calls} tool calls per message is reached")
+        try:
+            arguments = self.toolbox.validate(call.name, call.arguments)
+        except InvalidToolInput as exc:
+            return self._refuse(call, f"not run: {exc}")
+        paid = await self.meter.charge_tool(call.name)
+        if isinstance(paid, Refusal):
+            return self._refuse(call, paid.reason)
+        self.calls_run += 1
+        outcome = await self.toolbox.run(call.name, arguments, user_id=self.meter.user_id)
+        cost = await self.meter.settle_tool(paid, outcome)
+        self.records.append(ToolCallRecord(call.name, cost, outcome.ok, outcome.summary))
+        return ToolResult(call.id, call.name, outcome.as_text(), is_error=not outcome.ok)

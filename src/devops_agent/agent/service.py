@@ -1,0 +1,350 @@
+"""Chat with the agent: the seed's "How It Works", with every step in its own transaction.
+
+``send_message`` runs one message through three phases:
+
+1. **Charge** (one transaction): replay a reply already given for the same
+   ``Idempotency-Key``; find or open the conversation (404 for someone else's);
+   charge ``agent_message`` (402 ``InsufficientCredits`` and nothing changes when the
+   balance is short); store the user's message. Commit.
+2. **Process** (no transaction): the agent loop calls the backend and the tools; each
+   tool call is charged and settled in short transactions of its own (``metering``).
+3. **Record** (one transaction): store the reply (on the user's message too, for
+   replays) and read the new balance. If the backend failed, refund the message
+   instead and record the failure, which a retry with the same key gets again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from devops_agent.billing import credits
+from devops_agent.billing.catalog import Catalog, cached_catalog
+from devops_agent.billing.models import Conversation, UserSubscription
+from devops_agent.config import Settings
+from devops_agent.db import Database
+
+from .backends import build_backend
+from .backends.base import AssistantTurn, Backend, BackendError, Turn, UserTurn
+from .loop import DEFAULT_MAX_TOOL_CALLS, AgentLoop, AgentRun
+from .metering import Meter
+from .models import Message, Role
+from .tools import build_cloud, build_toolbox
+from .tools.registry import Toolbox
+
+HISTORY_MESSAGES = 20
+TITLE_LENGTH = 60
+MAX_MESSAGE_LENGTH = 8000
+
+
+class AgentError(Exception):
+    """An error of the agent service with the contract's status, code and extra fields."""
+
+    status_code = 400
+    code = "invalid_request"
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class ConversationNotFound(AgentError):
+    status_code = 404
+    code = "conversation_not_found"
+
+
+class ReplyInProgress(AgentError):
+    status_code = 409
+    code = "conflict"
+
+
+class AgentUnavailable(AgentError):
+    """The backend failed on our side; the message's credit was refunded."""
+
+    status_code = 502
+    code = "agent_unavailable"
+
+
+class InvalidChatRequest(AgentError):
+    status_code = 400
+    code = "invalid_request"
+
+
+class ToolCallOut(BaseModel):
+    tool: str
+    credits_used: int
+    success: bool
+    summary: str
+
+
+class ChatReply(BaseModel):
+    """The contract's reply to ``POST /api/chat``."""
+
+    conversation_id: int
+    response: str
+    tool_calls: list[ToolCallOut]
+    credits_used: int
+    credits_remaining: int
+    low_credits: bool
+
+
+@dataclass
+class AgentRuntime:
+    """What a process needs to run the agent: the backend, the tools and the prices."""
+
+    backend: Backend
+    toolbox: Toolbox
+    catalog: Catalog
+    max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS
+    low_credit_threshold: int = 5
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Started:
+    conversation_id: int
+    message_id: int
+    usage_log_id: int
+    transcript: list[Turn]
+
+
+class _Raced(Exception):
+    """A concurrent request with the same idempotency key charged first."""
+
+
+def _transcript(messages: list[Message], text: str) -> list[Turn]:
+    """Earlier turns as the backend sees them: alternating, user first, ending with ``text``."""
+    turns: list[Turn] = []
+    for m in messages:
+        if m.role == Role.USER:
+            if turns and isinstance(turns[-1], UserTurn):
+                turns[-1] = UserTurn(f"{turns[-1].text}\n\n{m.content}")
+            else:
+                turns.append(UserTurn(m.content))
+        elif turns:
+            turns.append(AssistantTurn(m.content))
+    if turns and isinstance(turns[-1], UserTurn):
+        turns[-1] = UserTurn(f"{turns[-1].text}\n\n{text}")
+    else:
+        turns.append(UserTurn(text))
+    return turns
+
+
+async def _replay(session: AsyncSession, *, user_id: int, key: str) -> ChatReply | None:
+    """The reply already given to ``key``; raises if it failed or is still being made."""
+    row = (
+        await session.execute(select(Message).where(Message.user_id == user_id, Message.idempotency_key == key))
+    ).scalar_one_or_none()
+    if row is None:
+        return None
+    if row.reply_status is None or row.reply is None:
+        raise ReplyInProgress("A request with this Idempotency-Key is still being processed; retry shortly.")
+    if row.reply_status != 200:
+        body = dict(row.reply)
+        raise AgentUnavailable(str(body.pop("message", "")), **{k: v for k, v in body.items() if k != "error"})
+    return ChatReply.model_validate(row.reply)
+
+
+async def _balance(session: AsyncSession, user_id: int) -> int:
+    row = (
+        await session.execute(
+            select(UserSubscription.credits_remaining, UserSubscription.purchased_credits_remaining).where(
+                UserSubscription.user_id == user_id
+            )
+        )
+    ).one()
+    return int(row[0]) + int(row[1])
+
+
+async def _start(
+    db: Database, meter: Meter, *, user_id: int, text: str, conversation_id: int | None, key: str | None, now: datetime
+) -> _Started | ChatReply:
+    async with db.transaction() as session:
+        if key is not None:
+            replay = await _replay(session, user_id=user_id, key=key)
+            if replay is not None:
+                return replay
+        if conversation_id is not None:
+            conversation = await session.get(Conversation, conversation_id)
+            if conversation is None or conversation.user_id != user_id:
+                raise ConversationNotFound(f"There is no conversation {conversation_id}.")
+            history = list(
+                (
+                    await session.execute(
+                        select(Message)
+                        .where(Message.conversation_id == conversation.id)
+                        .order_by(Message.id.desc())
+                        .limit(HISTORY_MESSAGES)
+                    )
+                ).scalars()
+            )[::-1]
+        else:
+            title = " ".join(text.split())[:TITLE_LENGTH] or "New conversation"
+            conversation = Conversation(user_id=user_id, title=title, created_at=now, updated_at=now)
+            session.add(conversation)
+            await session.flush()
+            history = []
+        meter.conversation_id = conversation.id
+        charged = await meter.charge_message(session)
+        if charged.replayed:
+            raise _Raced
+        message = Message(
+            conversation_id=conversation.id,
+            user_id=user_id,
+            role=Role.USER,
+            content=text,
+            idempotency_key=key,
+            created_at=now,
+        )
+        session.add(message)
+        conversation.updated_at = now
+        await session.flush()
+        return _Started(conversation.id, message.id, charged.usage_log_id, _transcript(history, text))
+
+
+async def _finish(db: Database, runtime: AgentRuntime, meter: Meter, started: _Started, run: AgentRun) -> ChatReply:
+    now = meter.clock()
+    async with db.transaction() as session:
+        tool_calls = [ToolCallOut(**vars(r)) for r in run.tool_calls]
+        session.add(
+            Message(
+                conversation_id=started.conversation_id,
+                user_id=meter.user_id,
+                role=Role.ASSISTANT,
+                content=run.text,
+                tool_calls=[t.model_dump() for t in tool_calls],
+                created_at=now,
+            )
+        )
+        balance = await _balance(session, meter.user_id)
+        reply = ChatReply(
+            conversation_id=started.conversation_id,
+            response=run.text,
+            tool_calls=tool_calls,
+            credits_used=meter.spent,
+            credits_remaining=balance,
+            low_credits=balance < runtime.low_credit_threshold,
+        )
+        user_message = await session.get(Message, started.message_id)
+        assert user_message is not None
+        user_message.reply_status, user_message.reply = 200, reply.model_dump(mode="json")
+        conversation = await session.get(Conversation, started.conversation_id)
+        assert conversation is not None
+        conversation.updated_at = now
+    return reply
+
+
+async def _fail(db: Database, meter: Meter, started: _Started, error: str) -> AgentUnavailable:
+    """Refund the message, note the failure in the conversation and keep it for replays."""
+    await meter.refund_message(started.usage_log_id, error)
+    now = meter.clock()
+    failure = AgentUnavailable(
+        "The agent could not answer (the AI provider failed); your credit for this message was refunded. "
+        "Please try again.",
+        credits_remaining=meter.balance,
+        conversation_id=started.conversation_id,
+    )
+    async with db.transaction() as session:
+        session.add(
+            Message(
+                conversation_id=started.conversation_id,
+                user_id=meter.user_id,
+                role=Role.ASSISTANT,
+                content="(The agent could not answer this message; its credit was refunded.)",
+                created_at=now,
+            )
+        )
+        user_message = await session.get(Message, started.message_id)
+        assert user_message is not None
+        user_message.reply_status = failure.status_code
+        user_message.reply = {"error": failure.code, "message": failure.message, **failure.extra}
+    return failure
+
+
+async def send_message(
+    db: Database,
+    runtime: AgentRuntime,
+    *,
+    user_id: int,
+    message: str,
+    clock: Callable[[], datetime],
+    conversation_id: int | None = None,
+    idempotency_key: str | None = None,
+    max_credits: int | None = None,
+) -> ChatReply:
+    """Charge, run the agent on ``message``, record and return the reply (see the module doc)."""
+    text = message.strip()
+    if not text or len(text) > MAX_MESSAGE_LENGTH:
+        raise InvalidChatRequest(f"The message must be 1 to {MAX_MESSAGE_LENGTH} characters.")
+    run_key = f"chat:{idempotency_key}" if idempotency_key else f"chat:{credits.new_key()}"
+    meter = Meter(db, runtime.catalog, clock, user_id, run_key, max_credits=max_credits)
+    if max_credits is not None and max_credits < meter.message_cost:
+        raise InvalidChatRequest(f"max_credits must be at least {meter.message_cost}, the price of a message.")
+    try:
+        started = await _start(
+            db, meter, user_id=user_id, text=text, conversation_id=conversation_id, key=idempotency_key, now=clock()
+        )
+    except _Raced:
+        assert idempotency_key is not None
+        async with db.transaction() as session:
+            replay = await _replay(session, user_id=user_id, key=idempotency_key)
+        if replay is None:  # pragma: no cover - the racing request's rows commit with its charge
+            raise ReplyInProgress("A request with this Idempotency-Key is still being processed.") from None
+        return replay
+    if isinstance(started, ChatReply):
+        return started
+    loop = AgentLoop(
+        backend=runtime.backend, toolbox=runtime.toolbox, meter=meter, max_tool_calls=runtime.max_tool_calls
+    )
+    try:
+        run = await loop.run(started.transcript)
+    except BackendError as exc:
+        raise await _fail(db, meter, started, str(exc)) from exc
+    except Exception as exc:  # our bug: the user does not pay for it either
+        await _fail(db, meter, started, f"{type(exc).__name__}: {exc}")
+        raise
+    return await _finish(db, runtime, meter, started, run)
+
+
+# --- reading conversations ------------------------------------------------------------
+
+
+async def list_conversations(session: AsyncSession, *, user_id: int, limit: int = 100) -> list[Conversation]:
+    """The user's conversations, most recently active first."""
+    rows = await session.execute(
+        select(Conversation)
+        .where(Conversation.user_id == user_id)
+        .order_by(Conversation.updated_at.desc(), Conversation.id.desc())
+        .limit(limit)
+    )
+    return list(rows.scalars())
+
+
+async def get_conversation(
+    session: AsyncSession, *, user_id: int, conversation_id: int
+) -> tuple[Conversation, list[Message]]:
+    """A conversation of the user's with its messages; 404 for anyone else's."""
+    conversation = await session.get(Conversation, conversation_id)
+    if conversation is None or conversation.user_id != user_id:
+        raise ConversationNotFound(f"There is no conversation {conversation_id}.")
+    messages = await session.execute(
+        select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id)
+    )
+    return conversation, list(messages.scalars())
+
+
+def build_runtime(settings: Settings) -> AgentRuntime:
+    """The runtime the settings describe: Claude or the offline agent, the sandbox or AWS."""
+    return AgentRuntime(
+        backend=build_backend(settings),
+        toolbox=build_toolbox(build_cloud(settings)),
+        catalog=cached_catalog(settings.pricing_file),
+        low_credit_threshold=settings.low_credit_threshold,
+    )

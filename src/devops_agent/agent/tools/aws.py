@@ -1,0 +1,359 @@
+"""AWS tools (EC2, RDS, S3) through boto3, and the two clouds they run against.
+
+* ``SandboxCloud`` (``CLOUD=sandbox``, the default): an in-process AWS built on
+  ``moto``. Every user gets an AWS account of their own inside it (a 12-digit id
+  derived from the user id, sent as moto's ``x-moto-account-id`` header), so one
+  user's instances are invisible to another, and everything a user creates stays
+  for the life of the process. No request leaves the machine.
+* ``AwsCloud`` (``CLOUD=aws``): real AWS with the credentials boto3 finds in the
+  usual environment; every user acts in that one operator account.
+
+The tool names are the seed's (``get_ec2_instances``, ``create_ec2_instance``,
+``create_rds_instance``, ...). Other providers join by adding a module like this
+one and listing its tools in ``tools.build_toolbox``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+from typing import Any, Literal
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel, ConfigDict, Field
+
+from .registry import CloudClients, Tool, ToolError
+
+PROVIDER = "aws"
+DEFAULT_REGION = "us-east-1"
+# The public SSM parameter naming the current Amazon Linux 2023 AMI (moto knows it too).
+DEFAULT_AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+BOTO_CONFIG = Config(connect_timeout=5, read_timeout=30, retries={"mode": "standard", "max_attempts": 3})
+
+# Error codes that mean "AWS could not serve the request", not "the request is wrong".
+_PROVIDER_FAULTS = frozenset(
+    {
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "Unavailable",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "RequestTimeout",
+        "SlowDown",
+    }
+)
+
+
+# --- clouds ---------------------------------------------------------------------------
+
+
+class _Clients:
+    """boto3 clients made once per service (clients are thread-safe, making them is not)."""
+
+    def __init__(self, session: boto3.session.Session, region: str, account_id: str | None = None) -> None:
+        self._session = session
+        self._region = region
+        self._account_id = account_id
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def client(self, service: str) -> Any:
+        with self._lock:
+            client = self._clients.get(service)
+            if client is None:
+                client = self._session.client(service, region_name=self._region, config=BOTO_CONFIG)
+                if self._account_id is not None:
+                    client.meta.events.register("before-sign", self._name_account)
+                self._clients[service] = client
+            return client
+
+    def _name_account(self, request: Any, **_: Any) -> None:
+        request.headers["x-moto-account-id"] = self._account_id
+
+
+class SandboxCloud:
+    """An in-process AWS (moto), one account per user, kept for the life of the process.
+
+    moto patches botocore for the whole process, so it is started once, the first
+    time any sandbox is used, and never stopped. ``namespace`` keeps sandboxes apart
+    inside one process (tests give each module its own).
+    """
+
+    name = "sandbox"
+    _started = False
+    _start_lock = threading.Lock()
+
+    def __init__(self, namespace: str = "devops-agent", region: str = DEFAULT_REGION) -> None:
+        self.namespace = namespace
+        self.region = region
+        self._users: dict[int, _Clients] = {}
+        self._lock = threading.Lock()
+        self._session: boto3.session.Session | None = None
+
+    @classmethod
+    def _ensure_started(cls) -> None:
+        with cls._start_lock:
+            if not cls._started:
+                from moto import mock_aws  # imported late: moto is slow to import
+
+                mock_aws().start()
+                cls._started = True
+
+    def account_id(self, user_id: int) -> str:
+        """The sandbox AWS account of a user: 12 digits derived from the namespace and id."""
+        digest = hashlib.sha256(f"{self.namespace}:{user_id}".encode()).hexdigest()
+        return str(int(digest, 16) % 10**12).zfill(12)
+
+    def clients_for(self, user_id: int) -> CloudClients:
+        self._ensure_started()
+        with self._lock:
+            if self._session is None:
+                # Made after moto started (a session copies botocore's handlers when made, and
+                # moto's hook must be among them). Fixed fake keys: the sandbox never sees real ones.
+                self._session = boto3.session.Session(
+                    aws_access_key_id="sandbox", aws_secret_access_key="sandbox", region_name=self.region
+                )
+            clients = self._users.get(user_id)
+            if clients is None:
+                clients = _Clients(self._session, self.region, self.account_id(user_id))
+                self._users[user_id] = clients
+            return clients
+
+
+class AwsCloud:
+    """Real AWS, with the credentials and region boto3 finds in the environment."""
+
+    name = "aws"
+
+    def __init__(self, region: str | None = None) -> None:
+        session = boto3.session.Session()
+        self._clients = _Clients(session, region or session.region_name or DEFAULT_REGION)
+
+    def clients_for(self, user_id: int) -> CloudClients:
+        return self._clients
+
+
+# --- calling AWS ----------------------------------------------------------------------
+
+
+def _call(client: Any, operation: str, **params: Any) -> Any:
+    """Call one AWS operation; map its failures to ``ToolError`` saying whose fault it was."""
+    try:
+        return getattr(client, operation)(**params)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", "Unknown"))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400))
+        our_side = code in _PROVIDER_FAULTS or status >= 500
+        raise ToolError(f"AWS refused {operation}: {code}: {error.get('Message', '')}", our_side=our_side) from exc
+    except BotoCoreError as exc:  # no connection, timeout, no credentials
+        raise ToolError(f"AWS could not be reached for {operation}: {exc}", our_side=True) from exc
+
+
+def _tag(tags: list[dict[str, str]] | None, key: str) -> str | None:
+    return next((t["Value"] for t in tags or [] if t.get("Key") == key), None)
+
+
+class _NoInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- EC2 ------------------------------------------------------------------------------
+
+
+def _instance(raw: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "instance_id": raw["InstanceId"],
+        "name": _tag(raw.get("Tags"), "Name"),
+        "instance_type": raw.get("InstanceType"),
+        "state": raw.get("State", {}).get("Name"),
+        "launch_time": raw.get("LaunchTime"),
+    }
+
+
+def get_ec2_instances(clients: CloudClients, _: _NoInput) -> dict[str, Any]:
+    pages = clients.client("ec2").get_paginator("describe_instances").paginate()
+    try:
+        instances = [_instance(i) for page in pages for r in page["Reservations"] for i in r["Instances"]]
+    except (ClientError, BotoCoreError) as exc:
+        raise ToolError(f"AWS could not list EC2 instances: {exc}", our_side=True) from exc
+    return {"instances": instances}
+
+
+class CreateEc2Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    instance_type: str = Field(default="t3.micro", pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+    image_id: str | None = Field(default=None, pattern=r"^ami-[0-9a-f]{8,17}$")
+
+
+def create_ec2_instance(clients: CloudClients, args: CreateEc2Input) -> dict[str, Any]:
+    image_id = args.image_id
+    if image_id is None:
+        parameter = _call(clients.client("ssm"), "get_parameter", Name=DEFAULT_AMI_PARAMETER)
+        image_id = parameter["Parameter"]["Value"]
+    reply = _call(
+        clients.client("ec2"),
+        "run_instances",
+        ImageId=image_id,
+        InstanceType=args.instance_type,
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": args.name}]}],
+    )
+    return {"instance": _instance(reply["Instances"][0])}
+
+
+class StopEc2Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    instance_id: str = Field(pattern=r"^i-[0-9a-f]{8,17}$")
+
+
+def stop_ec2_instance(clients: CloudClients, args: StopEc2Input) -> dict[str, Any]:
+    reply = _call(clients.client("ec2"), "stop_instances", InstanceIds=[args.instance_id])
+    change = reply["StoppingInstances"][0]
+    return {
+        "instance_id": change["InstanceId"],
+        "previous_state": change["PreviousState"]["Name"],
+        "state": change["CurrentState"]["Name"],
+    }
+
+
+# --- RDS ------------------------------------------------------------------------------
+
+
+def _database(raw: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "identifier": raw["DBInstanceIdentifier"],
+        "engine": raw.get("Engine"),
+        "instance_class": raw.get("DBInstanceClass"),
+        "status": raw.get("DBInstanceStatus"),
+        "allocated_storage_gb": raw.get("AllocatedStorage"),
+    }
+
+
+def get_rds_instances(clients: CloudClients, _: _NoInput) -> dict[str, Any]:
+    reply = _call(clients.client("rds"), "describe_db_instances")
+    return {"databases": [_database(d) for d in reply["DBInstances"]]}
+
+
+class CreateRdsInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    identifier: str = Field(min_length=1, max_length=63, pattern=r"^[A-Za-z](?:-?[A-Za-z0-9])*$")
+    engine: Literal["postgres", "mysql", "mariadb"] = "postgres"
+    instance_class: str = Field(default="db.t3.micro", pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$")
+    allocated_storage_gb: int = Field(default=20, ge=20, le=1000)
+
+
+def create_rds_instance(clients: CloudClients, args: CreateRdsInput) -> dict[str, Any]:
+    # AWS keeps the master password in Secrets Manager: no secret passes through the chat.
+    reply = _call(
+        clients.client("rds"),
+        "create_db_instance",
+        DBInstanceIdentifier=args.identifier,
+        Engine=args.engine,
+        DBInstanceClass=args.instance_class,
+        AllocatedStorage=args.allocated_storage_gb,
+        MasterUsername=f"admin_{secrets.token_hex(3)}",
+        ManageMasterUserPassword=True,
+    )
+    return {"database": _database(reply["DBInstance"])}
+
+
+# --- S3 -------------------------------------------------------------------------------
+
+
+def get_s3_buckets(clients: CloudClients, _: _NoInput) -> dict[str, Any]:
+    reply = _call(clients.client("s3"), "list_buckets")
+    return {"buckets": [{"name": b["Name"], "created": b.get("CreationDate")} for b in reply["Buckets"]]}
+
+
+class CreateBucketInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+
+
+def create_s3_bucket(clients: CloudClients, args: CreateBucketInput) -> dict[str, Any]:
+    client = clients.client("s3")
+    params: dict[str, Any] = {"Bucket": args.name}
+    region = client.meta.region_name
+    if region != "us-east-1":  # us-east-1 is the one region that refuses a location constraint
+        params["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    _call(client, "create_bucket", **params)
+    return {"bucket": {"name": args.name, "region": region}}
+
+
+# --- the tools ------------------------------------------------------------------------
+
+
+def _count(key: str, noun: str) -> Any:
+    def summary(result: dict[str, Any]) -> str:
+        items = result.get(key, [])
+        return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+    return summary
+
+
+TOOLS: tuple[Tool, ...] = (
+    Tool(
+        "get_ec2_instances",
+        PROVIDER,
+        "List the EC2 instances in the user's account with their id, Name tag, type and state.",
+        _NoInput,
+        get_ec2_instances,
+        _count("instances", "EC2 instance"),
+    ),
+    Tool(
+        "create_ec2_instance",
+        PROVIDER,
+        "Launch one EC2 instance with a Name tag (default type t3.micro, default image Amazon Linux 2023).",
+        CreateEc2Input,
+        create_ec2_instance,
+        lambda r: f"launched {r['instance']['instance_id']} ({r['instance']['instance_type']})",
+    ),
+    Tool(
+        "stop_ec2_instance",
+        PROVIDER,
+        "Stop a running EC2 instance by its id (i-...).",
+        StopEc2Input,
+        stop_ec2_instance,
+        lambda r: f"{r['instance_id']}: {r['previous_state']} -> {r['state']}",
+    ),
+    Tool(
+        "get_rds_instances",
+        PROVIDER,
+        "List the RDS database instances in the user's account.",
+        _NoInput,
+        get_rds_instances,
+        _count("databases", "RDS database"),
+    ),
+    Tool(
+        "create_rds_instance",
+        PROVIDER,
+        "Create an RDS database instance (default postgres, db.t3.micro, 20 GB); AWS manages the password.",
+        CreateRdsInput,
+        create_rds_instance,
+        lambda r: f"creating database {r['database']['identifier']} ({r['database']['engine']})",
+    ),
+    Tool(
+        "get_s3_buckets",
+        PROVIDER,
+        "List the S3 buckets in the user's account.",
+        _NoInput,
+        get_s3_buckets,
+        _count("buckets", "S3 bucket"),
+    ),
+    Tool(
+        "create_s3_bucket",
+        PROVIDER,
+        "Create an S3 bucket (the name must be globally unique, lowercase).",
+        CreateBucketInput,
+        create_s3_bucket,
+        lambda r: f"created bucket {r['bucket']['name']}",
+    ),
+)
