@@ -1,6 +1,7 @@
 // The account page: the plan name, API keys (create with the secret shown once,
-// list, revoke; a plan without api_access sees why and where to upgrade), and
-// the usage history, a page at a time.
+// list, revoke; the server renders the form only where the plan has api_access,
+// and keys made on an earlier plan can still be revoked), and the usage history,
+// a page at a time.
 import { api, clearErrors, dateTime, el, errorMessage, formValues, loadSubscription, showErrors } from "./common.js";
 
 const KEYS = "/api/keys";
@@ -19,7 +20,7 @@ const keyForm = $("[data-key-form]");
 const keysTable = $("[data-keys-table]");
 const keysBody = $("[data-keys-body]");
 const keysEmpty = $("[data-keys-empty]");
-const gated = $("[data-keys-gated]");
+const keysError = $("[data-keys-error]");
 const newSecret = $("[data-new-secret]");
 
 function keyRow(key) {
@@ -35,8 +36,8 @@ function keyRow(key) {
     const result = await api("DELETE", `${KEYS}/${key.id}`);
     if (!result.ok) {
       revoke.disabled = false;
-      gated.textContent = errorMessage(result);
-      gated.hidden = false;
+      keysError.textContent = errorMessage(result);
+      keysError.hidden = false;
       return;
     }
     await loadKeys();
@@ -54,32 +55,19 @@ function keyRow(key) {
 
 async function loadKeys() {
   const result = await api("GET", KEYS);
-  if (result.status === 403 && result.data && result.data.error === "feature_not_in_plan") {
-    const tiers = (result.data.tiers || []).map((t) => t.charAt(0).toUpperCase() + t.slice(1));
-    gated.replaceChildren(
-      `API keys come with the ${tiers.length ? tiers.join(", ") : "paid"} plans. `,
-      el("a", { href: "/billing", text: "Upgrade on the billing page" }),
-      ".",
-    );
-    gated.hidden = false;
-    keyForm.hidden = true;
-    keysTable.hidden = true;
-    return;
-  }
   if (!result.ok) {
-    gated.textContent = errorMessage(result);
-    gated.hidden = false;
+    keysError.textContent = errorMessage(result);
+    keysError.hidden = false;
     return;
   }
-  gated.hidden = true;
-  keyForm.hidden = false;
+  keysError.hidden = true;
   const active = (result.data.keys || []).filter((k) => !k.revoked_at);
   keysBody.replaceChildren(...active.map(keyRow));
   keysTable.hidden = active.length === 0;
   keysEmpty.hidden = active.length > 0;
 }
 
-keyForm.addEventListener("submit", async (event) => {
+keyForm?.addEventListener("submit", async (event) => {
   event.preventDefault();
   clearErrors(keyForm);
   const button = keyForm.querySelector("button[type=submit]");
