@@ -29,6 +29,9 @@ from devops_agent.web.security import CSRF_COOKIE, Passwords
 from tests.factories import T0
 
 BASE_URL = "http://testserver"
+# For tests of pure HTTP behaviour (validation, routing) that touch the database in no
+# backend-specific way: run them on SQLite only to keep the suite fast.
+SQLITE_ONLY = pytest.mark.parametrize("db", ["sqlite"], indirect=True)
 PASSWORD = "correct-horse-battery"
 _names = itertools.count(1)
 

@@ -18,6 +18,7 @@ from datetime import datetime
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from devops_agent import notifications
 from devops_agent.billing.catalog import cached_catalog
 from devops_agent.billing.catalog_sync import sync_catalog
 from devops_agent.billing.periods import utcnow
@@ -69,32 +70,32 @@ class BodySizeLimitMiddleware:
                     await self._refuse(send)
                     return
         received = 0
+        refused = False
         started = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            # Past the limit we answer 413 ourselves and tell the app the client went away,
+            # so whatever it tries to send afterwards is dropped.
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge
+                    refused = True
+                    if not started:
+                        await self._refuse(send)
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
+            if not refused:
+                started = started or message["type"] == "http.response.start"
+                await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(send)
-
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, limited_receive, guarded_send)
 
 
 def create_app(
@@ -118,9 +119,11 @@ def create_app(
             await upgrade(db)
             async with db.transaction() as session:
                 await sync_catalog(session, cached_catalog(settings.pricing_file))
+        _app.state.notifier.start_periodic()  # retries of emails that failed for a while
         try:
             yield
         finally:
+            await _app.state.notifier.aclose()
             if owns_database:
                 await db.dispose()
 
@@ -143,13 +146,14 @@ def create_app(
     app.state.passwords = Passwords()
     app.state.sessions = SessionSigner(load_secret_key(settings))
     app.state.login_limiter = LoginLimiter()
+    app.state.notifier = notifications.install(db, notifications.Notifier.from_settings(db, settings))
 
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware)
     app.add_middleware(RequestLogMiddleware)
 
     from devops_agent.web import pages
-    from devops_agent.web.api import auth, credits, health, keys, stripe, subscription, usage
+    from devops_agent.web.api import admin, analytics, auth, credits, health, keys, orgs, stripe, subscription, usage
 
     # --- routers: one include_router per line; add yours here -----------------------
     app.include_router(health.router)
@@ -158,7 +162,10 @@ def create_app(
     app.include_router(subscription.router)
     app.include_router(credits.router)
     app.include_router(usage.router)
+    app.include_router(admin.router)
+    app.include_router(analytics.router)
     app.include_router(stripe.router)
+    app.include_router(orgs.router)
     pages.install(app)  # HTML pages, /static, and 404/500 pages for browsers (wraps the JSON handlers)
     # --- end of routers -------------------------------------------------------------
     return app

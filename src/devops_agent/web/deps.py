@@ -21,6 +21,7 @@ from fastapi import Depends, Header, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from devops_agent.billing import credits
 from devops_agent.billing.models import SubscriptionTier, User, UserSubscription
 from devops_agent.config import Settings
 from devops_agent.db import Database
@@ -92,8 +93,15 @@ async def _tiers_with(session: AsyncSession, feature: str) -> list[str]:
     return [t.name for t in tiers if t.has(feature)]
 
 
-async def user_has_feature(session: AsyncSession, user_id: int, feature: str) -> bool:
-    """Whether the user's current tier includes ``feature`` (an entitlement of the catalog)."""
+async def user_has_feature(session: AsyncSession, user_id: int, feature: str, *, now: datetime | None = None) -> bool:
+    """Whether the user's current tier includes ``feature`` (an entitlement of the catalog).
+
+    Pass ``now`` (the ``ClockDep``) to apply a due monthly reset first, so that a plan
+    that ended (cancelled, downgraded) no longer grants its features even if nobody
+    has read the account since.
+    """
+    if now is not None:
+        await credits.apply_due_reset(session, user_id=user_id, now=now)
     tier = (
         await session.execute(
             select(SubscriptionTier)
@@ -126,7 +134,7 @@ async def _user_from_key(session: AsyncSession, secret: str, now: datetime) -> U
     user = await session.get(User, key.user_id)
     if user is None:
         raise ApiError(401, "unauthenticated", "This API key is not valid or has been revoked.")
-    if not await user_has_feature(session, user.id, API_ACCESS):
+    if not await user_has_feature(session, user.id, API_ACCESS, now=now):
         raise await feature_refusal(session, API_ACCESS)
     # Recorded at most once a minute, so a busy script does not write on every call.
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() >= 60:
@@ -193,9 +201,9 @@ def require_feature(name: str) -> Any:
     Use as ``dependencies=[require_feature("advanced_analytics")]`` or as a parameter.
     """
 
-    async def check(user: CurrentUser, db: DatabaseDep) -> User:
+    async def check(user: CurrentUser, db: DatabaseDep, now: ClockDep) -> User:
         async with db.transaction() as session:
-            if not await user_has_feature(session, user.id, name):
+            if not await user_has_feature(session, user.id, name, now=now):
                 raise await feature_refusal(session, name)
         return user
 

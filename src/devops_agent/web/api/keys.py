@@ -43,7 +43,7 @@ def key_out(key: ApiKey) -> ApiKeyOut:
     responses=errors(*AUTHED, 409),
 )
 async def create_key(body: ApiKeyIn, user: CurrentUser, session: SessionDep, now: ClockDep) -> ApiKeyCreatedOut:
-    if not await user_has_feature(session, user.id, API_ACCESS):
+    if not await user_has_feature(session, user.id, API_ACCESS, now=now):
         raise await feature_refusal(session, API_ACCESS)
     active = await session.scalar(
         select(func.count()).select_from(ApiKey).where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
