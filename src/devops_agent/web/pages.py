@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.models import User
-from devops_agent.web.deps import API_ACCESS, DatabaseDep, OptionalUser, user_has_feature
+from devops_agent.web.deps import API_ACCESS, ClockDep, DatabaseDep, OptionalUser, user_has_feature
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 STATIC_DIR = Path(__file__).with_name("static")
@@ -144,12 +144,12 @@ async def billing(request: Request, user: OptionalUser) -> Response:
 
 
 @router.get("/account")
-async def account(request: Request, user: OptionalUser, db: DatabaseDep) -> Response:
+async def account(request: Request, user: OptionalUser, db: DatabaseDep, now: ClockDep) -> Response:
     """Profile, API keys (creation only where the plan has ``api_access``) and usage history."""
     if user is None:
         return _login_redirect(request)
     async with db.transaction() as session:
-        has_api_access = await user_has_feature(session, user.id, API_ACCESS)
+        has_api_access = await user_has_feature(session, user.id, API_ACCESS, now=now)
     api_tiers = [t.display_name for t in _catalog(request).tiers if API_ACCESS in t.entitlements]
     return render_page(
         request, "account.html", user=user, page="account", has_api_access=has_api_access, api_tiers=api_tiers
