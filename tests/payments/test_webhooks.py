@@ -1,0 +1,232 @@
+"""The webhook: signatures checked, each event applied once, subscription events in any order.
+
+Every test runs on SQLite and PostgreSQL (the ``db`` fixture) through the real
+HTTP endpoint, with payloads signed by ``stripe.WebhookSignature``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import func, select, update
+
+from devops_agent.billing import credits
+from devops_agent.billing.models import CreditLedger, CreditPurchase, LedgerKind, SubscriptionTier
+from devops_agent.db import Database
+from devops_agent.payments.models import StripeEvent
+from tests.factories import T0, account, make_user
+from tests.payments.conftest import deliver, make_event
+
+
+async def pending_purchase(db: Database, amount: int = 250) -> tuple[int, int]:
+    async with db.transaction() as session:
+        user = await make_user(session)
+        purchase = await credits.create_purchase(
+            session, user_id=user.id, credits_amount=amount, price_paid=Decimal("20.00"), now=T0
+        )
+        return user.id, purchase.id
+
+
+def session_completed(user_id: int, purchase_id: int, *, paid: bool = True) -> dict[str, Any]:
+    return make_event(
+        "checkout.session.completed",
+        {
+            "id": f"cs_test_p{purchase_id}",
+            "object": "checkout.session",
+            "mode": "payment",
+            "payment_status": "paid" if paid else "unpaid",
+            "client_reference_id": str(user_id),
+            "customer": f"cus_u{user_id}",
+            "payment_intent": f"pi_p{purchase_id}",
+            "metadata": {"kind": "pack", "purchase_id": str(purchase_id), "user_id": str(user_id)},
+        },
+    )
+
+
+async def state(db: Database, user_id: int, purchase_id: int) -> tuple[int, str, int]:
+    """Purchased balance, purchase status and number of recorded events."""
+    async with db.transaction() as session:
+        sub = await account(session, user_id)
+        purchase = await session.get(CreditPurchase, purchase_id)
+        assert purchase is not None
+        events = (await session.execute(select(func.count()).select_from(StripeEvent))).scalar_one()
+        return sub.purchased_credits_remaining, purchase.payment_status, int(events)
+
+
+async def test_bad_signature_is_refused_and_changes_nothing(db: Database, stripe_client: httpx.AsyncClient) -> None:
+    user_id, purchase_id = await pending_purchase(db)
+    event = session_completed(user_id, purchase_id)
+
+    forged = await deliver(stripe_client, event, secret="whsec_not_ours")
+    unsigned = await stripe_client.post("/api/stripe/webhook", json=event)
+
+    for response in (forged, unsigned):
+        assert response.status_code == 400
+        assert response.json()["error"] == "invalid_signature"
+    assert await state(db, user_id, purchase_id) == (0, "pending", 0)
+
+
+async def test_stale_timestamp_is_refused(db: Database, stripe_client: httpx.AsyncClient) -> None:
+    user_id, purchase_id = await pending_purchase(db)
+
+    response = await deliver(stripe_client, session_completed(user_id, purchase_id), timestamp=int(time.time()) - 3600)
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_signature"
+    assert await state(db, user_id, purchase_id) == (0, "pending", 0)
+
+
+async def test_redelivered_event_grants_once(db: Database, stripe_client: httpx.AsyncClient) -> None:
+    user_id, purchase_id = await pending_purchase(db)
+    event = session_completed(user_id, purchase_id)
+
+    first = await deliver(stripe_client, event)
+    second = await deliver(stripe_client, event)
+
+    assert first.status_code == second.status_code == 200
+    assert (first.json()["duplicate"], second.json()["duplicate"]) == (False, True)
+    assert await state(db, user_id, purchase_id) == (250, "completed", 1)
+
+
+async def test_unpaid_checkout_waits_for_async_payment(db: Database, stripe_client: httpx.AsyncClient) -> None:
+    user_id, purchase_id = await pending_purchase(db)
+    completed = session_completed(user_id, purchase_id, paid=False)
+    succeeded = make_event("checkout.session.async_payment_succeeded", completed["data"]["object"])
+
+    await deliver(stripe_client, completed)
+    assert (await state(db, user_id, purchase_id))[:2] == (0, "pending")
+    await deliver(stripe_client, succeeded)
+    assert (await state(db, user_id, purchase_id))[:2] == (250, "completed")
+
+
+async def test_twenty_concurrent_deliveries_grant_once(db: Database, stripe_client: httpx.AsyncClient) -> None:
+    user_id, purchase_id = await pending_purchase(db)
+    event = session_completed(user_id, purchase_id)
+
+    responses = await asyncio.gather(*(deliver(stripe_client, event) for _ in range(20)))
+
+    assert [r.status_code for r in responses] == [200] * 20
+    assert sum(not r.json()["duplicate"] for r in responses) == 1
+    assert await state(db, user_id, purchase_id) == (250, "completed", 1)
+    async with db.transaction() as session:
+        sub = await account(session, user_id)
+        grants = await session.execute(
+            select(func.count()).where(
+                CreditLedger.purchase_id == purchase_id, CreditLedger.kind == LedgerKind.PURCHASE.value
+            )
+        )
+        assert grants.scalar_one() == 1
+        assert await credits.ledger_sums(session, subscription_id=sub.id) == credits.Balance(
+            sub.credits_remaining, sub.purchased_credits_remaining
+        )
+
+
+async def _starter_priced(db: Database) -> None:
+    async with db.transaction() as session:
+        await session.execute(
+            update(SubscriptionTier).where(SubscriptionTier.name == "starter").values(stripe_price_id="price_starter")
+        )
+
+
+def invoice(event_type: str, user_id: int, sub_id: str, start: int, *, price: str = "price_starter") -> dict[str, Any]:
+    """An invoice in the current API shape (subscription under ``parent``, price under ``pricing``)."""
+    end = start + 31 * 86400
+    return make_event(
+        event_type,
+        {
+            "id": f"in_{sub_id}_{start}",
+            "object": "invoice",
+            "customer": f"cus_u{user_id}",
+            "parent": {"type": "subscription_details", "subscription_details": {"subscription": sub_id}},
+            "lines": {
+                "data": [
+                    {
+                        "period": {"start": start, "end": end},
+                        "pricing": {"price_details": {"price": price}},
+                        "parent": {"subscription_item_details": {"proration": False}},
+                    }
+                ]
+            },
+            "metadata": {"user_id": str(user_id)},
+        },
+    )
+
+
+def subscription_event(event_type: str, user_id: int, sub_id: str, status: str, created: int) -> dict[str, Any]:
+    return make_event(
+        event_type,
+        {
+            "id": sub_id,
+            "object": "subscription",
+            "customer": f"cus_u{user_id}",
+            "status": status,
+            "cancel_at_period_end": False,
+            "items": {"data": [{"price": {"id": "price_starter"}}]},
+            "metadata": {"user_id": str(user_id)},
+        },
+        created=created,
+    )
+
+
+async def plan(db: Database, user_id: int) -> tuple[str, str, int]:
+    async with db.transaction() as session:
+        sub = await account(session, user_id)
+        return sub.tier.name, sub.payment_status, sub.credits_remaining
+
+
+async def test_subscription_events_out_of_order_never_move_backwards(
+    db: Database, stripe_app: FastAPI, stripe_client: httpx.AsyncClient
+) -> None:
+    await _starter_priced(db)
+    async with db.transaction() as session:
+        user_id = (await make_user(session)).id
+    t = int(T0.timestamp())
+    sub_id = f"sub_u{user_id}"
+
+    await deliver(stripe_client, invoice("invoice.paid", user_id, sub_id, t))
+    assert await plan(db, user_id) == ("starter", "active", 200)
+
+    # past_due (newer) arrives before active (older): the older one must not undo it.
+    updated, deleted = "customer.subscription.updated", "customer.subscription.deleted"
+    stripe_app.state.clock.advance(hours=1)
+    await deliver(stripe_client, subscription_event(updated, user_id, sub_id, "past_due", t + 20))
+    stale = await deliver(stripe_client, subscription_event(updated, user_id, sub_id, "active", t + 10))
+    assert stale.json()["outcome"].startswith("ignored")
+    assert await plan(db, user_id) == ("starter", "past_due", 200)
+
+    # Deleted, then a late update and a late paid invoice: the plan stays ended.
+    await deliver(stripe_client, subscription_event(deleted, user_id, sub_id, "canceled", t + 30))
+    await deliver(stripe_client, subscription_event(updated, user_id, sub_id, "active", t + 25))
+    await deliver(stripe_client, invoice("invoice.paid", user_id, sub_id, t))
+    assert await plan(db, user_id) == ("free", "cancelled", 20)
+
+
+async def test_late_invoice_for_an_earlier_period_changes_nothing(
+    db: Database, stripe_app: FastAPI, stripe_client: httpx.AsyncClient
+) -> None:
+    await _starter_priced(db)
+    async with db.transaction() as session:
+        user_id = (await make_user(session)).id
+    t = int(T0.timestamp())
+    sub_id = f"sub_u{user_id}"
+    second = invoice("invoice.paid", user_id, sub_id, t + 31 * 86400)
+    first = invoice("invoice.paid", user_id, sub_id, t)
+
+    clock = stripe_app.state.clock
+    await deliver(stripe_client, first)
+    clock.advance(days=32)
+    await deliver(stripe_client, second)
+    async with db.transaction() as session:
+        sub = await account(session, user_id, now=clock.now)
+        period = sub.current_period_start
+    replay = await deliver(stripe_client, make_event("invoice.paid", first["data"]["object"]))
+
+    assert replay.json()["outcome"].endswith("payment active")
+    async with db.transaction() as session:
+        sub = await account(session, user_id, now=clock.now)
+        assert sub.current_period_start == period
