@@ -48,6 +48,16 @@ BILLING_STATUS: dict[type[billing_errors.BillingError], int] = {
     billing_errors.PurchaseNotFound: 404,
     billing_errors.InvalidAmount: 400,
     billing_errors.ChargeNotFound: 404,
+    billing_errors.MemberCapReached: 402,
+    billing_errors.OrganizationNotFound: 404,
+    billing_errors.OrgForbidden: 403,
+    billing_errors.MemberNotFound: 404,
+    billing_errors.AlreadyMember: 409,
+    billing_errors.OwnerRequired: 409,
+    billing_errors.InvitationNotFound: 404,
+    billing_errors.InvitationExpired: 410,
+    billing_errors.InvitationUsed: 409,
+    billing_errors.InvitationWrongUser: 403,
 }
 
 HTTP_CODES = {

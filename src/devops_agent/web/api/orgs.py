@@ -1,0 +1,673 @@
+"""Organizations (teams) over HTTP: the organization, members, invitations, caps, and its pool.
+
+The pool's endpoints (``/api/orgs/{id}/subscription``, ``/credits/purchase``,
+``/usage/stats``, ``/usage/history``) answer the same shapes as the personal ones.
+Every route under ``/api/orgs/{id}`` answers 404 ``organization_not_found`` to a user
+who is not a member, whatever the route, so ids reveal nothing. Roles: members use
+the pool and see its balance and their own usage; admins manage members, invitations
+and caps and see everyone's usage; the owner also pays and deletes.
+
+Invitations answer their token and link to the inviter once (only a hash is stored):
+the inviter passes it on to the invitee, by email or otherwise.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from devops_agent.billing import credits, orgs
+from devops_agent.billing.catalog import Catalog
+from devops_agent.billing.errors import InvalidPackSize
+from devops_agent.billing.models import UsageLog, User
+from devops_agent.billing.org_models import Organization, OrganizationInvitation, OrganizationMember, Role
+from devops_agent.db import Database
+from devops_agent.payments.gateway import PaymentGateway
+from devops_agent.web.api import AUTHED, errors
+from devops_agent.web.api.subscription import active_tiers
+from devops_agent.web.deps import (
+    ClockDep,
+    CurrentUser,
+    DatabaseDep,
+    GatewayDep,
+    IdempotencyKeyDep,
+    SessionDep,
+    SettingsDep,
+    require_feature,
+)
+from devops_agent.web.errors import ApiError
+from devops_agent.web.idempotency import fingerprint, run_idempotent
+from devops_agent.web.schemas import (
+    CancelOut,
+    PlanChangedOut,
+    PurchaseCompletedOut,
+    PurchaseIn,
+    Strict,
+    SubscriptionEnvelope,
+    TierOut,
+    Timestamp,
+    ToolCount,
+    UpgradeIn,
+    UsageLogOut,
+    purchase_out,
+    subscription_out,
+    tier_out,
+    usage_log_out,
+)
+
+router = APIRouter(prefix="/api/orgs", tags=["organizations"])
+
+OrgId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The organization's id.")]
+UserId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The member's user id.")]
+Cap = Annotated[int | None, Field(ge=0, le=2**31 - 1, description="Credits per period; null: no cap of its own.")]
+MEMBER_ROUTE = (*AUTHED, 404)
+
+
+# --- schemas --------------------------------------------------------------------------
+
+
+class OrgCreateIn(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class OrgOut(BaseModel):
+    id: int
+    name: str
+    role: str = Field(description="Your role: owner, admin or member.")
+    default_member_cap: int | None
+    created_at: Timestamp
+
+
+class OrgDetailOut(OrgOut):
+    credits_remaining: int = Field(description="The pool's balance (monthly + purchased).")
+    tier: TierOut
+    current_period_end: Timestamp
+    member_count: int
+    my_credits_used: int = Field(description="What you spent from the pool this period.")
+    my_cap: int | None = Field(description="Your cap this period (yours, else the default); null: none.")
+
+
+class OrgEnvelope(BaseModel):
+    organization: OrgDetailOut
+
+
+class OrgsOut(BaseModel):
+    organizations: list[OrgOut]
+
+
+class MemberOut(BaseModel):
+    user_id: int
+    username: str
+    email: str | None = Field(description="Shown to admins and the owner.")
+    role: str
+    monthly_cap: int | None
+    effective_cap: int | None
+    credits_used: int | None = Field(description="This period; shown to admins, and to each member for themself.")
+    joined_at: Timestamp
+
+
+class MembersOut(BaseModel):
+    members: list[MemberOut]
+
+
+class CapIn(Strict):
+    monthly_cap: Cap
+
+
+class RoleIn(Strict):
+    role: Annotated[str, Field(pattern="^(admin|member)$")]
+
+
+class TransferIn(Strict):
+    user_id: Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
+class InvitationIn(Strict):
+    email: Annotated[str, Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+    role: Annotated[str, Field(pattern="^(admin|member)$")] = "member"
+
+
+class InvitationOut(BaseModel):
+    id: int
+    email: str
+    role: str
+    created_at: Timestamp
+    expires_at: Timestamp
+    status: str = Field(description="pending, accepted, revoked or expired")
+
+
+class InvitationCreatedOut(BaseModel):
+    invitation: InvitationOut
+    token: str = Field(description="Shown once: only its hash is stored.")
+    accept_url: str
+
+
+class InvitationsOut(BaseModel):
+    invitations: list[InvitationOut]
+
+
+class AcceptIn(Strict):
+    token: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class InvitationPreviewOut(BaseModel):
+    organization_name: str
+    email: str
+    role: str
+    expires_at: Timestamp
+    status: str
+
+
+class OrgUsageLogOut(UsageLogOut):
+    user_id: int
+    username: str
+
+
+class OrgUsageHistoryOut(BaseModel):
+    logs: list[OrgUsageLogOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class MemberUsageOut(BaseModel):
+    user_id: int
+    username: str
+    credits_used: int
+    cap: int | None
+    tool_usage_breakdown: list[ToolCount]
+
+
+class OrgUsageStatsOut(BaseModel):
+    credits_remaining: int
+    credits_used_this_month: int
+    total_credits_used: int
+    tier: TierOut
+    tool_usage_breakdown: list[ToolCount] = Field(description="Admins: the whole pool's; members: their own.")
+    members: list[MemberUsageOut] = Field(description="Admins: every member; members: themself.")
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def _invitation_status(invitation: OrganizationInvitation, now: datetime) -> str:
+    if invitation.accepted_at is not None:
+        return "accepted"
+    if invitation.revoked_at is not None:
+        return "revoked"
+    return "expired" if invitation.expires_at <= now else "pending"
+
+
+def _invitation_out(invitation: OrganizationInvitation, now: datetime) -> InvitationOut:
+    return InvitationOut(
+        id=invitation.id,
+        email=invitation.email,
+        role=invitation.role,
+        created_at=invitation.created_at,
+        expires_at=invitation.expires_at,
+        status=_invitation_status(invitation, now),
+    )
+
+
+def _org_out(org: Organization, member: OrganizationMember) -> OrgOut:
+    return OrgOut(
+        id=org.id,
+        name=org.name,
+        role=member.role,
+        default_member_cap=org.default_member_cap,
+        created_at=org.created_at,
+    )
+
+
+async def _detail(session: AsyncSession, org: Organization, member: OrganizationMember, now: datetime) -> OrgDetailOut:
+    pool = await credits.get_account(session, user_id=None, org_id=org.id, now=now)
+    count = await session.scalar(
+        select(func.count()).select_from(OrganizationMember).where(OrganizationMember.organization_id == org.id)
+    )
+    return OrgDetailOut(
+        **_org_out(org, member).model_dump(),
+        credits_remaining=pool.balance,
+        tier=tier_out(pool.tier),
+        current_period_end=pool.current_period_end,
+        member_count=int(count or 0),
+        my_credits_used=orgs.used_in_period(member, pool.current_period_start),
+        my_cap=member.monthly_cap if member.monthly_cap is not None else org.default_member_cap,
+    )
+
+
+async def _as_admin(session: AsyncSession, org_id: int, user: User) -> OrganizationMember:
+    _, member = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
+    if not orgs.can_see_everyone(member):
+        raise ApiError(403, "forbidden", "Only admins and the owner of the organization can do this.")
+    return member
+
+
+async def _as_owner(db: Database, org_id: int, user: User) -> None:
+    """Billing is the owner's: refuse anyone else (404 for non-members, 403 for others)."""
+    async with db.transaction() as session:
+        _, member = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
+    if member.role != Role.OWNER:
+        raise ApiError(403, "forbidden", "Only the owner of the organization handles its billing.")
+
+
+def _demo_only(gateway: PaymentGateway) -> None:
+    # The payment gateway bills users; paying for an organization through Stripe needs
+    # its own checkout (customer, metadata, webhook routing) and is not built yet.
+    if gateway.mode != "demo":
+        raise ApiError(
+            409,
+            "conflict",
+            "Paying for an organization through Stripe is not available yet; contact support to upgrade a team.",
+        )
+
+
+# --- organizations --------------------------------------------------------------------
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=OrgEnvelope,
+    summary="Create an organization you own, with its own credit pool (plans with team collaboration)",
+    responses=errors(*AUTHED),
+    dependencies=[require_feature(orgs.TEAM_FEATURE)],
+)
+async def create_org(body: OrgCreateIn, user: CurrentUser, session: SessionDep, now: ClockDep) -> OrgEnvelope:
+    org = await orgs.create_organization(session, user_id=user.id, name=body.name, now=now)
+    _, member = await orgs.get_organization(session, org_id=org.id, user_id=user.id)
+    return OrgEnvelope(organization=await _detail(session, org, member, now))
+
+
+@router.get("", response_model=OrgsOut, summary="The organizations you belong to", responses=errors(*AUTHED))
+async def list_orgs(user: CurrentUser, session: SessionDep) -> OrgsOut:
+    rows = await orgs.organizations_of(session, user_id=user.id)
+    return OrgsOut(organizations=[_org_out(org, member) for org, member in rows])
+
+
+@router.get(
+    "/invitations/{token}",
+    response_model=InvitationPreviewOut,
+    summary="What an invitation is for (whoever holds its token)",
+    responses=errors(*MEMBER_ROUTE),
+)
+async def preview_invitation(token: str, user: CurrentUser, session: SessionDep, now: ClockDep) -> InvitationPreviewOut:
+    invitation = await orgs.invitation_by_token(session, token=token)
+    org = await session.get(Organization, invitation.organization_id)
+    assert org is not None
+    return InvitationPreviewOut(
+        organization_name=org.name,
+        email=invitation.email,
+        role=invitation.role,
+        expires_at=invitation.expires_at,
+        status=_invitation_status(invitation, now),
+    )
+
+
+@router.post(
+    "/invitations/accept",
+    response_model=OrgEnvelope,
+    summary="Join an organization with an invitation's token: once, before it expires, as the invited email",
+    responses=errors(*MEMBER_ROUTE, 409, 410),
+)
+async def accept_invitation(body: AcceptIn, user: CurrentUser, session: SessionDep, now: ClockDep) -> OrgEnvelope:
+    member = await orgs.accept_invitation(session, token=body.token, user_id=user.id, now=now)
+    org, member = await orgs.get_organization(session, org_id=member.organization_id, user_id=user.id)
+    return OrgEnvelope(organization=await _detail(session, org, member, now))
+
+
+@router.get(
+    "/{org_id}", response_model=OrgEnvelope, summary="An organization you belong to", responses=errors(*MEMBER_ROUTE)
+)
+async def get_org(org_id: OrgId, user: CurrentUser, session: SessionDep, now: ClockDep) -> OrgEnvelope:
+    org, member = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
+    return OrgEnvelope(organization=await _detail(session, org, member, now))
+
+
+@router.delete(
+    "/{org_id}",
+    status_code=204,
+    summary="Delete the organization with its pool and history (owner)",
+    responses=errors(*MEMBER_ROUTE),
+)
+async def delete_org(org_id: OrgId, user: CurrentUser, session: SessionDep) -> Response:
+    await orgs.delete_organization(session, org_id=org_id, actor_id=user.id)
+    return Response(status_code=204)
+
+
+# --- members and caps -----------------------------------------------------------------
+
+
+async def _members_out(session: AsyncSession, org_id: int, viewer: OrganizationMember, now: datetime) -> MembersOut:
+    everyone = orgs.can_see_everyone(viewer)
+    views = await orgs.members(session, org_id=org_id, now=now)
+    return MembersOut(
+        members=[
+            MemberOut(
+                user_id=v.user_id,
+                username=v.username,
+                email=v.email if everyone or v.user_id == viewer.user_id else None,
+                role=v.role,
+                monthly_cap=v.monthly_cap,
+                effective_cap=v.effective_cap,
+                credits_used=v.credits_used if everyone or v.user_id == viewer.user_id else None,
+                joined_at=v.joined_at,
+            )
+            for v in views
+        ]
+    )
+
+
+@router.get(
+    "/{org_id}/members",
+    response_model=MembersOut,
+    summary="Members with role and cap; use per member for admins, your own for members",
+    responses=errors(*MEMBER_ROUTE),
+)
+async def list_members(org_id: OrgId, user: CurrentUser, session: SessionDep, now: ClockDep) -> MembersOut:
+    _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
+    return await _members_out(session, org_id, viewer, now)
+
+
+@router.put(
+    "/{org_id}/members/{user_id}/cap",
+    response_model=MembersOut,
+    summary="Set a member's monthly cap; null falls back to the default (admins)",
+    responses=errors(*MEMBER_ROUTE),
+)
+async def set_member_cap(
+    org_id: OrgId, user_id: UserId, body: CapIn, user: CurrentUser, session: SessionDep, now: ClockDep
+) -> MembersOut:
+    await orgs.set_member_cap(session, org_id=org_id, actor_id=user.id, user_id=user_id, cap=body.monthly_cap)
+    _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
+    return await _members_out(session, org_id, viewer, now)
+
+
+@router.put(
+    "/{org_id}/default-cap",
+    response_model=OrgEnvelope,
+    summary="Set the cap of members without one of their own; null: no cap (admins)",
+    responses=errors(*MEMBER_ROUTE),
+)
+async def set_default_cap(
+    org_id: OrgId, body: CapIn, user: CurrentUser, session: SessionDep, now: ClockDep
+) -> OrgEnvelope:
+    await orgs.set_default_cap(session, org_id=org_id, actor_id=user.id, cap=body.monthly_cap, now=now)
+    org, member = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
+    return OrgEnvelope(organization=await _detail(session, org, member, now))
+
+
+@router.put(
+    "/{org_id}/members/{user_id}/role",
+    response_model=MembersOut,
+    summary="Make a member an admin, or an admin a member (admins)",
+    responses=errors(*MEMBER_ROUTE, 409),
+)
+async def set_role(
+    org_id: OrgId, user_id: UserId, body: RoleIn, user: CurrentUser, session: SessionDep, now: ClockDep
+) -> MembersOut:
+    await orgs.set_role(session, org_id=org_id, actor_id=user.id, user_id=user_id, role=Role(body.role))
+    _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
+    return await _members_out(session, org_id, viewer, now)
+
+
+@router.delete(
+    "/{org_id}/members/{user_id}",
+    status_code=204,
+    summary="Remove a member (admins), or leave (yourself); the owner transfers ownership first",
+    responses=errors(*MEMBER_ROUTE, 409),
+)
+async def remove_member(org_id: OrgId, user_id: UserId, user: CurrentUser, session: SessionDep) -> Response:
+    await orgs.remove_member(session, org_id=org_id, actor_id=user.id, user_id=user_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{org_id}/transfer",
+    response_model=MembersOut,
+    summary="Hand ownership to another member; you stay on as an admin (owner)",
+    responses=errors(*MEMBER_ROUTE),
+)
+async def transfer(
+    org_id: OrgId, body: TransferIn, user: CurrentUser, session: SessionDep, now: ClockDep
+) -> MembersOut:
+    await orgs.transfer_ownership(session, org_id=org_id, actor_id=user.id, user_id=body.user_id)
+    _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
+    return await _members_out(session, org_id, viewer, now)
+
+
+# --- invitations ----------------------------------------------------------------------
+
+
+@router.get(
+    "/{org_id}/invitations",
+    response_model=InvitationsOut,
+    summary="Pending invitations (admins)",
+    responses=errors(*MEMBER_ROUTE),
+)
+async def list_invitations(org_id: OrgId, user: CurrentUser, session: SessionDep, now: ClockDep) -> InvitationsOut:
+    await _as_admin(session, org_id, user)
+    pending = await orgs.pending_invitations(session, org_id=org_id, now=now)
+    return InvitationsOut(invitations=[_invitation_out(i, now) for i in pending])
+
+
+@router.post(
+    "/{org_id}/invitations",
+    status_code=201,
+    response_model=InvitationCreatedOut,
+    summary="Invite an email address as member or admin; the token and link are answered once (admins)",
+    responses=errors(*MEMBER_ROUTE, 409),
+)
+async def create_invitation(
+    org_id: OrgId, body: InvitationIn, user: CurrentUser, session: SessionDep, now: ClockDep, settings: SettingsDep
+) -> InvitationCreatedOut:
+    new = await orgs.invite(session, org_id=org_id, actor_id=user.id, email=body.email, role=Role(body.role), now=now)
+    return InvitationCreatedOut(
+        invitation=_invitation_out(new.invitation, now),
+        token=new.token,
+        accept_url=f"{settings.public_base_url.rstrip('/')}/orgs/join/{new.token}",
+    )
+
+
+@router.delete(
+    "/{org_id}/invitations/{invitation_id}",
+    status_code=204,
+    summary="Revoke a pending invitation (admins)",
+    responses=errors(*MEMBER_ROUTE, 409),
+)
+async def revoke_invitation(
+    org_id: OrgId,
+    invitation_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    user: CurrentUser,
+    session: SessionDep,
+    now: ClockDep,
+) -> Response:
+    await orgs.revoke_invitation(session, org_id=org_id, actor_id=user.id, invitation_id=invitation_id, now=now)
+    return Response(status_code=204)
+
+
+# --- the pool: subscription, packs, usage ---------------------------------------------
+
+
+@router.get(
+    "/{org_id}/subscription",
+    response_model=SubscriptionEnvelope,
+    summary="The organization's plan and pool, with the tiers it can move to",
+    responses=errors(*MEMBER_ROUTE),
+)
+async def get_subscription(
+    org_id: OrgId, user: CurrentUser, session: SessionDep, now: ClockDep, gateway: GatewayDep
+) -> SubscriptionEnvelope:
+    await orgs.get_organization(session, org_id=org_id, user_id=user.id)
+    pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
+    return SubscriptionEnvelope(
+        subscription=subscription_out(pool), available_tiers=await active_tiers(session), payments_mode=gateway.mode
+    )
+
+
+@router.post(
+    "/{org_id}/subscription/upgrade",
+    response_model=PlanChangedOut,
+    summary="Move the organization to another tier: dearer at once, cheaper at the period's end (owner)",
+    responses=errors(*MEMBER_ROUTE, 409),
+)
+async def upgrade(
+    org_id: OrgId,
+    body: UpgradeIn,
+    request: Request,
+    user: CurrentUser,
+    db: DatabaseDep,
+    now: ClockDep,
+    gateway: GatewayDep,
+    idempotency_key: IdempotencyKeyDep,
+) -> JSONResponse:
+    await _as_owner(db, org_id, user)
+    _demo_only(gateway)
+
+    async def work() -> tuple[int, dict[str, Any]]:
+        async with db.transaction() as session:
+            change = await credits.change_tier(session, user_id=user.id, org_id=org_id, tier_id=body.tier_id, now=now)
+            pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
+            out = PlanChangedOut(subscription=subscription_out(pool), message=change.message)
+        return 200, out.model_dump(mode="json")
+
+    return await run_idempotent(
+        db,
+        user_id=user.id,
+        key=idempotency_key,
+        digest=fingerprint("POST", request.url.path, body.model_dump()),
+        now=now,
+        work=work,
+    )
+
+
+@router.post(
+    "/{org_id}/subscription/cancel",
+    response_model=CancelOut,
+    summary="Move the organization back to Free when the period ends (owner)",
+    responses=errors(*MEMBER_ROUTE),
+)
+async def cancel(org_id: OrgId, user: CurrentUser, db: DatabaseDep, now: ClockDep) -> CancelOut:
+    await _as_owner(db, org_id, user)
+    async with db.transaction() as session:
+        change = await credits.cancel(session, user_id=user.id, org_id=org_id, now=now)
+        pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
+        return CancelOut(subscription=subscription_out(pool), message=change.message)
+
+
+@router.post(
+    "/{org_id}/credits/purchase",
+    response_model=PurchaseCompletedOut,
+    summary="Buy a credit pack for the organization's pool (owner)",
+    responses=errors(*MEMBER_ROUTE, 409),
+)
+async def purchase(
+    org_id: OrgId,
+    body: PurchaseIn,
+    request: Request,
+    user: CurrentUser,
+    db: DatabaseDep,
+    now: ClockDep,
+    gateway: GatewayDep,
+    idempotency_key: IdempotencyKeyDep,
+) -> JSONResponse:
+    await _as_owner(db, org_id, user)
+    catalog: Catalog = request.app.state.catalog
+    pack = catalog.pack(body.pack_size)
+    if pack is None:
+        sizes = ", ".join(str(p.credits) for p in catalog.packs)
+        raise InvalidPackSize(f"There is no {body.pack_size}-credit pack; choose one of {sizes}.")
+    _demo_only(gateway)
+
+    async def work() -> tuple[int, dict[str, Any]]:
+        # Demo payments, as for a user: recorded completed at its list price, credits granted.
+        async with db.transaction() as session:
+            await credits.apply_due_reset(session, user_id=None, org_id=org_id, now=now)
+            bought = await credits.create_purchase(
+                session, user_id=user.id, org_id=org_id, credits_amount=pack.credits, price_paid=pack.price, now=now
+            )
+            result = await credits.grant_purchase(session, purchase_id=bought.id, now=now)
+            await session.refresh(bought)
+            out = PurchaseCompletedOut(purchase=purchase_out(bought), credits_remaining=result.balance.total)
+        return 200, out.model_dump(mode="json")
+
+    return await run_idempotent(
+        db,
+        user_id=user.id,
+        key=idempotency_key,
+        digest=fingerprint("POST", request.url.path, body.model_dump()),
+        now=now,
+        work=work,
+    )
+
+
+@router.get(
+    "/{org_id}/usage/stats",
+    response_model=OrgUsageStatsOut,
+    summary="The pool's balance and usage; per member and per tool for admins, your own for members",
+    responses=errors(*MEMBER_ROUTE),
+)
+async def usage_stats(org_id: OrgId, user: CurrentUser, session: SessionDep, now: ClockDep) -> OrgUsageStatsOut:
+    _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
+    pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
+    everyone = orgs.can_see_everyone(viewer)
+    tools = await orgs.tool_breakdown(session, org_id=org_id, user_id=None if everyone else user.id)
+    by_member = await orgs.tool_breakdown_by_member(session, org_id=org_id)
+    views = [v for v in await orgs.members(session, org_id=org_id, now=now) if everyone or v.user_id == user.id]
+    return OrgUsageStatsOut(
+        credits_remaining=pool.balance,
+        credits_used_this_month=pool.credits_used_this_month,
+        total_credits_used=pool.total_credits_used,
+        tier=tier_out(pool.tier),
+        tool_usage_breakdown=[ToolCount(tool=t.tool, count=t.count) for t in tools],
+        members=[
+            MemberUsageOut(
+                user_id=v.user_id,
+                username=v.username,
+                credits_used=v.credits_used,
+                cap=v.effective_cap,
+                tool_usage_breakdown=[ToolCount(tool=t.tool, count=t.count) for t in by_member.get(v.user_id, [])],
+            )
+            for v in views
+        ],
+    )
+
+
+@router.get(
+    "/{org_id}/usage/history",
+    response_model=OrgUsageHistoryOut,
+    summary="Actions paid from the pool, newest first: everyone's for admins, your own for members",
+    responses=errors(*MEMBER_ROUTE),
+)
+async def usage_history(
+    org_id: OrgId,
+    user: CurrentUser,
+    session: SessionDep,
+    now: ClockDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> OrgUsageHistoryOut:
+    _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
+    await credits.apply_due_reset(session, user_id=None, org_id=org_id, now=now)
+    where = [UsageLog.organization_id == org_id]
+    if not orgs.can_see_everyone(viewer):
+        where.append(UsageLog.user_id == user.id)
+    total = await session.scalar(select(func.count()).select_from(UsageLog).where(*where))
+    rows = await session.execute(
+        select(UsageLog, User.username)
+        .join(User, User.id == UsageLog.user_id)
+        .where(*where)
+        .order_by(UsageLog.created_at.desc(), UsageLog.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    logs = [
+        OrgUsageLogOut(**usage_log_out(log).model_dump(), user_id=log.user_id, username=username)
+        for log, username in rows.all()
+    ]
+    return OrgUsageHistoryOut(logs=logs, total=int(total or 0), limit=limit, offset=offset)
