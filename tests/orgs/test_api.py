@@ -88,6 +88,8 @@ async def test_a_team_shares_a_pool_and_the_owner_sees_who_used_it(app: FastAPI,
         assert {m["username"]: m["credits_used"] for m in members} == {"teamowner": None, "teamdev": 7}
         # The member's personal pool is untouched.
         assert (await dev_client.get("/api/subscription")).json()["subscription"]["credits_remaining"] == 20
+        assert (await dev_client.get("/api/usage/history")).json()["total"] == 0
+        assert (await dev_client.get("/api/usage/stats")).json()["tool_usage_breakdown"] == []
 
     # The owner sees everyone's, per member and per tool.
     await spend(app, owner["id"], org["id"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 
 from devops_agent.billing import credits
 from devops_agent.billing.models import UsageLog
@@ -14,6 +14,11 @@ from devops_agent.web.deps import ClockDep, CurrentUser, SessionDep
 from devops_agent.web.schemas import ToolCount, UsageHistoryOut, UsageStatsOut, tier_out, usage_log_out
 
 router = APIRouter(prefix="/api/usage", tags=["usage"])
+
+
+def _personal(user_id: int) -> tuple[ColumnElement[bool], ...]:
+    """The user's actions paid from their own account (not from an organization's pool)."""
+    return (UsageLog.user_id == user_id, UsageLog.organization_id.is_(None))
 
 
 @router.get(
@@ -27,7 +32,7 @@ async def stats(user: CurrentUser, session: SessionDep, now: ClockDep) -> UsageS
     tool = func.coalesce(UsageLog.tool_name, UsageLog.action_type)
     count = func.count(UsageLog.id)
     rows = await session.execute(
-        select(tool, count).where(UsageLog.user_id == user.id).group_by(tool).order_by(count.desc(), tool)
+        select(tool, count).where(*_personal(user.id)).group_by(tool).order_by(count.desc(), tool)
     )
     return UsageStatsOut(
         credits_remaining=sub.balance,
@@ -52,11 +57,11 @@ async def history(
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> UsageHistoryOut:
     await credits.apply_due_reset(session, user_id=user.id, now=now)
-    total = await session.scalar(select(func.count()).select_from(UsageLog).where(UsageLog.user_id == user.id))
+    total = await session.scalar(select(func.count()).select_from(UsageLog).where(*_personal(user.id)))
     logs = (
         await session.execute(
             select(UsageLog)
-            .where(UsageLog.user_id == user.id)
+            .where(*_personal(user.id))
             .order_by(UsageLog.created_at.desc(), UsageLog.id.desc())
             .limit(limit)
             .offset(offset)
