@@ -152,7 +152,7 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware)
     app.add_middleware(RequestLogMiddleware)
 
-    from devops_agent.web import pages
+    from devops_agent.web import org_pages, pages
     from devops_agent.web.api import admin, analytics, auth, credits, health, keys, orgs, stripe, subscription, usage
 
     # --- routers: one include_router per line; add yours here -----------------------
@@ -166,6 +166,7 @@ def create_app(
     app.include_router(analytics.router)
     app.include_router(stripe.router)
     app.include_router(orgs.router)
+    app.include_router(org_pages.router)
     pages.install(app)  # HTML pages, /static, and 404/500 pages for browsers (wraps the JSON handlers)
     # --- end of routers -------------------------------------------------------------
     return app
