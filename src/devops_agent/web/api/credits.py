@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from devops_agent import notifications
 from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.errors import InvalidPackSize
 from devops_agent.web.api import AUTHED, errors
@@ -66,6 +67,7 @@ async def purchase(
             return 200, CheckoutOut(checkout_url=result.checkout_url).model_dump(mode="json")
         assert result.purchase is not None
         assert result.credits_remaining is not None
+        await notifications.after_purchase(db, purchase_id=result.purchase.id, now=now)  # committed: the receipt
         out = PurchaseCompletedOut(purchase=purchase_out(result.purchase), credits_remaining=result.credits_remaining)
         return 200, out.model_dump(mode="json")
 
