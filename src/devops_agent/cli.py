@@ -91,11 +91,15 @@ def reset_due() -> None:
         while True:
             async with db.transaction() as session:
                 due = await credits.due_account_user_ids(session, now=now)
-            if not due:
+                due_orgs = await credits.due_account_org_ids(session, now=now)
+            if not due and not due_orgs:
                 return done
             for user_id in due:
                 async with db.transaction() as session:
                     done += await credits.apply_due_reset(session, user_id=user_id, now=now)
+            for org_id in due_orgs:  # organizations' pools (teams)
+                async with db.transaction() as session:
+                    done += await credits.apply_due_reset(session, user_id=None, org_id=org_id, now=now)
 
     typer.echo(f"Reset {_run(work)} account(s).")
 
