@@ -147,5 +147,34 @@ def stripe_sync() -> None:
         typer.echo(line)
 
 
+@app.command("create-admin")
+def create_admin(
+    username: Annotated[str, typer.Argument(help="New admin's username, or an existing user's name or email.")],
+    email: Annotated[str | None, typer.Option(help="Email of a new admin (prompted when missing).")] = None,
+    password: Annotated[
+        str | None,
+        typer.Option(envvar="DEVOPS_AGENT_ADMIN_PASSWORD", help="Password of a new admin (prompted when missing)."),
+    ] = None,
+) -> None:
+    """Create an administrator (who sees /admin), or make an existing user one."""
+    from devops_agent.web import admins
+
+    async def work(db: Database) -> admins.AdminResult:
+        await initialize(db)  # a fresh database works too: migrations and the Free tier first
+        promoted = await admins.promote(db, username=username, now=utcnow())
+        if promoted is not None:
+            return promoted
+        mail = email or typer.prompt("Email")
+        secret = password or typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+        return await admins.create_admin(db, username=username, email=mail, password=secret, now=utcnow())
+
+    try:
+        result = _run(work)
+    except admins.AdminInputError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"Admin {result.username} (user {result.user_id}): {result.outcome}.")
+
+
 def main() -> None:
     app()

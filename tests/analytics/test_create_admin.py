@@ -1,0 +1,73 @@
+"""`devops-agent create-admin`: creates an admin with a Free account, or promotes a user; idempotent."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from argon2 import PasswordHasher
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from devops_agent.billing.models import User, UserSubscription
+from devops_agent.cli import app
+from devops_agent.config import get_settings
+from devops_agent.db import Database
+from tests.factories import make_user
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[str]:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    yield database_url
+    get_settings.cache_clear()
+
+
+def _run(url: str, work: Any) -> Any:
+    async def go() -> Any:
+        db = Database(url)
+        try:
+            async with db.transaction() as s:
+                return await work(s)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(go())
+
+
+def test_create_admin_then_again_then_promote_a_user(env: str) -> None:
+    created = runner.invoke(
+        app, ["create-admin", "root", "--email", "Root@Example.com"], env={"DEVOPS_AGENT_ADMIN_PASSWORD": "s3cret-pass"}
+    )
+    assert created.exit_code == 0, created.output
+    assert "Admin root (user 1): created." in created.output
+
+    async def admin_row(s: Any) -> tuple[User, UserSubscription]:
+        user = (await s.execute(select(User).where(User.username == "root"))).scalar_one()
+        account = (await s.execute(select(UserSubscription).where(UserSubscription.user_id == user.id))).scalar_one()
+        return user, account
+
+    user, account = _run(env, admin_row)
+    assert (user.is_admin, user.email, account.credits_remaining) == (True, "root@example.com", 20)
+    assert PasswordHasher().verify(user.password_hash, "s3cret-pass")
+
+    again = runner.invoke(app, ["create-admin", "root"])
+    assert "Admin root (user 1): unchanged." in again.output
+
+    _run(env, lambda s: make_user(s, username="carol"))
+    promoted = runner.invoke(app, ["create-admin", "CAROL@example.com"])
+    assert "Admin carol (user 2): promoted." in promoted.output
+
+
+def test_create_admin_prompts_and_refuses_a_weak_password(env: str) -> None:
+    weak = runner.invoke(app, ["create-admin", "ops"], input="ops@example.com\nshort\nshort\n")
+    assert weak.exit_code == 1
+    assert "invalid password" in weak.output
+    prompted = runner.invoke(app, ["create-admin", "ops"], input="ops@example.com\nlong-enough\nlong-enough\n")
+    assert prompted.exit_code == 0, prompted.output
+    assert "created" in prompted.output
