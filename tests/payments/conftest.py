@@ -34,6 +34,19 @@ def edge() -> Iterator[Edge]:
     proc.wait(timeout=10)
 
 
+@pytest.fixture(autouse=True)
+def fresh_edge_memory(request: pytest.FixtureRequest) -> None:
+    """Forget the edge's recorded requests and idempotency keys between tests.
+
+    Our keys derive from row ids, which restart in every test database; Stripe keeps
+    keys for a day per account, so without this one test would replay another's answers.
+    """
+    if "edge" in request.fixturenames:
+        server: Edge = request.getfixturevalue("edge")
+        server.requests.clear()
+        server.forget_keys()
+
+
 def stripe_settings(edge: Edge) -> dict[str, Any]:
     return {
         "stripe_secret_key": SECRET_KEY,

@@ -261,6 +261,9 @@ class Edge:
             return int(self.prices[item["price"]]["unit_amount"])
         return int(item["price_data"]["unit_amount"])
 
+    def forget_keys(self) -> None:
+        self._by_key.clear()
+
     def posted(self, path: str) -> list[Recorded]:
         return [r for r in self.requests if r.method == "POST" and r.path == path]
 
