@@ -11,9 +11,10 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy import update
 
 from devops_agent.billing import credits
-from devops_agent.billing.models import ActionType
+from devops_agent.billing.models import ActionType, User
 from tests.web.conftest import make_client, register
 
 
@@ -190,3 +191,23 @@ async def test_a_free_user_cannot_create_an_organization(client: httpx.AsyncClie
     refused = await client.post("/api/orgs", json={"name": "Nope"})
     assert (refused.status_code, refused.json()["error"]) == (403, "feature_not_in_plan")
     assert (await client.get("/api/orgs")).json() == {"organizations": []}
+
+
+async def test_administrators_see_every_organization(app: FastAPI, client: httpx.AsyncClient) -> None:
+    owner = await pro(client, "orgowner")
+    await client.post("/api/orgs", json={"name": "Seen by admins"})
+    assert (await client.get("/api/admin/organizations")).status_code == 403
+    async with make_client(app) as admin_client:
+        admin = await register(admin_client)
+        async with app.state.db.transaction() as s:
+            await s.execute(update(User).where(User.id == admin["id"]).values(is_admin=True))
+        listed = (await admin_client.get("/api/admin/organizations")).json()
+    assert listed["total"] == 1
+    org = listed["organizations"][0]
+    assert (org["name"], org["owner_id"], org["member_count"], org["tier"], org["credits_remaining"]) == (
+        "Seen by admins",
+        owner["id"],
+        1,
+        "Free",
+        20,
+    )

@@ -166,6 +166,7 @@ def create_app(
     app.include_router(analytics.router)
     app.include_router(stripe.router)
     app.include_router(orgs.router)
+    app.include_router(orgs.admin_router)
     app.include_router(org_pages.router)
     pages.install(app)  # HTML pages, /static, and 404/500 pages for browsers (wraps the JSON handlers)
     # --- end of routers -------------------------------------------------------------

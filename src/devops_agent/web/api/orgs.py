@@ -25,13 +25,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from devops_agent.billing import credits, orgs
 from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.errors import InvalidPackSize
-from devops_agent.billing.models import UsageLog, User
+from devops_agent.billing.models import SubscriptionTier, UsageLog, User, UserSubscription
 from devops_agent.billing.org_models import Organization, OrganizationInvitation, OrganizationMember, Role
 from devops_agent.db import Database
 from devops_agent.payments.gateway import PaymentGateway
 from devops_agent.web.api import AUTHED, errors
 from devops_agent.web.api.subscription import active_tiers
 from devops_agent.web.deps import (
+    AdminUser,
     ClockDep,
     CurrentUser,
     DatabaseDep,
@@ -62,6 +63,7 @@ from devops_agent.web.schemas import (
 )
 
 router = APIRouter(prefix="/api/orgs", tags=["organizations"])
+admin_router = APIRouter(prefix="/api/admin/organizations", tags=["admin"])
 
 OrgId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The organization's id.")]
 UserId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The member's user id.")]
@@ -671,3 +673,72 @@ async def usage_history(
         for log, username in rows.all()
     ]
     return OrgUsageHistoryOut(logs=logs, total=int(total or 0), limit=limit, offset=offset)
+
+
+# --- the admin dashboard --------------------------------------------------------------
+
+
+class AdminOrgOut(BaseModel):
+    id: int
+    name: str
+    owner_id: int
+    owner_username: str
+    member_count: int
+    tier: str
+    credits_remaining: int
+    credits_used_this_month: int
+    created_at: Timestamp
+
+
+class AdminOrgsOut(BaseModel):
+    organizations: list[AdminOrgOut]
+    total: int
+
+
+@admin_router.get(
+    "",
+    response_model=AdminOrgsOut,
+    summary="Every organization with its owner, size, plan and pool (administrators)",
+    responses=errors(*AUTHED),
+)
+async def admin_list_orgs(
+    _admin: AdminUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> AdminOrgsOut:
+    owner = OrganizationMember.__table__.alias("owner_membership")
+    sizes = (
+        select(OrganizationMember.organization_id, func.count().label("n"))
+        .group_by(OrganizationMember.organization_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(Organization, User.id, User.username, sizes.c.n, SubscriptionTier.display_name, UserSubscription)
+        .join(owner, (owner.c.organization_id == Organization.id) & (owner.c.role == Role.OWNER.value))
+        .join(User, User.id == owner.c.user_id)
+        .join(sizes, sizes.c.organization_id == Organization.id)
+        .join(UserSubscription, UserSubscription.organization_id == Organization.id)
+        .join(SubscriptionTier, SubscriptionTier.id == UserSubscription.tier_id)
+        .order_by(Organization.created_at.desc(), Organization.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    total = await session.scalar(select(func.count()).select_from(Organization))
+    return AdminOrgsOut(
+        organizations=[
+            AdminOrgOut(
+                id=org.id,
+                name=org.name,
+                owner_id=owner_id,
+                owner_username=username,
+                member_count=int(n),
+                tier=tier,
+                credits_remaining=pool.balance,
+                credits_used_this_month=pool.credits_used_this_month,
+                created_at=org.created_at,
+            )
+            for org, owner_id, username, n, tier, pool in rows.all()
+        ],
+        total=int(total or 0),
+    )
