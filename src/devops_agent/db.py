@@ -10,7 +10,13 @@ is the embedded default; there a writer takes the whole database, so we
   upgrade, and
 * serialise transactions inside the process with an asyncio lock, because
   SQLite's busy wait is unfair and starves a waiting writer. The server runs one
-  process on SQLite for the same reason.
+  process on SQLite for the same reason;
+* run SQLite calls inline on the event loop instead of in aiosqlite's worker
+  thread. A SQLite statement takes microseconds, while each hop to the worker
+  thread and back costs a GIL hand-off (measured: most of a charge's time). With
+  transactions serialised and one pooled connection, nothing else could run
+  during those microseconds anyway. The cost: a busy wait on a lock held by
+  *another process* (a CLI command) blocks the loop for up to the busy timeout.
 
 Every balance change runs inside ``Database.transaction()``; services flush but
 never commit, the caller of ``transaction()`` commits by leaving the block.
@@ -19,19 +25,24 @@ never commit, the caller of ``transaction()`` commits by leaving the block.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiosqlite
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -78,6 +89,57 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# A unique constraint refused a row: from SQLAlchemy, or from sqlite3 on the raw hot path.
+UNIQUE_VIOLATIONS: tuple[type[Exception], ...] = (IntegrityError, sqlite3.IntegrityError)
+
+
+class _InlineCalls:
+    """Stands in for aiosqlite's queue to its worker thread: runs each call at once."""
+
+    def put_nowait(self, item: tuple[asyncio.Future[Any] | None, Callable[[], Any]]) -> None:
+        future, function = item
+        try:
+            result = function()
+        except BaseException as exc:  # handed to the awaiting coroutine, as aiosqlite does
+            if future is not None and not future.done():
+                future.set_exception(exc)
+        else:
+            if future is not None and not future.done():
+                future.set_result(result)
+
+
+class InlineSQLiteConnection(aiosqlite.Connection):
+    """An aiosqlite connection whose calls run on the caller's thread (no worker thread)."""
+
+    def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
+        super().__init__(connector, iter_chunk_size=64)
+        self._tx = _InlineCalls()  # type: ignore[assignment]
+
+    def __await__(self) -> Generator[Any, None, aiosqlite.Connection]:
+        return self._connect().__await__()
+
+    @property
+    def sqlite_connection(self) -> sqlite3.Connection:
+        """The sqlite3 connection underneath, for statements run in a batch."""
+        return self._conn
+
+
+async def driver_sqlite_connection(connection: AsyncConnection) -> sqlite3.Connection:
+    """The sqlite3 connection behind a SQLAlchemy connection, in its current transaction."""
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    if not isinstance(driver, InlineSQLiteConnection):
+        raise TypeError("not a DevOps Agent SQLite connection")
+    return driver.sqlite_connection
+
+
+def _inline_sqlite_creator(path: str) -> Callable[[], Awaitable[aiosqlite.Connection]]:
+    async def connect() -> aiosqlite.Connection:
+        return await InlineSQLiteConnection(lambda: sqlite3.connect(path, check_same_thread=False))
+
+    return connect
+
+
 class Database:
     """An engine, its session factory, and the in-process writer lock for SQLite."""
 
@@ -85,7 +147,17 @@ class Database:
         self.url = async_url(database_url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo}
-        if not self.is_sqlite:
+        if self.is_sqlite:
+            # One connection: transactions are serialised anyway, and a second connection
+            # could only busy-wait (blocking the loop, since calls run inline).
+            kwargs.update(
+                async_creator=_inline_sqlite_creator(self.url.database or ":memory:"),
+                poolclass=AsyncAdaptedQueuePool,
+                pool_size=1,
+                max_overflow=0,
+                pool_timeout=60,
+            )
+        else:
             # No pre-ping: it costs a round trip on every checkout; stale connections are
             # recycled by age instead.
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)

@@ -21,10 +21,12 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, case, func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from devops_agent.db import UNIQUE_VIOLATIONS
+
+from . import charge_sql
 from .errors import (
     AccountNotFound,
     AlreadyOnTier,
@@ -233,6 +235,9 @@ async def _start_period(
 
     ``sub`` must be locked by the caller. Purchased credits are never touched.
     """
+    # A reset's keys name its period, so a second reset of the same period is refused;
+    # a tier change is an event of its own (two may happen in one instant).
+    unique = f":{new_key()}" if expiry_kind == LedgerKind.TIER_CHANGE else ""
     expired = sub.credits_remaining
     purchased = sub.purchased_credits_remaining
     if expired:
@@ -244,7 +249,7 @@ async def _start_period(
             monthly_delta=-expired,
             purchased_delta=0,
             balance_after=Balance(0, purchased),
-            key=f"s{sub.id}:{expiry_kind.value}:{sub.current_period_end.isoformat()}:{start.isoformat()}",
+            key=f"s{sub.id}:{expiry_kind.value}:{sub.current_period_end.isoformat()}:{start.isoformat()}{unique}",
             now=now,
             reason=reason,
         )
@@ -256,7 +261,7 @@ async def _start_period(
         monthly_delta=tier.monthly_credits,
         purchased_delta=0,
         balance_after=Balance(tier.monthly_credits, purchased),
-        key=f"s{sub.id}:grant:{start.isoformat()}:{tier.id}",
+        key=f"s{sub.id}:grant:{start.isoformat()}:{tier.id}{unique}",
         now=now,
         reason=f"{tier.display_name} tier: monthly credits",
     )
@@ -411,7 +416,7 @@ async def charge(
                 return await _charge(
                     session, user_id, amount, str(action_type), now, tool_name, conversation_id, key, org_id
                 )
-        except IntegrityError:
+        except UNIQUE_VIOLATIONS:
             replay = await _replay_charge(session, key)
             if replay is None:
                 raise
@@ -430,8 +435,26 @@ async def _charge(
     key: str,
     org_id: int | None = None,
 ) -> ChargeResult:
-    # Lock the row (PostgreSQL; SQLite writers are serialised already) to learn how the
-    # charge splits between the monthly and purchased balances for the ledger row.
+    if org_id is None:
+        spent = await charge_sql.spend(
+            session,
+            user_id=user_id,
+            amount=amount,
+            action_type=action_type,
+            tool_name=tool_name,
+            conversation_id=conversation_id,
+            key=key,
+            now=now,
+        )
+        if spent is not None:
+            return ChargeResult(
+                usage_log_id=spent.usage_log_id,
+                ledger_id=spent.ledger_id,
+                credits_used=amount,
+                balance=Balance(spent.monthly_after, spent.purchased_after),
+            )
+    # The general path. Lock the row (PostgreSQL; SQLite writers are serialised already)
+    # to learn how the charge splits between the monthly and purchased balances.
     locked = (
         select(
             _sub.c.id,
@@ -461,7 +484,7 @@ async def _charge(
     from_monthly = min(monthly, amount)
     # Still one conditional UPDATE computed by the database: it can never take a
     # balance below zero even if the lock above were missing.
-    spent = await session.execute(
+    updated = await session.execute(
         update(_sub)
         .where(
             _sub.c.id == sub_id,
@@ -477,7 +500,7 @@ async def _charge(
         )
         .returning(_sub.c.credits_remaining, _sub.c.purchased_credits_remaining)
     )
-    after = spent.first()
+    after = updated.first()
     if after is None:  # pragma: no cover - only reachable if the row lock is bypassed
         raise InsufficientCredits(balance=monthly + purchased, required=amount, tier_id=int(row.tier_id))
     balance = Balance(int(after[0]), int(after[1]))

@@ -1,0 +1,193 @@
+"""The charge path in-process: the credits engine against a raw-driver loop of the same SQL.
+
+For each database (a SQLite file in WAL mode, PostgreSQL) and each concurrency (1 and 16
+workers, each charging its own customer), it measures charges per second and the latency
+of one charge, first through ``billing.credits.charge`` (SQLAlchemy, one transaction per
+charge), then through the bare driver (``sqlite3`` / ``asyncpg``) running the same
+statements (``billing.charge_sql``, the strings the engine's hot path runs): lock/read
+the account, the conditional UPDATE ... RETURNING, the usage log INSERT and the ledger
+INSERT, in one transaction. The ratio engine/raw is the figure the
+foundation issue asks for (target: at least 0.5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.common import Figures, scratch_postgres
+from devops_agent.billing import charge_sql, credits
+from devops_agent.billing.catalog import load_catalog
+from devops_agent.billing.catalog_sync import sync_catalog
+from devops_agent.billing.models import User
+from devops_agent.db import Database
+from devops_agent.migrate import upgrade
+
+CHARGES_PER_WORKER = {1: 1500, 16: 150}
+START_BALANCE = 1_000_000
+
+
+async def _prepare(db: Database, workers: int) -> list[int]:
+    """Migrate, seed the catalog and open one customer per worker with a large balance."""
+    await upgrade(db)
+    now = datetime.now(UTC)
+    async with db.transaction() as s:
+        await sync_catalog(s, load_catalog())
+        ids = []
+        for _ in range(workers * 2):  # half for the engine run, half for the raw run
+            user = User(
+                username=f"bench-{uuid.uuid4().hex[:10]}",
+                email=f"{uuid.uuid4().hex}@bench.local",
+                password_hash="-",
+                is_admin=False,
+                is_suspended=False,
+                email_opt_out=False,
+                created_at=now,
+            )
+            s.add(user)
+            await s.flush()
+            await credits.open_account(s, user_id=user.id, now=now)
+            await credits.adjust(s, user_id=user.id, amount=START_BALANCE, reason="bench", admin_id=None, now=now)
+            ids.append(user.id)
+    return ids
+
+
+async def _engine_run(db: Database, user_ids: list[int], per_worker: int) -> Figures:
+    latencies: list[float] = []
+
+    async def worker(user_id: int) -> None:
+        for _ in range(per_worker):
+            t = time.perf_counter()
+            async with db.transaction() as s:
+                await credits.charge(s, user_id=user_id, amount=1, action_type="agent_message", now=datetime.now(UTC))
+            latencies.append((time.perf_counter() - t) * 1000)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(u) for u in user_ids))
+    return Figures(len(user_ids) * per_worker, time.perf_counter() - start, latencies)
+
+
+def _split(monthly: int, amount: int) -> tuple[int, int]:
+    from_monthly = min(monthly, amount)
+    return from_monthly, amount - from_monthly
+
+
+def _sqlite_raw_run(path: Path, user_ids: list[int], per_worker: int) -> Figures:
+    """The same statements on bare sqlite3: BEGIN IMMEDIATE, serialised by a lock like the engine."""
+    lock = threading.Lock()
+    latencies: list[float] = []
+    sql = charge_sql.SQLITE
+
+    def worker(user_id: int) -> None:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        for _ in range(per_worker):
+            t = time.perf_counter()
+            with lock:
+                now = charge_sql.sqlite_timestamp(datetime.now(UTC))
+                key = uuid.uuid4().hex
+                conn.execute("BEGIN IMMEDIATE")
+                sub_id, monthly, _purchased, _end = conn.execute(sql["select"], (user_id,)).fetchone()
+                m, p = _split(monthly, 1)
+                ma, pa = conn.execute(sql["update"], (m, p, 1, now, sub_id)).fetchone()
+                (usage_id,) = conn.execute(sql["usage"], (user_id, None, "agent_message", None, 1, now)).fetchone()
+                conn.execute(sql["ledger"], (sub_id, user_id, -m, -p, ma, pa, usage_id, key, now)).fetchone()
+                conn.execute("COMMIT")
+            latencies.append((time.perf_counter() - t) * 1000)
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(u,)) for u in user_ids]
+    start = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return Figures(len(user_ids) * per_worker, time.perf_counter() - start, latencies)
+
+
+async def _pg_raw_run(dsn: str, user_ids: list[int], per_worker: int) -> Figures:
+    pool = await asyncpg.create_pool(dsn, min_size=len(user_ids), max_size=len(user_ids))
+    latencies: list[float] = []
+    sql = charge_sql.POSTGRES
+
+    async def worker(user_id: int) -> None:
+        async with pool.acquire() as conn:
+            for _ in range(per_worker):
+                t = time.perf_counter()
+                now = datetime.now(UTC)
+                key = uuid.uuid4().hex
+                async with conn.transaction():
+                    row = await conn.fetchrow(sql["select"], user_id)
+                    m, p = _split(row["credits_remaining"], 1)
+                    after = await conn.fetchrow(sql["update"], m, p, 1, now, row["id"])
+                    usage_id = await conn.fetchval(sql["usage"], user_id, None, "agent_message", None, 1, now)
+                    await conn.fetchval(
+                        sql["ledger"], row["id"], user_id, -m, -p, after[0], after[1], usage_id, key, now
+                    )
+                latencies.append((time.perf_counter() - t) * 1000)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(u) for u in user_ids))
+    elapsed = time.perf_counter() - start
+    await pool.close()
+    return Figures(len(user_ids) * per_worker, elapsed, latencies)
+
+
+def _row(database: str, workers: int, engine: Figures, raw: Figures) -> dict[str, Any]:
+    return {
+        "database": database,
+        "workers": workers,
+        "engine": engine.as_dict(),
+        "raw": raw.as_dict(),
+        "ratio": round(engine.per_second / raw.per_second, 3) if raw.per_second else None,
+    }
+
+
+async def run() -> dict[str, Any]:
+    """Measure every (database, workers) pair; return the rows."""
+    rows: list[dict[str, Any]] = []
+    for workers in (1, 16):
+        per_worker = CHARGES_PER_WORKER[workers]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "bench.db"
+            db = Database(f"sqlite:///{path}")
+            ids = await _prepare(db, workers)
+            engine = await _engine_run(db, ids[:workers], per_worker)
+            await db.dispose()
+            raw = await asyncio.to_thread(_sqlite_raw_run, path, ids[workers:], per_worker)
+            rows.append(_row("sqlite", workers, engine, raw))
+        async with scratch_postgres("bench_charge") as url:
+            db = Database(url, pool_size=workers)
+            ids = await _prepare(db, workers)
+            engine = await _engine_run(db, ids[:workers], per_worker)
+            await db.dispose()
+            raw = await _pg_raw_run(url, ids[workers:], per_worker)
+            rows.append(_row("postgresql", workers, engine, raw))
+    return {"charge_path": rows}
+
+
+def report(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "Charge path (in-process): engine vs raw driver, same SQL",
+        f"{'database':<11}{'workers':>8}{'engine/s':>10}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'raw/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'ratio':>7}",
+    ]
+    for r in results["charge_path"]:
+        e, w = r["engine"], r["raw"]
+        lines.append(
+            f"{r['database']:<11}{r['workers']:>8}{e['per_second']:>10.0f}{e['p50_ms']:>8.2f}{e['p99_ms']:>8.2f}"
+            f"{w['per_second']:>9.0f}{w['p50_ms']:>8.2f}{w['p99_ms']:>8.2f}{r['ratio']:>7.2f}"
+        )
+    return lines

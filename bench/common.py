@@ -1,0 +1,60 @@
+"""Shared helpers for the benchmarks: latency statistics and a scratch PostgreSQL database."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+BENCH_PG = os.environ.get(
+    "BENCH_DATABASE_URL", os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+)
+
+
+@dataclass
+class Figures:
+    """Throughput and latency of one measured run."""
+
+    ops: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def per_second(self) -> float:
+        return self.ops / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies_ms:
+            return 0.0
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "ops": self.ops,
+            "seconds": round(self.seconds, 3),
+            "per_second": round(self.per_second, 1),
+            "p50_ms": round(self.percentile(0.50), 3),
+            "p99_ms": round(self.percentile(0.99), 3),
+            "mean_ms": round(statistics.fmean(self.latencies_ms), 3) if self.latencies_ms else 0.0,
+        }
+
+
+@asynccontextmanager
+async def scratch_postgres(prefix: str) -> AsyncIterator[str]:
+    """Create a throw-away PostgreSQL database beside BENCH_DATABASE_URL; drop it afterwards."""
+    url = make_url(BENCH_PG)
+    admin = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+    name = f"devops_agent_{prefix}_{uuid.uuid4().hex[:8]}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
