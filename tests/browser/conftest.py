@@ -21,6 +21,7 @@ import pytest
 import uvicorn
 
 from tests.browser.helpers import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
+from tests.web.conftest import fast_passwords
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -63,7 +64,9 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         cloud="sandbox",
     )
     port = _free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    app = create_app(settings)
+    app.state.passwords = fast_passwords()  # sign-ups in seconds, not the production hash cost
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="browser-test-server", daemon=True)
     thread.start()

@@ -56,27 +56,37 @@ def expect_reply_shown(page: Page, reply: dict[str, Any]) -> None:
     expect_counter(page, reply["credits_remaining"])
 
 
+# Cloud chores that spend the 20 free credits to 4: each message costs 1 and its tools
+# their catalog price (listing 1, creating an instance 5).
+CHORES = [
+    "list my EC2 instances",
+    "create a t3.micro instance named web-1",
+    "list my EC2 instances",
+    "show my RDS databases",
+    "list S3 buckets",
+    "list my EC2 instances",
+]
+
+
 def chat_until_out_of_credits(page: Page, screenshot: Path) -> None:
     """Chat on 20 free credits: the warning appears below 5, then a 402 opens the modal."""
     warning = page.locator("[data-low-credits]")
-    first = send(page, "list my EC2 instances")
-    assert first.status == 200
-    reply = first.json()
-    assert reply["tool_calls"], "the offline agent lists instances with a tool"
-    expect_reply_shown(page, reply)
-
-    for _ in range(25):
-        if reply["credits_remaining"] < LOW_CREDITS:
-            break
+    replies = []
+    for chore in CHORES:
         expect(warning).to_be_hidden()
-        answer = send(page, "help")
+        answer = send(page, chore)
         assert answer.status == 200
         reply = answer.json()
         expect_reply_shown(page, reply)
+        replies.append(reply)
+        if reply["credits_remaining"] < LOW_CREDITS:
+            break
+    assert any(r["tool_calls"] for r in replies), "the offline agent ran cloud tools"
+    assert reply["credits_remaining"] < LOW_CREDITS, f"the chores left {reply['credits_remaining']} credits"
+    assert reply["low_credits"] is True
     expect(warning).to_be_visible()
     expect(warning).to_contain_text(f"Only {reply['credits_remaining']} credits left")
-    assert reply["low_credits"] is True
-    page.screenshot(path=str(screenshot), full_page=True)
+    page.screenshot(path=str(screenshot))
 
     status = 200
     for _ in range(LOW_CREDITS + 1):
@@ -124,7 +134,8 @@ def buy_and_upgrade(page: Page, screenshot: Path) -> None:
     expect(page.get_by_role("button", name="Cancel plan")).to_be_visible()
     expect(page.get_by_role("button", name="Upgrade to Professional")).to_be_visible()
     assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
-    page.screenshot(path=str(screenshot), full_page=True)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(screenshot), full_page=page.viewport_size == DESKTOP)
 
 
 @pytest.mark.parametrize(("device", "viewport"), [("desktop", DESKTOP), ("phone", PHONE)])

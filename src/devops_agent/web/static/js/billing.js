@@ -158,6 +158,16 @@ for (const button of document.querySelectorAll("[data-pack-buy]")) {
   button.addEventListener("click", () => busy(button, () => buyPack(Number(button.dataset.packBuy))));
 }
 
+// Stripe mode: the Customer Portal (cards, invoices) is one button away.
+const portal = $("[data-portal]");
+portal?.addEventListener("click", () =>
+  busy(portal, async () => {
+    const result = await api("POST", "/api/stripe/portal");
+    if (!result.ok) return say(errorMessage(result), "error");
+    window.location.assign(result.data.url);
+  }),
+);
+
 // Back from Stripe Checkout: the webhook, not this redirect, grants what was paid for.
 const checkout = new URLSearchParams(window.location.search).get("checkout");
 if (checkout === "success") {
