@@ -65,6 +65,11 @@ class ReplyInProgress(AgentError):
     code = "conflict"
 
 
+class IdempotencyKeyReused(AgentError):
+    status_code = 409
+    code = "conflict"
+
+
 class AgentUnavailable(AgentError):
     """The backend failed on our side; the message's credit was refunded."""
 
@@ -137,13 +142,15 @@ def _transcript(messages: list[Message], text: str) -> list[Turn]:
     return turns
 
 
-async def _replay(session: AsyncSession, *, user_id: int, key: str) -> ChatReply | None:
-    """The reply already given to ``key``; raises if it failed or is still being made."""
+async def _replay(session: AsyncSession, *, user_id: int, key: str, text: str) -> ChatReply | None:
+    """The reply already given to ``key``; raises if it failed, is still being made, or was for another message."""
     row = (
         await session.execute(select(Message).where(Message.user_id == user_id, Message.idempotency_key == key))
     ).scalar_one_or_none()
     if row is None:
         return None
+    if row.content != text:
+        raise IdempotencyKeyReused("This Idempotency-Key was already used for a different message.")
     if row.reply_status is None or row.reply is None:
         raise ReplyInProgress("A request with this Idempotency-Key is still being processed; retry shortly.")
     if row.reply_status != 200:
@@ -168,7 +175,7 @@ async def _start(
 ) -> _Started | ChatReply:
     async with db.transaction() as session:
         if key is not None:
-            replay = await _replay(session, user_id=user_id, key=key)
+            replay = await _replay(session, user_id=user_id, key=key, text=text)
             if replay is not None:
                 return replay
         if conversation_id is not None:
@@ -294,7 +301,7 @@ async def send_message(
     except _Raced:
         assert idempotency_key is not None
         async with db.transaction() as session:
-            replay = await _replay(session, user_id=user_id, key=idempotency_key)
+            replay = await _replay(session, user_id=user_id, key=idempotency_key, text=text)
         if replay is None:  # pragma: no cover - the racing request's rows commit with its charge
             raise ReplyInProgress("A request with this Idempotency-Key is still being processed.") from None
         return replay

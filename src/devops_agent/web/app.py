@@ -152,6 +152,8 @@ def create_app(
     app.add_middleware(BodySizeLimitMiddleware)
     app.add_middleware(RequestLogMiddleware)
 
+    import devops_agent.web.api.chat as agent_chat_api
+    import devops_agent.web.api.templates as agent_templates_api
     from devops_agent.web import org_pages, pages
     from devops_agent.web.api import admin, analytics, auth, credits, health, keys, orgs, stripe, subscription, usage
 
@@ -168,6 +170,8 @@ def create_app(
     app.include_router(orgs.router)
     app.include_router(orgs.admin_router)
     app.include_router(org_pages.router)
+    app.include_router(agent_chat_api.router)
+    app.include_router(agent_templates_api.router)
     pages.install(app)  # HTML pages, /static, and 404/500 pages for browsers (wraps the JSON handlers)
     # --- end of routers -------------------------------------------------------------
     return app

@@ -1,0 +1,181 @@
+"""The agent over HTTP: ``POST /api/chat`` and the conversations it keeps.
+
+``POST /api/chat`` deliberately takes the ``Database`` and not the per-request
+``SessionDep``: the agent waits on the LLM and on cloud APIs, and the service opens
+short transactions of its own around those waits (charge and commit first, record
+afterwards). Wrapping it in the request's transaction would hold row locks (and on
+SQLite, every writer) for as long as Claude thinks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
+from pydantic import BaseModel, Field
+
+from devops_agent.agent.service import (
+    MAX_MESSAGE_LENGTH,
+    AgentError,
+    AgentRuntime,
+    ChatReply,
+    build_runtime,
+    get_conversation,
+    list_conversations,
+    send_message,
+)
+from devops_agent.billing.models import Conversation
+from devops_agent.config import Settings
+from devops_agent.web.api import AUTHED, errors
+from devops_agent.web.deps import CurrentUser, DatabaseDep, IdempotencyKeyDep, SessionDep
+from devops_agent.web.errors import ApiError
+from devops_agent.web.schemas import Strict, Timestamp
+
+router = APIRouter(prefix="/api", tags=["agent"])
+
+
+def get_runtime(request: Request) -> AgentRuntime:
+    """The process's agent runtime, built from the settings on first use (tests may set their own)."""
+    runtime: AgentRuntime | None = getattr(request.app.state, "agent_runtime", None)
+    if runtime is None:
+        settings: Settings = request.app.state.settings
+        runtime = request.app.state.agent_runtime = build_runtime(settings)
+    return runtime
+
+
+def get_clock(request: Request) -> Callable[[], datetime]:
+    """The clock itself, not one reading: a run spans time and each step reads it anew."""
+    clock: Callable[[], datetime] = request.app.state.clock
+    return clock
+
+
+RuntimeDep = Annotated[AgentRuntime, Depends(get_runtime)]
+ClockFnDep = Annotated[Callable[[], datetime], Depends(get_clock)]
+IdPath = Annotated[int, Path(ge=1, le=2**62)]
+
+
+def api_error(exc: AgentError) -> ApiError:
+    """An agent service error as the contract's JSON error."""
+    return ApiError(exc.status_code, exc.code, exc.message, **exc.extra)
+
+
+class ChatIn(Strict):
+    message: str = Field(min_length=1, max_length=MAX_MESSAGE_LENGTH)
+    conversation_id: int | None = Field(default=None, ge=1, le=2**62)
+    max_credits: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="The most this message (with its tool calls) may spend."
+    )
+
+
+class ConversationOut(BaseModel):
+    id: int
+    title: str
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class ConversationsOut(BaseModel):
+    conversations: list[ConversationOut]
+
+
+class MessageOut(BaseModel):
+    role: str
+    content: str
+    created_at: Timestamp
+
+
+class ConversationDetailOut(BaseModel):
+    conversation: ConversationOut
+    messages: list[MessageOut]
+
+
+def conversation_out(conversation: Conversation) -> ConversationOut:
+    return ConversationOut(
+        id=conversation.id,
+        title=conversation.title,
+        created_at=conversation.created_at,
+        updated_at=conversation.updated_at,
+    )
+
+
+async def chat_reply(
+    db: DatabaseDep,
+    runtime: AgentRuntime,
+    *,
+    user_id: int,
+    message: str,
+    clock: Callable[[], datetime],
+    conversation_id: int | None,
+    idempotency_key: str | None,
+    max_credits: int | None,
+) -> ChatReply:
+    """Run the agent (shared by chat and template runs); errors become contract errors."""
+    try:
+        return await send_message(
+            db,
+            runtime,
+            user_id=user_id,
+            message=message,
+            clock=clock,
+            conversation_id=conversation_id,
+            idempotency_key=idempotency_key,
+            max_credits=max_credits,
+        )
+    except AgentError as exc:
+        raise api_error(exc) from exc
+
+
+@router.post(
+    "/chat",
+    response_model=ChatReply,
+    summary="Send the agent a message: 1 credit, charged before processing, plus each tool call's price",
+    responses=errors(*AUTHED, 402, 404, 409, 502),
+)
+async def chat(
+    body: ChatIn,
+    user: CurrentUser,
+    db: DatabaseDep,
+    runtime: RuntimeDep,
+    clock: ClockFnDep,
+    idempotency_key: IdempotencyKeyDep,
+) -> ChatReply:
+    return await chat_reply(
+        db,
+        runtime,
+        user_id=user.id,
+        message=body.message,
+        clock=clock,
+        conversation_id=body.conversation_id,
+        idempotency_key=idempotency_key,
+        max_credits=body.max_credits,
+    )
+
+
+@router.get(
+    "/conversations",
+    response_model=ConversationsOut,
+    summary="Your conversations, most recently active first",
+    responses=errors(*AUTHED),
+)
+async def conversations(user: CurrentUser, session: SessionDep) -> ConversationsOut:
+    rows = await list_conversations(session, user_id=user.id)
+    return ConversationsOut(conversations=[conversation_out(c) for c in rows])
+
+
+@router.get(
+    "/conversations/{conversation_id}",
+    response_model=ConversationDetailOut,
+    summary="One of your conversations with its messages",
+    responses=errors(*AUTHED, 404),
+)
+async def conversation(conversation_id: IdPath, user: CurrentUser, session: SessionDep) -> ConversationDetailOut:
+    try:
+        found, messages = await get_conversation(session, user_id=user.id, conversation_id=conversation_id)
+    except AgentError as exc:
+        raise api_error(exc) from exc
+    return ConversationDetailOut(
+        conversation=conversation_out(found),
+        messages=[MessageOut(role=m.role, content=m.content, created_at=m.created_at) for m in messages],
+    )

@@ -1,0 +1,137 @@
+"""Saved templates over HTTP (plan feature ``custom_templates``, Professional and up).
+
+Save a parameterised request once ("staging environment for {name}"), run it with
+parameters later: a run is a chat message like any other, metered the same way
+(``POST /api/templates/{id}/run`` answers exactly what ``POST /api/chat`` does).
+Users whose plan lacks the feature get 403 ``feature_not_in_plan`` on every route.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
+
+from devops_agent.agent import templates
+from devops_agent.agent.models import SavedTemplate
+from devops_agent.agent.service import MAX_MESSAGE_LENGTH, AgentError, ChatReply
+from devops_agent.web.api import AUTHED, errors
+from devops_agent.web.api.chat import ClockFnDep, IdPath, RuntimeDep, api_error, chat_reply
+from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep, IdempotencyKeyDep, SessionDep, require_feature
+from devops_agent.web.schemas import Strict, Timestamp
+
+FEATURE = "custom_templates"
+
+router = APIRouter(prefix="/api/templates", tags=["templates"], dependencies=[require_feature(FEATURE)])
+
+
+class TemplateIn(Strict):
+    name: str = Field(min_length=1, max_length=100, pattern=r"\S")
+    prompt: str = Field(min_length=1, max_length=MAX_MESSAGE_LENGTH, description="Text with {placeholders}.")
+
+
+class TemplateOut(BaseModel):
+    id: int
+    name: str
+    prompt: str
+    parameters: list[str]
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class TemplateEnvelope(BaseModel):
+    template: TemplateOut
+
+
+class TemplatesOut(BaseModel):
+    templates: list[TemplateOut]
+
+
+class TemplateRunIn(Strict):
+    params: dict[str, str] = Field(default_factory=dict, max_length=50)
+    conversation_id: int | None = Field(default=None, ge=1, le=2**62)
+    max_credits: int | None = Field(default=None, ge=1, le=1_000_000)
+
+
+def template_out(template: SavedTemplate) -> TemplateOut:
+    return TemplateOut(
+        id=template.id,
+        name=template.name,
+        prompt=template.prompt,
+        parameters=templates.parameters(template.prompt),
+        created_at=template.created_at,
+        updated_at=template.updated_at,
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=TemplateEnvelope,
+    summary="Save a named, parameterised request",
+    responses=errors(*AUTHED, 409),
+)
+async def create(body: TemplateIn, user: CurrentUser, session: SessionDep, now: ClockDep) -> TemplateEnvelope:
+    try:
+        saved = await templates.create_template(session, user_id=user.id, name=body.name, prompt=body.prompt, now=now)
+    except AgentError as exc:
+        raise api_error(exc) from exc
+    return TemplateEnvelope(template=template_out(saved))
+
+
+@router.get("", response_model=TemplatesOut, summary="Your saved templates, by name", responses=errors(*AUTHED))
+async def list_all(user: CurrentUser, session: SessionDep) -> TemplatesOut:
+    return TemplatesOut(templates=[template_out(t) for t in await templates.list_templates(session, user_id=user.id)])
+
+
+@router.get(
+    "/{template_id}", response_model=TemplateEnvelope, summary="One saved template", responses=errors(*AUTHED, 404)
+)
+async def get_one(template_id: IdPath, user: CurrentUser, session: SessionDep) -> TemplateEnvelope:
+    try:
+        return TemplateEnvelope(
+            template=template_out(await templates.get_template(session, user_id=user.id, template_id=template_id))
+        )
+    except AgentError as exc:
+        raise api_error(exc) from exc
+
+
+@router.delete("/{template_id}", status_code=204, summary="Delete a saved template", responses=errors(*AUTHED, 404))
+async def delete(template_id: IdPath, user: CurrentUser, session: SessionDep) -> Response:
+    try:
+        await templates.delete_template(session, user_id=user.id, template_id=template_id)
+    except AgentError as exc:
+        raise api_error(exc) from exc
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{template_id}/run",
+    response_model=ChatReply,
+    summary="Run a saved template with parameters: a chat message, metered like any other",
+    responses=errors(*AUTHED, 402, 404, 409, 502),
+)
+async def run(
+    template_id: IdPath,
+    body: TemplateRunIn,
+    user: CurrentUser,
+    db: DatabaseDep,
+    runtime: RuntimeDep,
+    clock: ClockFnDep,
+    idempotency_key: IdempotencyKeyDep,
+) -> ChatReply:
+    try:
+        async with db.transaction() as session:
+            template = await templates.get_template(session, user_id=user.id, template_id=template_id)
+        message = templates.render(template.prompt, body.params)
+    except AgentError as exc:
+        raise api_error(exc) from exc
+    return await chat_reply(
+        db,
+        runtime,
+        user_id=user.id,
+        message=message,
+        clock=clock,
+        conversation_id=body.conversation_id,
+        idempotency_key=idempotency_key,
+        max_credits=body.max_credits,
+    )
