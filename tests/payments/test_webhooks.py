@@ -230,3 +230,26 @@ async def test_late_invoice_for_an_earlier_period_changes_nothing(
     async with db.transaction() as session:
         sub = await account(session, user_id, now=clock.now)
         assert sub.current_period_start == period
+
+
+async def test_dispute_claws_back_what_is_left_and_records_the_shortfall(
+    db: Database, stripe_client: httpx.AsyncClient
+) -> None:
+    user_id, purchase_id = await pending_purchase(db)
+    await deliver(stripe_client, session_completed(user_id, purchase_id))
+    async with db.transaction() as session:  # 20 monthly + 250 purchased; spend 100 of the purchased
+        await credits.adjust(session, user_id=user_id, amount=-120, reason="spent", admin_id=None, now=T0)
+    dispute = make_event(
+        "charge.dispute.created",
+        {"id": "dp_1", "object": "dispute", "charge": "ch_1", "payment_intent": f"pi_p{purchase_id}", "amount": 2000},
+    )
+
+    response = await deliver(stripe_client, dispute)
+
+    assert response.status_code == 200
+    async with db.transaction() as session:
+        purchase = await session.get(CreditPurchase, purchase_id)
+        sub = await account(session, user_id)
+        assert purchase is not None
+        assert (purchase.payment_status, purchase.clawback_shortfall) == ("refunded", 100)
+        assert (sub.credits_remaining, sub.purchased_credits_remaining) == (0, 0)
