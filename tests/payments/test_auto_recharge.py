@@ -19,6 +19,7 @@ from devops_agent.billing.catalog import load_catalog
 from devops_agent.billing.models import CreditPurchase, UserSubscription
 from devops_agent.db import Database
 from devops_agent.payments import auto_recharge
+from devops_agent.payments.demo import DemoGateway
 from devops_agent.payments.stripe_client import make_client
 from tests.payments.edge import Edge, card, sdk
 from tests.web.conftest import register
@@ -137,3 +138,19 @@ async def test_declined_card_fails_the_purchase_and_releases_the_guard(
     assert state["last_error"]
     async with db.transaction() as session:
         assert (await credits.get_account(session, user_id=user_id, now=stripe_app.state.clock())).balance == 20
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+async def test_recharge_after_a_charge_only_with_real_payments(
+    db: Database, stripe_app: FastAPI, stripe_client: httpx.AsyncClient, edge: Edge
+) -> None:
+    user_id = await user_with_card(stripe_client, db, edge, "4242424242424242")
+    assert (await stripe_client.put("/api/stripe/auto-recharge", json=RULE)).status_code == 200
+    now, catalog = stripe_app.state.clock(), load_catalog()
+
+    demo = await auto_recharge.recharge_if_due(db, DemoGateway(), user_id=user_id, now=now, catalog=catalog)
+    real = await auto_recharge.recharge_if_due(db, stripe_app.state.gateway, user_id=user_id, now=now, catalog=catalog)
+
+    assert demo is None
+    assert real is not None
+    assert real.status == "granted"

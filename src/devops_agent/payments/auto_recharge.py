@@ -17,6 +17,7 @@ Three steps, never a network call inside a transaction:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -33,6 +34,8 @@ from devops_agent.db import Database
 
 from .models import AutoRecharge
 from .stripe_client import field, options
+
+log = logging.getLogger("devops_agent.payments")
 
 METADATA_KIND = "auto_recharge"
 IN_FLIGHT_TIMEOUT = timedelta(hours=1)
@@ -208,6 +211,26 @@ async def maybe_recharge(
             await _fail(session, claim.purchase_id, str(intent["id"]), str(reason), now)
             return RechargeOutcome("declined", str(reason), claim.purchase_id, str(intent["id"]))
     return RechargeOutcome("pending", f"payment {status}", claim.purchase_id, str(intent["id"]))
+
+
+async def recharge_if_due(
+    db: Database, gateway: object, *, user_id: int, now: datetime, catalog: Catalog
+) -> RechargeOutcome | None:
+    """Run the user's auto-recharge after a charge: a no-op in demo mode, never raises.
+
+    Meant for a background task after the response (``BackgroundTasks.add_task``): the
+    charge that lowered the balance has committed, and no transaction is held while
+    Stripe answers. A failure is logged; the next charge tries again.
+    """
+    from devops_agent.payments.stripe_gateway import StripeGateway  # the gateway imports nothing from here
+
+    if not isinstance(gateway, StripeGateway):
+        return None
+    try:
+        return await maybe_recharge(db, gateway.client, user_id=user_id, now=now, catalog=catalog)
+    except Exception:  # a background task has no caller to tell; log it and let the next charge retry
+        log.exception("auto-recharge for user %s failed", user_id)
+        return None
 
 
 async def _set_intent(session: AsyncSession, purchase_id: int, payment_intent_id: str | None) -> None:
