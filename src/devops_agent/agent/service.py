@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent.billing import credits
@@ -118,6 +118,7 @@ class _Started:
     message_id: int
     usage_log_id: int
     transcript: list[Turn]
+    keyed: bool
 
 
 class _Raced(Exception):
@@ -159,12 +160,12 @@ async def _replay(session: AsyncSession, *, user_id: int, key: str, text: str) -
     return ChatReply.model_validate(row.reply)
 
 
-async def _balance(session: AsyncSession, user_id: int) -> int:
+async def _balance(session: AsyncSession, user_id: int, org_id: int | None = None) -> int:
+    """The balance that paid: the organization's pool in a team workspace, else the user's own."""
+    owner = UserSubscription.organization_id == org_id if org_id is not None else UserSubscription.user_id == user_id
     row = (
         await session.execute(
-            select(UserSubscription.credits_remaining, UserSubscription.purchased_credits_remaining).where(
-                UserSubscription.user_id == user_id
-            )
+            select(UserSubscription.credits_remaining, UserSubscription.purchased_credits_remaining).where(owner)
         )
     ).one()
     return int(row[0]) + int(row[1])
@@ -213,7 +214,7 @@ async def _start(
         session.add(message)
         conversation.updated_at = now
         await session.flush()
-        return _Started(conversation.id, message.id, charged.usage_log_id, _transcript(history, text))
+        return _Started(conversation.id, message.id, charged.usage_log_id, _transcript(history, text), key is not None)
 
 
 async def _finish(db: Database, runtime: AgentRuntime, meter: Meter, started: _Started, run: AgentRun) -> ChatReply:
@@ -230,7 +231,7 @@ async def _finish(db: Database, runtime: AgentRuntime, meter: Meter, started: _S
                 created_at=now,
             )
         )
-        balance = await _balance(session, meter.user_id)
+        balance = await _balance(session, meter.user_id, meter.org_id)
         reply = ChatReply(
             conversation_id=started.conversation_id,
             response=run.text,
@@ -239,12 +240,15 @@ async def _finish(db: Database, runtime: AgentRuntime, meter: Meter, started: _S
             credits_remaining=balance,
             low_credits=balance < runtime.low_credit_threshold,
         )
-        user_message = await session.get(Message, started.message_id)
-        assert user_message is not None
-        user_message.reply_status, user_message.reply = 200, reply.model_dump(mode="json")
-        conversation = await session.get(Conversation, started.conversation_id)
-        assert conversation is not None
-        conversation.updated_at = now
+        if started.keyed:  # kept for a retry with the same Idempotency-Key
+            await session.execute(
+                update(Message)
+                .where(Message.id == started.message_id)
+                .values(reply_status=200, reply=reply.model_dump(mode="json"))
+            )
+        await session.execute(
+            update(Conversation).where(Conversation.id == started.conversation_id).values(updated_at=now)
+        )
     return reply
 
 
@@ -285,13 +289,18 @@ async def send_message(
     conversation_id: int | None = None,
     idempotency_key: str | None = None,
     max_credits: int | None = None,
+    org_id: int | None = None,
 ) -> ChatReply:
-    """Charge, run the agent on ``message``, record and return the reply (see the module doc)."""
+    """Charge, run the agent on ``message``, record and return the reply (see the module doc).
+
+    With ``org_id`` the conversation runs in that organization's workspace: its pool pays
+    and the member's cap applies (``billing.errors.OrganizationNotFound`` for a non-member).
+    """
     text = message.strip()
     if not text or len(text) > MAX_MESSAGE_LENGTH:
         raise InvalidChatRequest(f"The message must be 1 to {MAX_MESSAGE_LENGTH} characters.")
     run_key = f"chat:{idempotency_key}" if idempotency_key else f"chat:{credits.new_key()}"
-    meter = Meter(db, runtime.catalog, clock, user_id, run_key, max_credits=max_credits)
+    meter = Meter(db, runtime.catalog, clock, user_id, run_key, max_credits=max_credits, org_id=org_id)
     if max_credits is not None and max_credits < meter.message_cost:
         raise InvalidChatRequest(f"max_credits must be at least {meter.message_cost}, the price of a message.")
     try:
