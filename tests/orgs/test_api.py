@@ -211,3 +211,35 @@ async def test_administrators_see_every_organization(app: FastAPI, client: httpx
         "Free",
         20,
     )
+
+
+async def test_chat_in_a_team_workspace_charges_the_pool_and_holds_the_cap(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    await pro(client)
+    org = (await client.post("/api/orgs", json={"name": "Chatty"})).json()["organization"]
+    async with make_client(app) as dev_client, make_client(app) as stranger_client:
+        dev = await register(dev_client)
+        await register(stranger_client)
+        await join(client, org["id"], dev_client, dev)
+        await client.put(f"/api/orgs/{org['id']}/members/{dev['id']}/cap", json={"monthly_cap": 3})
+
+        reply = await dev_client.post("/api/chat", json={"message": "list my EC2 instances", "org_id": org["id"]})
+        assert reply.status_code == 200, reply.text
+        assert (reply.json()["credits_used"], reply.json()["credits_remaining"]) == (2, 18)  # the pool's balance
+        mine = (await dev_client.get("/api/subscription")).json()["subscription"]
+        assert mine["credits_remaining"] == 20  # the personal account paid nothing
+
+        again = await dev_client.post("/api/chat", json={"message": "help", "org_id": org["id"]})
+        assert again.status_code == 200, again.text
+        capped = await dev_client.post("/api/chat", json={"message": "help", "org_id": org["id"]})
+        assert capped.status_code == 402, capped.text
+        assert (capped.json()["error"], capped.json()["cap"], capped.json()["used"]) == ("member_cap_reached", 3, 3)
+        assert capped.json()["message"]
+
+        outsider = await stranger_client.post("/api/chat", json={"message": "help", "org_id": org["id"]})
+        assert (outsider.status_code, outsider.json()["error"]) == (404, "organization_not_found")
+
+    stats = (await client.get(f"/api/orgs/{org['id']}/usage/stats")).json()
+    assert stats["credits_remaining"] == 17
+    assert {m["username"]: m["credits_used"] for m in stats["members"]}[dev["username"]] == 3

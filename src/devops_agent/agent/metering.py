@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from devops_agent.agent.tools.registry import ToolOutcome
 from devops_agent.billing import credits
 from devops_agent.billing.catalog import Catalog
-from devops_agent.billing.errors import InsufficientCredits
+from devops_agent.billing.errors import InsufficientCredits, MemberCapReached
 from devops_agent.billing.models import ActionType
 from devops_agent.db import Database
 
@@ -67,6 +67,7 @@ class Meter:
     run_key: str
     max_credits: int | None = None
     conversation_id: int | None = None
+    org_id: int | None = None  # the organization whose pool pays (a team workspace); None: the user's own
     spent: int = 0
     balance: int | None = None
     _tool_seq: int = 0
@@ -88,6 +89,7 @@ class Meter:
             now=self.clock(),
             conversation_id=self.conversation_id,
             idempotency_key=f"{self.run_key}:message",
+            org_id=self.org_id,
         )
         if not result.replayed:
             self.spent += result.credits_used
@@ -123,7 +125,13 @@ class Meter:
                     conversation_id=self.conversation_id,
                     now=self.clock(),
                     idempotency_key=f"{self.run_key}:tool:{self._tool_seq}",
+                    org_id=self.org_id,
                 )
+        except MemberCapReached as exc:
+            return Refusal(
+                f"not run: {tool_name} costs {cost} credits and you have used {exc.used} of your "
+                f"{exc.cap}-credit monthly cap in this organization; ask an admin to raise it"
+            )
         except InsufficientCredits as exc:
             self.balance = exc.balance
             return Refusal(

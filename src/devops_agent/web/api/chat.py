@@ -67,6 +67,9 @@ class ChatIn(Strict):
     max_credits: int | None = Field(
         default=None, ge=1, le=1_000_000, description="The most this message (with its tool calls) may spend."
     )
+    org_id: int | None = Field(
+        default=None, ge=1, le=2**62, description="Run in this organization's workspace: its pool pays."
+    )
 
 
 class ConversationOut(BaseModel):
@@ -110,6 +113,7 @@ async def chat_reply(
     conversation_id: int | None,
     idempotency_key: str | None,
     max_credits: int | None,
+    org_id: int | None = None,
 ) -> ChatReply:
     """Run the agent (shared by chat and template runs); errors become contract errors."""
     try:
@@ -122,6 +126,7 @@ async def chat_reply(
             conversation_id=conversation_id,
             idempotency_key=idempotency_key,
             max_credits=max_credits,
+            org_id=org_id,
         )
     except AgentError as exc:
         raise api_error(exc) from exc
@@ -150,6 +155,7 @@ async def chat(
         conversation_id=body.conversation_id,
         idempotency_key=idempotency_key,
         max_credits=body.max_credits,
+        org_id=body.org_id,
     )
 
 
