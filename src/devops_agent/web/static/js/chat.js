@@ -17,6 +17,30 @@ const errorBanner = document.querySelector("[data-chat-error]");
 const dialog = document.querySelector("[data-out-of-credits]");
 
 let conversationId = Number(new URLSearchParams(window.location.search).get("c")) || null;
+// The team workspace whose pool pays (an organization's id), or null for the user's own credits.
+const workspace = document.querySelector("[data-workspace]");
+let orgId = Number(new URLSearchParams(window.location.search).get("org")) || null;
+
+function chatUrl() {
+  const params = new URLSearchParams();
+  if (conversationId) params.set("c", String(conversationId));
+  if (orgId) params.set("org", String(orgId));
+  const query = params.toString();
+  return query ? `/chat?${query}` : "/chat";
+}
+
+async function loadWorkspaces() {
+  const result = await api("GET", "/api/orgs");
+  const orgs = (result.ok && result.data.organizations) || [];
+  if (!orgs.length) {
+    orgId = null;
+    return;
+  }
+  for (const org of orgs) workspace.append(el("option", { value: org.id, text: `${org.name} (team pool)` }));
+  if (!orgs.some((org) => org.id === orgId)) orgId = null;
+  workspace.value = orgId ? String(orgId) : "";
+  document.querySelector("[data-workspace-row]").hidden = false;
+}
 
 function plural(n, word) {
   return `${n} ${word}${n === 1 ? "" : "s"}`;
@@ -95,7 +119,7 @@ function markCurrent() {
 
 async function openConversation(id) {
   conversationId = id;
-  history.replaceState(null, "", id ? `/chat?c=${id}` : "/chat");
+  history.replaceState(null, "", chatUrl());
   markCurrent();
   showError("");
   for (const bubble of messages.querySelectorAll(".message")) bubble.remove();
@@ -140,6 +164,7 @@ async function send() {
   sendButton.textContent = "Sending…";
   const body = { message: text };
   if (conversationId) body.conversation_id = conversationId;
+  if (orgId) body.org_id = orgId;
   const result = await api("POST", "/api/chat", body, { "Idempotency-Key": idempotencyKey() });
   sendButton.disabled = false;
   sendButton.textContent = "Send";
@@ -148,13 +173,19 @@ async function send() {
     renderMessage("user", text);
     renderMessage("assistant", reply.response, reply);
     input.value = "";
-    setCredits(reply.credits_remaining);
-    showLowCredits(reply.credits_remaining);
+    if (!orgId) {
+      // The header counts the user's own credits; a team's pool is shown on the reply.
+      setCredits(reply.credits_remaining);
+      showLowCredits(reply.credits_remaining);
+    }
     if (reply.conversation_id !== conversationId) {
       conversationId = reply.conversation_id;
-      history.replaceState(null, "", `/chat?c=${conversationId}`);
+      history.replaceState(null, "", chatUrl());
       await loadConversations();
     }
+  } else if (result.status === 402 && orgId) {
+    // A team's pool is empty or this member's cap is reached: the owner or an admin can fix it.
+    showError(errorMessage(result));
   } else if (result.status === 402) {
     // The message is kept in the box so it can be sent again after buying credits.
     setCredits(result.data.credits_remaining ?? 0);
@@ -185,5 +216,11 @@ dialog.querySelector("[data-ooc-close]").addEventListener("click", () => dialog.
 loadSubscription().then((result) => {
   if (result.ok) showLowCredits(result.data.subscription.credits_remaining);
 });
+workspace.addEventListener("change", () => {
+  // A conversation runs in one workspace: switching starts a new one.
+  orgId = Number(workspace.value) || null;
+  openConversation(null);
+});
+loadWorkspaces();
 loadConversations();
 if (conversationId) openConversation(conversationId);
