@@ -166,6 +166,7 @@ def create_app(
     app.include_router(usage.router)
     app.include_router(admin.router)
     app.include_router(analytics.router)
+    app.include_router(admin.page_router)
     app.include_router(stripe.router)
     app.include_router(orgs.router)
     app.include_router(orgs.admin_router)

@@ -18,7 +18,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, or_, select
 
@@ -26,8 +27,9 @@ from devops_agent.billing import analytics, audit, credits
 from devops_agent.billing.models import CreditLedger, CreditPurchase, UsageLog, User, UserSubscription
 from devops_agent.notifications import notifier_for, recent_outbox
 from devops_agent.web.api import AUTHED, errors
-from devops_agent.web.deps import AdminUser, ClockDep, DatabaseDep, IdempotencyKeyDep, SessionDep
+from devops_agent.web.deps import AdminUser, ClockDep, DatabaseDep, IdempotencyKeyDep, OptionalUser, SessionDep
 from devops_agent.web.errors import ApiError
+from devops_agent.web.pages import render_page
 from devops_agent.web.schemas import (
     PurchaseOut,
     Strict,
@@ -40,6 +42,7 @@ from devops_agent.web.schemas import (
 )
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
+page_router = APIRouter(include_in_schema=False)
 ADMIN_ERRORS = errors(*AUTHED)
 
 Months = Annotated[int, Query(ge=1, le=36, description="Whole UTC months back, the current one included.")]
@@ -90,7 +93,7 @@ class RevenueOut(BaseModel):
     pack_revenue: float = Field(description="Credit packs completed in the window, net of refunds, USD.")
     subscribers_by_tier: dict[str, int]
     pack_revenue_by_month: list[MonthRevenueOut]
-    churn: ChurnOut
+    churn: ChurnOut = Field(description="This calendar month so far: paid accounts on the 1st now on a free tier.")
     start: Timestamp
     end: Timestamp
 
@@ -104,6 +107,8 @@ class RevenueOut(BaseModel):
 async def revenue(_admin: AdminUser, session: SessionDep, now: ClockDep, months: Months = 12) -> RevenueOut:
     start, end = _month_start(now, months - 1), now
     report = await analytics.revenue_report(session, start=start, end=end)
+    # Churn is a rate per month whatever the revenue window: this month so far.
+    churn = await analytics.churn(session, start=_month_start(now, 0), end=now)
     return RevenueOut(
         mrr=_money(report.mrr),
         pack_revenue=_money(report.pack_revenue),
@@ -112,9 +117,7 @@ async def revenue(_admin: AdminUser, session: SessionDep, now: ClockDep, months:
             MonthRevenueOut(month=m.month, gross=_money(m.gross), refunds=_money(m.refunds), net=_money(m.net))
             for m in report.pack_revenue_by_month
         ],
-        churn=ChurnOut(
-            paid_at_start=report.churn.paid_at_start, churned=report.churn.churned, rate=round(report.churn.rate, 4)
-        ),
+        churn=ChurnOut(paid_at_start=churn.paid_at_start, churned=churn.churned, rate=round(churn.rate, 4)),
         start=start,
         end=end,
     )
@@ -559,3 +562,23 @@ async def emails(_admin: AdminUser, session: SessionDep, db: DatabaseDep, limit:
         ],
         smtp_configured=notifier_for(db).smtp is not None,
     )
+
+
+# --- the page -------------------------------------------------------------------------
+
+
+@page_router.get("/admin")
+async def admin_page(request: Request, user: OptionalUser) -> Response:
+    """The dashboard (``templates/admin.html``); its script reads everything from the API above."""
+    if user is None:
+        return RedirectResponse("/login?next=/admin", status_code=303)
+    if not user.is_admin:
+        return render_page(
+            request,
+            "error.html",
+            user=user,
+            status_code=403,
+            title="Administrators only",
+            message="This page is for the people who run DevOps Agent.",
+        )
+    return render_page(request, "admin.html", user=user, page="admin")
