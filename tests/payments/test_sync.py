@@ -26,6 +26,7 @@ from tests.payments.edge import Edge
 SQLITE_ONLY = pytest.mark.parametrize("db", ["sqlite"], indirect=True)
 
 
+@SQLITE_ONLY  # the database part is two plain tables; Stripe is the same either way
 async def test_sync_creates_once_then_only_what_changed(db: Database, stripe_app: FastAPI, edge: Edge) -> None:
     client = make_client(stripe_app.state.settings)
     catalog = load_catalog()
