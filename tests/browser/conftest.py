@@ -14,12 +14,15 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
 
+from devops_agent.config import Settings
 from tests.browser.helpers import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
 from tests.web.conftest import fast_passwords
 
@@ -45,39 +48,46 @@ def _free_port() -> int:
 @dataclass(frozen=True)
 class LiveServer:
     url: str
+    settings: Settings
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """The whole app on a free loopback port, on a fresh SQLite file, until the session ends."""
-    from devops_agent.config import Settings
+@contextmanager
+def serve(workdir: Path, *, port: int | None = None, **settings: Any) -> Iterator[LiveServer]:
+    """The whole app on a loopback port, on a fresh SQLite file in ``workdir``, until the block ends."""
     from devops_agent.web.app import create_app
 
-    workdir = tmp_path_factory.mktemp("browser-server")
-    settings = Settings(
+    # Offline agent, demo payments and sandbox cloud unless the caller says otherwise.
+    values: dict[str, Any] = {"anthropic_api_key": None, "stripe_secret_key": None, "cloud": "sandbox", **settings}
+    config = Settings(
         _env_file=None,  # type: ignore[call-arg]
         database_url=f"sqlite:///{workdir / 'app.db'}",
         secret_key="browser-tests-secret-key",
         log_dir=workdir / "logs",
-        anthropic_api_key=None,
-        stripe_secret_key=None,
-        cloud="sandbox",
+        **values,
     )
-    port = _free_port()
-    app = create_app(settings)
-    app.state.passwords = fast_passwords()  # sign-ups in seconds, not the production hash cost
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="browser-test-server", daemon=True)
+    port = port or _free_port()
+    app = create_app(config)
+    app.state.passwords = fast_passwords()  # sign-ups in milliseconds, not the production hash cost
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name=f"browser-test-server-{port}", daemon=True)
     thread.start()
     # Wait for uvicorn to say it is serving (or for the thread to die trying): an event, not a sleep.
     while not server.started:
         thread.join(0.05)
         if not thread.is_alive():
             pytest.fail("the app server did not start (see the log above)")
-    yield LiveServer(url=f"http://127.0.0.1:{port}")
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield LiveServer(url=f"http://127.0.0.1:{port}", settings=config)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The app in its default setup: offline agent, demo payments, sandbox cloud."""
+    with serve(tmp_path_factory.mktemp("browser-server")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

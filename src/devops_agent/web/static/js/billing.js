@@ -168,12 +168,33 @@ portal?.addEventListener("click", () =>
   }),
 );
 
-// Back from Stripe Checkout: the webhook, not this redirect, grants what was paid for.
-const checkout = new URLSearchParams(window.location.search).get("checkout");
-if (checkout === "success") {
+// Back from Stripe Checkout: the webhook, not this redirect, grants what was paid for,
+// so the page looks again a few times until the balance or the plan changes.
+const CONFIRM_POLLS = 10;
+const CONFIRM_EVERY_MS = 3000;
+
+function fingerprint(sub) {
+  return `${sub.credits_remaining}/${sub.purchased_credits_remaining}/${sub.tier.id}/${sub.payment_status}`;
+}
+
+async function awaitConfirmation() {
   say("Thank you! Your payment is being confirmed; your credits appear here as soon as Stripe confirms it.");
+  const before = current && fingerprint(current);
+  for (let i = 0; i < CONFIRM_POLLS; i += 1) {
+    await new Promise((resolve) => setTimeout(resolve, CONFIRM_EVERY_MS));
+    await refresh();
+    if (current && fingerprint(current) !== before) {
+      say(`Payment confirmed. You now have ${current.credits_remaining} credits on the ${current.tier.display_name} plan.`);
+      return;
+    }
+  }
+}
+
+const checkout = new URLSearchParams(window.location.search).get("checkout");
+if (checkout) history.replaceState(null, "", "/billing"); // a reload must not replay the message
+await refresh();
+if (checkout === "success") {
+  awaitConfirmation();
 } else if (checkout === "cancel" || checkout === "cancelled") {
   say("Checkout was cancelled; nothing was charged.", "warn");
 }
-
-refresh();
