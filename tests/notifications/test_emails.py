@@ -234,3 +234,55 @@ def test_smtp_url_forms() -> None:
     for bad in ("http://mail.corp", "smtp://", "smtp://h:99999", "smtp://h?timeout=soon"):
         with pytest.raises(SmtpUrlError):
             parse_smtp_url(bad)
+
+
+async def test_stripe_events_send_receipts_and_failed_renewal_notices_once(
+    db: Database, inbox: Inbox, make_notifier: MakeNotifier
+) -> None:
+    from devops_agent.billing.models import UserSubscription
+    from devops_agent.notifications.stripe_events import after_stripe_event
+
+    notifier = make_notifier(db)
+    user_id = await new_user(db, balance=20)
+    async with db.transaction() as s:
+        paid = await credits.create_purchase(
+            s,
+            user_id=user_id,
+            credits_amount=500,
+            price_paid=Decimal("35.00"),
+            now=T0,
+            stripe_checkout_session_id="cs_1",
+        )
+        await credits.grant_purchase(s, purchase_id=paid.id, now=T0)
+        await credits.create_purchase(
+            s,
+            user_id=user_id,
+            credits_amount=100,
+            price_paid=Decimal("10.00"),
+            now=T0,
+            stripe_checkout_session_id="cs_2",
+        )
+        account = (await s.execute(select(UserSubscription).where(UserSubscription.user_id == user_id))).scalar_one()
+        account.stripe_customer_id = "cus_1"
+
+    def event(kind: str, obj: dict[str, object]) -> dict[str, object]:
+        return {"id": f"evt_{kind}", "type": kind, "data": {"object": obj}}
+
+    completed = event("checkout.session.completed", {"id": "cs_1", "payment_intent": "pi_1"})
+    unpaid = event("checkout.session.completed", {"id": "cs_2"})  # still pending: no receipt yet
+    failed = event(
+        "invoice.payment_failed",
+        {
+            "id": "in_1",
+            "customer": "cus_1",
+            "amount_due": 1900,
+            "parent": {"subscription_details": {"subscription": "sub_9"}},
+        },
+    )
+    stranger = event("invoice.payment_failed", {"id": "in_2", "customer": "cus_unknown"})
+    for delivery in (completed, unpaid, failed, stranger, completed, failed):  # Stripe redelivers
+        await after_stripe_event(notifier, delivery, now=T0)
+    await notifier.wait_idle()
+    assert sorted(inbox.subjects()) == ["Receipt: 500 DevOps Agent credits", "Your DevOps Agent payment failed"]
+    failure = next(m for m in inbox.messages if "failed" in str(m["Subject"]))
+    assert "payment of $19.00" in failure.get_payload()

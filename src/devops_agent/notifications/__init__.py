@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 from weakref import WeakKeyDictionary
 
 from devops_agent.config import get_settings
@@ -18,6 +19,7 @@ from devops_agent.db import Database
 
 from .models import Cause, EmailOutbox, OutboxStatus
 from .service import DrainReport, Notifier, recent_outbox
+from .stripe_events import after_stripe_event as _after_stripe_event
 
 logger = logging.getLogger("devops_agent.notifications")
 _notifiers: WeakKeyDictionary[Database, Notifier] = WeakKeyDictionary()
@@ -63,6 +65,14 @@ async def after_payment_failed(
         logger.exception("could not queue the payment-failed email of user %s", user_id)
 
 
+async def after_stripe_event(db: Database, event: dict[str, Any], *, now: datetime) -> None:
+    """Call after ``payments.webhooks.handle_event`` returned: receipts and failed renewals."""
+    try:
+        await _after_stripe_event(notifier_for(db), event, now=now)
+    except Exception:
+        logger.exception("could not queue the email of Stripe event %s", event.get("id"))
+
+
 __all__ = [
     "Cause",
     "DrainReport",
@@ -72,6 +82,7 @@ __all__ = [
     "after_balance_change",
     "after_payment_failed",
     "after_purchase",
+    "after_stripe_event",
     "install",
     "notifier_for",
     "recent_outbox",
