@@ -14,6 +14,7 @@ wait on the network) holds no transaction meanwhile.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -61,8 +62,31 @@ def get_now(request: Request) -> datetime:
     return clock()
 
 
-async def get_session(db: Annotated[Database, Depends(get_database)]) -> AsyncIterator[AsyncSession]:
+REQUEST_SESSION = "db_session"
+
+
+async def get_session(request: Request, db: Annotated[Database, Depends(get_database)]) -> AsyncIterator[AsyncSession]:
     async with db.transaction() as session:
+        setattr(request.state, REQUEST_SESSION, session)
+        try:
+            yield session
+        finally:
+            setattr(request.state, REQUEST_SESSION, None)
+
+
+@asynccontextmanager
+async def request_transaction(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's open ``SessionDep`` transaction if there is one, else a short one of its own.
+
+    Dependencies that read the database (authentication, plan features) use this, so
+    they never wait for a second transaction while the request holds the first (on
+    SQLite that would wait forever: transactions are serialised by one lock).
+    """
+    open_session: AsyncSession | None = getattr(request.state, REQUEST_SESSION, None)
+    if open_session is not None:
+        yield open_session
+        return
+    async with get_database(request).transaction() as session:
         yield session
 
 
@@ -165,7 +189,7 @@ async def authenticate(request: Request, db: Database, now: datetime) -> User | 
     Runs in its own short transaction and returns a detached ``User``.
     """
     secret = _bearer(request)
-    async with db.transaction() as session:
+    async with request_transaction(request) as session:
         user = await _user_from_key(session, secret, now) if secret else await _user_from_cookie(request, session)
     if user is not None and user.is_suspended:
         raise ApiError(403, "forbidden", "This account is suspended.")
@@ -201,8 +225,8 @@ def require_feature(name: str) -> Any:
     Use as ``dependencies=[require_feature("advanced_analytics")]`` or as a parameter.
     """
 
-    async def check(user: CurrentUser, db: DatabaseDep, now: ClockDep) -> User:
-        async with db.transaction() as session:
+    async def check(request: Request, user: CurrentUser, now: ClockDep) -> User:
+        async with request_transaction(request) as session:
             if not await user_has_feature(session, user.id, name, now=now):
                 raise await feature_refusal(session, name)
         return user

@@ -27,6 +27,7 @@ async def healthz() -> HealthOut:
 async def readyz(db: DatabaseDep) -> HealthOut | JSONResponse:
     checks: dict[str, object] = {}
     try:
+        # One connection at a time: the SQLite pool holds a single connection.
         async with db.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
