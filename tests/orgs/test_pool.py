@@ -160,3 +160,11 @@ async def test_pack_and_upgrade_fill_the_organizations_pool(db: Database) -> Non
     assert personal.tier.name == "free"
     assert due == [org.id]
     assert owner.id in due_users
+
+
+async def test_an_account_must_be_named(db: Database) -> None:
+    async with db.transaction() as s:
+        owner = await make_user(s)
+        await make_org(s, owner=owner)
+        with pytest.raises(ValueError, match="user_id or org_id"):
+            await credits.get_account(s, user_id=None, now=T0)

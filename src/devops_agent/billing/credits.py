@@ -144,6 +144,8 @@ def _owned_by(user_id: int | None, org_id: int | None) -> ColumnElement[bool]:
     """The account an operation acts on: the organization's pool when ``org_id`` is given, else the user's."""
     if org_id is not None:
         return _sub.c.organization_id == org_id
+    if user_id is None:  # ``user_id == None`` would be ``IS NULL``: every organization's pool
+        raise ValueError("an account is named by user_id or org_id")
     return _sub.c.user_id == user_id
 
 
@@ -823,17 +825,20 @@ async def start_paid_period(
     end: datetime,
     now: datetime,
     subscription_ref: str | None,
+    activate: bool = True,
 ) -> bool:
     """Start the period a provider's paid invoice covers, with the tier's credits; once, only forward.
 
     Applies when the period starts after the current one, or is still running and
     changes the tier (an upgrade paid before a late webhook). A period already over,
     or the current one again, changes nothing but the payment status: a paid invoice
-    always leaves the account ``active``. Returns whether a period started.
+    leaves the account ``active`` (unless ``activate`` is false: the caller knows of a
+    newer failed payment). Returns whether a period started.
     """
     sub = await _lock_account(session, user_id=user_id)
     tier = await tier_by_id(session, tier_id)
-    sub.payment_status = PaymentStatus.ACTIVE
+    if activate:
+        sub.payment_status = PaymentStatus.ACTIVE
     if subscription_ref is not None:
         sub.stripe_subscription_id = subscription_ref
     sub.updated_at = now
