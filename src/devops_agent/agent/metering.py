@@ -16,8 +16,11 @@ Who pays when something fails:
   marked failed (``credits.mark_failed``). AWS did the work of answering, the
   answer is the result the user asked for, and refunding it would make probing
   free; the usage history still shows the failure.
-* A tool the balance (or the run's ``max_credits``) cannot pay is not run and not
-  charged; the model is told so and tells the user.
+* A tool the balance (or the run's ``max_credits``, or the member's cap in an
+  organization) cannot pay is not run and not charged; the model is told so and
+  tells the user.
+
+With ``org_id`` the organization's pool pays (the engine checks membership and caps).
 
 Idempotency: every charge carries a key derived from the run's key
 (``<run>:message``, ``<run>:tool:<n>``), so a retried request can never charge twice.

@@ -50,6 +50,7 @@ class TemplateRunIn(Strict):
     params: dict[str, str] = Field(default_factory=dict, max_length=50)
     conversation_id: int | None = Field(default=None, ge=1, le=2**62)
     max_credits: int | None = Field(default=None, ge=1, le=1_000_000)
+    org_id: int | None = Field(default=None, ge=1, le=2**62)
 
 
 def template_out(template: SavedTemplate) -> TemplateOut:
@@ -134,4 +135,5 @@ async def run(
         conversation_id=body.conversation_id,
         idempotency_key=idempotency_key,
         max_credits=body.max_credits,
+        org_id=body.org_id,
     )
