@@ -186,7 +186,7 @@ async function send() {
   } else if (result.status === 402 && orgId) {
     // A team's pool is empty or this member's cap is reached: the owner or an admin can fix it.
     showError(errorMessage(result));
-  } else if (result.status === 402) {
+  } else if (result.status === 402 && result.data.error === "insufficient_credits") {
     // The message is kept in the box so it can be sent again after buying credits.
     setCredits(result.data.credits_remaining ?? 0);
     showLowCredits(result.data.credits_remaining ?? 0);
