@@ -154,6 +154,7 @@ def invoice(event_type: str, user_id: int, sub_id: str, start: int, *, price: st
             },
             "metadata": {"user_id": str(user_id)},
         },
+        created=start,  # Stripe finalizes a period's invoice when the period starts
     )
 
 
@@ -253,3 +254,20 @@ async def test_dispute_claws_back_what_is_left_and_records_the_shortfall(
         assert purchase is not None
         assert (purchase.payment_status, purchase.clawback_shortfall) == ("refunded", 100)
         assert (sub.credits_remaining, sub.purchased_credits_remaining) == (0, 0)
+
+
+async def test_late_paid_invoice_does_not_hide_a_newer_failed_renewal(
+    db: Database, stripe_app: FastAPI, stripe_client: httpx.AsyncClient
+) -> None:
+    await _starter_priced(db)
+    async with db.transaction() as session:
+        user_id = (await make_user(session)).id
+    t = int(T0.timestamp())
+    sub_id = f"sub_u{user_id}"
+    paid = invoice("invoice.paid", user_id, sub_id, t)
+    failed = invoice("invoice.payment_failed", user_id, sub_id, t + 31 * 86400)
+
+    await deliver(stripe_client, failed)  # Stripe retried the first delivery of `paid` for days
+    await deliver(stripe_client, paid)
+
+    assert await plan(db, user_id) == ("starter", "past_due", 200)

@@ -348,6 +348,16 @@ async def _track_subscription(
     return row
 
 
+def _advance(row: StripeSubscription, event: Event, now: datetime, *, status: str) -> bool:
+    """Apply ``status`` from ``event`` if it is not older than the last event applied; say whether."""
+    at = _ts(event.get("created") or now.timestamp())
+    if at < row.last_event_at:
+        return False
+    row.status = status
+    row.last_event_at = at
+    return True
+
+
 def _paid_line(invoice: Any) -> Any:
     lines = field(invoice, "lines", "data") or []
     regular = [line for line in lines if not line_is_proration(line)]
@@ -367,14 +377,12 @@ async def _invoice_paid(session: AsyncSession, obj: Any, event: Event, now: date
     start, end = field(line, "period", "start"), field(line, "period", "end")
     if tier is None or start is None or end is None:
         return "ignored: invoice line without a known tier price"
-    status = (
-        await session.execute(
-            select(StripeSubscription.status).where(StripeSubscription.subscription_id == subscription)
-        )
-    ).scalar_one_or_none()
-    if status == "canceled":
+    row = await _track_subscription(session, subscription, user_id, status="active")
+    if row.status == "canceled":
         return f"ignored: subscription {subscription} has ended"
-    await _track_subscription(session, subscription, user_id, status="active")
+    # A paid invoice older than the newest state applied (say a failed renewal since)
+    # may still start its period (that is forward-only), but must not mark it active.
+    newest = _advance(row, event, now, status="active")
     started = await credits.start_paid_period(
         session,
         user_id=user_id,
@@ -383,10 +391,11 @@ async def _invoice_paid(session: AsyncSession, obj: Any, event: Event, now: date
         end=_ts(end),
         now=now,
         subscription_ref=subscription,
+        activate=newest,
     )
     if started:
         return f"user {user_id}: paid period {_ts(start).date()}..{_ts(end).date()} on {tier.name} started"
-    return f"user {user_id}: invoice for a period already started (or over); payment active"
+    return f"user {user_id}: invoice for a period already started (or over)" + ("; payment active" if newest else "")
 
 
 async def _user_for_subscription(session: AsyncSession, subscription: str, obj: Any) -> int | None:
@@ -416,6 +425,9 @@ async def _invoice_payment_failed(session: AsyncSession, obj: Any, event: Event,
     account = await _account(session, user_id)
     if account.stripe_subscription_id not in (None, subscription):
         return f"ignored: user {user_id} is paid by another subscription"
+    row = await _track_subscription(session, subscription, user_id, status="active")
+    if row.status == "canceled" or not _advance(row, event, now, status="past_due"):
+        return f"ignored: older than the state already applied to {subscription}"
     await credits.set_payment_status(session, user_id=user_id, status=PaymentStatus.PAST_DUE, now=now)
     return f"user {user_id}: renewal payment failed, past_due"
 
@@ -427,14 +439,11 @@ async def _subscription_changed(session: AsyncSession, obj: Any, event: Event, n
     user_id = await _user_for_subscription(session, subscription, obj)
     if user_id is None:
         return "ignored: subscription of an unknown customer"
-    at = _ts(event.get("created") or now.timestamp())
     row = await _track_subscription(session, subscription, user_id, status="unknown")
     if row.status == "canceled":
         return f"ignored: subscription {subscription} has ended"
-    if at < row.last_event_at:
+    if not _advance(row, event, now, status=str(field(obj, "status"))):
         return f"ignored: older than the state already applied to {subscription}"
-    row.status = str(field(obj, "status"))
-    row.last_event_at = at
     if event["type"] == "customer.subscription.deleted" or row.status == "canceled":
         row.status = "canceled"
         await session.flush()
