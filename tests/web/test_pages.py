@@ -86,3 +86,11 @@ async def test_a_crash_on_a_page_shows_the_html_500_and_on_the_api_the_json_500(
     assert "a bug" not in page.text
     assert api.status_code == 500
     assert api.json() == {"error": "internal_error", "message": "Something went wrong on our side."}
+
+
+async def test_the_404_page_keeps_a_signed_in_users_navigation(client: httpx.AsyncClient) -> None:
+    await register(client)
+    page = await client.get("/no/such/page", headers=HTML)
+    assert page.status_code == 404
+    assert "data-logout" in page.text
+    assert 'href="/billing"' in page.text

@@ -26,7 +26,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.models import User
-from devops_agent.web.deps import API_ACCESS, ClockDep, DatabaseDep, OptionalUser, user_has_feature
+from devops_agent.web.deps import (
+    API_ACCESS,
+    ClockDep,
+    DatabaseDep,
+    OptionalUser,
+    authenticate,
+    user_has_feature,
+)
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 STATIC_DIR = Path(__file__).with_name("static")
@@ -182,13 +189,22 @@ def _http_status(exc: Exception) -> int:
     return exc.status_code if isinstance(exc, StarletteHTTPException) else 500
 
 
+async def _user_or_none(request: Request) -> User | None:
+    """Who is browsing, so an error page keeps their navigation; None if that cannot be told."""
+    try:
+        return await authenticate(request, request.app.state.db, request.app.state.clock())
+    except Exception:  # an error page must render whatever went wrong with the session
+        return None
+
+
 def _html_or(json_handler: Any, status_of: Callable[[Exception], int]) -> Callable[..., Awaitable[Response]]:
     async def handler(request: Request, exc: Exception) -> Response:
         if _wants_html(request):
             status_code = status_of(exc)
             if status_code == 500:
                 log.error("unhandled error on page %s", request.url.path, exc_info=exc)
-            return render_error_page(request, status_code)
+                return render_error_page(request, status_code)  # no database work after a crash
+            return render_error_page(request, status_code, user=await _user_or_none(request))
         response: Response = await json_handler(request, exc)
         return response
 
