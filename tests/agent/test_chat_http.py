@@ -127,6 +127,9 @@ async def test_bad_chat_requests_change_nothing(client: httpx.AsyncClient) -> No
     ):
         response = await client.post("/api/chat", json=body)
         assert (response.status_code, response.json()["error"]) == (422, "validation_error"), body
+    for text in ("   ", "nul \u0000 byte"):
+        response = await client.post("/api/chat", json={"message": text})
+        assert (response.status_code, response.json()["error"]) == (400, "invalid_request"), text
     assert (await client.get("/api/conversations/99")).json()["error"] == "conversation_not_found"
     assert (await client.get("/api/usage/stats")).json()["credits_remaining"] == 20
 

@@ -125,6 +125,16 @@ class _Raced(Exception):
     """A concurrent request with the same idempotency key charged first."""
 
 
+def check_storable(text: str, what: str) -> None:
+    """Refuse text a database cannot store (PostgreSQL text holds no NUL; UTF-8 has no lone surrogates)."""
+    if "\x00" in text:
+        raise InvalidChatRequest(f"The {what} contains a NUL character.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidChatRequest(f"The {what} is not valid Unicode text.") from exc
+
+
 def _transcript(messages: list[Message], text: str) -> list[Turn]:
     """Earlier turns as the backend sees them: alternating, user first, ending with ``text``."""
     turns: list[Turn] = []
@@ -299,6 +309,7 @@ async def send_message(
     text = message.strip()
     if not text or len(text) > MAX_MESSAGE_LENGTH:
         raise InvalidChatRequest(f"The message must be 1 to {MAX_MESSAGE_LENGTH} characters.")
+    check_storable(text, "message")
     run_key = f"chat:{idempotency_key}" if idempotency_key else f"chat:{credits.new_key()}"
     meter = Meter(db, runtime.catalog, clock, user_id, run_key, max_credits=max_credits, org_id=org_id)
     if max_credits is not None and max_credits < meter.message_cost:

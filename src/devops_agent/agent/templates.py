@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .models import SavedTemplate
-from .service import AgentError
+from .service import AgentError, check_storable
 
 PLACEHOLDER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
 MAX_PARAMETER_LENGTH = 200
@@ -77,6 +77,8 @@ async def create_template(
     session: AsyncSession, *, user_id: int, name: str, prompt: str, now: datetime
 ) -> SavedTemplate:
     """Save a template; its name is unique per user (409 ``already_exists``)."""
+    check_storable(name, "name")
+    check_storable(prompt, "template")
     parameters(prompt)
     template = SavedTemplate(user_id=user_id, name=name.strip(), prompt=prompt, created_at=now, updated_at=now)
     try:
