@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -109,7 +109,6 @@ class AgentRuntime:
     catalog: Catalog
     max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS
     low_credit_threshold: int = 5
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
