@@ -271,3 +271,24 @@ async def test_late_paid_invoice_does_not_hide_a_newer_failed_renewal(
     await deliver(stripe_client, paid)
 
     assert await plan(db, user_id) == ("starter", "past_due", 200)
+
+
+async def test_concurrent_subscription_events_end_in_the_newest_state(
+    db: Database, stripe_app: FastAPI, stripe_client: httpx.AsyncClient
+) -> None:
+    await _starter_priced(db)
+    async with db.transaction() as session:
+        user_id = (await make_user(session)).id
+    t = int(T0.timestamp())
+    sub_id = f"sub_u{user_id}"
+    await deliver(stripe_client, invoice("invoice.paid", user_id, sub_id, t))
+    statuses = ["past_due", "active", "unpaid"] * 4  # the newest (created last) is "unpaid"
+    events = [
+        subscription_event("customer.subscription.updated", user_id, sub_id, status, t + 1 + i)
+        for i, status in enumerate(statuses)
+    ]
+
+    responses = await asyncio.gather(*(deliver(stripe_client, e) for e in reversed(events)))
+
+    assert [r.status_code for r in responses] == [200] * len(events)
+    assert (await plan(db, user_id))[1] == "unpaid"

@@ -332,20 +332,29 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 async def _track_subscription(
     session: AsyncSession, subscription: str, user_id: int, *, status: str
 ) -> StripeSubscription:
-    """The row remembering a subscription's applied state; made (as of no event yet) on first sight."""
-    row = (
-        await session.execute(select(StripeSubscription).where(StripeSubscription.subscription_id == subscription))
-    ).scalar_one_or_none()
-    if row is None:
-        row = StripeSubscription(
-            subscription_id=subscription,
-            user_id=user_id,
-            status=status,
-            last_event_at=EPOCH,
-        )
-        session.add(row)
-        await session.flush()
-    return row
+    """The row remembering a subscription's applied state, locked; made (as of no event yet) on first sight.
+
+    The row lock (PostgreSQL) makes concurrent events of one subscription take turns,
+    so the order check and the state it guards cannot interleave.
+    """
+    locked = (
+        select(StripeSubscription)
+        .where(StripeSubscription.subscription_id == subscription)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    row = (await session.execute(locked)).scalar_one_or_none()
+    if row is not None:
+        return row
+    try:
+        async with session.begin_nested():
+            session.add(
+                StripeSubscription(subscription_id=subscription, user_id=user_id, status=status, last_event_at=EPOCH)
+            )
+            await session.flush()
+    except IntegrityError:
+        pass  # another event of this subscription made the row first
+    return (await session.execute(locked)).scalar_one()
 
 
 def _advance(row: StripeSubscription, event: Event, now: datetime, *, status: str) -> bool:
