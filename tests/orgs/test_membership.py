@@ -15,6 +15,7 @@ from devops_agent.billing.errors import (
     InvitationNotFound,
     InvitationUsed,
     InvitationWrongUser,
+    OrganizationLimit,
     OrganizationNotFound,
     OrgForbidden,
     OwnerRequired,
@@ -162,3 +163,12 @@ async def test_deleting_the_organization_removes_its_pool(db: Database) -> None:
         await orgs.delete_organization(s, org_id=org.id, actor_id=owner.id)
     async with db.transaction() as s:
         assert await orgs.organizations_of(s, user_id=owner.id) == []
+
+
+async def test_one_user_owns_a_limited_number_of_organizations(db: Database) -> None:
+    async with db.transaction() as s:
+        owner = await make_user(s)
+        for n in range(orgs.MAX_OWNED_ORGANIZATIONS):
+            await make_org(s, owner=owner, name=f"Team {n}")
+        with pytest.raises(OrganizationLimit):
+            await make_org(s, owner=owner, name="One too many")

@@ -94,6 +94,12 @@ class AlreadyMember(BillingError):
     code = "already_exists"
 
 
+class OrganizationLimit(BillingError):
+    """The user owns as many organizations as one may (each new pool comes with free monthly credits)."""
+
+    code = "organization_limit"
+
+
 class OwnerRequired(BillingError):
     """The change would leave the organization without an owner: transfer ownership first."""
 

@@ -38,6 +38,7 @@ from .errors import (
     InvitationUsed,
     InvitationWrongUser,
     MemberNotFound,
+    OrganizationLimit,
     OrganizationNotFound,
     OrgForbidden,
     OwnerRequired,
@@ -46,6 +47,9 @@ from .models import UsageLog, User
 from .org_models import ROLE_RANK, Organization, OrganizationInvitation, OrganizationMember, Role
 
 INVITATION_TTL = timedelta(days=7)
+# Each organization's pool opens on the Free tier with its monthly credits: a cap on how
+# many one user owns keeps teams from being a way to multiply free credits.
+MAX_OWNED_ORGANIZATIONS = 5
 TEAM_FEATURE = "team_collaboration"
 
 
@@ -73,6 +77,15 @@ async def create_organization(session: AsyncSession, *, user_id: int, name: str,
     name = name.strip()
     if not name:
         raise InvalidAmount("An organization needs a name.")
+    owned = await session.scalar(
+        select(func.count())
+        .select_from(OrganizationMember)
+        .where(OrganizationMember.user_id == user_id, OrganizationMember.role == Role.OWNER.value)
+    )
+    if (owned or 0) >= MAX_OWNED_ORGANIZATIONS:
+        raise OrganizationLimit(
+            f"You own {owned} organizations, the most one person may; delete one or transfer its ownership first."
+        )
     org = Organization(name=name, created_by=user_id, default_member_cap=None, created_at=now, updated_at=now)
     session.add(org)
     await session.flush()

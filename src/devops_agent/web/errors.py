@@ -54,6 +54,7 @@ BILLING_STATUS: dict[type[billing_errors.BillingError], int] = {
     billing_errors.MemberNotFound: 404,
     billing_errors.AlreadyMember: 409,
     billing_errors.OwnerRequired: 409,
+    billing_errors.OrganizationLimit: 409,
     billing_errors.InvitationNotFound: 404,
     billing_errors.InvitationExpired: 410,
     billing_errors.InvitationUsed: 409,
