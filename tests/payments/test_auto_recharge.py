@@ -31,7 +31,10 @@ RULE = {"enabled": True, "threshold": 50, "pack_size": 100, "monthly_cap": 2, "c
 async def user_with_card(client: httpx.AsyncClient, db: Database, edge: Edge, number: str) -> int:
     """Register, get a Stripe customer (the portal link makes one) and save a card for it."""
     user = await register(client)
-    assert (await client.post("/api/stripe/portal")).status_code == 200
+    portal = await client.post("/api/stripe/portal")
+    assert portal.status_code == 200, portal.text
+    assert portal.json()["url"].startswith(f"{edge.url}/portal/")
+    assert edge.posted("/v1/billing_portal/sessions")[-1].params["return_url"] == "http://testserver/billing"
     async with db.transaction() as session:
         customer = (
             await session.execute(
