@@ -16,6 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 
+from devops_agent import notifications
 from devops_agent.agent.service import (
     MAX_MESSAGE_LENGTH,
     AgentError,
@@ -117,7 +118,7 @@ async def chat_reply(
 ) -> ChatReply:
     """Run the agent (shared by chat and template runs); errors become contract errors."""
     try:
-        return await send_message(
+        reply = await send_message(
             db,
             runtime,
             user_id=user_id,
@@ -130,6 +131,8 @@ async def chat_reply(
         )
     except AgentError as exc:
         raise api_error(exc) from exc
+    await notifications.after_balance_change(db, user_id=user_id, now=clock())  # charges committed: low-credit email
+    return reply
 
 
 @router.post(

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from devops_agent import notifications
 from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.errors import InvalidPackSize
 from devops_agent.payments import auto_recharge
@@ -114,6 +115,7 @@ async def webhook(request: Request, db: DatabaseDep, settings: SettingsDep, now:
     except InvalidSignature as exc:
         raise ApiError(400, "invalid_signature", str(exc)) from None
     outcome = await handle_event(db, event, now=now)
+    await notifications.after_stripe_event(db, event, now=now)  # committed: receipt or failed-renewal email
     return WebhookOut(
         event_id=outcome.event_id, type=outcome.type, duplicate=outcome.duplicate, outcome=outcome.outcome
     )
