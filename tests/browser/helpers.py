@@ -69,3 +69,10 @@ def assert_accessible(page: Page) -> None:
 def expect_counter(page: Page, credits: int) -> None:
     """The header's credit counter shows ``credits``."""
     expect(page.locator("[data-credit-counter] [data-credits-remaining]")).to_have_text(str(credits))
+
+
+def uncaught_errors(page: Page) -> list[str]:
+    """Collect the page's uncaught script errors from now on (a test asserts the list stays empty)."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(f"{page.url}: {error}"))
+    return errors

@@ -23,6 +23,7 @@ from tests.browser.helpers import (
     assert_accessible,
     expect_counter,
     sign_up,
+    uncaught_errors,
     unique_name,
 )
 
@@ -144,6 +145,7 @@ def test_sign_up_chat_run_out_buy_and_upgrade(
 ) -> None:
     context = browser.new_context(base_url=live_server.url, viewport=viewport)
     page = context.new_page()
+    errors = uncaught_errors(page)
     try:
         sign_up(page, unique_name(device))
         expect_counter(page, 20)
@@ -159,6 +161,7 @@ def test_sign_up_chat_run_out_buy_and_upgrade(
         assert_accessible(page)
         buy_and_upgrade(page, screenshots / f"billing-{device}.png")
         assert_accessible(page)
+        assert not errors, errors
     finally:
         context.close()
 
@@ -167,6 +170,7 @@ def test_account_keys_history_and_logout(browser: Browser, live_server: LiveServ
     """API keys come with the plan, the secret is shown once, history pages, logout and back."""
     context = browser.new_context(base_url=live_server.url, viewport=DESKTOP)
     page = context.new_page()
+    errors = uncaught_errors(page)
     username = unique_name("acct")
     try:
         sign_up(page, username)
@@ -220,5 +224,6 @@ def test_account_keys_history_and_logout(browser: Browser, live_server: LiveServ
         page.get_by_role("button", name="Log in").click()
         page.wait_for_url("**/chat")
         expect_counter(page, 180)
+        assert not errors, errors
     finally:
         context.close()

@@ -7,11 +7,12 @@ import re
 from playwright.sync_api import Browser, expect
 
 from tests.browser.conftest import LiveServer
-from tests.browser.helpers import DESKTOP, PASSWORD, assert_accessible, sign_up, unique_name
+from tests.browser.helpers import DESKTOP, PASSWORD, assert_accessible, sign_up, uncaught_errors, unique_name
 
 
 def test_landing_shows_plans_and_packs(browser: Browser, live_server: LiveServer) -> None:
     page = browser.new_page(base_url=live_server.url, viewport=DESKTOP)
+    errors = uncaught_errors(page)
     try:
         page.goto("/")
         expect(page.locator(".tier")).to_have_count(4)
@@ -26,6 +27,7 @@ def test_landing_shows_plans_and_packs(browser: Browser, live_server: LiveServer
         assert_accessible(page)
         page.get_by_role("link", name="Start free: 20 credits a month").click()
         page.wait_for_url("**/register")
+        assert not errors, errors
     finally:
         page.close()
 
@@ -33,6 +35,7 @@ def test_landing_shows_plans_and_packs(browser: Browser, live_server: LiveServer
 def test_forms_show_the_api_errors_next_to_the_fields(browser: Browser, live_server: LiveServer) -> None:
     context = browser.new_context(base_url=live_server.url, viewport=DESKTOP)
     page = context.new_page()
+    errors = uncaught_errors(page)
     try:
         page.goto("/register")
         page.get_by_label("Username").fill("a")
@@ -63,12 +66,14 @@ def test_forms_show_the_api_errors_next_to_the_fields(browser: Browser, live_ser
         page.get_by_role("button", name="Log in").click()
         expect(page.locator("[data-form-error]")).to_have_text("Wrong username, email or password.")
         assert_accessible(page)
+        assert not errors, errors
     finally:
         context.close()
 
 
 def test_unknown_pages_get_the_site_404_and_the_api_keeps_json(browser: Browser, live_server: LiveServer) -> None:
     page = browser.new_page(base_url=live_server.url, viewport=DESKTOP)
+    errors = uncaught_errors(page)
     try:
         response = page.goto("/no-such-page")
         assert response is not None
@@ -80,5 +85,6 @@ def test_unknown_pages_get_the_site_404_and_the_api_keeps_json(browser: Browser,
         api = page.request.get("/api/no-such-endpoint", headers={"Accept": "text/html"})
         assert api.status == 404
         assert api.json()["error"] == "not_found"
+        assert not errors, errors
     finally:
         page.close()

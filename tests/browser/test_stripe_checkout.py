@@ -24,7 +24,7 @@ from devops_agent.db import Database
 from devops_agent.payments.stripe_client import make_client
 from devops_agent.payments.sync import sync_prices
 from tests.browser.conftest import LiveServer, serve
-from tests.browser.helpers import DESKTOP, assert_accessible, expect_counter, sign_up, unique_name
+from tests.browser.helpers import DESKTOP, assert_accessible, expect_counter, sign_up, uncaught_errors, unique_name
 from tests.payments.conftest import make_event, signed, stripe_settings
 from tests.payments.edge import Edge, free_port, pay_checkout, start_localstripe
 
@@ -76,6 +76,7 @@ def test_pack_and_plan_buttons_go_to_checkout_and_credits_come_with_the_webhook(
 ) -> None:
     context = browser.new_context(base_url=stripe_server.url, viewport=DESKTOP)
     page = context.new_page()
+    errors = uncaught_errors(page)
     try:
         sign_up(page, unique_name("stripe"))
         page.goto("/billing")
@@ -106,5 +107,6 @@ def test_pack_and_plan_buttons_go_to_checkout_and_credits_come_with_the_webhook(
         )
         expect(page.locator("[data-purchased]")).to_have_text("250")
         expect_counter(page, 270)
+        assert not errors, errors
     finally:
         context.close()
