@@ -22,8 +22,9 @@ Who pays when something fails:
 
 With ``org_id`` the organization's pool pays (the engine checks membership and caps).
 
-Idempotency: every charge carries a key derived from the run's key
-(``<run>:message``, ``<run>:tool:<n>``), so a retried request can never charge twice.
+Idempotency: when the request has an ``Idempotency-Key``, every charge carries a key
+derived from it (``<run>:message``, ``<run>:tool:<n>``), so a retried request can
+never charge twice.
 """
 
 from __future__ import annotations
@@ -67,13 +68,17 @@ class Meter:
     catalog: Catalog
     clock: Callable[[], datetime]
     user_id: int
-    run_key: str
+    run_key: str | None  # the request's Idempotency-Key scope; None: no replays, so no keyed charges
     max_credits: int | None = None
     conversation_id: int | None = None
     org_id: int | None = None  # the organization whose pool pays (a team workspace); None: the user's own
     spent: int = 0
     balance: int | None = None
     _tool_seq: int = 0
+
+    def _key(self, part: str) -> str | None:
+        # A run nobody can retry needs no replay lookup (which costs a read and a savepoint).
+        return f"{self.run_key}:{part}" if self.run_key else None
 
     @property
     def message_cost(self) -> int:
@@ -91,7 +96,7 @@ class Meter:
             action_type=ActionType.AGENT_MESSAGE,
             now=self.clock(),
             conversation_id=self.conversation_id,
-            idempotency_key=f"{self.run_key}:message",
+            idempotency_key=self._key("message"),
             org_id=self.org_id,
         )
         if not result.replayed:
@@ -127,7 +132,7 @@ class Meter:
                     tool_name=tool_name,
                     conversation_id=self.conversation_id,
                     now=self.clock(),
-                    idempotency_key=f"{self.run_key}:tool:{self._tool_seq}",
+                    idempotency_key=self._key(f"tool:{self._tool_seq}"),
                     org_id=self.org_id,
                 )
         except MemberCapReached as exc:

@@ -24,7 +24,6 @@ from pydantic import BaseModel
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devops_agent.billing import credits
 from devops_agent.billing.catalog import Catalog, cached_catalog
 from devops_agent.billing.models import Conversation, UserSubscription
 from devops_agent.config import Settings
@@ -221,7 +220,6 @@ async def _start(
             created_at=now,
         )
         session.add(message)
-        conversation.updated_at = now
         await session.flush()
         return _Started(conversation.id, message.id, charged.usage_log_id, _transcript(history, text), key is not None)
 
@@ -309,7 +307,7 @@ async def send_message(
     if not text or len(text) > MAX_MESSAGE_LENGTH:
         raise InvalidChatRequest(f"The message must be 1 to {MAX_MESSAGE_LENGTH} characters.")
     check_storable(text, "message")
-    run_key = f"chat:{idempotency_key}" if idempotency_key else f"chat:{credits.new_key()}"
+    run_key = f"chat:{idempotency_key}" if idempotency_key else None
     meter = Meter(db, runtime.catalog, clock, user_id, run_key, max_credits=max_credits, org_id=org_id)
     if max_credits is not None and max_credits < meter.message_cost:
         raise InvalidChatRequest(f"max_credits must be at least {meter.message_cost}, the price of a message.")
