@@ -11,10 +11,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import FastAPI
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from devops_agent.billing import credits
-from devops_agent.billing.models import ActionType, CreditPurchase, UserSubscription
+from devops_agent.billing.models import ActionType, CreditPurchase, SubscriptionTier, UserSubscription
 from tests.web.conftest import make_client, register
 
 
@@ -169,3 +169,22 @@ async def test_one_user_never_sees_or_changes_another_users_data(app: FastAPI) -
         await bob.post("/api/credits/purchase", json={"pack_size": 100})
         assert (await alice.get("/api/subscription")).json()["subscription"]["credits_remaining"] == 519
         assert (await bob.get("/api/subscription")).json()["subscription"]["credits_remaining"] == 120
+
+
+async def test_tiers_and_packs_are_public_and_tiers_are_served_from_memory(app: FastAPI, client) -> None:
+    tiers = await client.get("/api/subscription/tiers")
+    assert tiers.status_code == 200
+    assert tiers.json()["payments_mode"] == "demo"
+    prices = [t["monthly_price"] for t in tiers.json()["tiers"]]
+    assert prices == sorted(prices)
+    assert (await client.get("/api/credits/packs")).status_code == 200
+
+    async with app.state.db.transaction() as session:
+        await session.execute(
+            update(SubscriptionTier).where(SubscriptionTier.name == "business").values(is_active=False)
+        )
+    cached = (await client.get("/api/subscription/tiers")).json()["tiers"]
+    assert "business" in [t["name"] for t in cached]  # no query: the list is cached for a few seconds
+    app.state.tier_cache.clear()
+    fresh = (await client.get("/api/subscription/tiers")).json()["tiers"]
+    assert [t["name"] for t in fresh] == ["free", "starter", "professional"]

@@ -30,8 +30,8 @@ class DemoGateway:
             purchase = await credits.create_purchase(
                 session, user_id=user.id, credits_amount=pack.credits, price_paid=pack.price, now=now
             )
+            # grant_purchase re-reads the row with populate_existing: ``purchase`` is current after it.
             result = await credits.grant_purchase(session, purchase_id=purchase.id, now=now)
-            await session.refresh(purchase)
         return PackPurchaseResult(purchase=purchase, credits_remaining=result.balance.total)
 
     async def change_plan(

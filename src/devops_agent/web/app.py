@@ -26,6 +26,7 @@ from devops_agent.config import Settings, get_settings
 from devops_agent.db import Database
 from devops_agent.migrate import upgrade
 from devops_agent.payments.gateway import get_gateway
+from devops_agent.web.api.subscription import TierCache
 from devops_agent.web.errors import error_body, install_error_handlers
 from devops_agent.web.logging import RequestLogMiddleware, configure_logging
 from devops_agent.web.ratelimit import LoginLimiter
@@ -146,6 +147,7 @@ def create_app(
     app.state.passwords = Passwords()
     app.state.sessions = SessionSigner(load_secret_key(settings))
     app.state.login_limiter = LoginLimiter()
+    app.state.tier_cache = TierCache()
     app.state.notifier = notifications.install(db, notifications.Notifier.from_settings(db, settings))
 
     install_error_handlers(app)

@@ -90,6 +90,25 @@ async def request_transaction(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+@asynccontextmanager
+async def request_reads(request: Request) -> AsyncIterator[AsyncSession]:
+    """Like ``request_transaction`` but for reads only: on PostgreSQL in autocommit mode.
+
+    A session-cookie check is one SELECT; in autocommit it is one round trip instead
+    of three (BEGIN, SELECT, COMMIT), on every request. SQLite keeps its serialised
+    transaction: its one connection must not be shared outside the lock.
+    """
+    open_session: AsyncSession | None = getattr(request.state, REQUEST_SESSION, None)
+    db = get_database(request)
+    if open_session is not None or db.is_sqlite:
+        async with request_transaction(request) as session:
+            yield session
+        return
+    async with db.sessionmaker() as session:
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        yield session
+
+
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 GatewayDep = Annotated[PaymentGateway, Depends(get_gateway)]
@@ -189,8 +208,12 @@ async def authenticate(request: Request, db: Database, now: datetime) -> User | 
     Runs in its own short transaction and returns a detached ``User``.
     """
     secret = _bearer(request)
-    async with request_transaction(request) as session:
-        user = await _user_from_key(session, secret, now) if secret else await _user_from_cookie(request, session)
+    if secret:  # a key may record its use and apply a due reset: a real transaction
+        async with request_transaction(request) as session:
+            user: User | None = await _user_from_key(session, secret, now)
+    else:
+        async with request_reads(request) as session:
+            user = await _user_from_cookie(request, session)
     if user is not None and user.is_suspended:
         raise ApiError(403, "forbidden", "This account is suspended.")
     if user is not None:

@@ -6,6 +6,7 @@ first. Changes go through the payment gateway (demo: at once; Stripe: a checkout
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent.billing import credits
 from devops_agent.billing.models import SubscriptionTier
+from devops_agent.db import Database
 from devops_agent.payments.gateway import PlanChangeResult
 from devops_agent.web.api import AUTHED, errors
 from devops_agent.web.deps import (
@@ -40,6 +42,8 @@ from devops_agent.web.schemas import (
 
 router = APIRouter(prefix="/api/subscription", tags=["subscription"])
 
+TIERS_TTL_SECONDS = 10.0
+
 
 async def active_tiers(session: AsyncSession) -> list[TierOut]:
     """Active tiers, cheapest first."""
@@ -60,17 +64,46 @@ async def active_tiers(session: AsyncSession) -> list[TierOut]:
     responses=errors(*AUTHED),
 )
 async def get_subscription(
-    user: CurrentUser, session: SessionDep, now: ClockDep, gateway: GatewayDep
+    request: Request, user: CurrentUser, session: SessionDep, now: ClockDep, gateway: GatewayDep
 ) -> SubscriptionEnvelope:
     sub = await credits.get_account(session, user_id=user.id, now=now)
-    return SubscriptionEnvelope(
-        subscription=subscription_out(sub), available_tiers=await active_tiers(session), payments_mode=gateway.mode
-    )
+    cache: TierCache = request.app.state.tier_cache
+    tiers = await cache.get(session)
+    return SubscriptionEnvelope(subscription=subscription_out(sub), available_tiers=tiers, payments_mode=gateway.mode)
+
+
+class TierCache:
+    """The active tiers, kept in the process for ``ttl`` seconds.
+
+    The public tier list is the most-read page of a pricing site and changes only when
+    the catalog is synced (``devops-agent init``), so it is served from memory: at most
+    one query per worker every ``ttl`` seconds. A sync shows within ``ttl`` seconds.
+    """
+
+    def __init__(self, ttl: float = TIERS_TTL_SECONDS) -> None:
+        self.ttl = ttl
+        self._tiers: list[TierOut] | None = None
+        self._loaded_at = 0.0
+
+    async def get(self, source: Database | AsyncSession) -> list[TierOut]:
+        """The cached tiers; reloaded through ``source`` (an open session, or the database) when stale."""
+        if self._tiers is None or time.monotonic() - self._loaded_at >= self.ttl:
+            if isinstance(source, AsyncSession):
+                tiers = await active_tiers(source)
+            else:
+                async with source.transaction() as session:
+                    tiers = await active_tiers(session)
+            self._tiers, self._loaded_at = tiers, time.monotonic()
+        return self._tiers
+
+    def clear(self) -> None:
+        self._tiers = None
 
 
 @router.get("/tiers", response_model=TiersOut, summary="Active tiers, cheapest first (public)")
-async def list_tiers(request: Request, session: SessionDep, gateway: GatewayDep) -> TiersOut:
-    return TiersOut(tiers=await active_tiers(session), payments_mode=gateway.mode)
+async def list_tiers(request: Request, db: DatabaseDep, gateway: GatewayDep) -> TiersOut:
+    cache: TierCache = request.app.state.tier_cache
+    return TiersOut(tiers=await cache.get(db), payments_mode=gateway.mode)
 
 
 def _plan_body(result: PlanChangeResult) -> dict[str, Any]:
