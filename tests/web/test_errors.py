@@ -164,3 +164,29 @@ async def test_unexpected_errors_are_a_json_500_without_internals(app: FastAPI) 
         response = await client.get("/api/test-broken")
     assert response.status_code == 500
     assert response.json() == {"error": "internal_error", "message": "Something went wrong on our side."}
+
+
+@SQLITE_ONLY
+async def test_openapi_documents_every_error_of_the_contract_endpoints(client) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    assert (await client.get("/docs")).status_code == 200
+    expected = {
+        ("post", "/api/auth/register"): {"409", "422"},
+        ("post", "/api/auth/login"): {"401", "422", "429"},
+        ("get", "/api/subscription"): {"401"},
+        ("post", "/api/subscription/upgrade"): {"400", "401", "403", "404", "409", "422"},
+        ("post", "/api/subscription/cancel"): {"400", "401", "403"},
+        ("post", "/api/credits/purchase"): {"400", "401", "403", "409", "422"},
+        ("get", "/api/usage/history"): {"400", "401"},
+        ("post", "/api/keys"): {"401", "403", "409", "422"},
+        ("delete", "/api/keys/{key_id}"): {"401", "404"},
+    }
+    for (method, path), statuses in expected.items():
+        responses = spec["paths"][path][method]["responses"]
+        assert statuses <= set(responses), (method, path, sorted(responses))
+        for status in statuses:
+            schema = responses[status]["content"]["application/json"]["schema"]
+            assert schema["$ref"].rsplit("/", 1)[-1] in ("ErrorOut", "InsufficientCreditsOut"), (path, status)
+    assert "Retry-After" in spec["paths"]["/api/auth/login"]["post"]["responses"]["429"]["headers"]
+    upgrade = spec["paths"]["/api/subscription/upgrade"]["post"]
+    assert "Idempotency-Key" in [p["name"] for p in upgrade["parameters"]]

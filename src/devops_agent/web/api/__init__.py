@@ -27,6 +27,13 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         if code == 402:
             model = InsufficientCreditsOut
         out[code] = {"model": model, "description": _DESCRIPTIONS.get(code, "Error.")}
+        if code == 429:
+            out[code]["headers"] = {
+                "Retry-After": {
+                    "description": "Seconds until another attempt is allowed.",
+                    "schema": {"type": "integer"},
+                }
+            }
     return out
 
 
