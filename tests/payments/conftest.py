@@ -45,6 +45,8 @@ def fresh_edge_memory(request: pytest.FixtureRequest) -> None:
         server: Edge = request.getfixturevalue("edge")
         server.requests.clear()
         server.forget_keys()
+        # localstripe pickles its whole store to disk after every write: keep it small.
+        httpx.delete(f"{server.upstream}/_config/data", timeout=10).raise_for_status()
 
 
 def stripe_settings(edge: Edge) -> dict[str, Any]:

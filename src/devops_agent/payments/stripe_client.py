@@ -45,7 +45,7 @@ def make_client(settings: Settings) -> stripe.StripeClient:
     return stripe.StripeClient(
         settings.stripe_secret_key,
         base_addresses=base,  # type: ignore[arg-type]
-        http_client=stripe.HTTPXClient(timeout=20, allow_sync_methods=True),
+        http_client=stripe.HTTPXClient(timeout=15),
         max_network_retries=2,
     )
 
