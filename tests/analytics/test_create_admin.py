@@ -1,4 +1,7 @@
-"""`devops-agent create-admin`: creates an admin with a Free account, or promotes a user; idempotent."""
+"""`devops-agent create-admin`: creates an admin with a Free account, or promotes a user; idempotent.
+
+One test on purpose: each creation pays the production Argon2 cost.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ def _run(url: str, work: Any) -> Any:
     return asyncio.run(go())
 
 
-def test_create_admin_then_again_then_promote_a_user(env: str) -> None:
+def test_create_admin_creates_promotes_prompts_and_refuses_weak_passwords(env: str) -> None:
     created = runner.invoke(
         app, ["create-admin", "root", "--email", "Root@Example.com"], env={"DEVOPS_AGENT_ADMIN_PASSWORD": "s3cret-pass"}
     )
@@ -63,8 +66,7 @@ def test_create_admin_then_again_then_promote_a_user(env: str) -> None:
     promoted = runner.invoke(app, ["create-admin", "CAROL@example.com"])
     assert "Admin carol (user 2): promoted." in promoted.output
 
-
-def test_create_admin_prompts_and_refuses_a_weak_password(env: str) -> None:
+    # Without --email and --password it prompts; a weak password is refused and creates nothing.
     weak = runner.invoke(app, ["create-admin", "ops"], input="ops@example.com\nshort\nshort\n")
     assert weak.exit_code == 1
     assert "invalid password" in weak.output
