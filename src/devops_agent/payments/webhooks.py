@@ -22,6 +22,7 @@ Nothing here calls Stripe: everything an event needs is in its payload.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -500,7 +501,7 @@ async def _apply_plan_intent(session: AsyncSession, account: UserSubscription, o
     return []
 
 
-Handler = Any
+Handler = Callable[[AsyncSession, Any, Event, datetime], Awaitable[str]]
 HANDLERS: dict[str, Handler] = {
     "checkout.session.completed": _checkout_completed,
     "checkout.session.async_payment_succeeded": _checkout_completed,
