@@ -224,15 +224,21 @@ class RevenueReport:
     churn: Churn
 
 
-async def revenue_report(session: AsyncSession, *, start: datetime, end: datetime) -> RevenueReport:
-    """Every revenue figure of the admin dashboard for the window ``[start, end)``."""
+async def revenue_report(
+    session: AsyncSession, *, start: datetime, end: datetime, churn_start: datetime | None = None
+) -> RevenueReport:
+    """Every revenue figure of the admin dashboard for the window ``[start, end)``.
+
+    Churn is measured over ``[churn_start, end)`` when given (a dashboard shows this
+    month's churn beside a year of revenue), else over the whole window.
+    """
     months = await pack_revenue_by_month(session, start=start, end=end)
     return RevenueReport(
         mrr=await mrr(session),
         pack_revenue=sum((m.net for m in months), ZERO),
         pack_revenue_by_month=months,
         subscribers_by_tier=await subscribers_by_tier(session),
-        churn=await churn(session, start=start, end=end),
+        churn=await churn(session, start=churn_start or start, end=end),
     )
 
 

@@ -106,9 +106,9 @@ class RevenueOut(BaseModel):
 )
 async def revenue(_admin: AdminUser, session: SessionDep, now: ClockDep, months: Months = 12) -> RevenueOut:
     start, end = _month_start(now, months - 1), now
-    report = await analytics.revenue_report(session, start=start, end=end)
     # Churn is a rate per month whatever the revenue window: this month so far.
-    churn = await analytics.churn(session, start=_month_start(now, 0), end=now)
+    report = await analytics.revenue_report(session, start=start, end=end, churn_start=_month_start(now, 0))
+    churn = report.churn
     return RevenueOut(
         mrr=_money(report.mrr),
         pack_revenue=_money(report.pack_revenue),
