@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from playwright.sync_api import Browser, Playwright, sync_playwright
 
 from devops_agent.config import Settings
 from tests.browser.helpers import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
@@ -90,15 +91,47 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         yield server
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[object]:
-    """One headless Chromium for the session; each test opens its own context (cookies, viewport)."""
-    from playwright.sync_api import sync_playwright
+class _SharedChromium:
+    """One Playwright and one Chromium per test session, however many suites ask.
 
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
+    Other suites import the ``browser`` fixture (``from tests.browser.conftest import
+    browser``), which makes pytest hold one fixture instance per importing folder; a
+    second ``sync_playwright()`` in the same thread would fail, so every instance
+    shares this one and the last to finish closes it.
+    """
+
+    def __init__(self) -> None:
+        self.users = 0
+        self.playwright: Playwright | None = None
+        self.browser: Browser | None = None
+
+    def acquire(self) -> Browser:
+        if self.browser is None:
+            self.playwright = sync_playwright().start()
+            self.browser = self.playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+            )
+        self.users += 1
+        return self.browser
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users == 0 and self.browser is not None and self.playwright is not None:
+            self.browser.close()
+            self.playwright.stop()
+            self.browser = self.playwright = None
+
+
+_chromium = _SharedChromium()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for the session; each test opens its own context (cookies, viewport)."""
+    try:
+        yield _chromium.acquire()
+    finally:
+        _chromium.release()
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import ConsoleMessage, Page, expect
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -20,6 +20,7 @@ CHROMIUM_ARGS = [
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 AXE_JS = ROOT / "src" / "devops_agent" / "web" / "static" / "vendor" / "axe-core" / "axe.min.js"
+AXE_URL = "/static/vendor/axe-core/axe.min.js"
 
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
@@ -52,7 +53,8 @@ def sign_up(page: Page, username: str) -> None:
 def axe_violations(page: Page) -> list[dict[str, Any]]:
     """Run axe-core (vendored) in the page; return its serious and critical violations."""
     if not page.evaluate("typeof window.axe !== 'undefined'"):
-        page.add_script_tag(path=str(AXE_JS))
+        # From /static like the pages' own scripts: the pages' CSP refuses inline code.
+        page.add_script_tag(url=AXE_URL)
     result: dict[str, Any] = page.evaluate("options => axe.run(document, options)", AXE_OPTIONS)
     return [v for v in result["violations"] if v["impact"] in FAILING_IMPACTS]
 
@@ -72,7 +74,16 @@ def expect_counter(page: Page, credits: int) -> None:
 
 
 def uncaught_errors(page: Page) -> list[str]:
-    """Collect the page's uncaught script errors from now on (a test asserts the list stays empty)."""
+    """Collect uncaught script errors and Content-Security-Policy refusals from now on.
+
+    A test asserts the list stays empty: either means part of a page silently broke.
+    """
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(f"{page.url}: {error}"))
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error" and "Content Security Policy" in message.text:
+            errors.append(f"{page.url}: {message.text}")
+
+    page.on("console", on_console)
     return errors

@@ -20,6 +20,8 @@ async def test_visitors_see_the_landing_page_with_every_tier_and_pack(client: ht
     response = await client.get("/", headers=HTML)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["content-security-policy"].startswith("default-src 'self';")  # no inline scripts
+    assert response.headers["x-content-type-options"] == "nosniff"
     for text in ("Free", "Starter", "Professional", "Business", "$19", "250 credits", "Popular"):
         assert text in response.text
 
