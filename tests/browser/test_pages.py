@@ -88,3 +88,31 @@ def test_unknown_pages_get_the_site_404_and_the_api_keeps_json(browser: Browser,
         assert not errors, errors
     finally:
         page.close()
+
+
+def test_log_in_with_the_keyboard_alone_and_see_where_the_focus_is(browser: Browser, live_server: LiveServer) -> None:
+    context = browser.new_context(base_url=live_server.url, viewport=DESKTOP)
+    page = context.new_page()
+    errors = uncaught_errors(page)
+    try:
+        username = unique_name("keys")
+        sign_up(page, username)
+        page.get_by_role("button", name="Log out").click()
+        page.wait_for_url(re.compile(r"/$"))
+
+        page.goto("/login")
+        page.keyboard.press("Tab")  # the first stop is the skip link, shown when focused
+        expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+        page.get_by_label("Username or email").focus()
+        page.keyboard.type(username)
+        page.keyboard.press("Tab")
+        expect(page.get_by_label("Password")).to_be_focused()
+        outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+        assert outline != "none", "the focused field shows where the focus is"
+        page.keyboard.type(PASSWORD)
+        page.keyboard.press("Enter")
+        page.wait_for_url("**/chat")
+        expect(page.get_by_label("Message", exact=True)).to_be_visible()
+        assert not errors, errors
+    finally:
+        context.close()
