@@ -96,6 +96,12 @@ function render(sub) {
   renderTiers(sub);
 }
 
+/** Show a changed subscription and tell other parts of the page (e.g. the usage charts, whose plan gate may open). */
+function changed(sub) {
+  render(sub);
+  document.dispatchEvent(new CustomEvent("subscription:changed", { detail: { subscription: sub } }));
+}
+
 /** Disable a button while its request runs, so a double click cannot send twice. */
 async function busy(button, run) {
   if (button.disabled) return;
@@ -127,7 +133,7 @@ async function changePlan(tier) {
   const result = await api("POST", "/api/subscription/upgrade", { tier_id: tier.id }, { "Idempotency-Key": idempotencyKey() });
   if (!result.ok) return say(errorMessage(result), "error");
   if (result.data.checkout_url) return window.location.assign(result.data.checkout_url);
-  render(result.data.subscription);
+  changed(result.data.subscription);
   say(result.data.message || `You are now on ${result.data.subscription.tier.display_name}.`);
 }
 
@@ -139,7 +145,7 @@ async function cancelPlan() {
   const result = await api("POST", "/api/subscription/cancel");
   if (!result.ok) return say(errorMessage(result), "error");
   if (result.data.checkout_url) return window.location.assign(result.data.checkout_url);
-  render(result.data.subscription);
+  changed(result.data.subscription);
   say(result.data.message || "Your plan is cancelled at the end of the period.");
 }
 
@@ -152,6 +158,7 @@ async function buyPack(size) {
   $("[data-balance-total]").textContent = String(result.data.credits_remaining);
   say(`Added ${credits} credits. You now have ${result.data.credits_remaining} credits.`);
   await refresh();
+  if (current) changed(current);
 }
 
 for (const button of document.querySelectorAll("[data-pack-buy]")) {
@@ -184,6 +191,7 @@ async function awaitConfirmation() {
     await new Promise((resolve) => setTimeout(resolve, CONFIRM_EVERY_MS));
     await refresh();
     if (current && fingerprint(current) !== before) {
+      changed(current);
       say(`Payment confirmed. You now have ${current.credits_remaining} credits on the ${current.tier.display_name} plan.`);
       return;
     }
