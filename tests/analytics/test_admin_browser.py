@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from devops_agent.billing import credits
 from devops_agent.billing.models import User
@@ -27,7 +27,7 @@ from devops_agent.notifications import Notifier
 from devops_agent.web import admins
 from devops_agent.web.app import create_app
 from tests.analytics.seed import seed_business
-from tests.browser.helpers import CHROMIUM, CHROMIUM_ARGS, DESKTOP, PASSWORD, PHONE, assert_accessible
+from tests.browser.helpers import CHROMIUM, DESKTOP, PASSWORD, PHONE, assert_accessible, uncaught_errors
 from tests.web.conftest import fast_passwords
 
 pytestmark = [
@@ -118,14 +118,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     thread.join(10)
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
 def log_in(page: Page, username: str, target: str) -> None:
     page.goto(f"/login?next={target}")
     page.get_by_label("Username or email").fill(username)
@@ -138,10 +130,11 @@ def no_sideways_scroll(page: Page) -> bool:
     return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"))
 
 
-def test_admin_dashboard_renders_the_figures_and_its_tools_work(chromium: Browser, server: str) -> None:
+def test_admin_dashboard_renders_the_figures_and_its_tools_work(browser: Browser, server: str) -> None:
     DOCS.mkdir(parents=True, exist_ok=True)
-    context = chromium.new_context(base_url=server, viewport=DESKTOP, color_scheme="light")
+    context = browser.new_context(base_url=server, viewport=DESKTOP, color_scheme="light")
     page = context.new_page()
+    errors = uncaught_errors(page)
     try:
         log_in(page, "boss", "/admin")
         expect(page.locator("body[data-admin-ready=true]")).to_have_count(1)
@@ -180,15 +173,16 @@ def test_admin_dashboard_renders_the_figures_and_its_tools_work(chromium: Browse
         page.get_by_label("Reason", exact=True).fill("cleared")
         page.get_by_role("button", name="Restore").click()
         expect(page.locator("[data-user-state]")).to_have_text("active")
+        assert errors == []
     finally:
         context.close()
 
 
 @pytest.mark.parametrize(("name", "viewport", "scheme"), [("dark", DESKTOP, "dark"), ("phone", PHONE, "dark")])
 def test_admin_dashboard_reads_in_dark_and_on_a_phone(
-    chromium: Browser, server: str, name: str, viewport: dict[str, int], scheme: str
+    browser: Browser, server: str, name: str, viewport: dict[str, int], scheme: str
 ) -> None:
-    context = chromium.new_context(base_url=server, viewport=viewport, color_scheme=scheme)  # type: ignore[arg-type]
+    context = browser.new_context(base_url=server, viewport=viewport, color_scheme=scheme)  # type: ignore[arg-type]
     page = context.new_page()
     try:
         log_in(page, "boss", "/admin")
@@ -201,9 +195,10 @@ def test_admin_dashboard_reads_in_dark_and_on_a_phone(
         context.close()
 
 
-def test_customer_charts_on_billing_and_admin_page_refused(chromium: Browser, server: str) -> None:
-    context = chromium.new_context(base_url=server, viewport=PHONE, color_scheme="light")
+def test_customer_charts_on_billing_and_admin_page_refused(browser: Browser, server: str) -> None:
+    context = browser.new_context(base_url=server, viewport=PHONE, color_scheme="light")
     page = context.new_page()
+    errors = uncaught_errors(page)
     try:
         log_in(page, "alice", "/billing")
         section = page.locator("[data-analytics][data-ready=true]")
@@ -218,6 +213,8 @@ def test_customer_charts_on_billing_and_admin_page_refused(chromium: Browser, se
         assert no_sideways_scroll(page)
         section.scroll_into_view_if_needed()
         section.screenshot(path=str(DOCS / "admin-customer-usage-phone.png"))
+        assert_accessible(page)
+        assert errors == []
 
         page.goto("/admin")
         expect(page.get_by_role("heading", name="Administrators only")).to_be_visible()
