@@ -135,7 +135,9 @@ def buy_and_upgrade(page: Page, screenshot: Path) -> None:
     expect(page.get_by_role("button", name="Cancel plan")).to_be_visible()
     expect(page.get_by_role("button", name="Upgrade to Professional")).to_be_visible()
     assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
-    page.evaluate("window.scrollTo(0, 0)")
+    # The picture for the README: the page as the new plan shows it from the start.
+    page.reload(wait_until="networkidle")
+    expect(page.locator("[data-tier-badge]")).to_have_text("Starter plan")
     page.screenshot(path=str(screenshot), full_page=page.viewport_size == DESKTOP)
 
 
