@@ -15,7 +15,7 @@ from email.utils import format_datetime, make_msgid
 SIGNATURE = "\n\n-- \nDevOps Agent"
 OPT_OUT = (
     "\n\nYou receive this because low-credit alerts are on for your account. "
-    "Turn them off on your account page: {base}/account"
+    "Turn them off on your billing page: {base}/billing"
 )
 
 
