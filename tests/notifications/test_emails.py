@@ -192,9 +192,12 @@ async def test_without_smtp_url_emails_go_to_the_log_and_the_outbox(
     notifier = make_notifier(db, smtp_url=None)
     notifications.install(db, notifier)
     user_id = await new_user(db, balance=1)
-    with caplog.at_level(logging.INFO, logger="devops_agent.notifications"):
-        await notifications.after_balance_change(db, user_id=user_id, now=T0)
-        await notifier.wait_idle()
+    try:
+        with caplog.at_level(logging.INFO, logger="devops_agent.notifications"):
+            await notifications.after_balance_change(db, user_id=user_id, now=T0)
+            await notifier.wait_idle()
+    finally:
+        notifications.forget(db)
     assert "Only 1 DevOps Agent credit left" in caplog.text
     [row] = await outbox(db)
     assert (row.cause, row.status) == (Cause.LOW_BALANCE, "logged")
@@ -210,7 +213,10 @@ async def test_module_triggers_never_raise(db: Database, caplog: pytest.LogCaptu
 
     broken.after_balance_change = fail  # type: ignore[method-assign]
     notifications.install(db, broken)
-    await notifications.after_balance_change(db, user_id=1, now=T0)
+    try:
+        await notifications.after_balance_change(db, user_id=1, now=T0)
+    finally:
+        notifications.forget(db)
     assert "could not queue the low-credit email of user 1" in caplog.text
 
 

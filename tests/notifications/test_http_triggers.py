@@ -25,5 +25,6 @@ async def test_buying_a_pack_over_http_emails_a_receipt(
         for _ in range(2):
             await client.post("/api/credits/purchase", json={"pack_size": 100}, headers={"Idempotency-Key": "k1"})
     await notifier.wait_idle()
+    notifications.forget(db)
     assert sorted(inbox.subjects()) == ["Receipt: 100 DevOps Agent credits", "Receipt: 250 DevOps Agent credits"]
     assert all(m["To"] == f"{user['username']}@example.com" for m in inbox.messages)

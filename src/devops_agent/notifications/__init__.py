@@ -39,6 +39,11 @@ def install(db: Database, notifier: Notifier) -> Notifier:
     return notifier
 
 
+def forget(db: Database) -> None:
+    """Drop the notifier installed for ``db`` (a test that installed its own cleans up)."""
+    _notifiers.pop(db, None)
+
+
 async def after_balance_change(db: Database, *, user_id: int, now: datetime) -> None:
     """Call after a transaction that spent or took credits committed."""
     try:
@@ -83,6 +88,7 @@ __all__ = [
     "after_payment_failed",
     "after_purchase",
     "after_stripe_event",
+    "forget",
     "install",
     "notifier_for",
     "recent_outbox",
