@@ -36,6 +36,22 @@ load_all_models()
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the browser tests last, wherever they live.
+
+    Playwright's sync API leaves its event loop set as running in the main thread while
+    the session's Chromium is open, and every async test after it would fail with
+    "Runner.run() cannot be called from a running event loop". The sort is stable.
+    """
+    browser_dir = Path(__file__).parent / "browser"
+
+    def is_browser(item: pytest.Item) -> bool:
+        return item.get_closest_marker("browser") is not None or browser_dir in Path(str(item.fspath)).parents
+
+    items.sort(key=is_browser)
+
+
 async def _seed(db: Database) -> None:
     async with db.transaction() as session:
         await sync_catalog(session, load_catalog())
