@@ -65,6 +65,7 @@ async def test_domain_errors_of_the_seed_endpoints(client) -> None:
     assert (sub["credits_remaining"], sub["tier"]["name"], sub["cancel_at_period_end"]) == (20, "free", False)
 
 
+@SQLITE_ONLY  # refused before any query
 async def test_every_private_endpoint_needs_a_login(client) -> None:
     for method, path in [
         ("GET", "/api/subscription"),
