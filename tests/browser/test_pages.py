@@ -97,7 +97,9 @@ def test_log_in_with_the_keyboard_alone_and_see_where_the_focus_is(browser: Brow
     try:
         username = unique_name("keys")
         sign_up(page, username)
-        page.get_by_role("button", name="Log out").click()
+        page.goto("/logout")
+        assert_accessible(page)
+        page.get_by_role("main").get_by_role("button", name="Log out").click()
         page.wait_for_url(re.compile(r"/$"))
 
         page.goto("/login")

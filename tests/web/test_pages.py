@@ -96,3 +96,13 @@ async def test_the_404_page_keeps_a_signed_in_users_navigation(client: httpx.Asy
     assert page.status_code == 404
     assert "data-logout" in page.text
     assert 'href="/billing"' in page.text
+
+
+async def test_logout_is_a_page_with_a_button_never_a_plain_get(client: httpx.AsyncClient) -> None:
+    signed_out = await client.get("/logout", headers=HTML)
+    assert (signed_out.status_code, signed_out.headers["location"]) == (303, "/")
+    await register(client)
+    page = await client.get("/logout", headers=HTML)
+    assert page.status_code == 200
+    assert page.text.count("data-logout") == 2  # the header's button and the page's
+    assert (await client.get("/api/auth/me")).status_code == 200  # still signed in

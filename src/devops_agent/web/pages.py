@@ -149,6 +149,14 @@ async def login(
     return render_page(request, "login.html", user=None, page="login", next_path=_safe_next(next_path))
 
 
+@router.get("/logout")
+async def logout(request: Request, user: OptionalUser) -> Response:
+    """A page with the logout button: logging out by a plain GET would let any site log users out."""
+    if user is None:
+        return RedirectResponse("/", status_code=303)
+    return render_page(request, "logout.html", user=user, page="logout")
+
+
 @router.get("/chat")
 async def chat(request: Request, user: OptionalUser) -> Response:
     if user is None:

@@ -173,8 +173,7 @@ export function el(tag, attrs = {}, ...children) {
 }
 
 function wireHeader() {
-  const logout = document.querySelector("[data-logout]");
-  if (logout) {
+  for (const logout of document.querySelectorAll("[data-logout]")) {
     logout.addEventListener("click", async () => {
       logout.disabled = true;
       await api("POST", "/api/auth/logout");
