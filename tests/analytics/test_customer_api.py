@@ -108,3 +108,18 @@ async def test_users_turn_low_credit_emails_off_and_on(app: FastAPI, client: htt
     assert (await client.get("/api/account/email-preferences")).json()["low_credit_emails"] is False
     bad = await client.put("/api/account/email-preferences", json={"low_credit_emails": "sometimes"})
     assert bad.status_code == 422
+
+
+async def test_out_of_range_days_and_months_are_400_not_500(client: httpx.AsyncClient) -> None:
+    await register(client)
+    await upgrade_to(client, "business")
+    for path, params in (
+        ("/api/analytics/usage", {"start": "9999-12-31"}),
+        ("/api/analytics/usage", {"end": "0001-01-01"}),
+        ("/api/analytics/usage.csv", {"end": "9999-12-31"}),
+        ("/api/analytics/statement", {"month": "9999-12"}),
+        ("/api/analytics/statement.csv", {"month": "1999-12"}),
+    ):
+        response = await client.get(path, params=params)
+        assert response.status_code == 400, (path, params, response.text)
+        assert response.json()["error"] == "invalid_request"

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, or_, select
@@ -48,6 +48,7 @@ ADMIN_ERRORS = errors(*AUTHED)
 Months = Annotated[int, Query(ge=1, le=36, description="Whole UTC months back, the current one included.")]
 Days = Annotated[int, Query(ge=1, le=366, description="Days back from now, today included.")]
 Limit = Annotated[int, Query(ge=1, le=100)]
+UserId = Annotated[int, Path(ge=1, le=2**62, description="A user's id.")]
 
 
 def _escape_like(term: str) -> str:
@@ -340,7 +341,7 @@ async def _user_or_404(session: SessionDep, user_id: int) -> User:
     responses=errors(*AUTHED, 404),
 )
 async def user_detail(
-    user_id: int, _admin: AdminUser, session: SessionDep, now: ClockDep, limit: Limit = 50
+    user_id: UserId, _admin: AdminUser, session: SessionDep, now: ClockDep, limit: Limit = 50
 ) -> UserDetailOut:
     user = await _user_or_404(session, user_id)
     has_account = await session.scalar(select(UserSubscription.id).where(UserSubscription.user_id == user_id))
@@ -418,7 +419,7 @@ class AdjustOut(BaseModel):
     responses=errors(*AUTHED, 402, 404),
 )
 async def adjust_credits(
-    user_id: int,
+    user_id: UserId,
     body: AdjustIn,
     admin: AdminUser,
     session: SessionDep,
@@ -490,7 +491,9 @@ async def _set_suspended(
     summary="Suspend an account: it can no longer sign in or use the API",
     responses=errors(*AUTHED, 404),
 )
-async def suspend(user_id: int, body: SuspendIn, admin: AdminUser, session: SessionDep, now: ClockDep) -> SuspensionOut:
+async def suspend(
+    user_id: UserId, body: SuspendIn, admin: AdminUser, session: SessionDep, now: ClockDep
+) -> SuspensionOut:
     return await _set_suspended(session, admin, user_id, suspended=True, reason=body.reason, now=now)
 
 
@@ -500,7 +503,9 @@ async def suspend(user_id: int, body: SuspendIn, admin: AdminUser, session: Sess
     summary="Restore a suspended account",
     responses=errors(*AUTHED, 404),
 )
-async def restore(user_id: int, body: SuspendIn, admin: AdminUser, session: SessionDep, now: ClockDep) -> SuspensionOut:
+async def restore(
+    user_id: UserId, body: SuspendIn, admin: AdminUser, session: SessionDep, now: ClockDep
+) -> SuspensionOut:
     return await _set_suspended(session, admin, user_id, suspended=False, reason=body.reason, now=now)
 
 

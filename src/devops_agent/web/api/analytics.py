@@ -36,11 +36,14 @@ GATED = errors(*AUTHED)
 MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 MAX_WINDOW_DAYS = 366
 
-DateParam = Annotated[date | None, Query(description="A UTC day, YYYY-MM-DD.")]
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2999, 12, 30)
+DateParam = Annotated[date | None, Query(description="A UTC day, YYYY-MM-DD (2000-01-01 to 2999-12-30).")]
 MonthParam = Annotated[str | None, Query(description="A UTC month, YYYY-MM; this month by default.")]
 
 
 def _midnight(day: date) -> datetime:
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ApiError(400, "invalid_request", f"Days must be between {FIRST_DAY} and {LAST_DAY}.")
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
@@ -134,8 +137,8 @@ def _month(value: str | None, now: datetime) -> tuple[int, int]:
     if value is None:
         return now.year, now.month
     match = MONTH.match(value)
-    if match is None:
-        raise ApiError(400, "invalid_request", "month must look like 2026-01.")
+    if match is None or not 2000 <= int(match.group(1)) <= 2999:
+        raise ApiError(400, "invalid_request", "month must look like 2026-01 (years 2000 to 2999).")
     return int(match.group(1)), int(match.group(2))
 
 
