@@ -134,6 +134,7 @@ async def run() -> dict[str, Any]:
                 server.wait(timeout=30)
     return {
         "http": {
+            "load_average_1m": round(os.getloadavg()[0], 1),  # other work on the machine skews every figure
             "clients": CLIENTS,
             "workers": WORKERS,
             "requests_per_client": REQUESTS_PER_CLIENT,
@@ -153,7 +154,8 @@ def report(results: dict[str, Any]) -> list[str]:
     ]
     lines = [
         f"HTTP: {r['workers']} uvicorn workers, PostgreSQL, {r['clients']} concurrent clients, "
-        f"{r['requests_per_client']} requests each per path (tiers: from memory, the no-database ceiling)",
+        f"{r['requests_per_client']} requests each per path (tiers: from memory, the no-database ceiling); "
+        f"load average at the end: {r.get('load_average_1m')}",
         f"{'':<30}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}",
     ]
     for label, f in rows:

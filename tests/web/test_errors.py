@@ -191,3 +191,17 @@ async def test_openapi_documents_every_error_of_the_contract_endpoints(client) -
     assert "Retry-After" in spec["paths"]["/api/auth/login"]["post"]["responses"]["429"]["headers"]
     upgrade = spec["paths"]["/api/subscription/upgrade"]["post"]
     assert "Idempotency-Key" in [p["name"] for p in upgrade["parameters"]]
+
+
+@SQLITE_ONLY
+async def test_an_unavailable_database_is_a_503_to_retry(app: FastAPI, client) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    async def busy(now: ClockDep) -> datetime:
+        raise OperationalError("SELECT 1", {}, Exception("too many clients already"))
+
+    app.add_api_route("/api/test-busy", busy)
+    response = await client.get("/api/test-busy")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert response.json()["error"] == "service_unavailable"

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sqlalchemy_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from devops_agent.billing import errors as billing_errors
@@ -163,6 +164,20 @@ async def http_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
 
 
+async def database_unavailable_handler(_request: Request, exc: Exception) -> JSONResponse:
+    """The database refused or timed out (too many connections, pool exhausted, locked): 503, retry soon.
+
+    Nothing was changed: the request's transaction never committed.
+    """
+    log.warning("database unavailable: %s", type(exc).__name__)
+    return error_response(
+        503,
+        "service_unavailable",
+        "The service is busy; please retry in a moment.",
+        headers={"Retry-After": "1"},
+    )
+
+
 async def unhandled_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     """A bug: log it with its traceback, answer a JSON 500 without internals."""
     log.error("unhandled error", exc_info=exc)
@@ -175,4 +190,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
+    for unavailable in (sqlalchemy_exc.OperationalError, sqlalchemy_exc.TimeoutError, sqlalchemy_exc.InterfaceError):
+        app.add_exception_handler(unavailable, database_unavailable_handler)
     app.add_exception_handler(Exception, unhandled_error_handler)

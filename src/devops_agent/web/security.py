@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -40,15 +41,20 @@ SECRET_KEY_FILE = ".secret_key"
 
 
 class Passwords:
-    """Argon2id hashing with argon2-cffi's defaults; tests pass cheaper parameters."""
+    """Argon2id hashing with argon2-cffi's defaults; tests pass cheaper parameters.
 
-    def __init__(self, hasher: PasswordHasher | None = None) -> None:
+    Each hash takes 64 MiB and a core for tens of milliseconds, so at most one hash per
+    core runs at a time (a burst of sign-ups queues instead of exhausting memory).
+    """
+
+    def __init__(self, hasher: PasswordHasher | None = None, *, concurrency: int | None = None) -> None:
         self.hasher = hasher or PasswordHasher()
+        self._limiter = anyio.CapacityLimiter(concurrency or os.cpu_count() or 1)
         # Verified when the account does not exist, so that "no such user" takes as long as "wrong password".
         self._dummy = self.hasher.hash(secrets.token_hex(16))
 
     async def hash(self, password: str) -> str:
-        return await anyio.to_thread.run_sync(self.hasher.hash, password)
+        return await anyio.to_thread.run_sync(self.hasher.hash, password, limiter=self._limiter)
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
         def check() -> bool:
@@ -57,7 +63,7 @@ class Passwords:
             except (VerificationError, InvalidHashError):
                 return False
 
-        return await anyio.to_thread.run_sync(check)
+        return await anyio.to_thread.run_sync(check, limiter=self._limiter)
 
 
 def password_fingerprint(password_hash: str) -> str:
