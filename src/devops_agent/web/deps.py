@@ -66,6 +66,7 @@ REQUEST_SESSION = "db_session"
 
 
 async def get_session(request: Request, db: Annotated[Database, Depends(get_database)]) -> AsyncIterator[AsyncSession]:
+    """The request's one transaction; other dependencies of the request find and reuse it."""
     async with db.transaction() as session:
         setattr(request.state, REQUEST_SESSION, session)
         try:
