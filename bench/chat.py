@@ -1,9 +1,10 @@
 """The chat path over HTTP: chats per second with the offline agent, beside the raw-SQL limit.
 
-A real server (uvicorn, 2 workers, PostgreSQL) serves ``POST /api/chat``; 64 clients,
-each logged in as its own user with a large balance, send "hello" (the offline agent
-answers without calling a tool) in their own conversation, one request at a time,
-and we measure chats per second and the latency of one chat (p50/p99).
+A real server (uvicorn, 2 workers, PostgreSQL, at most 16 pooled connections a
+worker) serves ``POST /api/chat``; 64 clients, each logged in as its own user with a
+large balance, send "hello" (the offline agent answers without calling a tool) in
+their own conversation, one request at a time, and we measure chats per second and
+the latency of one chat (p50/p99).
 
 Beside it, the limit the database sets: an asyncpg loop (64 clients sharing 16
 connections, lent per chat as a server's pool lends them) running the statements one
@@ -47,8 +48,23 @@ WORKERS = 2
 CHATS_PER_CLIENT = int(os.environ.get("BENCH_CHATS_PER_CLIENT", "30"))
 # More connections than cores buys the raw loop nothing, and PostgreSQL's 100 are shared.
 RAW_CONNECTIONS = 16
+SERVER_POOL = 8
 BALANCE = 1_000_000
 MESSAGE = "hello"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def app_factory() -> Any:
+    """The app for the bench's uvicorn workers: the service as configured, with a modest pool.
+
+    Each worker lends at most ``2 * SERVER_POOL`` connections: enough for two cores, and
+    PostgreSQL's 100 connections are shared with whatever else runs on the machine.
+    """
+    from devops_agent.config import get_settings
+    from devops_agent.web.app import create_app
+
+    settings = get_settings()
+    return create_app(settings, database=Database(settings.database_url, pool_size=SERVER_POOL))
 
 
 def _free_port() -> int:
@@ -64,7 +80,7 @@ def _start_server(url: str, port: int, log_dir: Path) -> subprocess.Popen[bytes]
         sys.executable,
         "-m",
         "uvicorn",
-        "devops_agent.web.server:app_factory",
+        "bench.chat:app_factory",
         "--factory",
         "--host",
         "127.0.0.1",
@@ -78,7 +94,7 @@ def _start_server(url: str, port: int, log_dir: Path) -> subprocess.Popen[bytes]
     ]
     # Output to a file, never a pipe nobody reads: a full pipe blocks the workers.
     with (log_dir / "server.out").open("wb") as out:
-        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
 
 
 async def _wait_ready(base: str, server: subprocess.Popen[bytes]) -> None:
