@@ -38,7 +38,10 @@ async def test_two_hundred_concurrent_charges_on_a_pool_of_100_with_caps_of_30(d
 
     # 40 charges per member, interleaved, each in its own transaction on its own connection.
     jobs = [_charge(db, user_id=team[i % 5].id, org_id=org.id) for i in range(200)]
-    outcomes = await asyncio.gather(*jobs)
+    # return_exceptions: every task finishes before the test does, even if one fails,
+    # so no stray transaction outlives the test.
+    outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+    assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
 
     assert outcomes.count("ok") == 100
     async with db.transaction() as s:
