@@ -84,6 +84,7 @@ async def test_enabling_needs_a_saved_card(stripe_client: httpx.AsyncClient) -> 
     assert (await stripe_client.get("/api/stripe/auto-recharge")).json()["enabled"] is False
 
 
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)  # rules over time; the race is tested below on both
 async def test_recharge_charges_the_saved_card_with_cooldown_and_monthly_cap(
     db: Database, stripe_app: FastAPI, stripe_client: httpx.AsyncClient, edge: Edge
 ) -> None:

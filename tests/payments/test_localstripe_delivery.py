@@ -46,6 +46,7 @@ async def served(stripe_app: FastAPI, edge: Edge) -> AsyncIterator[str]:
     await task
 
 
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)  # the transport; the handler runs on both elsewhere
 async def test_stripe_delivered_event_completes_a_pending_auto_recharge(db: Database, served: str, edge: Edge) -> None:
     async with db.transaction() as session:
         user = await make_user(session)
