@@ -89,6 +89,10 @@ def _start_server(url: str, port: int, log_dir: Path) -> subprocess.Popen[bytes]
         "--workers",
         str(WORKERS),
         "--no-access-log",
+        # Longer than the set-up phases: uvicorn's 5 s default closes idle keep-alive
+        # connections while a client may be sending on them (a ReadError on the client).
+        "--timeout-keep-alive",
+        "120",
         "--log-level",
         os.environ.get("BENCH_SERVER_LOG_LEVEL", "warning"),
     ]
@@ -136,11 +140,13 @@ async def _clients(base: str, url: str) -> tuple[list[httpx.AsyncClient], list[i
 
 async def _http_run(clients: list[httpx.AsyncClient]) -> tuple[Figures, list[int]]:
     """Each client: one chat to open its conversation (not timed), then the timed chats."""
-    conversations: list[int] = []
-    for client in clients:
+
+    async def open_conversation(client: httpx.AsyncClient) -> int:
         first = await client.post("/api/chat", json={"message": MESSAGE})
         first.raise_for_status()
-        conversations.append(int(first.json()["conversation_id"]))
+        return int(first.json()["conversation_id"])
+
+    conversations = list(await asyncio.gather(*(open_conversation(c) for c in clients)))
     latencies: list[float] = []
 
     async def client_loop(client: httpx.AsyncClient, conversation_id: int) -> None:
