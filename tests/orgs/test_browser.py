@@ -91,6 +91,11 @@ def test_owner_invites_member_chats_in_team_workspace_owner_sees_usage(
         expect(row).to_contain_text("get_ec2_instances: 1")
         expect(owner.locator("[data-pool-credits]")).to_have_text("18")
         expect(owner.locator(f'[data-member="{member_name}"]')).to_contain_text("member")
+
+        # The billing page lists the team's pool beside the owner's own credits.
+        owner.goto("/billing")
+        expect(owner.locator("[data-billing-teams-list]")).to_contain_text("Platform team")
+        expect(owner.locator("[data-billing-teams-list]")).to_contain_text("18 credits in the pool")
     finally:
         owner_ctx.close()
         member_ctx.close()

@@ -28,3 +28,5 @@ async def test_a_free_user_sees_why_they_cannot_create_a_team(client: httpx.Asyn
     workspace = await client.get("/orgs/7", headers={"Accept": "text/html"})
     assert workspace.status_code == 200
     assert 'data-org-id="7"' in workspace.text
+    billing = await client.get("/billing", headers={"Accept": "text/html"})
+    assert "data-billing-teams" in billing.text  # filled by orgs.js when the user is in a team

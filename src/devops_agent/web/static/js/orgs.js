@@ -291,8 +291,56 @@ async function orgPage(root) {
   await Promise.all([loadMembers(), loadInvitations(), loadUsage(), loadTiers()]);
 }
 
+// --- the billing page's team pools, the admin dashboard's organizations --------------
+
+async function billingTeams(root) {
+  const result = await api("GET", "/api/orgs");
+  if (!result.ok || !result.data.organizations.length) return;
+  const details = await Promise.all(result.data.organizations.map((org) => api("GET", `/api/orgs/${org.id}`)));
+  $("[data-billing-teams-list]", root).replaceChildren(
+    ...details
+      .filter((d) => d.ok)
+      .map(({ data: { organization: org } }) =>
+        el(
+          "li",
+          {},
+          el("a", { href: `/orgs/${org.id}`, text: org.name }),
+          ` · ${org.tier.display_name} · ${org.credits_remaining} credits in the pool · you: ${org.role}`,
+        ),
+      ),
+  );
+  root.hidden = false;
+}
+
+async function adminOrgs(root) {
+  const result = await api("GET", "/api/admin/organizations");
+  if (!result.ok) {
+    $("[data-admin-orgs-total]", root).textContent = errorMessage(result);
+    return;
+  }
+  $("[data-admin-orgs-total]", root).textContent = `${result.data.total} organizations, newest first.`;
+  $("[data-admin-orgs-rows]", root).replaceChildren(
+    ...result.data.organizations.map((org) =>
+      el(
+        "tr",
+        {},
+        el("td", { text: org.name }),
+        el("td", { text: org.owner_username }),
+        el("td", { class: "num", text: String(org.member_count) }),
+        el("td", { text: org.tier }),
+        el("td", { class: "num", text: String(org.credits_remaining) }),
+        el("td", { class: "num", text: String(org.credits_used_this_month) }),
+      ),
+    ),
+  );
+}
+
 const orgRoot = $("[data-org]");
 const joinRoot = $("[data-join]");
 if (orgRoot) orgPage(orgRoot);
 else if (joinRoot) joinPage(joinRoot);
 else if ($("[data-orgs-list]")) listPage();
+const teamsRoot = $("[data-billing-teams]");
+if (teamsRoot) billingTeams(teamsRoot);
+const adminRoot = $("[data-admin-orgs]");
+if (adminRoot) adminOrgs(adminRoot);
