@@ -133,7 +133,7 @@ FUZZ = {"deadline": None, "derandomize": True, "suppress_health_check": list(Hea
 
 
 @schema.include(path_regex=CONTRACT_PATHS).parametrize()
-@settings(max_examples=8, phases=[Phase.explicit, Phase.generate], **FUZZ)
+@settings(max_examples=6, phases=[Phase.explicit, Phase.generate], **FUZZ)
 def test_fuzz_the_contract_endpoints(case: schemathesis.Case, server: Server, auth_headers: dict[str, str]) -> None:
     case.call_and_validate(base_url=server.base_url, headers=auth_headers, checks=CHECKS)
 
