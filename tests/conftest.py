@@ -14,6 +14,7 @@ at the end. Without a server the PostgreSQL cases are skipped, unless
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import uuid
@@ -24,6 +25,7 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from devops_agent.billing.catalog import load_catalog
 from devops_agent.billing.catalog_sync import sync_catalog
@@ -85,7 +87,7 @@ class Backends:
         url = make_url(base)
         admin_dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         try:
-            self._pg_admin = await asyncpg.connect(admin_dsn, timeout=5)
+            self._pg_admin = await asyncpg.connect(admin_dsn, timeout=30)
         except (OSError, asyncpg.PostgresError) as exc:
             if os.environ.get("REQUIRE_POSTGRES") == "1":
                 pytest.fail(f"PostgreSQL is required (REQUIRE_POSTGRES=1) but {base} does not answer: {exc}")
@@ -93,7 +95,7 @@ class Backends:
         self._pg_name = f"devops_agent_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
         await self._pg_admin.execute(f'CREATE DATABASE "{self._pg_name}"')
         self.pg_url = url.set(database=self._pg_name).render_as_string(hide_password=False)
-        db = Database(self.pg_url, pool_size=30)
+        db = Database(self.pg_url, pool_size=25)  # up to 50 connections: 50 concurrent charges
         await upgrade(db)
         self._pg = db
         return db
@@ -114,9 +116,18 @@ async def backends(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ba
 
 
 async def _truncate(db: Database) -> None:
+    """Empty every table. Retried on a deadlock: a failed concurrency test can leave
+    transactions of its tasks finishing while the next test starts."""
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-    async with db.engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    for attempt in range(5):
+        try:
+            async with db.engine.begin() as conn:
+                await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            return
+        except DBAPIError as exc:
+            if "deadlock" not in str(exc) or attempt == 4:
+                raise
+            await asyncio.sleep(0.2 * (attempt + 1))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

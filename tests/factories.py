@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from collections.abc import Awaitable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent.billing import credits
 from devops_agent.billing.models import User, UserSubscription
 
+R = TypeVar("R")
 T0 = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 _counter = itertools.count(1)
 
@@ -42,3 +46,13 @@ async def make_user(
 
 async def account(session: AsyncSession, user_id: int, now: datetime = T0) -> UserSubscription:
     return await credits.get_account(session, user_id=user_id, now=now)
+
+
+async def gather_all(*aws: Awaitable[R]) -> list[R]:
+    """Run awaitables concurrently and wait for every one before raising the first error,
+    so no task of a failed test is still writing when the next test empties the tables."""
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 
 from sqlalchemy import func, select
@@ -11,7 +10,7 @@ from devops_agent.billing import credits
 from devops_agent.billing.errors import InsufficientCredits
 from devops_agent.billing.models import CreditLedger, LedgerKind, UsageLog
 from devops_agent.db import Database
-from tests.factories import T0, make_user
+from tests.factories import T0, gather_all, make_user
 
 
 async def _charge_once(db: Database, user_id: int, key: str | None = None) -> bool:
@@ -26,7 +25,7 @@ async def _charge_once(db: Database, user_id: int, key: str | None = None) -> bo
 async def test_fifty_concurrent_charges_on_twenty_credits(db: Database) -> None:
     async with db.transaction() as s:
         user = await make_user(s)
-    outcomes = await asyncio.gather(*(_charge_once(db, user.id) for _ in range(50)))
+    outcomes = await gather_all(*(_charge_once(db, user.id) for _ in range(50)))
     assert outcomes.count(True) == 20
     assert outcomes.count(False) == 30
     async with db.transaction() as s:
@@ -42,7 +41,7 @@ async def test_fifty_concurrent_charges_on_twenty_credits(db: Database) -> None:
 async def test_concurrent_retries_with_one_key_charge_once(db: Database) -> None:
     async with db.transaction() as s:
         user = await make_user(s)
-    outcomes = await asyncio.gather(*(_charge_once(db, user.id, key="msg-1") for _ in range(10)))
+    outcomes = await gather_all(*(_charge_once(db, user.id, key="msg-1") for _ in range(10)))
     assert all(outcomes)
     async with db.transaction() as s:
         sub = await credits.get_account(s, user_id=user.id, now=T0)
@@ -64,7 +63,7 @@ async def test_concurrent_grants_of_one_purchase_grant_once(db: Database) -> Non
         async with db.transaction() as s:
             await credits.grant_purchase(s, purchase_id=purchase.id, now=T0)
 
-    await asyncio.gather(*(grant() for _ in range(20)))
+    await gather_all(*(grant() for _ in range(20)))
     async with db.transaction() as s:
         sub = await credits.get_account(s, user_id=user.id, now=T0)
         assert sub.purchased_credits_remaining == 250
@@ -90,7 +89,7 @@ async def test_spending_and_granting_at_once_loses_nothing(db: Database) -> None
     tasks = [_charge_once(db, user.id) for _ in range(400)]
     tasks += [grant(p.id) for p in purchases]
     tasks += [give(5) for _ in range(4)]
-    results = await asyncio.gather(*tasks)
+    results = await gather_all(*tasks)
     spent = sum(1 for r in results[:400] if r)
     async with db.transaction() as s:
         sub = await credits.get_account(s, user_id=user.id, now=T0)
