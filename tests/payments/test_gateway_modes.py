@@ -44,7 +44,7 @@ async def test_stripe_unreachable_is_a_json_error_and_changes_nothing(db: Databa
         response: httpx.Response = await client.post("/api/credits/purchase", json={"pack_size": 100})
         subscription = (await client.get("/api/subscription")).json()["subscription"]
 
-    assert response.status_code >= 400
+    assert response.status_code == 502
     assert response.json()["error"] == "payment_provider_error"
     assert subscription["credits_remaining"] == 20
     async with db.transaction() as session:

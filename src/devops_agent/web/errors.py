@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from devops_agent.billing import errors as billing_errors
 from devops_agent.billing.models import SubscriptionTier
+from devops_agent.payments.stripe_client import PaymentProviderError
 
 log = logging.getLogger("devops_agent.web")
 
@@ -60,6 +61,7 @@ BILLING_STATUS: dict[type[billing_errors.BillingError], int] = {
     billing_errors.InvitationExpired: 410,
     billing_errors.InvitationUsed: 409,
     billing_errors.InvitationWrongUser: 403,
+    PaymentProviderError: 502,
 }
 
 HTTP_CODES = {
