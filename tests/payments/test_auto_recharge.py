@@ -158,3 +158,20 @@ async def test_recharge_after_a_charge_only_with_real_payments(
     assert demo is None
     assert real is not None
     assert real.status == "granted"
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)  # the recharge's races are tested above on both
+async def test_a_chat_that_lowers_the_balance_triggers_the_recharge(
+    db: Database, stripe_client: httpx.AsyncClient, edge: Edge
+) -> None:
+    """The chat endpoint runs the user's rule after its response, with the charge committed."""
+    user_id = await user_with_card(stripe_client, db, edge, "4242424242424242")
+    assert (await stripe_client.put("/api/stripe/auto-recharge", json=RULE)).status_code == 200
+
+    reply = await stripe_client.post("/api/chat", json={"message": "hello"})
+
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["credits_remaining"] == 19  # the reply's balance, before the recharge
+    assert [(status, amount) for status, amount, _ in await purchases(db, user_id)] == [("completed", 100)]
+    subscription = (await stripe_client.get("/api/subscription")).json()["subscription"]
+    assert subscription["credits_remaining"] == 119

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request
 from pydantic import BaseModel, Field
 
 from devops_agent import notifications
@@ -29,6 +29,7 @@ from devops_agent.agent.service import (
 )
 from devops_agent.billing.models import Conversation
 from devops_agent.config import Settings
+from devops_agent.payments import auto_recharge
 from devops_agent.web.api import AUTHED, errors
 from devops_agent.web.deps import CurrentUser, DatabaseDep, IdempotencyKeyDep, SessionDep
 from devops_agent.web.errors import ApiError
@@ -115,8 +116,14 @@ async def chat_reply(
     idempotency_key: str | None,
     max_credits: int | None,
     org_id: int | None = None,
+    request: Request | None = None,
+    background: BackgroundTasks | None = None,
 ) -> ChatReply:
-    """Run the agent (shared by chat and template runs); errors become contract errors."""
+    """Run the agent (shared by chat and template runs); errors become contract errors.
+
+    With ``request`` and ``background``, the user's auto-recharge runs after the
+    response (the charges have committed; Stripe is called outside any transaction).
+    """
     try:
         reply = await send_message(
             db,
@@ -132,6 +139,11 @@ async def chat_reply(
     except AgentError as exc:
         raise api_error(exc) from exc
     await notifications.after_balance_change(db, user_id=user_id, now=clock())  # charges committed: low-credit email
+    if background is not None and request is not None and org_id is None:
+        state = request.app.state
+        background.add_task(
+            auto_recharge.recharge_if_due, db, state.gateway, user_id=user_id, now=clock(), catalog=state.catalog
+        )
     return reply
 
 
@@ -148,6 +160,8 @@ async def chat(
     runtime: RuntimeDep,
     clock: ClockFnDep,
     idempotency_key: IdempotencyKeyDep,
+    request: Request,
+    background: BackgroundTasks,
 ) -> ChatReply:
     return await chat_reply(
         db,
@@ -159,6 +173,8 @@ async def chat(
         idempotency_key=idempotency_key,
         max_credits=body.max_credits,
         org_id=body.org_id,
+        request=request,
+        background=background,
     )
 
 
