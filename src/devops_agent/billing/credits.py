@@ -188,9 +188,15 @@ async def tier_by_id(session: AsyncSession, tier_id: int, *, active_only: bool =
 
 async def open_account(session: AsyncSession, *, user_id: int, now: datetime) -> UserSubscription:
     """Put a new user on the Free tier with its monthly credits (one grant row)."""
+    return await _open(session, user_id=user_id, org_id=None, now=now)
+
+
+async def _open(session: AsyncSession, *, user_id: int | None, org_id: int | None, now: datetime) -> UserSubscription:
+    """Open a Free account for a user or an organization, with its opening grant."""
     tier = await tier_by_name(session, FREE_TIER)
     sub = UserSubscription(
         user_id=user_id,
+        organization_id=org_id,
         tier_id=tier.id,
         credits_remaining=tier.monthly_credits,
         purchased_credits_remaining=0,
@@ -991,38 +997,7 @@ async def open_org_account(session: AsyncSession, *, org_id: int, now: datetime)
     The organization then upgrades, buys packs and resets like a user's account,
     through the same functions called with ``org_id``.
     """
-    tier = await tier_by_name(session, FREE_TIER)
-    sub = UserSubscription(
-        user_id=None,
-        organization_id=org_id,
-        tier_id=tier.id,
-        credits_remaining=tier.monthly_credits,
-        purchased_credits_remaining=0,
-        credits_used_this_month=0,
-        total_credits_used=0,
-        billing_anchor=now,
-        current_period_start=now,
-        current_period_end=add_months(now, 1),
-        payment_status=PaymentStatus.ACTIVE,
-        cancel_at_period_end=False,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(sub)
-    await session.flush()
-    await _append_ledger(
-        session,
-        subscription_id=sub.id,
-        user_id=None,
-        kind=LedgerKind.MONTHLY_GRANT,
-        monthly_delta=tier.monthly_credits,
-        purchased_delta=0,
-        balance_after=Balance(tier.monthly_credits, 0),
-        key=f"s{sub.id}:grant:{now.isoformat()}",
-        now=now,
-        reason=f"{tier.display_name} tier: opening grant",
-    )
-    return sub
+    return await _open(session, user_id=None, org_id=org_id, now=now)
 
 
 async def _spend_member_cap(
