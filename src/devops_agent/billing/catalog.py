@@ -14,6 +14,8 @@ from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 
+from .errors import InvalidPackSize
+
 DEFAULT_PRICING_FILE = Path(__file__).with_name("pricing.toml")
 
 ENTITLEMENTS = frozenset(
@@ -67,6 +69,14 @@ class Catalog:
 
     def pack(self, credits: int) -> PackSpec | None:
         return next((p for p in self.packs if p.credits == credits), None)
+
+    def require_pack(self, credits: int) -> PackSpec:
+        """The pack of that size, or ``InvalidPackSize`` naming the sizes on sale."""
+        pack = self.pack(credits)
+        if pack is None:
+            sizes = ", ".join(str(p.credits) for p in self.packs)
+            raise InvalidPackSize(f"There is no {credits}-credit pack; choose one of {sizes}.")
+        return pack
 
     def tier(self, name: str) -> TierSpec | None:
         return next((t for t in self.tiers if t.name == name), None)

@@ -14,7 +14,6 @@ from fastapi.responses import JSONResponse
 
 from devops_agent import notifications
 from devops_agent.billing.catalog import Catalog
-from devops_agent.billing.errors import InvalidPackSize
 from devops_agent.web.api import AUTHED, errors
 from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep, GatewayDep, IdempotencyKeyDep
 from devops_agent.web.idempotency import fingerprint, run_idempotent
@@ -56,10 +55,7 @@ async def purchase(
     idempotency_key: IdempotencyKeyDep,
 ) -> JSONResponse:
     catalog = _catalog(request)
-    pack = catalog.pack(body.pack_size)
-    if pack is None:
-        sizes = ", ".join(str(p.credits) for p in catalog.packs)
-        raise InvalidPackSize(f"There is no {body.pack_size}-credit pack; choose one of {sizes}.")
+    pack = catalog.require_pack(body.pack_size)
 
     async def work() -> tuple[int, dict[str, Any]]:
         result = await gateway.purchase_pack(db, user=user, pack=pack, idempotency_key=idempotency_key, now=now)

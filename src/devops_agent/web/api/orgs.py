@@ -24,7 +24,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent.billing import credits, orgs
 from devops_agent.billing.catalog import Catalog
-from devops_agent.billing.errors import InvalidPackSize
 from devops_agent.billing.models import SubscriptionTier, UsageLog, User, UserSubscription
 from devops_agent.billing.org_models import Organization, OrganizationInvitation, OrganizationMember, Role
 from devops_agent.db import Database
@@ -580,10 +579,7 @@ async def purchase(
 ) -> JSONResponse:
     await _as_owner(db, org_id, user)
     catalog: Catalog = request.app.state.catalog
-    pack = catalog.pack(body.pack_size)
-    if pack is None:
-        sizes = ", ".join(str(p.credits) for p in catalog.packs)
-        raise InvalidPackSize(f"There is no {body.pack_size}-credit pack; choose one of {sizes}.")
+    pack = catalog.require_pack(body.pack_size)
     _demo_only(gateway)
 
     async def work() -> tuple[int, dict[str, Any]]:

@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from devops_agent import notifications
 from devops_agent.billing.catalog import Catalog
-from devops_agent.billing.errors import InvalidPackSize
 from devops_agent.payments import auto_recharge
 from devops_agent.payments.models import AutoRecharge
 from devops_agent.payments.stripe_gateway import StripeGateway
@@ -154,9 +153,7 @@ async def put_auto_recharge(
 ) -> AutoRechargeOut:
     stripe_gateway = _stripe(gateway)
     catalog: Catalog = request.app.state.catalog
-    if catalog.pack(body.pack_size) is None:
-        sizes = ", ".join(str(p.credits) for p in catalog.packs)
-        raise InvalidPackSize(f"There is no {body.pack_size}-credit pack; choose one of {sizes}.")
+    catalog.require_pack(body.pack_size)
     card = await stripe_gateway.saved_card(db, user=user)  # network: before the transaction
     if body.enabled and card is None:
         raise ApiError(400, "no_saved_card", "Save a card first: buy a pack once, or add a card in the billing portal.")
