@@ -140,6 +140,14 @@ async def _ledger_by_key(session: AsyncSession, key: str) -> CreditLedger | None
     return (await session.execute(select(CreditLedger).where(CreditLedger.idempotency_key == key))).scalar_one_or_none()
 
 
+async def _replay_ledger(session: AsyncSession, key: str) -> LedgerResult | None:
+    """The result of the operation already recorded under ``key``, if there is one."""
+    row = await _ledger_by_key(session, key)
+    if row is None:
+        return None
+    return LedgerResult(row.id, Balance(row.monthly_balance_after, row.purchased_balance_after), replayed=True)
+
+
 def _owned_by(user_id: int | None, org_id: int | None) -> ColumnElement[bool]:
     """The account an operation acts on: the organization's pool when ``org_id`` is given, else the user's."""
     if org_id is not None:
@@ -552,11 +560,8 @@ async def refund(
     marked ``success = false`` with the error.
     """
     key = f"refund:usage:{usage_log_id}"
-    existing = await _ledger_by_key(session, key)
-    if existing is not None:
-        return LedgerResult(
-            existing.id, Balance(existing.monthly_balance_after, existing.purchased_balance_after), True
-        )
+    if (replay := await _replay_ledger(session, key)) is not None:
+        return replay
     charge_row = (
         await session.execute(
             select(CreditLedger).where(
@@ -648,11 +653,8 @@ async def create_purchase(
 async def grant_purchase(session: AsyncSession, *, purchase_id: int, now: datetime) -> LedgerResult:
     """Complete a pending purchase and add its credits to the purchased balance, once."""
     key = f"purchase:{purchase_id}"
-    existing = await _ledger_by_key(session, key)
-    if existing is not None:
-        return LedgerResult(
-            existing.id, Balance(existing.monthly_balance_after, existing.purchased_balance_after), True
-        )
+    if (replay := await _replay_ledger(session, key)) is not None:
+        return replay
     purchase = (
         await session.execute(
             select(CreditPurchase)
@@ -666,11 +668,8 @@ async def grant_purchase(session: AsyncSession, *, purchase_id: int, now: dateti
     sub = await _lock_account(session, user_id=purchase.user_id, org_id=purchase.organization_id)
     if purchase.payment_status != PurchaseStatus.PENDING:
         # Completed by a concurrent delivery that committed first (its ledger row is now visible).
-        existing = await _ledger_by_key(session, key)
-        if existing is not None:
-            return LedgerResult(
-                existing.id, Balance(existing.monthly_balance_after, existing.purchased_balance_after), True
-            )
+        if (replay := await _replay_ledger(session, key)) is not None:
+            return replay
         raise InvalidAmount(f"purchase {purchase_id} is {purchase.payment_status}, not pending")
     purchase.payment_status = PurchaseStatus.COMPLETED
     purchase.completed_at = now
@@ -700,11 +699,8 @@ async def claw_back_purchase(session: AsyncSession, *, purchase_id: int, now: da
     Never below zero: what is already spent is recorded as the purchase's shortfall.
     """
     key = f"clawback:{purchase_id}"
-    existing = await _ledger_by_key(session, key)
-    if existing is not None:
-        return LedgerResult(
-            existing.id, Balance(existing.monthly_balance_after, existing.purchased_balance_after), True
-        )
+    if (replay := await _replay_ledger(session, key)) is not None:
+        return replay
     purchase = (
         await session.execute(
             select(CreditPurchase)
@@ -939,11 +935,8 @@ async def adjust(
     if not reason.strip():
         raise InvalidAmount("an adjustment needs a reason")
     key = _scoped(user_id, "adjust", idempotency_key)
-    existing = await _ledger_by_key(session, key)
-    if existing is not None:
-        return LedgerResult(
-            existing.id, Balance(existing.monthly_balance_after, existing.purchased_balance_after), True
-        )
+    if (replay := await _replay_ledger(session, key)) is not None:
+        return replay
     await apply_due_reset(session, user_id=user_id, now=now, org_id=org_id)
     sub = await _lock_account(session, user_id=user_id, org_id=org_id)
     if amount > 0:
