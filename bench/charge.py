@@ -2,12 +2,18 @@
 
 For each database (a SQLite file in WAL mode, PostgreSQL) and each concurrency (1 and 16
 workers, each charging its own customer), it measures charges per second and the latency
-of one charge, first through ``billing.credits.charge`` (SQLAlchemy, one transaction per
-charge), then through the bare driver (``sqlite3`` / ``asyncpg``) running the same
-statements (``billing.charge_sql``, the strings the engine's hot path runs): lock/read
-the account, the conditional UPDATE ... RETURNING, the usage log INSERT and the ledger
-INSERT, in one transaction. The ratio engine/raw is the figure the
-foundation issue asks for (target: at least 0.5).
+of one charge three ways:
+
+* engine: ``billing.credits.charge_alone``, a charge in a transaction of its own, as the
+  agent charges a tool call (the engine's hot path on the bare driver connection);
+* in session: ``billing.credits.charge`` inside ``Database.transaction()``, as a charge
+  composed with other writes (the chat's message charge) runs, through SQLAlchemy;
+* raw: the bare driver (``sqlite3`` / ``asyncpg``) running the same statements
+  (``billing.charge_sql``): lock/read the account, the conditional UPDATE ... RETURNING,
+  the usage log INSERT and the ledger INSERT, in one transaction.
+
+The ratio engine/raw is the figure the foundation issue asks for (target: at least 0.5);
+the session ratio shows what the ORM transaction costs.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,7 +50,7 @@ async def _prepare(db: Database, workers: int) -> list[int]:
     async with db.transaction() as s:
         await sync_catalog(s, load_catalog())
         ids = []
-        for _ in range(workers * 2):  # half for the engine run, half for the raw run
+        for _ in range(workers * 3):  # a third each for the engine, session and raw runs
             user = User(
                 username=f"bench-{uuid.uuid4().hex[:10]}",
                 email=f"{uuid.uuid4().hex}@bench.local",
@@ -62,6 +69,22 @@ async def _prepare(db: Database, workers: int) -> list[int]:
 
 
 async def _engine_run(db: Database, user_ids: list[int], per_worker: int) -> Figures:
+    latencies: list[float] = []
+
+    async def worker(user_id: int) -> None:
+        for _ in range(per_worker):
+            t = time.perf_counter()
+            await credits.charge_alone(
+                db, user_id=user_id, amount=1, action_type="agent_message", now=datetime.now(UTC)
+            )
+            latencies.append((time.perf_counter() - t) * 1000)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(u) for u in user_ids))
+    return Figures(len(user_ids) * per_worker, time.perf_counter() - start, latencies)
+
+
+async def _session_run(db: Database, user_ids: list[int], per_worker: int) -> Figures:
     latencies: list[float] = []
 
     async def worker(user_id: int) -> None:
@@ -145,49 +168,75 @@ async def _pg_raw_run(dsn: str, user_ids: list[int], per_worker: int) -> Figures
     return Figures(len(user_ids) * per_worker, elapsed, latencies)
 
 
-def _row(database: str, workers: int, engine: Figures, raw: Figures) -> dict[str, Any]:
+def _row(database: str, workers: int, engine: Figures, session: Figures, raw: Figures) -> dict[str, Any]:
     return {
         "database": database,
         "workers": workers,
         "engine": engine.as_dict(),
+        "session": session.as_dict(),
         "raw": raw.as_dict(),
         "ratio": round(engine.per_second / raw.per_second, 3) if raw.per_second else None,
+        "session_ratio": round(session.per_second / raw.per_second, 3) if raw.per_second else None,
     }
+
+
+ROUNDS = (("engine", "session", "raw"), ("raw", "session", "engine"))
+
+
+async def _measure(
+    database: str, workers: int, db: Database, raw_run: Callable[[list[int], int], Awaitable[Figures]]
+) -> dict[str, Any]:
+    """Run the three ways twice, in opposite orders, so that neither gains from going first."""
+    per_worker = CHARGES_PER_WORKER[workers]
+    ids = await _prepare(db, workers)
+    runners: dict[str, Callable[[], Awaitable[Figures]]] = {
+        "engine": lambda: _engine_run(db, ids[:workers], per_worker),
+        "session": lambda: _session_run(db, ids[workers : 2 * workers], per_worker),
+        "raw": lambda: raw_run(ids[2 * workers :], per_worker),
+    }
+    runs: dict[str, list[Figures]] = {name: [] for name in runners}
+    for order in ROUNDS:
+        for name in order:
+            runs[name].append(await runners[name]())
+    combined = {name: Figures.combined(figures) for name, figures in runs.items()}
+    return _row(database, workers, combined["engine"], combined["session"], combined["raw"])
 
 
 async def run() -> dict[str, Any]:
     """Measure every (database, workers) pair; return the rows."""
     rows: list[dict[str, Any]] = []
     for workers in (1, 16):
-        per_worker = CHARGES_PER_WORKER[workers]
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "bench.db"
             db = Database(f"sqlite:///{path}")
-            ids = await _prepare(db, workers)
-            engine = await _engine_run(db, ids[:workers], per_worker)
+
+            async def sqlite_raw(ids: list[int], per_worker: int, path: Path = path) -> Figures:
+                return await asyncio.to_thread(_sqlite_raw_run, path, ids, per_worker)
+
+            rows.append(await _measure("sqlite", workers, db, sqlite_raw))
             await db.dispose()
-            raw = await asyncio.to_thread(_sqlite_raw_run, path, ids[workers:], per_worker)
-            rows.append(_row("sqlite", workers, engine, raw))
         async with scratch_postgres("bench_charge") as url:
             db = Database(url, pool_size=workers)
-            ids = await _prepare(db, workers)
-            engine = await _engine_run(db, ids[:workers], per_worker)
+
+            async def postgres_raw(ids: list[int], per_worker: int, url: str = url) -> Figures:
+                return await _pg_raw_run(url, ids, per_worker)
+
+            rows.append(await _measure("postgresql", workers, db, postgres_raw))
             await db.dispose()
-            raw = await _pg_raw_run(url, ids[workers:], per_worker)
-            rows.append(_row("postgresql", workers, engine, raw))
     return {"charge_path": rows}
 
 
 def report(results: dict[str, Any]) -> list[str]:
     lines = [
-        "Charge path (in-process): engine vs raw driver, same SQL",
+        "Charge path (in-process): engine (charge_alone) and in a session (charge) vs raw driver, same SQL",
         f"{'database':<11}{'workers':>8}{'engine/s':>10}{'p50 ms':>8}{'p99 ms':>8}"
-        f"{'raw/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'ratio':>7}",
+        f"{'session/s':>10}{'p50 ms':>8}{'raw/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'ratio':>7}{'session':>9}",
     ]
     for r in results["charge_path"]:
-        e, w = r["engine"], r["raw"]
+        e, s, w = r["engine"], r["session"], r["raw"]
         lines.append(
             f"{r['database']:<11}{r['workers']:>8}{e['per_second']:>10.0f}{e['p50_ms']:>8.2f}{e['p99_ms']:>8.2f}"
-            f"{w['per_second']:>9.0f}{w['p50_ms']:>8.2f}{w['p99_ms']:>8.2f}{r['ratio']:>7.2f}"
+            f"{s['per_second']:>10.0f}{s['p50_ms']:>8.2f}"
+            f"{w['per_second']:>9.0f}{w['p50_ms']:>8.2f}{w['p99_ms']:>8.2f}{r['ratio']:>7.2f}{r['session_ratio']:>9.2f}"
         )
     return lines

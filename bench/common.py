@@ -25,6 +25,11 @@ class Figures:
     seconds: float
     latencies_ms: list[float]
 
+    @classmethod
+    def combined(cls, runs: list[Figures]) -> Figures:
+        """Several runs of the same thing as one: operations and time added up."""
+        return cls(sum(r.ops for r in runs), sum(r.seconds for r in runs), [x for r in runs for x in r.latencies_ms])
+
     @property
     def per_second(self) -> float:
         return self.ops / self.seconds if self.seconds else 0.0

@@ -123,18 +123,17 @@ class Meter:
             )
         self._tool_seq += 1
         try:
-            async with self.db.transaction() as session:
-                result = await credits.charge(
-                    session,
-                    user_id=self.user_id,
-                    amount=cost,
-                    action_type=ActionType.TOOL_USE,
-                    tool_name=tool_name,
-                    conversation_id=self.conversation_id,
-                    now=self.clock(),
-                    idempotency_key=self._key(f"tool:{self._tool_seq}"),
-                    org_id=self.org_id,
-                )
+            result = await credits.charge_alone(
+                self.db,
+                user_id=self.user_id,
+                amount=cost,
+                action_type=ActionType.TOOL_USE,
+                tool_name=tool_name,
+                conversation_id=self.conversation_id,
+                now=self.clock(),
+                idempotency_key=self._key(f"tool:{self._tool_seq}"),
+                org_id=self.org_id,
+            )
         except MemberCapReached as exc:
             return Refusal(
                 f"not run: {tool_name} costs {cost} credits and you have used {exc.used} of your "

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devops_agent.db import driver_sqlite_connection
+from devops_agent.db import Database, driver_sqlite_connection
 
 SELECT = (
     "SELECT id, credits_remaining, purchased_credits_remaining, current_period_end "
@@ -44,6 +45,13 @@ INSERT_LEDGER = (
     "INSERT INTO credit_ledger (subscription_id, user_id, kind, monthly_delta, purchased_delta, "
     "monthly_balance_after, purchased_balance_after, usage_log_id, idempotency_key, created_at) "
     "VALUES ({p1}, {p2}, 'charge', {p3}, {p4}, {p5}, {p6}, {p7}, {p8}, {p9}) RETURNING id"
+)
+
+
+# A constraint refused a row on the bare driver (a taken idempotency key, a missing conversation).
+DRIVER_INTEGRITY_ERRORS: tuple[type[Exception], ...] = (
+    sqlite3.IntegrityError,
+    asyncpg.IntegrityConstraintViolationError,
 )
 
 
@@ -102,6 +110,49 @@ def _sqlite_spend(conn: sqlite3.Connection, args: tuple[Any, ...]) -> Spent | No
     return Spent(sub_id, from_monthly, after[0], after[1], usage_id, ledger_id)
 
 
+async def _postgres_spend(conn: asyncpg.Connection, args: tuple[Any, ...]) -> Spent | None:
+    user_id, amount, action_type, tool_name, conversation_id, key, now = args
+    row = await conn.fetchrow(POSTGRES["select"], user_id)
+    if row is None or row[3] <= now or row[1] + row[2] < amount:
+        return None
+    sub_id, monthly = int(row[0]), int(row[1])
+    from_monthly = min(monthly, amount)
+    from_purchased = amount - from_monthly
+    after = await conn.fetchrow(POSTGRES["update"], from_monthly, from_purchased, amount, now, sub_id)
+    if after is None:  # pragma: no cover - the row is locked by this transaction
+        return None
+    usage_id = await conn.fetchval(POSTGRES["usage"], user_id, conversation_id, action_type, tool_name, amount, now)
+    ledger_id = await conn.fetchval(
+        POSTGRES["ledger"], sub_id, user_id, -from_monthly, -from_purchased, after[0], after[1], usage_id, key, now
+    )
+    return Spent(sub_id, from_monthly, int(after[0]), int(after[1]), int(usage_id), int(ledger_id))
+
+
+async def spend_alone(
+    db: Database,
+    *,
+    user_id: int,
+    amount: int,
+    action_type: str,
+    tool_name: str | None,
+    conversation_id: int | None,
+    key: str,
+    now: datetime,
+) -> Spent | None:
+    """Charge a personal account in a driver transaction of its own, or return None.
+
+    None (nothing written) sends the caller to the general path. A constraint
+    violation (``DRIVER_INTEGRITY_ERRORS``: the idempotency key is taken by a first
+    try, a conversation is missing) propagates after the transaction is rolled back.
+    """
+    args = (user_id, amount, action_type, tool_name, conversation_id, key, now)
+    async with db.driver_transaction() as tx:
+        if tx.sqlite is not None:
+            return _sqlite_spend(tx.sqlite, args)
+        assert tx.postgres is not None
+        return await _postgres_spend(tx.postgres, args)
+
+
 async def spend(
     session: AsyncSession,
     *,
@@ -118,6 +169,8 @@ async def spend(
     if connection.dialect.name == "sqlite":
         sqlite_conn = await driver_sqlite_connection(connection)
         return _sqlite_spend(sqlite_conn, (user_id, amount, action_type, tool_name, conversation_id, key, now))
+    # Through SQLAlchemy's driver call, not asyncpg directly: the adapter opens the
+    # session's transaction lazily, on its first statement.
     row: Any = (await connection.exec_driver_sql(POSTGRES["select"], (user_id,))).first()
     if row is None or row[3] <= now or row[1] + row[2] < amount:
         return None
