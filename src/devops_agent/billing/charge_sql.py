@@ -80,6 +80,19 @@ def sqlite_timestamp(moment: datetime) -> str:
 
 
 @dataclass(frozen=True)
+class Charge:
+    """What one charge writes: who pays, how much, for what, under which ledger key."""
+
+    user_id: int
+    amount: int
+    action_type: str
+    tool_name: str | None
+    conversation_id: int | None
+    key: str
+    now: datetime
+
+
+@dataclass(frozen=True)
 class Spent:
     subscription_id: int
     from_monthly: int
@@ -89,108 +102,98 @@ class Spent:
     ledger_id: int
 
 
-def _sqlite_spend(conn: sqlite3.Connection, args: tuple[Any, ...]) -> Spent | None:
-    user_id, amount, action_type, tool_name, conversation_id, key, now = args
-    stamp = sqlite_timestamp(now)
-    row = conn.execute(SQLITE["select"], (user_id,)).fetchone()
-    if row is None or row[3] <= stamp or row[1] + row[2] < amount:
+def _sqlite_spend(conn: sqlite3.Connection, c: Charge) -> Spent | None:
+    stamp = sqlite_timestamp(c.now)
+    row = conn.execute(SQLITE["select"], (c.user_id,)).fetchone()
+    if row is None or row[3] <= stamp or row[1] + row[2] < c.amount:
         return None
-    sub_id, monthly = row[0], row[1]
-    from_monthly = min(monthly, amount)
-    from_purchased = amount - from_monthly
-    after = conn.execute(SQLITE["update"], (from_monthly, from_purchased, amount, stamp, sub_id)).fetchone()
+    sub_id, from_monthly, from_purchased = _split(row, c.amount)
+    after = conn.execute(SQLITE["update"], (from_monthly, from_purchased, c.amount, stamp, sub_id)).fetchone()
     if after is None:  # pragma: no cover - the balance was read in this same transaction
         return None
     (usage_id,) = conn.execute(
-        SQLITE["usage"], (user_id, conversation_id, action_type, tool_name, amount, stamp)
+        SQLITE["usage"], (c.user_id, c.conversation_id, c.action_type, c.tool_name, c.amount, stamp)
     ).fetchone()
     (ledger_id,) = conn.execute(
-        SQLITE["ledger"], (sub_id, user_id, -from_monthly, -from_purchased, after[0], after[1], usage_id, key, stamp)
+        SQLITE["ledger"],
+        (sub_id, c.user_id, -from_monthly, -from_purchased, after[0], after[1], usage_id, c.key, stamp),
     ).fetchone()
     return Spent(sub_id, from_monthly, after[0], after[1], usage_id, ledger_id)
 
 
-async def _postgres_spend(conn: asyncpg.Connection, args: tuple[Any, ...]) -> Spent | None:
-    user_id, amount, action_type, tool_name, conversation_id, key, now = args
-    row = await conn.fetchrow(POSTGRES["select"], user_id)
-    if row is None or row[3] <= now or row[1] + row[2] < amount:
+def _split(account: Any, amount: int) -> tuple[int, int, int]:
+    """The account's id and how ``amount`` splits: monthly credits first, then purchased."""
+    from_monthly = min(int(account[1]), amount)
+    return int(account[0]), from_monthly, amount - from_monthly
+
+
+async def _postgres_spend(conn: asyncpg.Connection, c: Charge) -> Spent | None:
+    row = await conn.fetchrow(POSTGRES["select"], c.user_id)
+    if row is None or row[3] <= c.now or row[1] + row[2] < c.amount:
         return None
-    sub_id, monthly = int(row[0]), int(row[1])
-    from_monthly = min(monthly, amount)
-    from_purchased = amount - from_monthly
-    after = await conn.fetchrow(POSTGRES["update"], from_monthly, from_purchased, amount, now, sub_id)
+    sub_id, from_monthly, from_purchased = _split(row, c.amount)
+    after = await conn.fetchrow(POSTGRES["update"], from_monthly, from_purchased, c.amount, c.now, sub_id)
     if after is None:  # pragma: no cover - the row is locked by this transaction
         return None
-    usage_id = await conn.fetchval(POSTGRES["usage"], user_id, conversation_id, action_type, tool_name, amount, now)
+    usage_id = await conn.fetchval(
+        POSTGRES["usage"], c.user_id, c.conversation_id, c.action_type, c.tool_name, c.amount, c.now
+    )
     ledger_id = await conn.fetchval(
-        POSTGRES["ledger"], sub_id, user_id, -from_monthly, -from_purchased, after[0], after[1], usage_id, key, now
+        POSTGRES["ledger"],
+        sub_id,
+        c.user_id,
+        -from_monthly,
+        -from_purchased,
+        after[0],
+        after[1],
+        usage_id,
+        c.key,
+        c.now,
     )
     return Spent(sub_id, from_monthly, int(after[0]), int(after[1]), int(usage_id), int(ledger_id))
 
 
-async def spend_alone(
-    db: Database,
-    *,
-    user_id: int,
-    amount: int,
-    action_type: str,
-    tool_name: str | None,
-    conversation_id: int | None,
-    key: str,
-    now: datetime,
-) -> Spent | None:
+async def spend_alone(db: Database, charge: Charge) -> Spent | None:
     """Charge a personal account in a driver transaction of its own, or return None.
 
     None (nothing written) sends the caller to the general path. A constraint
     violation (``DRIVER_INTEGRITY_ERRORS``: the idempotency key is taken by a first
     try, a conversation is missing) propagates after the transaction is rolled back.
     """
-    args = (user_id, amount, action_type, tool_name, conversation_id, key, now)
     async with db.driver_transaction() as tx:
         if tx.sqlite is not None:
-            return _sqlite_spend(tx.sqlite, args)
+            return _sqlite_spend(tx.sqlite, charge)
         assert tx.postgres is not None
-        return await _postgres_spend(tx.postgres, args)
+        return await _postgres_spend(tx.postgres, charge)
 
 
-async def spend(
-    session: AsyncSession,
-    *,
-    user_id: int,
-    amount: int,
-    action_type: str,
-    tool_name: str | None,
-    conversation_id: int | None,
-    key: str,
-    now: datetime,
-) -> Spent | None:
+async def spend(session: AsyncSession, charge: Charge) -> Spent | None:
     """Charge a personal account in the session's transaction, or return None for the general path."""
     connection = await session.connection()
     if connection.dialect.name == "sqlite":
         sqlite_conn = await driver_sqlite_connection(connection)
-        return _sqlite_spend(sqlite_conn, (user_id, amount, action_type, tool_name, conversation_id, key, now))
+        return _sqlite_spend(sqlite_conn, charge)
     # Through SQLAlchemy's driver call, not asyncpg directly: the adapter opens the
     # session's transaction lazily, on its first statement.
-    row: Any = (await connection.exec_driver_sql(POSTGRES["select"], (user_id,))).first()
-    if row is None or row[3] <= now or row[1] + row[2] < amount:
+    c = charge
+    row: Any = (await connection.exec_driver_sql(POSTGRES["select"], (c.user_id,))).first()
+    if row is None or row[3] <= c.now or row[1] + row[2] < c.amount:
         return None
-    sub_id, monthly = int(row[0]), int(row[1])
-    from_monthly = min(monthly, amount)
-    from_purchased = amount - from_monthly
+    sub_id, from_monthly, from_purchased = _split(row, c.amount)
     after: Any = (
-        await connection.exec_driver_sql(POSTGRES["update"], (from_monthly, from_purchased, amount, now, sub_id))
+        await connection.exec_driver_sql(POSTGRES["update"], (from_monthly, from_purchased, c.amount, c.now, sub_id))
     ).first()
     if after is None:  # pragma: no cover - the row is locked by this transaction
         return None
     usage_id = (
         await connection.exec_driver_sql(
-            POSTGRES["usage"], (user_id, conversation_id, action_type, tool_name, amount, now)
+            POSTGRES["usage"], (c.user_id, c.conversation_id, c.action_type, c.tool_name, c.amount, c.now)
         )
     ).scalar_one()
     ledger_id = (
         await connection.exec_driver_sql(
             POSTGRES["ledger"],
-            (sub_id, user_id, -from_monthly, -from_purchased, after[0], after[1], usage_id, key, now),
+            (sub_id, c.user_id, -from_monthly, -from_purchased, after[0], after[1], usage_id, c.key, c.now),
         )
     ).scalar_one()
     return Spent(sub_id, from_monthly, int(after[0]), int(after[1]), int(usage_id), int(ledger_id))

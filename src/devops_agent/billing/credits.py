@@ -440,6 +440,15 @@ async def charge(
     return await _charge(session, user_id, amount, str(action_type), now, tool_name, conversation_id, key, org_id)
 
 
+def _charged(spent: charge_sql.Spent, amount: int) -> ChargeResult:
+    return ChargeResult(
+        usage_log_id=spent.usage_log_id,
+        ledger_id=spent.ledger_id,
+        credits_used=amount,
+        balance=Balance(spent.monthly_after, spent.purchased_after),
+    )
+
+
 async def charge_alone(
     db: Database,
     *,
@@ -466,28 +475,23 @@ async def charge_alone(
     if amount <= 0:
         raise InvalidAmount("a charge must be at least one credit")
     if org_id is None:
+        row = charge_sql.Charge(
+            user_id,
+            amount,
+            str(action_type),
+            tool_name,
+            conversation_id,
+            _scoped(user_id, "charge", idempotency_key),
+            now,
+        )
         try:
-            spent = await charge_sql.spend_alone(
-                db,
-                user_id=user_id,
-                amount=amount,
-                action_type=str(action_type),
-                tool_name=tool_name,
-                conversation_id=conversation_id,
-                key=_scoped(user_id, "charge", idempotency_key),
-                now=now,
-            )
+            spent = await charge_sql.spend_alone(db, row)
         except charge_sql.DRIVER_INTEGRITY_ERRORS:
             # Rolled back. A taken key: the general path replays the first charge; any
             # other refusal: it meets the same constraint and raises SQLAlchemy's error.
             spent = None
         if spent is not None:
-            return ChargeResult(
-                usage_log_id=spent.usage_log_id,
-                ledger_id=spent.ledger_id,
-                credits_used=amount,
-                balance=Balance(spent.monthly_after, spent.purchased_after),
-            )
+            return _charged(spent, amount)
     async with db.transaction() as session:
         return await charge(
             session,
@@ -515,22 +519,10 @@ async def _charge(
 ) -> ChargeResult:
     if org_id is None:
         spent = await charge_sql.spend(
-            session,
-            user_id=user_id,
-            amount=amount,
-            action_type=action_type,
-            tool_name=tool_name,
-            conversation_id=conversation_id,
-            key=key,
-            now=now,
+            session, charge_sql.Charge(user_id, amount, action_type, tool_name, conversation_id, key, now)
         )
         if spent is not None:
-            return ChargeResult(
-                usage_log_id=spent.usage_log_id,
-                ledger_id=spent.ledger_id,
-                credits_used=amount,
-                balance=Balance(spent.monthly_after, spent.purchased_after),
-            )
+            return _charged(spent, amount)
     # The general path. Lock the row (PostgreSQL; SQLite writers are serialised already)
     # to learn how the charge splits between the monthly and purchased balances.
     locked = (
