@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Annotated, TypeVar
 
 import typer
@@ -102,6 +103,25 @@ def reset_due() -> None:
                     done += await credits.apply_due_reset(session, user_id=None, org_id=org_id, now=now)
 
     typer.echo(f"Reset {_run(work)} account(s).")
+
+
+@app.command()
+def prune(
+    keep_days: Annotated[
+        int, typer.Option(min=1, help="Keep idempotency records this many days (retries come sooner).")
+    ] = 30,
+) -> None:
+    """Delete old idempotency records and expired login-throttle rows (for a daily cron job)."""
+    from devops_agent.web import housekeeping
+
+    async def work(db: Database) -> housekeeping.Pruned:
+        return await housekeeping.prune(db, now=utcnow(), keep=timedelta(days=keep_days))
+
+    pruned = _run(work)
+    typer.echo(
+        f"Deleted {pruned.idempotency_records} idempotency record(s) older than {keep_days} day(s) "
+        f"and {pruned.login_throttle} expired login-throttle row(s)."
+    )
 
 
 @app.command()

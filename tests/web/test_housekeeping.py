@@ -1,0 +1,81 @@
+"""`devops-agent prune`: old idempotency records and expired login-throttle rows go, the rest stays."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from devops_agent.billing.periods import utcnow
+from devops_agent.cli import app
+from devops_agent.config import get_settings
+from devops_agent.db import Database
+from devops_agent.web.housekeeping import prune
+from devops_agent.web.models import IdempotencyRecord, LoginThrottle
+from tests.factories import T0, make_user
+
+
+async def _fill(db: Database, now: datetime) -> None:
+    """Idempotency records of 40, 29 and 1 day(s) ago (the oldest still in progress) and two throttle rows."""
+    async with db.transaction() as s:
+        user = await make_user(s)
+        for key, age, done in (("old-in-flight", 40, False), ("recent", 29, True), ("fresh", 1, True)):
+            s.add(
+                IdempotencyRecord(
+                    user_id=user.id,
+                    key=key,
+                    fingerprint="f" * 64,
+                    status_code=200 if done else None,
+                    response_body={"ok": True} if done else None,
+                    created_at=now - timedelta(days=age),
+                )
+            )
+        s.add(LoginThrottle(bucket="account:alice", window_start=now - timedelta(hours=2), failures=5))
+        s.add(LoginThrottle(bucket="address:10.0.0.1", window_start=now - timedelta(minutes=5), failures=3))
+
+
+async def _left(db: Database) -> tuple[list[str], list[str]]:
+    async with db.transaction() as s:
+        keys = sorted((await s.scalars(select(IdempotencyRecord.key))).all())
+        buckets = sorted((await s.scalars(select(LoginThrottle.bucket))).all())
+    return keys, buckets
+
+
+async def test_prune_keeps_what_a_retry_or_a_window_still_needs(db: Database) -> None:
+    now = T0 + timedelta(days=60)
+    await _fill(db, now)
+    pruned = await prune(db, now=now)
+    assert (pruned.idempotency_records, pruned.login_throttle) == (1, 1)
+    assert await _left(db) == (["fresh", "recent"], ["address:10.0.0.1"])
+    again = await prune(db, now=now)  # nothing more to do
+    assert (again.idempotency_records, again.login_throttle) == (0, 0)
+    shorter = await prune(db, now=now, keep=timedelta(days=7))
+    assert shorter.idempotency_records == 1
+    assert await _left(db) == (["fresh"], ["address:10.0.0.1"])
+    with pytest.raises(ValueError, match="positive"):
+        await prune(db, now=now, keep=timedelta(0))
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[str]:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    yield database_url
+    get_settings.cache_clear()
+
+
+async def test_cli_prune_reports_what_it_deleted(db: Database, env: str) -> None:
+    await _fill(db, utcnow())
+    runner = CliRunner()
+    # The command runs its own event loop: run it off this test's loop.
+    result = await asyncio.to_thread(runner.invoke, app, ["prune", "--keep-days", "10"])
+    assert result.exit_code == 0, result.output
+    assert "Deleted 2 idempotency record(s) older than 10 day(s) and 1 expired login-throttle row(s)." in result.output
+    assert await _left(db) == (["fresh"], ["address:10.0.0.1"])
+    refused = await asyncio.to_thread(runner.invoke, app, ["prune", "--keep-days", "0"])
+    assert refused.exit_code == 2
+    assert "keep-days" in refused.output
