@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -13,6 +14,7 @@ from devops_agent.billing.models import UsageLog
 from devops_agent.db import Database
 from tests.agent.fake_anthropic import FakeAnthropic, api_error, text_reply, tool_use
 from tests.factories import T0, make_user
+from tests.web.conftest import build_app
 
 
 def _claude(runtime: AgentRuntime, server: FakeAnthropic) -> AgentRuntime:
@@ -84,3 +86,14 @@ async def test_a_provider_error_refunds_the_message(
     with pytest.raises(AgentUnavailable):
         await send_message(db, claude, user_id=user_id, message="hi", clock=lambda: T0, idempotency_key="k")
     assert len(anthropic_server.requests) == requests
+
+
+async def test_the_app_closes_the_claude_client_on_shutdown(
+    db: Database, runtime: AgentRuntime, anthropic_server: FakeAnthropic, tmp_path: Path
+) -> None:
+    app = build_app(db, tmp_path)
+    claude = _claude(runtime, anthropic_server)
+    async with app.router.lifespan_context(app):
+        app.state.agent_runtime = claude
+        assert not claude.backend.client.is_closed()  # type: ignore[attr-defined]
+    assert claude.backend.client.is_closed()  # type: ignore[attr-defined]

@@ -109,6 +109,12 @@ class AgentRuntime:
     max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS
     low_credit_threshold: int = 5
 
+    async def aclose(self) -> None:
+        """Close the backend's HTTP client, if it has one (Claude's does; the offline agent not)."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            await close()
+
 
 @dataclass(frozen=True)
 class _Started:

@@ -125,6 +125,9 @@ def create_app(
             yield
         finally:
             await _app.state.notifier.aclose()
+            runtime = getattr(_app.state, "agent_runtime", None)  # built on the first chat
+            if runtime is not None:
+                await runtime.aclose()
             if owns_database:
                 await db.dispose()
 
