@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     email_from: str = "DevOps Agent <billing@devops-agent.local>"
 
     low_credit_threshold: int = Field(default=5, ge=0)
+    # New accounts per client address and hour (each gets the Free tier's credits); 0: no limit.
+    registration_limit_per_hour: int = Field(default=10, ge=0)
 
 
 @lru_cache

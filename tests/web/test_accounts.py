@@ -9,7 +9,8 @@ from sqlalchemy import select, update
 
 from devops_agent.billing.models import User
 from devops_agent.web.models import LoginThrottle
-from devops_agent.web.ratelimit import Limit, LoginLimiter
+from devops_agent.web.ratelimit import Limit, LoginLimiter, RegistrationLimiter
+from tests.factories import gather_all
 from tests.web.conftest import PASSWORD, SQLITE_ONLY, make_client, register
 
 
@@ -181,3 +182,44 @@ async def test_login_is_limited_per_client_address(app: FastAPI) -> None:
             for i in range(5)
         ]
     assert statuses == [401, 401, 401, 401, 429]
+
+
+def _signup(n: int) -> dict[str, str]:
+    return {"username": f"farm{n}", "email": f"farm{n}@example.com", "password": PASSWORD}
+
+
+async def _users(app: FastAPI) -> int:
+    async with app.state.db.transaction() as session:
+        return len((await session.execute(select(User.id))).all())
+
+
+async def test_registrations_are_limited_per_client_address(app: FastAPI) -> None:
+    """Each account comes with Free credits: one address cannot open accounts without end."""
+    app.state.registration_limiter = RegistrationLimiter(per_hour=3)
+    async with make_client(app) as client:
+        statuses = [(await client.post("/api/auth/register", json=_signup(i))).status_code for i in range(3)]
+        assert statuses == [201, 201, 201]
+        refused = await client.post("/api/auth/register", json=_signup(3))
+        assert refused.status_code == 429
+        assert refused.json()["error"] == "rate_limited"
+        assert int(refused.headers["Retry-After"]) == 3600
+        assert await _users(app) == 3  # nothing written for the refused one
+        app.state.clock.advance(minutes=61)
+        assert (await client.post("/api/auth/register", json=_signup(3))).status_code == 201
+
+
+async def test_concurrent_registrations_never_pass_the_limit(app: FastAPI) -> None:
+    """The count is bumped and checked in the registration's own transaction."""
+    app.state.registration_limiter = RegistrationLimiter(per_hour=5)
+    async with make_client(app) as client:
+        responses = await gather_all(*(client.post("/api/auth/register", json=_signup(i)) for i in range(12)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201] * 5 + [429] * 7
+    assert await _users(app) == 5
+
+
+async def test_a_limit_of_zero_turns_it_off(app: FastAPI) -> None:
+    app.state.registration_limiter = RegistrationLimiter(per_hour=0)
+    async with make_client(app) as client:
+        for i in range(12):
+            assert (await client.post("/api/auth/register", json=_signup(i))).status_code == 201

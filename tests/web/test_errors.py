@@ -172,7 +172,7 @@ async def test_openapi_documents_every_error_of_the_contract_endpoints(client) -
     spec = (await client.get("/openapi.json")).json()
     assert (await client.get("/docs")).status_code == 200
     expected = {
-        ("post", "/api/auth/register"): {"409", "422"},
+        ("post", "/api/auth/register"): {"409", "422", "429"},
         ("post", "/api/auth/login"): {"401", "422", "429"},
         ("get", "/api/subscription"): {"401"},
         ("post", "/api/subscription/upgrade"): {"400", "401", "403", "404", "409", "422"},

@@ -29,7 +29,7 @@ from devops_agent.payments.gateway import get_gateway
 from devops_agent.web.api.subscription import TierCache
 from devops_agent.web.errors import error_body, install_error_handlers
 from devops_agent.web.logging import RequestLogMiddleware, configure_logging
-from devops_agent.web.ratelimit import LoginLimiter
+from devops_agent.web.ratelimit import LoginLimiter, RegistrationLimiter
 from devops_agent.web.security import Passwords, SessionSigner, load_secret_key
 
 log = logging.getLogger("devops_agent.web")
@@ -150,6 +150,7 @@ def create_app(
     app.state.passwords = Passwords()
     app.state.sessions = SessionSigner(load_secret_key(settings))
     app.state.login_limiter = LoginLimiter()
+    app.state.registration_limiter = RegistrationLimiter(settings.registration_limit_per_hour)
     app.state.tier_cache = TierCache()
     app.state.notifier = notifications.install(db, notifications.Notifier.from_settings(db, settings))
 

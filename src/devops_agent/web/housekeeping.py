@@ -1,7 +1,8 @@
 """Pruning of the web layer's bookkeeping tables, for a daily cron job (``devops-agent prune``).
 
 Two tables only grow otherwise: ``idempotency_records`` (one row per keyed POST) and
-``login_throttle`` (one row per account or address that ever failed a login).
+``login_throttle`` (one row per account or address that ever failed a login, and
+per address that registered).
 
 * An idempotency record is kept for ``keep`` (default 30 days): a client retries within
   seconds or hours, and a key older than that is not a retry. Records still marked in
@@ -23,7 +24,7 @@ from sqlalchemy import CursorResult, Result, delete
 
 from devops_agent.db import Database
 from devops_agent.web.models import IdempotencyRecord, LoginThrottle
-from devops_agent.web.ratelimit import ACCOUNT_LIMIT, ADDRESS_LIMIT
+from devops_agent.web.ratelimit import ACCOUNT_LIMIT, ADDRESS_LIMIT, REGISTRATION_WINDOW
 
 DEFAULT_KEEP = timedelta(days=30)
 
@@ -38,7 +39,7 @@ async def prune(db: Database, *, now: datetime, keep: timedelta = DEFAULT_KEEP) 
     """Delete idempotency records older than ``keep`` and throttle rows whose window has passed."""
     if keep <= timedelta(0):
         raise ValueError("keep must be a positive duration")
-    longest_window = max(ACCOUNT_LIMIT.window, ADDRESS_LIMIT.window)
+    longest_window = max(ACCOUNT_LIMIT.window, ADDRESS_LIMIT.window, REGISTRATION_WINDOW)
     async with db.transaction() as session:
         records = await session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < now - keep))
         throttle = await session.execute(delete(LoginThrottle).where(LoginThrottle.window_start < now - longest_window))

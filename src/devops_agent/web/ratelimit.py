@@ -6,6 +6,11 @@ refused with 429 and ``Retry-After`` until the window ends, before the password 
 even checked (so a correct guess in a locked window does not get in either). A
 successful login clears the account's bucket, not the address's.
 
+New accounts are counted per client address the same way (``RegistrationLimiter``):
+each comes with the Free tier's monthly credits, so accounts are not handed out
+without limit. There the count is bumped first and checked after, in the
+registration's transaction, so concurrent registrations cannot overshoot the limit.
+
 Each bucket is one row updated with an upsert (``INSERT ... ON CONFLICT DO UPDATE``
 on both SQLite and PostgreSQL), so concurrent failures from several workers add up.
 """
@@ -32,6 +37,7 @@ class Limit:
 
 ACCOUNT_LIMIT = Limit(failures=5, window=timedelta(minutes=15))
 ADDRESS_LIMIT = Limit(failures=30, window=timedelta(minutes=15))
+REGISTRATION_WINDOW = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -64,11 +70,9 @@ class LoginLimiter:
         found = {row.bucket: row for row in rows.scalars()}
         for scope, key, limit in buckets:
             row = found.get(key)
-            if row is None or row.failures < limit.failures:
-                continue
-            ends = row.window_start + limit.window
-            if ends > now:
-                return Refusal(scope, max(1, math.ceil((ends - now).total_seconds())))
+            refusal = _refusal(scope, row.failures, row.window_start, limit, now) if row else None
+            if refusal is not None:
+                return refusal
         return None
 
     async def record_failure(self, session: AsyncSession, *, username: str, address: str, now: datetime) -> None:
@@ -82,7 +86,43 @@ class LoginLimiter:
         )
 
 
-async def _bump(session: AsyncSession, bucket: str, limit: Limit, now: datetime) -> None:
+class RegistrationLimiter:
+    """At most ``per_hour`` new accounts per client address and hour (0: no limit)."""
+
+    def __init__(self, per_hour: int) -> None:
+        self.limit = Limit(failures=per_hour, window=REGISTRATION_WINDOW) if per_hour > 0 else None
+
+    async def check(self, session: AsyncSession, *, address: str, now: datetime) -> Refusal | None:
+        """A refusal if the address has used up its registrations (a read, before the costly hashing)."""
+        if self.limit is None:
+            return None
+        row = await session.get(LoginThrottle, _registration_bucket(address))
+        return _refusal("address", row.failures, row.window_start, self.limit, now) if row else None
+
+    async def count(self, session: AsyncSession, *, address: str, now: datetime) -> Refusal | None:
+        """Count one registration in the caller's transaction; a refusal (roll back) if it is one too many."""
+        if self.limit is None:
+            return None
+        count, window_start = await _bump(session, _registration_bucket(address), self.limit, now)
+        if count <= self.limit.failures:
+            return None
+        return _refusal("address", count, window_start, self.limit, now)
+
+
+def _registration_bucket(address: str) -> str:
+    return f"register:{address}"
+
+
+def _refusal(scope: str, count: int, window_start: datetime, limit: Limit, now: datetime) -> Refusal | None:
+    """A refusal while a full bucket's window lasts, else None."""
+    ends = window_start + limit.window
+    if count < limit.failures or ends <= now:
+        return None
+    return Refusal(scope, max(1, math.ceil((ends - now).total_seconds())))
+
+
+async def _bump(session: AsyncSession, bucket: str, limit: Limit, now: datetime) -> tuple[int, datetime]:
+    """Add one to a bucket (a window that has ended starts again at one); return its count and window start."""
     dialect = session.get_bind().dialect.name
     insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
     table = LoginThrottle.__table__
@@ -94,5 +134,6 @@ async def _bump(session: AsyncSession, bucket: str, limit: Limit, now: datetime)
             "failures": case((expired, 1), else_=table.c.failures + 1),
             "window_start": case((expired, stmt.excluded.window_start), else_=table.c.window_start),
         },
-    )
-    await session.execute(stmt)
+    ).returning(table.c.failures, table.c.window_start)
+    count, window_start = (await session.execute(stmt)).one()
+    return int(count), window_start

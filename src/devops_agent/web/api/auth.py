@@ -17,6 +17,7 @@ from devops_agent.billing.models import User
 from devops_agent.web.api import errors
 from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep, OptionalUser, SettingsDep
 from devops_agent.web.errors import ApiError
+from devops_agent.web.ratelimit import Refusal, RegistrationLimiter
 from devops_agent.web.schemas import LoginIn, RegisterIn, UserEnvelope, user_out
 from devops_agent.web.security import (
     CSRF_COOKIE,
@@ -42,21 +43,40 @@ def _client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def _too_many_registrations(refusal: Refusal) -> ApiError:
+    return ApiError(
+        429,
+        "rate_limited",
+        f"Too many new accounts from this address; try again in {refusal.retry_after} seconds.",
+        headers={"Retry-After": str(refusal.retry_after)},
+        retry_after=refusal.retry_after,
+    )
+
+
 @router.post(
     "/register",
     status_code=status.HTTP_201_CREATED,
     response_model=UserEnvelope,
     summary="Create an account on the Free tier and log in",
-    responses=errors(400, 409, 413, 422),
+    responses=errors(400, 409, 413, 422, 429),
 )
 async def register(
     body: RegisterIn, request: Request, response: Response, db: DatabaseDep, now: ClockDep, settings: SettingsDep
 ) -> UserEnvelope:
     email = body.email.strip().lower()
+    limiter: RegistrationLimiter = request.app.state.registration_limiter
+    address = _client_address(request)
+    async with db.transaction() as session:
+        refusal = await limiter.check(session, address=address, now=now)
+    if refusal is not None:
+        raise _too_many_registrations(refusal)
     password_hash = await request.app.state.passwords.hash(body.password)  # slow on purpose: outside the transaction
     taken = ApiError(409, "already_exists", "That username or email is already registered.")
     try:
         async with db.transaction() as session:
+            refusal = await limiter.count(session, address=address, now=now)
+            if refusal is not None:  # a concurrent registration took the last place: nothing is written
+                raise _too_many_registrations(refusal)
             clash = await session.execute(
                 select(User.id).where(
                     or_(func.lower(User.username) == body.username.lower(), func.lower(User.email) == email)
