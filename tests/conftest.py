@@ -18,7 +18,7 @@ import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError
 
 from devops_agent.billing.catalog import load_catalog
 from devops_agent.billing.catalog_sync import sync_catalog
+from devops_agent.config import get_settings
 from devops_agent.db import Base, Database
 from devops_agent.migrate import upgrade
 from devops_agent.models import load_all_models
@@ -150,3 +151,12 @@ async def db(request: pytest.FixtureRequest, backends: Backends, tmp_path: Path)
 def database_url(db: Database) -> str:
     """The plain URL of the test database (for code that opens its own engine)."""
     return db.url.set(drivername=db.url.get_backend_name()).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[str]:
+    """DATABASE_URL set to the test database, for the CLI commands (which read the settings)."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    yield database_url
+    get_settings.cache_clear()

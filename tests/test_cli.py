@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,14 +29,6 @@ features = ["10,000 agent actions per month", "White-label option", "SSO integra
 entitlements = ["api_access", "usage_analytics", "advanced_analytics",
                 "team_collaboration", "custom_templates", "compliance_reports"]
 """
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[str]:
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    get_settings.cache_clear()
-    yield database_url
-    get_settings.cache_clear()
 
 
 def _query(url: str, stmt):  # type: ignore[no-untyped-def]

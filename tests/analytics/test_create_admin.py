@@ -6,29 +6,18 @@ One test on purpose: each creation pays the production Argon2 cost.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from devops_agent.billing.models import User, UserSubscription
 from devops_agent.cli import app
-from devops_agent.config import get_settings
 from devops_agent.db import Database
 from tests.factories import make_user
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[str]:
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    get_settings.cache_clear()
-    yield database_url
-    get_settings.cache_clear()
 
 
 def _run(url: str, work: Any) -> Any:

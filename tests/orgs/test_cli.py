@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
-import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -13,18 +11,9 @@ from devops_agent.billing import credits
 from devops_agent.billing.models import UserSubscription
 from devops_agent.billing.periods import utcnow
 from devops_agent.cli import app
-from devops_agent.config import get_settings
 from devops_agent.db import Database
 from tests.factories import T0, make_user
 from tests.orgs.factories import make_org
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[str]:
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    get_settings.cache_clear()
-    yield database_url
-    get_settings.cache_clear()
 
 
 def _in_db(url: str, work):  # type: ignore[no-untyped-def]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -12,7 +11,6 @@ from typer.testing import CliRunner
 
 from devops_agent.billing.periods import utcnow
 from devops_agent.cli import app
-from devops_agent.config import get_settings
 from devops_agent.db import Database
 from devops_agent.web.housekeeping import prune
 from devops_agent.web.models import IdempotencyRecord, LoginThrottle
@@ -58,14 +56,6 @@ async def test_prune_keeps_what_a_retry_or_a_window_still_needs(db: Database) ->
     assert await _left(db) == (["fresh"], ["address:10.0.0.1"])
     with pytest.raises(ValueError, match="positive"):
         await prune(db, now=now, keep=timedelta(0))
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[str]:
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    get_settings.cache_clear()
-    yield database_url
-    get_settings.cache_clear()
 
 
 async def test_cli_prune_reports_what_it_deleted(db: Database, env: str) -> None:

@@ -43,11 +43,11 @@ def _client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _too_many_registrations(refusal: Refusal) -> ApiError:
+def _rate_limited(refusal: Refusal, what: str) -> ApiError:
     return ApiError(
         429,
         "rate_limited",
-        f"Too many new accounts from this address; try again in {refusal.retry_after} seconds.",
+        f"{what}; try again in {refusal.retry_after} seconds.",
         headers={"Retry-After": str(refusal.retry_after)},
         retry_after=refusal.retry_after,
     )
@@ -69,14 +69,14 @@ async def register(
     async with db.transaction() as session:
         refusal = await limiter.check(session, address=address, now=now)
     if refusal is not None:
-        raise _too_many_registrations(refusal)
+        raise _rate_limited(refusal, "Too many new accounts from this address")
     password_hash = await request.app.state.passwords.hash(body.password)  # slow on purpose: outside the transaction
     taken = ApiError(409, "already_exists", "That username or email is already registered.")
     try:
         async with db.transaction() as session:
             refusal = await limiter.count(session, address=address, now=now)
             if refusal is not None:  # a concurrent registration took the last place: nothing is written
-                raise _too_many_registrations(refusal)
+                raise _rate_limited(refusal, "Too many new accounts from this address")
             clash = await session.execute(
                 select(User.id).where(
                     or_(func.lower(User.username) == body.username.lower(), func.lower(User.email) == email)
@@ -127,13 +127,7 @@ async def login(
                 )
             ).scalar_one_or_none()
     if refusal is not None:
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"Too many failed logins; try again in {refusal.retry_after} seconds.",
-            headers={"Retry-After": str(refusal.retry_after)},
-            retry_after=refusal.retry_after,
-        )
+        raise _rate_limited(refusal, "Too many failed logins")
     ok = await request.app.state.passwords.verify(user.password_hash if user else None, body.password)
     async with db.transaction() as session:
         if ok:
