@@ -8,9 +8,11 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import update
 
 from devops_agent.billing import analytics
 from devops_agent.billing.catalog import load_catalog
+from devops_agent.billing.models import CreditLedger, LedgerKind, SubscriptionTier
 from devops_agent.db import Database
 from tests.analytics.seed import FEB, JAN, seed_business
 
@@ -153,3 +155,23 @@ def test_month_window_wraps_the_year() -> None:
     )
     with pytest.raises(ValueError, match="1-12"):
         analytics.month_window(2026, 13)
+
+
+async def test_churn_follows_tier_ids_through_a_rename(db: Database) -> None:
+    """Grants name their tier by id: renaming a plan does not hide who was paying."""
+    await seed_business(db)
+    async with db.transaction() as s:
+        await s.execute(update(SubscriptionTier).values(display_name=SubscriptionTier.display_name + " (2025)"))
+        renamed = await analytics.churn(s, start=FEB[0], end=FEB[1])
+    assert (renamed.paid_at_start, renamed.churned) == (4, 1)
+
+
+async def test_churn_reads_grants_written_before_tier_ids_were_recorded(db: Database) -> None:
+    """Older grants carry no details: their reason's tier name still counts."""
+    await seed_business(db)
+    async with db.transaction() as s:
+        await s.execute(
+            update(CreditLedger).where(CreditLedger.kind == LedgerKind.MONTHLY_GRANT.value).values(details=None)
+        )
+        legacy = await analytics.churn(s, start=FEB[0], end=FEB[1])
+    assert (legacy.paid_at_start, legacy.churned) == (4, 1)

@@ -13,8 +13,9 @@ A dashboard is only useful when each figure means one thing, so the definitions 
   that action (a refund ledger row), bucketed by the day the action ran.
 * **Churn in a window**: accounts that were on a paid tier when the window opened
   and are on a free tier when it closes. An account's tier at a moment is the tier of
-  its last monthly grant before it; ``billing.credits`` writes every grant's reason
-  as ``"<tier display name> tier: ..."``, which is how a grant names its tier.
+  its last monthly grant before it: ``details["tier_id"]`` of the grant, or, for grants
+  written before that was recorded, the display name its reason starts with
+  (``"<tier display name> tier: ..."``).
 
 Days and months are UTC and bucketed by the database (``strftime`` on SQLite,
 ``to_char`` on PostgreSQL), so a year of usage is a few rows, not a year of logs.
@@ -188,24 +189,28 @@ class Churn:
 
 async def churn(session: AsyncSession, *, start: datetime, end: datetime) -> Churn:
     """Paid accounts at ``start`` that are on a free tier at ``end`` (see the module docstring)."""
-    tiers = (await session.execute(select(SubscriptionTier.display_name, SubscriptionTier.monthly_price))).all()
-    paid_by_prefix = {f"{name} tier:": price > 0 for name, price in tiers}
+    tier_columns = (SubscriptionTier.id, SubscriptionTier.display_name, SubscriptionTier.monthly_price)
+    tiers = (await session.execute(select(*tier_columns))).all()
+    paid_by_id = {tier_id: price > 0 for tier_id, _, price in tiers}
+    paid_by_prefix = {f"{name} tier:": price > 0 for _, name, price in tiers}
 
-    def is_paid(reason: str | None) -> bool | None:
+    def is_paid(details: dict[str, Any] | None, reason: str | None) -> bool | None:
+        if details and "tier_id" in details:
+            return paid_by_id.get(int(details["tier_id"]))
         for prefix, paid in paid_by_prefix.items():
             if reason and reason.startswith(prefix):
                 return paid
         return None
 
     grants = await session.execute(
-        select(CreditLedger.subscription_id, CreditLedger.reason, CreditLedger.created_at)
+        select(CreditLedger.subscription_id, CreditLedger.details, CreditLedger.reason, CreditLedger.created_at)
         .where(CreditLedger.kind == LedgerKind.MONTHLY_GRANT.value, CreditLedger.created_at < end)
         .order_by(CreditLedger.id)
     )
     at_start: dict[int, bool] = {}
     at_end: dict[int, bool] = {}
-    for sub_id, reason, created_at in grants:
-        paid = is_paid(reason)
+    for sub_id, details, reason, created_at in grants:
+        paid = is_paid(details, reason)
         if paid is None:
             continue
         if created_at < start:

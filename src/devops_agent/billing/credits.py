@@ -231,6 +231,7 @@ async def _open(session: AsyncSession, *, user_id: int | None, org_id: int | Non
         key=f"s{sub.id}:grant:{now.isoformat()}",
         now=now,
         reason=f"{tier.display_name} tier: opening grant",
+        details={"tier_id": tier.id},  # what analytics reads: names may change, ids do not
     )
     return sub
 
@@ -280,6 +281,7 @@ async def _start_period(
         key=f"s{sub.id}:grant:{start.isoformat()}:{tier.id}{unique}",
         now=now,
         reason=f"{tier.display_name} tier: monthly credits",
+        details={"tier_id": tier.id},  # what analytics reads: names may change, ids do not
     )
     sub.tier_id = tier.id
     sub.credits_remaining = tier.monthly_credits
