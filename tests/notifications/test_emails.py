@@ -19,6 +19,7 @@ from devops_agent.notifications import Cause, EmailOutbox, Notifier, OutboxStatu
 from devops_agent.notifications.smtp import SmtpUrlError, parse_smtp_url
 from tests.factories import T0, make_user
 from tests.notifications.conftest import Inbox, ManualClock, free_port
+from tests.orgs.factories import add_member, fill_pool, make_org
 
 MakeNotifier = Callable[..., Notifier]
 
@@ -292,3 +293,37 @@ async def test_stripe_events_send_receipts_and_failed_renewal_notices_once(
     assert sorted(inbox.subjects()) == ["Receipt: 500 DevOps Agent credits", "Your DevOps Agent payment failed"]
     failure = next(m for m in inbox.messages if "failed" in str(m["Subject"]))
     assert "payment of $19.00" in failure.get_payload()
+
+
+async def test_a_team_pool_running_low_then_empty_warns_its_owner_once_each(
+    db: Database, inbox: Inbox, make_notifier: MakeNotifier
+) -> None:
+    notifier = make_notifier(db)
+    async with db.transaction() as s:
+        owner = await make_user(s, username="olga")
+        org = await make_org(s, owner=owner, name="Acme Ops")
+        member = await add_member(s, org, owner=owner)
+        await fill_pool(s, org, to=6, admin=owner)
+
+    async def team_spend(amount: int) -> None:
+        async with db.transaction() as s:
+            await credits.charge(
+                s, user_id=member.id, org_id=org.id, amount=amount, action_type="agent_message", now=T0
+            )
+        await notifier.after_pool_change(org_id=org.id, now=T0)
+
+    await team_spend(1)  # 5 left: not below the threshold yet
+    await asyncio.gather(*(team_spend(1) for _ in range(2)))  # 3 left: one "low" email, however many charges
+    await team_spend(3)  # empty
+    await notifier.wait_idle()
+
+    low, empty = inbox.subjects()  # the low email read 4 or 3, whichever charge queued it first
+    assert low in ("Acme Ops: only 4 team credits left", "Acme Ops: only 3 team credits left")
+    assert empty == "Acme Ops has run out of team credits"
+    assert all(str(m["To"]) == "olga@example.com" for m in inbox.messages)  # the owner, not the member who spent
+    assert f"http://agent.test/orgs/{org.id}" in inbox.messages[0].get_payload(decode=True).decode()
+    rows = {(r.cause, r.status, r.user_id) for r in await outbox(db)}
+    assert rows == {("pool_low", "sent", owner.id), ("pool_exhausted", "sent", owner.id)}
+    # The owner's personal balance was never touched: no personal low-credit email either.
+    await notifier.after_balance_change(user_id=owner.id, now=T0)
+    assert len(await outbox(db)) == 2

@@ -1,6 +1,6 @@
 """Email and alerts: low-credit warnings, receipts, payment failures.
 
-Other layers call the three ``after_*`` functions AFTER their transaction has
+Other layers call the ``after_*`` functions AFTER their transaction has
 committed; each queues what is due in the outbox and returns without waiting for
 SMTP. They never raise: an email that cannot be queued is logged, and the change
 that caused it stands. See ``service`` for how each email is sent at most once.
@@ -52,6 +52,14 @@ async def after_balance_change(db: Database, *, user_id: int, now: datetime) -> 
         logger.exception("could not queue the low-credit email of user %s", user_id)
 
 
+async def after_pool_change(db: Database, *, org_id: int, now: datetime) -> None:
+    """Call after a transaction that spent a team pool's credits committed (the owner is warned)."""
+    try:
+        await notifier_for(db).after_pool_change(org_id=org_id, now=now)
+    except Exception:
+        logger.exception("could not queue the low-credit email of organization %s", org_id)
+
+
 async def after_purchase(db: Database, *, purchase_id: int, now: datetime) -> None:
     """Call after ``billing.credits.grant_purchase`` committed: queues the receipt."""
     try:
@@ -85,6 +93,7 @@ __all__ = [
     "Notifier",
     "OutboxStatus",
     "after_balance_change",
+    "after_pool_change",
     "after_payment_failed",
     "after_purchase",
     "after_stripe_event",

@@ -54,6 +54,34 @@ def credits_exhausted(*, username: str, period_end: datetime, base_url: str) -> 
     )
 
 
+def pool_low(*, username: str, org_name: str, balance: int, period_end: datetime, link: str, base_url: str) -> Draft:
+    """A team's pool dropped below the low-credit threshold this period (to its owner)."""
+    return Draft(
+        subject=f"{org_name}: only {balance} team credit{'s' if balance != 1 else ''} left",
+        body=(
+            f"Hello {username},\n\n"
+            f"The credit pool of {org_name} has {balance} credit{'s' if balance != 1 else ''} left. "
+            f"Its monthly credits renew on {period_end.date().isoformat()}.\n\n"
+            f"So that your team's agent keeps working, buy a credit pack for the pool: {link}"
+            + OPT_OUT.format(base=base_url)
+            + SIGNATURE
+        ),
+    )
+
+
+def pool_exhausted(*, username: str, org_name: str, period_end: datetime, link: str, base_url: str) -> Draft:
+    """A team's pool reached zero: its members' agent refuses work until credits arrive."""
+    return Draft(
+        subject=f"{org_name} has run out of team credits",
+        body=(
+            f"Hello {username},\n\n"
+            f"The credit pool of {org_name} is empty, so the agent cannot run any more actions for your team. "
+            f"Its monthly credits renew on {period_end.date().isoformat()}.\n\n"
+            f"Buy a credit pack for the pool to continue now: {link}" + OPT_OUT.format(base=base_url) + SIGNATURE
+        ),
+    )
+
+
 def purchase_receipt(
     *,
     username: str,

@@ -27,6 +27,8 @@ class Cause(StrEnum):
     CREDITS_EXHAUSTED = "credits_exhausted"
     PURCHASE_RECEIPT = "purchase_receipt"
     PAYMENT_FAILED = "payment_failed"
+    POOL_LOW = "pool_low"  # a team's pool, to its owner
+    POOL_EXHAUSTED = "pool_exhausted"
 
     @property
     def essential(self) -> bool:

@@ -2,7 +2,8 @@
 
 Two halves, with the outbox table between them:
 
-* **Triggers** (``after_balance_change``, ``after_purchase``, ``after_payment_failed``)
+* **Triggers** (``after_balance_change``, ``after_pool_change``, ``after_purchase``,
+  ``after_payment_failed``)
   are called by the web and agent layers AFTER their own transaction committed, so an
   email never announces a change that was rolled back. Each opens one short
   transaction that inserts outbox rows with ``ON CONFLICT DO NOTHING`` on the unique
@@ -39,6 +40,7 @@ from devops_agent.billing.models import (
     User,
     UserSubscription,
 )
+from devops_agent.billing.org_models import Organization, OrganizationMember, Role
 from devops_agent.billing.periods import Clock, utcnow
 from devops_agent.config import Settings
 from devops_agent.db import Database
@@ -118,7 +120,6 @@ class Notifier:
 
     async def after_balance_change(self, *, user_id: int, now: datetime) -> list[int]:
         """Queue the low-credit or out-of-credits email if this change earned one; return new outbox ids."""
-        queued: list[int] = []
         async with self.db.transaction() as session:
             row = (
                 await session.execute(
@@ -137,16 +138,69 @@ class Notifier:
             low = emails.low_balance(
                 username=user.username, balance=balance, period_end=account.current_period_end, base_url=self.base_url
             )
-            if balance == 0:
-                zero = emails.credits_exhausted(
-                    username=user.username, period_end=account.current_period_end, base_url=self.base_url
+            zero = emails.credits_exhausted(
+                username=user.username, period_end=account.current_period_end, base_url=self.base_url
+            )
+            queued = await self._enqueue_low(
+                session, user, balance, period, (Cause.LOW_BALANCE, low), (Cause.CREDITS_EXHAUSTED, zero), now
+            )
+        return self._queued(queued)
+
+    async def after_pool_change(self, *, org_id: int, now: datetime) -> list[int]:
+        """Queue the team pool's low or empty email to the organization's owner, once per period."""
+        async with self.db.transaction() as session:
+            row = (
+                await session.execute(
+                    select(Organization, UserSubscription, User)
+                    .join(UserSubscription, UserSubscription.organization_id == Organization.id)
+                    .join(OrganizationMember, OrganizationMember.organization_id == Organization.id)
+                    .join(User, User.id == OrganizationMember.user_id)
+                    .where(Organization.id == org_id, OrganizationMember.role == Role.OWNER)
                 )
-                queued.append(await self._enqueue(session, user, Cause.CREDITS_EXHAUSTED, period, zero, now) or 0)
-                # Recorded but not sent: a "low" email after the "zero" one of the same period would only confuse.
-                await self._enqueue(session, user, Cause.LOW_BALANCE, period, low, now, status=OutboxStatus.SKIPPED)
-            else:
-                queued.append(await self._enqueue(session, user, Cause.LOW_BALANCE, period, low, now) or 0)
-        return self._queued([q for q in queued if q])
+            ).first()
+            if row is None:
+                return []
+            org, account, owner = row
+            balance = account.credits_remaining + account.purchased_credits_remaining
+            if balance >= self.threshold or owner.email_opt_out:
+                return []
+            period = f"org{org.id}:{account.current_period_start.isoformat()}"
+            link = f"{self.base_url}/orgs/{org.id}"
+            end = account.current_period_end
+            low = emails.pool_low(
+                username=owner.username,
+                org_name=org.name,
+                balance=balance,
+                period_end=end,
+                link=link,
+                base_url=self.base_url,
+            )
+            zero = emails.pool_exhausted(
+                username=owner.username, org_name=org.name, period_end=end, link=link, base_url=self.base_url
+            )
+            queued = await self._enqueue_low(
+                session, owner, balance, period, (Cause.POOL_LOW, low), (Cause.POOL_EXHAUSTED, zero), now
+            )
+        return self._queued(queued)
+
+    async def _enqueue_low(
+        self,
+        session: AsyncSession,
+        user: User,
+        balance: int,
+        period: str,
+        low: tuple[Cause, emails.Draft],
+        zero: tuple[Cause, emails.Draft],
+        now: datetime,
+    ) -> list[int]:
+        """The low email, or at zero the empty one (and the low one recorded as skipped)."""
+        if balance == 0:
+            queued = await self._enqueue(session, user, zero[0], period, zero[1], now)
+            # Recorded but not sent: a "low" email after the "zero" one of the same period would only confuse.
+            await self._enqueue(session, user, low[0], period, low[1], now, status=OutboxStatus.SKIPPED)
+        else:
+            queued = await self._enqueue(session, user, low[0], period, low[1], now)
+        return [queued] if queued else []
 
     async def after_purchase(self, *, purchase_id: int, now: datetime) -> list[int]:
         """Queue the receipt of a completed pack purchase (once per purchase)."""

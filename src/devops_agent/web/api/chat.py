@@ -138,7 +138,11 @@ async def chat_reply(
         )
     except AgentError as exc:
         raise api_error(exc) from exc
-    await notifications.after_balance_change(db, user_id=user_id, now=clock())  # charges committed: low-credit email
+    # The charges have committed: the low-credit email, to the user or to the team's owner.
+    if org_id is None:
+        await notifications.after_balance_change(db, user_id=user_id, now=clock())
+    else:
+        await notifications.after_pool_change(db, org_id=org_id, now=clock())
     if background is not None and request is not None and org_id is None:
         state = request.app.state
         background.add_task(
