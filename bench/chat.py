@@ -36,7 +36,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.common import Figures, scratch_postgres
+from bench.common import Figures, scratch_postgres, server_env
 from devops_agent.billing import charge_sql, credits
 from devops_agent.billing.catalog import load_catalog
 from devops_agent.billing.catalog_sync import sync_catalog
@@ -74,8 +74,7 @@ def _free_port() -> int:
 
 
 def _start_server(url: str, port: int, log_dir: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "STRIPE_"))}
-    env.update(DATABASE_URL=url, SECRET_KEY=uuid.uuid4().hex, LOG_DIR=str(log_dir), CLOUD="sandbox", SMTP_URL="")
+    env = server_env(url, log_dir, CLOUD="sandbox")
     command = [
         sys.executable,
         "-m",

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 from sqlalchemy.engine import make_url
@@ -49,6 +50,21 @@ class Figures:
             "p99_ms": round(self.percentile(0.99), 3),
             "mean_ms": round(statistics.fmean(self.latencies_ms), 3) if self.latencies_ms else 0.0,
         }
+
+
+def server_env(database_url: str, log_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a benchmarked server: offline agent, no Stripe, no SMTP, and no
+    registration limit (every bench client registers from 127.0.0.1)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "STRIPE_"))}
+    env.update(
+        DATABASE_URL=database_url,
+        SECRET_KEY=uuid.uuid4().hex,
+        LOG_DIR=str(log_dir),
+        SMTP_URL="",
+        REGISTRATION_LIMIT_PER_HOUR="0",
+        **extra,
+    )
+    return env
 
 
 @asynccontextmanager

@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import Figures, scratch_postgres
+from bench.common import Figures, scratch_postgres, server_env
 from devops_agent.billing.catalog import load_catalog
 from devops_agent.billing.catalog_sync import sync_catalog
 from devops_agent.db import Database
@@ -54,8 +54,7 @@ def _free_port() -> int:
 
 def _start_server(url: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
     """``devops-agent serve --workers 2``, as production would run it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "STRIPE_"))}
-    env.update(DATABASE_URL=url, SECRET_KEY=uuid.uuid4().hex, LOG_DIR=str(workdir / "logs"), SMTP_URL="")
+    env = server_env(url, workdir / "logs")
     cli = Path(sys.executable).with_name("devops-agent")
     command = [str(cli), "serve", "--port", str(port), "--workers", str(WORKERS)]
     output = (workdir / "server.out").open("wb")
