@@ -44,18 +44,18 @@ def forget(db: Database) -> None:
     _notifiers.pop(db, None)
 
 
-async def after_balance_change(db: Database, *, user_id: int, now: datetime) -> None:
-    """Call after a transaction that spent or took credits committed."""
+async def after_balance_change(db: Database, *, user_id: int, now: datetime, balance: int | None = None) -> None:
+    """Call after a transaction that spent or took credits committed (with the balance it left, if known)."""
     try:
-        await notifier_for(db).after_balance_change(user_id=user_id, now=now)
+        await notifier_for(db).after_balance_change(user_id=user_id, now=now, balance=balance)
     except Exception:
         logger.exception("could not queue the low-credit email of user %s", user_id)
 
 
-async def after_pool_change(db: Database, *, org_id: int, now: datetime) -> None:
+async def after_pool_change(db: Database, *, org_id: int, now: datetime, balance: int | None = None) -> None:
     """Call after a transaction that spent a team pool's credits committed (the owner is warned)."""
     try:
-        await notifier_for(db).after_pool_change(org_id=org_id, now=now)
+        await notifier_for(db).after_pool_change(org_id=org_id, now=now, balance=balance)
     except Exception:
         logger.exception("could not queue the low-credit email of organization %s", org_id)
 

@@ -118,8 +118,14 @@ class Notifier:
 
     # --- triggers -----------------------------------------------------------------------
 
-    async def after_balance_change(self, *, user_id: int, now: datetime) -> list[int]:
-        """Queue the low-credit or out-of-credits email if this change earned one; return new outbox ids."""
+    async def after_balance_change(self, *, user_id: int, now: datetime, balance: int | None = None) -> list[int]:
+        """Queue the low-credit or out-of-credits email if this change earned one; return new outbox ids.
+
+        ``balance``: the balance the change left, when the caller knows it; at or above the
+        threshold nothing is due and no transaction is opened (most chats).
+        """
+        if balance is not None and balance >= self.threshold:
+            return []
         async with self.db.transaction() as session:
             row = (
                 await session.execute(
@@ -146,8 +152,13 @@ class Notifier:
             )
         return self._queued(queued)
 
-    async def after_pool_change(self, *, org_id: int, now: datetime) -> list[int]:
-        """Queue the team pool's low or empty email to the organization's owner, once per period."""
+    async def after_pool_change(self, *, org_id: int, now: datetime, balance: int | None = None) -> list[int]:
+        """Queue the team pool's low or empty email to the organization's owner, once per period.
+
+        ``balance``: as for ``after_balance_change``.
+        """
+        if balance is not None and balance >= self.threshold:
+            return []
         async with self.db.transaction() as session:
             row = (
                 await session.execute(

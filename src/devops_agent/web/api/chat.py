@@ -139,10 +139,11 @@ async def chat_reply(
     except AgentError as exc:
         raise api_error(exc) from exc
     # The charges have committed: the low-credit email, to the user or to the team's owner.
+    balance = reply.credits_remaining
     if org_id is None:
-        await notifications.after_balance_change(db, user_id=user_id, now=clock())
+        await notifications.after_balance_change(db, user_id=user_id, now=clock(), balance=balance)
     else:
-        await notifications.after_pool_change(db, org_id=org_id, now=clock())
+        await notifications.after_pool_change(db, org_id=org_id, now=clock(), balance=balance)
     if background is not None and request is not None and org_id is None:
         state = request.app.state
         background.add_task(
