@@ -42,22 +42,32 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 API_ACCESS = "api_access"
 
 
-def get_database(request: Request) -> Database:
+# The dependencies below are ``async def`` although they do no I/O: FastAPI runs a plain
+# ``def`` dependency in its thread pool, a thread hop per request and dependency
+# (measured: 20 hops per chat request; 16 clients chatting in-process went from 32 to
+# 46 chats/s once they were gone).
+
+
+def database_of(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_database(request: Request) -> Database:
+    return database_of(request)
+
+
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_gateway(request: Request) -> PaymentGateway:
+async def get_gateway(request: Request) -> PaymentGateway:
     gateway: PaymentGateway = request.app.state.gateway
     return gateway
 
 
-def get_now(request: Request) -> datetime:
+async def get_now(request: Request) -> datetime:
     clock: Callable[[], datetime] = request.app.state.clock
     return clock()
 
@@ -87,7 +97,7 @@ async def request_transaction(request: Request) -> AsyncIterator[AsyncSession]:
     if open_session is not None:
         yield open_session
         return
-    async with get_database(request).transaction() as session:
+    async with database_of(request).transaction() as session:
         yield session
 
 
@@ -100,7 +110,7 @@ async def request_reads(request: Request) -> AsyncIterator[AsyncSession]:
     transaction: its one connection must not be shared outside the lock.
     """
     open_session: AsyncSession | None = getattr(request.state, REQUEST_SESSION, None)
-    db = get_database(request)
+    db = database_of(request)
     if open_session is not None or db.is_sqlite:
         async with request_transaction(request) as session:
             yield session
@@ -258,7 +268,7 @@ def require_feature(name: str) -> Any:
     return Depends(check)
 
 
-def _idempotency_key(
+async def _idempotency_key(
     idempotency_key: Annotated[
         str | None,
         Header(

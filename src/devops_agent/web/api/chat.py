@@ -38,7 +38,7 @@ from devops_agent.web.schemas import Strict, Timestamp
 router = APIRouter(prefix="/api", tags=["agent"])
 
 
-def get_runtime(request: Request) -> AgentRuntime:
+async def get_runtime(request: Request) -> AgentRuntime:
     """The process's agent runtime, built from the settings on first use (tests may set their own)."""
     runtime: AgentRuntime | None = getattr(request.app.state, "agent_runtime", None)
     if runtime is None:
@@ -47,7 +47,7 @@ def get_runtime(request: Request) -> AgentRuntime:
     return runtime
 
 
-def get_clock(request: Request) -> Callable[[], datetime]:
+async def get_clock(request: Request) -> Callable[[], datetime]:
     """The clock itself, not one reading: a run spans time and each step reads it anew."""
     clock: Callable[[], datetime] = request.app.state.clock
     return clock
