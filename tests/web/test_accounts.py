@@ -223,3 +223,15 @@ async def test_a_limit_of_zero_turns_it_off(app: FastAPI) -> None:
     async with make_client(app) as client:
         for i in range(12):
             assert (await client.post("/api/auth/register", json=_signup(i))).status_code == 201
+
+
+async def test_racing_sign_ups_that_differ_only_by_case_make_one_account(app: FastAPI) -> None:
+    async with make_client(app) as one, make_client(app) as two:
+        casey = {"username": "Casey", "email": "casey@example.com", "password": PASSWORD}
+        responses = await gather_all(
+            one.post("/api/auth/register", json=casey),
+            two.post("/api/auth/register", json={**casey, "username": "casey", "email": "other-casey@example.com"}),
+        )
+    assert sorted(r.status_code for r in responses) == [201, 409]
+    assert [r.json()["error"] for r in responses if r.status_code == 409] == ["already_exists"]
+    assert await _users(app) == 1

@@ -27,6 +27,8 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    func,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -70,6 +72,12 @@ class ActionType(StrEnum):
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (
+        # "Alice" and "alice" are one name, to people and to login: the database refuses
+        # the second even when two sign-ups race past the registration's own check.
+        Index("uq_users_username_lower", func.lower(text("username")), unique=True),
+        Index("uq_users_email_lower", func.lower(text("email")), unique=True),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     username: Mapped[str] = mapped_column(String(32), unique=True)
