@@ -20,7 +20,9 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from fastapi import Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -99,3 +101,11 @@ async def run_idempotent(
             .values(status_code=status, response_body=body)
         )
     return JSONResponse(body, status_code=status)
+
+
+async def run_idempotent_post(
+    db: Database, request: Request, body: BaseModel, *, user_id: int, key: str | None, now: datetime, work: Work
+) -> JSONResponse:
+    """``run_idempotent`` for a POST whose request is its path and its JSON body."""
+    digest = fingerprint("POST", request.url.path, body.model_dump())
+    return await run_idempotent(db, user_id=user_id, key=key, digest=digest, now=now, work=work)

@@ -16,7 +16,7 @@ from devops_agent import notifications
 from devops_agent.billing.catalog import Catalog
 from devops_agent.web.api import AUTHED, errors
 from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep, GatewayDep, IdempotencyKeyDep
-from devops_agent.web.idempotency import fingerprint, run_idempotent
+from devops_agent.web.idempotency import run_idempotent_post
 from devops_agent.web.schemas import (
     CheckoutOut,
     PacksOut,
@@ -67,11 +67,4 @@ async def purchase(
         out = PurchaseCompletedOut(purchase=purchase_out(result.purchase), credits_remaining=result.credits_remaining)
         return 200, out.model_dump(mode="json")
 
-    return await run_idempotent(
-        db,
-        user_id=user.id,
-        key=idempotency_key,
-        digest=fingerprint("POST", request.url.path, body.model_dump()),
-        now=now,
-        work=work,
-    )
+    return await run_idempotent_post(db, request, body, user_id=user.id, key=idempotency_key, now=now, work=work)

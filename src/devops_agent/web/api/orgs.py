@@ -42,7 +42,7 @@ from devops_agent.web.deps import (
     require_feature,
 )
 from devops_agent.web.errors import ApiError
-from devops_agent.web.idempotency import fingerprint, run_idempotent
+from devops_agent.web.idempotency import run_idempotent_post
 from devops_agent.web.schemas import (
     CancelOut,
     PlanChangedOut,
@@ -537,14 +537,7 @@ async def upgrade(
             out = PlanChangedOut(subscription=subscription_out(pool), message=change.message)
         return 200, out.model_dump(mode="json")
 
-    return await run_idempotent(
-        db,
-        user_id=user.id,
-        key=idempotency_key,
-        digest=fingerprint("POST", request.url.path, body.model_dump()),
-        now=now,
-        work=work,
-    )
+    return await run_idempotent_post(db, request, body, user_id=user.id, key=idempotency_key, now=now, work=work)
 
 
 @router.post(
@@ -594,14 +587,7 @@ async def purchase(
             out = PurchaseCompletedOut(purchase=purchase_out(bought), credits_remaining=result.balance.total)
         return 200, out.model_dump(mode="json")
 
-    return await run_idempotent(
-        db,
-        user_id=user.id,
-        key=idempotency_key,
-        digest=fingerprint("POST", request.url.path, body.model_dump()),
-        now=now,
-        work=work,
-    )
+    return await run_idempotent_post(db, request, body, user_id=user.id, key=idempotency_key, now=now, work=work)
 
 
 @router.get(

@@ -27,7 +27,7 @@ from devops_agent.web.deps import (
     IdempotencyKeyDep,
     SessionDep,
 )
-from devops_agent.web.idempotency import fingerprint, run_idempotent
+from devops_agent.web.idempotency import run_idempotent_post
 from devops_agent.web.schemas import (
     CancelOut,
     CheckoutOut,
@@ -136,14 +136,7 @@ async def upgrade(
         result = await gateway.change_plan(db, user=user, tier=tier, idempotency_key=idempotency_key, now=now)
         return 200, _plan_body(result)
 
-    return await run_idempotent(
-        db,
-        user_id=user.id,
-        key=idempotency_key,
-        digest=fingerprint("POST", request.url.path, body.model_dump()),
-        now=now,
-        work=work,
-    )
+    return await run_idempotent_post(db, request, body, user_id=user.id, key=idempotency_key, now=now, work=work)
 
 
 @router.post(
