@@ -706,11 +706,8 @@ async def create_purchase(
     return purchase
 
 
-async def grant_purchase(session: AsyncSession, *, purchase_id: int, now: datetime) -> LedgerResult:
-    """Complete a pending purchase and add its credits to the purchased balance, once."""
-    key = f"purchase:{purchase_id}"
-    if (replay := await _replay_ledger(session, key)) is not None:
-        return replay
+async def _lock_purchase(session: AsyncSession, purchase_id: int) -> tuple[CreditPurchase, UserSubscription]:
+    """The purchase and the account it pays into, both locked (re-read, not from the identity map)."""
     purchase = (
         await session.execute(
             select(CreditPurchase)
@@ -721,7 +718,15 @@ async def grant_purchase(session: AsyncSession, *, purchase_id: int, now: dateti
     ).scalar_one_or_none()
     if purchase is None:
         raise PurchaseNotFound(f"purchase {purchase_id} does not exist")
-    sub = await _lock_account(session, user_id=purchase.user_id, org_id=purchase.organization_id)
+    return purchase, await _lock_account(session, user_id=purchase.user_id, org_id=purchase.organization_id)
+
+
+async def grant_purchase(session: AsyncSession, *, purchase_id: int, now: datetime) -> LedgerResult:
+    """Complete a pending purchase and add its credits to the purchased balance, once."""
+    key = f"purchase:{purchase_id}"
+    if (replay := await _replay_ledger(session, key)) is not None:
+        return replay
+    purchase, sub = await _lock_purchase(session, purchase_id)
     if purchase.payment_status != PurchaseStatus.PENDING:
         # Completed by a concurrent delivery that committed first (its ledger row is now visible).
         if (replay := await _replay_ledger(session, key)) is not None:
@@ -757,17 +762,7 @@ async def claw_back_purchase(session: AsyncSession, *, purchase_id: int, now: da
     key = f"clawback:{purchase_id}"
     if (replay := await _replay_ledger(session, key)) is not None:
         return replay
-    purchase = (
-        await session.execute(
-            select(CreditPurchase)
-            .where(CreditPurchase.id == purchase_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
-        )
-    ).scalar_one_or_none()
-    if purchase is None:
-        raise PurchaseNotFound(f"purchase {purchase_id} does not exist")
-    sub = await _lock_account(session, user_id=purchase.user_id, org_id=purchase.organization_id)
+    purchase, sub = await _lock_purchase(session, purchase_id)
     if purchase.payment_status != PurchaseStatus.COMPLETED:
         raise InvalidAmount(f"purchase {purchase_id} is {purchase.payment_status}; only completed ones are clawed back")
     taken = min(purchase.credits_amount, sub.purchased_credits_remaining)
