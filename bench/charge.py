@@ -36,7 +36,7 @@ from devops_agent.billing import charge_sql, credits
 from devops_agent.billing.catalog import load_catalog
 from devops_agent.billing.catalog_sync import sync_catalog
 from devops_agent.billing.models import User
-from devops_agent.db import Database
+from devops_agent.db import SQLITE_PRAGMAS, Database
 from devops_agent.migrate import upgrade
 
 CHARGES_PER_WORKER = {1: 1500, 16: 150}
@@ -68,35 +68,37 @@ async def _prepare(db: Database, workers: int) -> list[int]:
     return ids
 
 
-async def _engine_run(db: Database, user_ids: list[int], per_worker: int) -> Figures:
+async def _timed_run(user_ids: list[int], per_worker: int, charge: Callable[[int], Awaitable[object]]) -> Figures:
+    """Each user's worker charges ``per_worker`` times, one after the other; all workers at once."""
     latencies: list[float] = []
 
     async def worker(user_id: int) -> None:
         for _ in range(per_worker):
             t = time.perf_counter()
-            await credits.charge_alone(
-                db, user_id=user_id, amount=1, action_type="agent_message", now=datetime.now(UTC)
-            )
+            await charge(user_id)
             latencies.append((time.perf_counter() - t) * 1000)
 
     start = time.perf_counter()
     await asyncio.gather(*(worker(u) for u in user_ids))
     return Figures(len(user_ids) * per_worker, time.perf_counter() - start, latencies)
+
+
+async def _engine_run(db: Database, user_ids: list[int], per_worker: int) -> Figures:
+    async def charge(user_id: int) -> object:
+        return await credits.charge_alone(
+            db, user_id=user_id, amount=1, action_type="agent_message", now=datetime.now(UTC)
+        )
+
+    return await _timed_run(user_ids, per_worker, charge)
 
 
 async def _session_run(db: Database, user_ids: list[int], per_worker: int) -> Figures:
-    latencies: list[float] = []
+    async def charge(user_id: int) -> object:
+        async with db.transaction() as s:
+            now = datetime.now(UTC)
+            return await credits.charge(s, user_id=user_id, amount=1, action_type="agent_message", now=now)
 
-    async def worker(user_id: int) -> None:
-        for _ in range(per_worker):
-            t = time.perf_counter()
-            async with db.transaction() as s:
-                await credits.charge(s, user_id=user_id, amount=1, action_type="agent_message", now=datetime.now(UTC))
-            latencies.append((time.perf_counter() - t) * 1000)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(u) for u in user_ids))
-    return Figures(len(user_ids) * per_worker, time.perf_counter() - start, latencies)
+    return await _timed_run(user_ids, per_worker, charge)
 
 
 def _split(monthly: int, amount: int) -> tuple[int, int]:
@@ -112,10 +114,8 @@ def _sqlite_raw_run(path: Path, user_ids: list[int], per_worker: int) -> Figures
 
     def worker(user_id: int) -> None:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        for pragma in SQLITE_PRAGMAS:  # set up as the engine's connections are
+            conn.execute(pragma)
         for _ in range(per_worker):
             t = time.perf_counter()
             with lock:

@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.common import Figures, scratch_postgres, server_env
+from bench.common import Figures, free_port, scratch_postgres, server_env, wait_ready
 from devops_agent.billing import charge_sql, credits
 from devops_agent.billing.catalog import load_catalog
 from devops_agent.billing.catalog_sync import sync_catalog
@@ -68,12 +67,6 @@ def app_factory() -> Any:
     return create_app(settings, database=Database(settings.database_url, pool_size=SERVER_POOL))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start_server(url: str, port: int, log_dir: Path) -> subprocess.Popen[bytes]:
     env = server_env(url, log_dir, CLOUD="sandbox")
     command = [
@@ -99,20 +92,6 @@ def _start_server(url: str, port: int, log_dir: Path) -> subprocess.Popen[bytes]
     # Output to a file, never a pipe nobody reads: a full pipe blocks the workers.
     with (log_dir / "server.out").open("wb") as out:
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-
-
-async def _wait_ready(base: str, server: subprocess.Popen[bytes]) -> None:
-    async with httpx.AsyncClient(base_url=base) as client:
-        for _ in range(600):
-            if server.poll() is not None:
-                raise RuntimeError(f"the server exited with {server.returncode}; see its output in the log directory")
-            try:
-                if (await client.get("/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError("the server did not become ready within 60 s")
 
 
 async def _clients(base: str, url: str) -> tuple[list[httpx.AsyncClient], list[int]]:
@@ -240,12 +219,12 @@ async def run() -> dict[str, Any]:
         async with db.transaction() as session:
             await sync_catalog(session, load_catalog())
         await db.dispose()
-        port = _free_port()
+        port = free_port()
         base = f"http://127.0.0.1:{port}"
         logs = Path(tempfile.mkdtemp(prefix="bench-chat-logs-"))
         server = _start_server(url, port, logs)
         try:
-            await _wait_ready(base, server)
+            await wait_ready(base, server, logs / "server.out")
             clients, user_ids = await _clients(base, url)
             try:
                 http, conversations = await _http_run(clients)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import statistics
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import httpx
 from sqlalchemy.engine import make_url
 
 BENCH_PG = os.environ.get(
@@ -50,6 +54,29 @@ class Figures:
             "p99_ms": round(self.percentile(0.99), 3),
             "mean_ms": round(statistics.fmean(self.latencies_ms), 3) if self.latencies_ms else 0.0,
         }
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a benchmarked server."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_ready(base: str, server: subprocess.Popen[bytes], output: Path) -> None:
+    """Poll ``/readyz`` until the server answers (database up, migrations current); its
+    output (``output``) is in the error if it exits first."""
+    async with httpx.AsyncClient(base_url=base) as client:
+        for _ in range(900):
+            if server.poll() is not None:
+                raise RuntimeError(f"the server exited with {server.returncode}:\n{output.read_text()}")
+            try:
+                if (await client.get("/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("the server did not become ready within 90 s")
 
 
 def server_env(database_url: str, log_dir: Path, **extra: str) -> dict[str, str]:

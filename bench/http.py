@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import Figures, scratch_postgres, server_env
+from bench.common import Figures, free_port, scratch_postgres, server_env, wait_ready
 from devops_agent.billing.catalog import load_catalog
 from devops_agent.billing.catalog_sync import sync_catalog
 from devops_agent.db import Database
@@ -46,12 +45,6 @@ REQUESTS_PER_CLIENT = int(os.environ.get("BENCH_HTTP_REQUESTS", "40"))
 Request = Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start_server(url: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
     """``devops-agent serve --workers 2``, as production would run it."""
     env = server_env(url, workdir / "logs")
@@ -59,20 +52,6 @@ def _start_server(url: str, port: int, workdir: Path) -> subprocess.Popen[bytes]
     command = [str(cli), "serve", "--port", str(port), "--workers", str(WORKERS)]
     output = (workdir / "server.out").open("wb")
     return subprocess.Popen(command, env=env, cwd=workdir, stdout=output, stderr=subprocess.STDOUT)
-
-
-async def _wait_ready(base: str, server: subprocess.Popen[bytes], workdir: Path) -> None:
-    async with httpx.AsyncClient(base_url=base) as client:
-        for _ in range(900):
-            if server.poll() is not None:
-                raise RuntimeError(f"the server exited:\n{(workdir / 'server.out').read_text()}")
-            try:
-                if (await client.get("/readyz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError("the server did not become ready within 90 s")
 
 
 async def _register(base: str) -> httpx.AsyncClient:
@@ -111,13 +90,13 @@ async def run() -> dict[str, Any]:
         async with db.transaction() as session:
             await sync_catalog(session, load_catalog())
         await db.dispose()
-        port = _free_port()
+        port = free_port()
         base = f"http://127.0.0.1:{port}"
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
             server = _start_server(url, port, workdir)
             try:
-                await _wait_ready(base, server, workdir)
+                await wait_ready(base, server, workdir / "server.out")
                 clients = list(await asyncio.gather(*(_register(base) for _ in range(CLIENTS))))
                 try:
                     purchase = await _measure(

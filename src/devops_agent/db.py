@@ -60,6 +60,15 @@ NAMING_CONVENTION = {
 }
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Every SQLite connection we open, pooled or not: WAL, foreign keys, a busy timeout, and
+# fsync at checkpoints only (a crash of the process loses nothing committed; a power
+# loss may lose the last transactions).
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA foreign_keys=ON",
+    f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+    "PRAGMA synchronous=NORMAL",
+)
 
 
 class Base(DeclarativeBase):
@@ -85,10 +94,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # Stop pysqlite from issuing its own BEGIN; we emit BEGIN IMMEDIATE below.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -150,10 +157,8 @@ def _inline_sqlite_creator(path: str) -> Callable[[], Awaitable[aiosqlite.Connec
 def _sqlite_driver_connection(path: str) -> sqlite3.Connection:
     """A sqlite3 connection set up like the pool's, for the charge's hot path."""
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA foreign_keys=ON")
-    connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    connection.execute("PRAGMA synchronous=NORMAL")
+    for pragma in SQLITE_PRAGMAS:
+        connection.execute(pragma)
     return connection
 
 

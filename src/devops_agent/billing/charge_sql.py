@@ -17,6 +17,7 @@ it, with its errors.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -127,28 +128,25 @@ def _split(account: Any, amount: int) -> tuple[int, int, int]:
     return int(account[0]), from_monthly, amount - from_monthly
 
 
-async def _postgres_spend(conn: asyncpg.Connection, c: Charge) -> Spent | None:
-    row = await conn.fetchrow(POSTGRES["select"], c.user_id)
+# One statement on PostgreSQL, returning its first row: asyncpg's own call, or the same
+# statement through a SQLAlchemy session's connection.
+FetchRow = Callable[[str, tuple[Any, ...]], Awaitable[Any]]
+
+
+async def _postgres_spend(fetchrow: FetchRow, c: Charge) -> Spent | None:
+    row = await fetchrow(POSTGRES["select"], (c.user_id,))
     if row is None or row[3] <= c.now or row[1] + row[2] < c.amount:
         return None
     sub_id, from_monthly, from_purchased = _split(row, c.amount)
-    after = await conn.fetchrow(POSTGRES["update"], from_monthly, from_purchased, c.amount, c.now, sub_id)
+    after = await fetchrow(POSTGRES["update"], (from_monthly, from_purchased, c.amount, c.now, sub_id))
     if after is None:  # pragma: no cover - the row is locked by this transaction
         return None
-    usage_id = await conn.fetchval(
-        POSTGRES["usage"], c.user_id, c.conversation_id, c.action_type, c.tool_name, c.amount, c.now
+    (usage_id,) = await fetchrow(
+        POSTGRES["usage"], (c.user_id, c.conversation_id, c.action_type, c.tool_name, c.amount, c.now)
     )
-    ledger_id = await conn.fetchval(
+    (ledger_id,) = await fetchrow(
         POSTGRES["ledger"],
-        sub_id,
-        c.user_id,
-        -from_monthly,
-        -from_purchased,
-        after[0],
-        after[1],
-        usage_id,
-        c.key,
-        c.now,
+        (sub_id, c.user_id, -from_monthly, -from_purchased, after[0], after[1], usage_id, c.key, c.now),
     )
     return Spent(sub_id, from_monthly, int(after[0]), int(after[1]), int(usage_id), int(ledger_id))
 
@@ -163,8 +161,9 @@ async def spend_alone(db: Database, charge: Charge) -> Spent | None:
     async with db.driver_transaction() as tx:
         if tx.sqlite is not None:
             return _sqlite_spend(tx.sqlite, charge)
-        assert tx.postgres is not None
-        return await _postgres_spend(tx.postgres, charge)
+        connection = tx.postgres
+        assert connection is not None
+        return await _postgres_spend(lambda sql, args: connection.fetchrow(sql, *args), charge)
 
 
 async def spend(session: AsyncSession, charge: Charge) -> Spent | None:
@@ -175,25 +174,8 @@ async def spend(session: AsyncSession, charge: Charge) -> Spent | None:
         return _sqlite_spend(sqlite_conn, charge)
     # Through SQLAlchemy's driver call, not asyncpg directly: the adapter opens the
     # session's transaction lazily, on its first statement.
-    c = charge
-    row: Any = (await connection.exec_driver_sql(POSTGRES["select"], (c.user_id,))).first()
-    if row is None or row[3] <= c.now or row[1] + row[2] < c.amount:
-        return None
-    sub_id, from_monthly, from_purchased = _split(row, c.amount)
-    after: Any = (
-        await connection.exec_driver_sql(POSTGRES["update"], (from_monthly, from_purchased, c.amount, c.now, sub_id))
-    ).first()
-    if after is None:  # pragma: no cover - the row is locked by this transaction
-        return None
-    usage_id = (
-        await connection.exec_driver_sql(
-            POSTGRES["usage"], (c.user_id, c.conversation_id, c.action_type, c.tool_name, c.amount, c.now)
-        )
-    ).scalar_one()
-    ledger_id = (
-        await connection.exec_driver_sql(
-            POSTGRES["ledger"],
-            (sub_id, c.user_id, -from_monthly, -from_purchased, after[0], after[1], usage_id, c.key, c.now),
-        )
-    ).scalar_one()
-    return Spent(sub_id, from_monthly, int(after[0]), int(after[1]), int(usage_id), int(ledger_id))
+
+    async def fetchrow(sql: str, args: tuple[Any, ...]) -> Any:
+        return (await connection.exec_driver_sql(sql, args)).first()
+
+    return await _postgres_spend(fetchrow, charge)
