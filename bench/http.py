@@ -55,7 +55,10 @@ def _start_server(url: str, port: int, workdir: Path) -> subprocess.Popen[bytes]
 
 
 async def _register(base: str) -> httpx.AsyncClient:
-    client = httpx.AsyncClient(base_url=base, timeout=60, limits=httpx.Limits(max_connections=1))
+    # Idle connections are dropped by the client before uvicorn's 5 s keep-alive timeout can
+    # close one under a request being sent (an httpx.ReadError after a pause between phases).
+    limits = httpx.Limits(max_connections=1, keepalive_expiry=3.0)
+    client = httpx.AsyncClient(base_url=base, timeout=60, limits=limits)
     name = f"b{uuid.uuid4().hex[:12]}"
     response = await client.post(
         "/api/auth/register", json={"username": name, "email": f"{name}@bench.local", "password": "bench-password"}
