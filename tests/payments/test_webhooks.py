@@ -133,6 +133,14 @@ async def _starter_priced(db: Database) -> None:
         )
 
 
+async def _starter_customer(db: Database) -> tuple[int, str, int]:
+    """A Free user about to subscribe to Starter through Stripe: user id, subscription id, T0 as a timestamp."""
+    await _starter_priced(db)
+    async with db.transaction() as session:
+        user_id = (await make_user(session)).id
+    return user_id, f"sub_u{user_id}", int(T0.timestamp())
+
+
 def invoice(event_type: str, user_id: int, sub_id: str, start: int, *, price: str = "price_starter") -> dict[str, Any]:
     """An invoice in the current API shape (subscription under ``parent``, price under ``pricing``)."""
     end = start + 31 * 86400
@@ -183,11 +191,7 @@ async def plan(db: Database, user_id: int) -> tuple[str, str, int]:
 async def test_subscription_events_out_of_order_never_move_backwards(
     db: Database, stripe_app: FastAPI, stripe_client: httpx.AsyncClient
 ) -> None:
-    await _starter_priced(db)
-    async with db.transaction() as session:
-        user_id = (await make_user(session)).id
-    t = int(T0.timestamp())
-    sub_id = f"sub_u{user_id}"
+    user_id, sub_id, t = await _starter_customer(db)
 
     await deliver(stripe_client, invoice("invoice.paid", user_id, sub_id, t))
     assert await plan(db, user_id) == ("starter", "active", 200)
@@ -210,11 +214,7 @@ async def test_subscription_events_out_of_order_never_move_backwards(
 async def test_late_invoice_for_an_earlier_period_changes_nothing(
     db: Database, stripe_app: FastAPI, stripe_client: httpx.AsyncClient
 ) -> None:
-    await _starter_priced(db)
-    async with db.transaction() as session:
-        user_id = (await make_user(session)).id
-    t = int(T0.timestamp())
-    sub_id = f"sub_u{user_id}"
+    user_id, sub_id, t = await _starter_customer(db)
     second = invoice("invoice.paid", user_id, sub_id, t + 31 * 86400)
     first = invoice("invoice.paid", user_id, sub_id, t)
 
@@ -259,11 +259,7 @@ async def test_dispute_claws_back_what_is_left_and_records_the_shortfall(
 async def test_late_paid_invoice_does_not_hide_a_newer_failed_renewal(
     db: Database, stripe_app: FastAPI, stripe_client: httpx.AsyncClient
 ) -> None:
-    await _starter_priced(db)
-    async with db.transaction() as session:
-        user_id = (await make_user(session)).id
-    t = int(T0.timestamp())
-    sub_id = f"sub_u{user_id}"
+    user_id, sub_id, t = await _starter_customer(db)
     paid = invoice("invoice.paid", user_id, sub_id, t)
     failed = invoice("invoice.payment_failed", user_id, sub_id, t + 31 * 86400)
 
@@ -276,11 +272,7 @@ async def test_late_paid_invoice_does_not_hide_a_newer_failed_renewal(
 async def test_concurrent_subscription_events_end_in_the_newest_state(
     db: Database, stripe_app: FastAPI, stripe_client: httpx.AsyncClient
 ) -> None:
-    await _starter_priced(db)
-    async with db.transaction() as session:
-        user_id = (await make_user(session)).id
-    t = int(T0.timestamp())
-    sub_id = f"sub_u{user_id}"
+    user_id, sub_id, t = await _starter_customer(db)
     await deliver(stripe_client, invoice("invoice.paid", user_id, sub_id, t))
     statuses = ["past_due", "active", "unpaid"] * 4  # the newest (created last) is "unpaid"
     events = [
