@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+from fastapi import Query
 
 from devops_agent.web.schemas import ErrorOut, InsufficientCreditsOut
+
+# Paging of the history lists (a user's, a pool's): the same bounds everywhere.
+PageLimit = Annotated[int, Query(ge=1, le=200)]
+PageOffset = Annotated[int, Query(ge=0, le=2**31 - 1)]
 
 _DESCRIPTIONS = {
     400: "Malformed or out-of-range value (`invalid_request`, or a domain code such as `invalid_pack_size`).",

@@ -28,7 +28,7 @@ from devops_agent.billing.models import SubscriptionTier, UsageLog, User, UserSu
 from devops_agent.billing.org_models import Organization, OrganizationInvitation, OrganizationMember, Role
 from devops_agent.db import Database
 from devops_agent.payments.gateway import PaymentGateway
-from devops_agent.web.api import AUTHED, errors
+from devops_agent.web.api import AUTHED, PageLimit, PageOffset, errors
 from devops_agent.web.api.subscription import active_tiers
 from devops_agent.web.deps import (
     AdminUser,
@@ -633,8 +633,8 @@ async def usage_history(
     user: CurrentUser,
     session: SessionDep,
     now: ClockDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    limit: PageLimit = 50,
+    offset: PageOffset = 0,
 ) -> OrgUsageHistoryOut:
     _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
     await credits.apply_due_reset(session, user_id=None, org_id=org_id, now=now)
@@ -687,7 +687,7 @@ async def admin_list_orgs(
     _admin: AdminUser,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    offset: PageOffset = 0,
 ) -> AdminOrgsOut:
     owner = OrganizationMember.__table__.alias("owner_membership")
     sizes = (

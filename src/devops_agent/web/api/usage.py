@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from sqlalchemy import ColumnElement, func, select
 
 from devops_agent.billing import credits
 from devops_agent.billing.models import UsageLog
-from devops_agent.web.api import AUTHED, errors
+from devops_agent.web.api import AUTHED, PageLimit, PageOffset, errors
 from devops_agent.web.deps import ClockDep, CurrentUser, SessionDep
 from devops_agent.web.schemas import ToolCount, UsageHistoryOut, UsageStatsOut, tier_out, usage_log_out
 
@@ -53,8 +51,8 @@ async def history(
     user: CurrentUser,
     session: SessionDep,
     now: ClockDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    limit: PageLimit = 50,
+    offset: PageOffset = 0,
 ) -> UsageHistoryOut:
     await credits.apply_due_reset(session, user_id=user.id, now=now)
     total = await session.scalar(select(func.count()).select_from(UsageLog).where(*_personal(user.id)))
