@@ -12,11 +12,12 @@ Other packages extend ``base.html`` (blocks ``title``, ``head``, ``content``,
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -107,11 +108,31 @@ def _login_redirect(request: Request) -> RedirectResponse:
     return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
 
 
-def _safe_next(value: str | None) -> str:
-    """Only a path on this site is followed after login (never ``//other.host``)."""
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return "/chat"
+# Characters a browser drops from a URL before reading it (C0 controls, DEL, and the
+# C1 controls some parsers also strip), and the origin ``next`` is resolved against.
+_URL_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_OUR_ORIGIN = "http://this-site.invalid"
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after login: ``value`` if it is a path on this site, else ``/chat``.
+
+    Browsers strip tabs and newlines anywhere in a URL, spaces at its ends, and read a
+    backslash as a slash, so ``/\t/evil.com`` or ``/\\evil.com`` would leave the site.
+    ``value`` is cleaned the same way, resolved against our origin, and kept only when it
+    stays there; what is returned is the resolved path (with its query and fragment), so
+    the browser cannot read it differently.
+    """
+    if not value:
+        return "/chat"
+    cleaned = _URL_CONTROLS.sub("", value).strip(" ").replace("\\", "/")
+    if not cleaned.startswith("/") or cleaned.startswith("//"):
+        return "/chat"
+    resolved = urlsplit(urljoin(_OUR_ORIGIN + "/", cleaned))
+    if f"{resolved.scheme}://{resolved.netloc}" != _OUR_ORIGIN or not resolved.path.startswith("/"):
+        return "/chat"
+    path = urlunsplit(("", "", resolved.path, resolved.query, resolved.fragment))
+    return path if not path.startswith("//") else "/chat"
 
 
 @router.get("/")
@@ -145,8 +166,8 @@ async def login(
     request: Request, user: OptionalUser, next_path: Annotated[str | None, Query(alias="next")] = None
 ) -> Response:
     if user is not None:
-        return RedirectResponse(_safe_next(next_path), status_code=303)
-    return render_page(request, "login.html", user=None, page="login", next_path=_safe_next(next_path))
+        return RedirectResponse(safe_next(next_path), status_code=303)
+    return render_page(request, "login.html", user=None, page="login", next_path=safe_next(next_path))
 
 
 @router.get("/logout")
