@@ -199,3 +199,22 @@ async def test_a_completed_purchase_without_its_grant_fails(db: Database) -> Non
     assert _problems(result.output)["purchases"] == 1
     assert f"purchase {kept.pending_purchase_id} (completed, 100 credits) has 0 grant(s)" in result.output
     assert f"purchases: user {kept.user_id}: " in result.output
+
+
+async def test_the_audits_snapshot_never_blocks_a_writer_and_sees_one_state(db: Database) -> None:
+    async with db.transaction() as s:
+        user = await make_user(s)
+    writer = Database(db.url.render_as_string(hide_password=False))  # another process's connection
+    count = text("SELECT count(*) FROM credit_ledger")
+    try:
+        async with db.snapshot() as snapshot:
+            before = (await snapshot.execute(count)).scalar_one()
+            # A charge commits while the snapshot is open: it does not wait for the reader...
+            async with writer.transaction() as s:
+                await credits.charge(s, user_id=user.id, amount=1, action_type=ActionType.TOOL_USE, now=T0)
+            # ...and the reader's later statements still see the state of its first one.
+            assert (await snapshot.execute(count)).scalar_one() == before
+        async with db.snapshot() as snapshot:
+            assert (await snapshot.execute(count)).scalar_one() == before + 1
+    finally:
+        await writer.dispose()
