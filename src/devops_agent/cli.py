@@ -125,6 +125,24 @@ def prune(
 
 
 @app.command()
+def audit() -> None:
+    """Check the books of every account (personal and team pools); exit 1 on any discrepancy (for cron)."""
+    from devops_agent.billing import books
+
+    async def work(db: Database) -> books.AuditReport:
+        report = await books.check_books(db, clock=utcnow)
+        async with db.transaction() as session:
+            await books.record_run(session, report)
+        return report
+
+    report = _run(work)
+    for line in books.summary_lines(report):
+        typer.echo(line)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on (HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (PORT).")] = None,

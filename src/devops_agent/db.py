@@ -89,6 +89,10 @@ def async_url(database_url: str) -> URL:
     raise ValueError(f"unsupported database URL {url.render_as_string()!r}: use sqlite or postgresql")
 
 
+# Execution option of a snapshot's connection (see ``Database.snapshot``).
+_READ_ONLY = "devops_agent_read_only"
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -101,7 +105,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A snapshot (``Database.snapshot``) only reads: a deferred BEGIN takes no writer lock.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 # A unique constraint refused a row: from SQLAlchemy, or from sqlite3 on the raw hot path.
@@ -260,6 +265,23 @@ class Database:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
                 raise
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only connection whose statements all see one consistent state, for long reads.
+
+        It never blocks a writer: on SQLite a deferred BEGIN (in WAL mode a reader takes
+        no lock and sees the database as of its first read), on PostgreSQL a REPEATABLE
+        READ, READ ONLY transaction. It does not take the in-process writer lock either, so
+        on SQLite (one pooled connection) use it from a process of its own (the CLI).
+        """
+        async with self.engine.connect() as connection:
+            if self.is_sqlite:
+                await connection.execution_options(**{_READ_ONLY: True})
+            else:
+                await connection.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            async with connection.begin():
+                yield connection
 
     async def _open_driver_pool(self) -> asyncpg.Pool:
         """The hot path's asyncpg pool, opened on first use (it needs the running loop)."""

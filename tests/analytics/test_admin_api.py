@@ -24,6 +24,7 @@ ADMIN_GETS = [
     "/api/admin/users/1",
     "/api/admin/audit",
     "/api/admin/emails",
+    "/api/admin/books",
 ]
 
 

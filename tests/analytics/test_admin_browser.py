@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 from playwright.sync_api import Browser, Page, expect
 
-from devops_agent.billing import credits
+from devops_agent.billing import books, credits
 from devops_agent.billing.models import User
 from devops_agent.cli import initialize
 from devops_agent.config import Settings
@@ -76,6 +76,10 @@ async def _prepare(url: str) -> None:
         notifier = Notifier(db, smtp_url=None, sender="billing@devops-agent.test", base_url="http://agent.test")
         await notifier.after_balance_change(user_id=ids.dave, now=NOW - timedelta(hours=1))
         await notifier.wait_idle()
+        # The nightly books audit ran (the dashboard shows its result and time).
+        report = await books.check_books(db, clock=lambda: NOW - timedelta(minutes=30))
+        async with db.transaction() as s:
+            await books.record_run(s, report)
     finally:
         await db.dispose()
 
@@ -147,6 +151,8 @@ def test_admin_dashboard_renders_the_figures_and_its_tools_work(browser: Browser
         expect(page.locator("[data-top-tool-rows]")).to_contain_text("get_ec2_instances")
         expect(page.locator("[data-email-rows]")).to_contain_text("Only 3 DevOps Agent credits left")
         expect(page.locator("[data-smtp-note]")).to_contain_text("SMTP_URL is not set")
+        expect(page.locator("[data-books-status]")).to_contain_text("the books hold")
+        expect(page.locator("[data-books-status]")).to_contain_text("Last audit")
         assert_accessible(page)
         page.screenshot(path=str(DOCS / "admin.png"), full_page=True)
 

@@ -23,7 +23,7 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, or_, select
 
-from devops_agent.billing import analytics, audit, credits
+from devops_agent.billing import analytics, audit, books, credits
 from devops_agent.billing.models import CreditLedger, CreditPurchase, UsageLog, User, UserSubscription
 from devops_agent.notifications import notifier_for, recent_outbox
 from devops_agent.web.api import AUTHED, errors
@@ -516,6 +516,52 @@ class AuditListOut(BaseModel):
 @router.get("/audit", response_model=AuditListOut, summary="The newest admin actions", responses=ADMIN_ERRORS)
 async def audit_log(_admin: AdminUser, session: SessionDep, limit: Limit = 50) -> AuditListOut:
     return AuditListOut(entries=[_audit_out(e) for e in await audit.entries(session, limit=limit)])
+
+
+# --- the books audit ------------------------------------------------------------------
+
+
+class DiscrepancyOut(BaseModel):
+    check: str
+    account: str
+    detail: str
+
+
+class BooksRunOut(BaseModel):
+    ok: bool
+    started_at: Timestamp
+    finished_at: Timestamp
+    accounts: int
+    discrepancies: int
+    checks: dict[str, int] = Field(description="Discrepancies found by each check (0: it held).")
+    examples: list[DiscrepancyOut] = Field(description="The first discrepancies found.")
+
+
+class BooksOut(BaseModel):
+    last_run: BooksRunOut | None = Field(description="The newest `devops-agent audit` run; null when it never ran.")
+
+
+@router.get(
+    "/books",
+    response_model=BooksOut,
+    summary="The last books audit (`devops-agent audit`): when, and whether the books held",
+    responses=ADMIN_ERRORS,
+)
+async def books_audit(_admin: AdminUser, session: SessionDep) -> BooksOut:
+    run = await books.last_run(session)
+    if run is None:
+        return BooksOut(last_run=None)
+    return BooksOut(
+        last_run=BooksRunOut(
+            ok=run.ok,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            accounts=run.accounts,
+            discrepancies=run.discrepancies,
+            checks=run.checks,
+            examples=[DiscrepancyOut.model_validate(e) for e in run.examples],
+        )
+    )
 
 
 # --- emails ---------------------------------------------------------------------------

@@ -293,6 +293,26 @@ async function loadAudit() {
   );
 }
 
+// --- the books audit (`devops-agent audit`) ----------------------------------------
+
+async function loadBooks() {
+  const result = await api("GET", "/api/admin/books");
+  if (!result.ok) return;
+  const run = result.data.last_run;
+  const status = $("[data-books-status]");
+  if (!run) {
+    status.textContent = "The audit has not run yet: schedule `devops-agent audit` (cron).";
+    return;
+  }
+  status.dataset.ok = String(run.ok);
+  status.textContent = run.ok
+    ? `Last audit ${dateTime(run.finished_at)}: the books hold (${run.accounts} accounts).`
+    : `Last audit ${dateTime(run.finished_at)}: ${run.discrepancies} discrepancies (${run.accounts} accounts).`;
+  $("[data-books-examples]").replaceChildren(
+    ...run.examples.map((d) => el("li", { text: `${d.check}: ${d.account}: ${d.detail}` })),
+  );
+}
+
 async function start() {
   const result = await api("GET", "/api/subscription/tiers");
   tiers = result.ok ? result.data.tiers : [];
@@ -303,7 +323,7 @@ async function start() {
   $("[data-user-search]").addEventListener("submit", search);
   $("[data-adjust-form]").addEventListener("submit", adjust);
   $("[data-suspend-form]").addEventListener("submit", suspendOrRestore);
-  await Promise.all([loadRevenue(), loadUsage(), loadEmails(), loadAudit()]);
+  await Promise.all([loadRevenue(), loadUsage(), loadEmails(), loadAudit(), loadBooks()]);
   document.body.dataset.adminReady = "true";
 }
 
