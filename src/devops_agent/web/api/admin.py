@@ -523,7 +523,7 @@ async def audit_log(_admin: AdminUser, session: SessionDep, limit: Limit = 50) -
 
 class EmailOut(BaseModel):
     id: int
-    user_id: int
+    user_id: int | None = Field(description="The user it concerns; null for an invitation to an address.")
     to: str
     cause: str
     subject: str
