@@ -107,6 +107,10 @@ class SubscriptionTier(Base):
     sort_order: Mapped[int] = mapped_column(Integer, default=0)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     stripe_price_id: Mapped[str | None] = mapped_column(String(255))
+    # Seats of an organization on this tier: members included in the price (NULL: no limit)
+    # and the monthly price of each member beyond them (NULL: no extra seats are sold).
+    included_members: Mapped[int | None] = mapped_column(Integer)
+    extra_seat_price: Mapped[Decimal | None] = mapped_column(Money)
 
     def has(self, entitlement: str) -> bool:
         return entitlement in (self.entitlements or [])

@@ -345,6 +345,44 @@ async def invite(
     return NewInvitation(invitation, token)
 
 
+async def resend_invitation(
+    session: AsyncSession,
+    *,
+    org_id: int,
+    actor_id: int,
+    invitation_id: int,
+    now: datetime,
+    ttl: timedelta = INVITATION_TTL,
+) -> NewInvitation:
+    """A new token for a pending invitation (admins and owner): the old one stops working.
+
+    The new link is valid for ``ttl`` from now. An accepted or revoked invitation
+    (``InvitationUsed``) or an expired one (``InvitationExpired``) cannot be resent:
+    invite the address again instead.
+    """
+    _, actor = await get_organization(session, org_id=org_id, user_id=actor_id)
+    _require(actor, Role.ADMIN, "can resend invitations")
+    invitation = (
+        await session.execute(
+            select(OrganizationInvitation)
+            .where(OrganizationInvitation.id == invitation_id, OrganizationInvitation.organization_id == org_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one_or_none()
+    if invitation is None:
+        raise InvitationNotFound(f"Invitation {invitation_id} not found.")
+    if invitation.accepted_at is not None or invitation.revoked_at is not None:
+        raise InvitationUsed("This invitation was accepted or revoked already; it cannot be resent.")
+    if invitation.expires_at <= now:
+        raise InvitationExpired("This invitation has expired; invite the address again.")
+    token = secrets.token_urlsafe(32)
+    invitation.token_hash = hash_token(token)
+    invitation.expires_at = now + ttl
+    await session.flush()
+    return NewInvitation(invitation, token)
+
+
 async def pending_invitations(session: AsyncSession, *, org_id: int, now: datetime) -> list[OrganizationInvitation]:
     """Invitations neither accepted, revoked nor expired, newest first."""
     rows = await session.execute(
