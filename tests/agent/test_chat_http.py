@@ -19,7 +19,15 @@ from tests.agent.fake_anthropic import FakeAnthropic, api_error
 from tests.factories import T0
 from tests.web.conftest import build_app, make_client, register
 
-CHAT_KEYS = {"conversation_id", "response", "tool_calls", "credits_used", "credits_remaining", "low_credits"}
+CHAT_KEYS = {
+    "conversation_id",
+    "response",
+    "tool_calls",
+    "credits_used",
+    "credits_remaining",
+    "balance_after",
+    "low_credits",
+}
 
 
 @pytest.fixture
@@ -50,7 +58,7 @@ async def test_chat_then_read_the_conversation(client: httpx.AsyncClient) -> Non
         {"tool": "get_ec2_instances", "credits_used": 1, "success": True, "summary": "0 EC2 instances"}
     ]
     assert (reply["credits_used"], reply["credits_remaining"], reply["low_credits"]) == (2, 18, False)
-    assert "[Offline agent]" in reply["response"]
+    assert "[Offline agent]" not in reply["response"]
 
     listed = (await client.get("/api/conversations")).json()["conversations"]
     assert [c["id"] for c in listed] == [reply["conversation_id"]]

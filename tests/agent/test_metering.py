@@ -70,7 +70,7 @@ async def _balance_matches_ledger(db: Database, user_id: int) -> int:
 async def test_a_message_costs_one_credit_charged_and_logged(db: Database, runtime: AgentRuntime) -> None:
     user_id = await _user(db)
     reply = await _chat(db, runtime, user_id, "hello")
-    assert reply.response.startswith("[Offline agent]")
+    assert reply.response == "Hello! I can list and create EC2 instances, RDS databases and S3 buckets. Say 'help'."
     assert (reply.credits_used, reply.credits_remaining, reply.low_credits, reply.tool_calls) == (1, 19, False, [])
     assert await _logs(db, user_id) == [("agent_message", None, 1, True)]
     assert await _balance_matches_ledger(db, user_id) == 19

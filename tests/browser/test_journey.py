@@ -28,6 +28,7 @@ from tests.browser.helpers import (
 )
 
 LOW_CREDITS = 5
+TOOL_LABELS = {"get_ec2_instances": "List EC2 instances", "create_ec2_instance": "Create an EC2 instance"}
 OUT_OF_CREDITS = "You have run out of credits. Please upgrade your plan or purchase more credits."
 
 
@@ -53,7 +54,7 @@ def expect_reply_shown(page: Page, reply: dict[str, Any]) -> None:
     chips = last.locator(".tool-call")
     expect(chips).to_have_count(len(reply["tool_calls"]))
     for chip, call in zip(chips.all(), reply["tool_calls"], strict=True):
-        expect(chip).to_contain_text(f"{call['tool']} · {plural(call['credits_used'], 'credit')}")
+        expect(chip).to_contain_text(f"{TOOL_LABELS[call['tool']]} · {plural(call['credits_used'], 'credit')}")
     expect_counter(page, reply["credits_remaining"])
 
 

@@ -42,6 +42,11 @@ class Message(Base):
     role: Mapped[str] = mapped_column(String(16))
     content: Mapped[str] = mapped_column(Text)
     tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # An assistant reply's cost (its message and tools, refunds deducted), the balance
+    # that paid right after it, and the backend that wrote it; null on user messages.
+    credits_used: Mapped[int | None] = mapped_column(Integer)
+    balance_after: Mapped[int | None] = mapped_column(Integer)
+    agent: Mapped[str | None] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     reply_status: Mapped[int | None] = mapped_column(Integer)
     reply: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -89,13 +89,18 @@ class ToolCallOut(BaseModel):
 
 
 class ChatReply(BaseModel):
-    """The contract's reply to ``POST /api/chat``."""
+    """The contract's reply to ``POST /api/chat``.
+
+    ``credits_used``, ``balance_after`` and ``tool_calls`` are the reply's costs, stored
+    on the assistant message too, so a reloaded conversation shows the same.
+    """
 
     conversation_id: int
     response: str
     tool_calls: list[ToolCallOut]
     credits_used: int
     credits_remaining: int
+    balance_after: int
     low_credits: bool
 
 
@@ -171,7 +176,8 @@ async def _replay(session: AsyncSession, *, user_id: int, key: str, text: str) -
     if row.reply_status != 200:
         body = dict(row.reply)
         raise AgentUnavailable(str(body.pop("message", "")), **{k: v for k, v in body.items() if k != "error"})
-    return ChatReply.model_validate(row.reply)
+    # Replies stored before ``balance_after`` existed: it is the balance they reported.
+    return ChatReply.model_validate({"balance_after": row.reply.get("credits_remaining"), **row.reply})
 
 
 async def _balance(session: AsyncSession, user_id: int, org_id: int | None = None) -> int:
@@ -234,6 +240,7 @@ async def _finish(db: Database, runtime: AgentRuntime, meter: Meter, started: _S
     now = meter.clock()
     async with db.transaction() as session:
         tool_calls = [ToolCallOut(**vars(r)) for r in run.tool_calls]
+        balance = await _balance(session, meter.user_id, meter.org_id)
         session.add(
             Message(
                 conversation_id=started.conversation_id,
@@ -241,16 +248,19 @@ async def _finish(db: Database, runtime: AgentRuntime, meter: Meter, started: _S
                 role=Role.ASSISTANT,
                 content=run.text,
                 tool_calls=[t.model_dump() for t in tool_calls],
+                credits_used=meter.spent,
+                balance_after=balance,
+                agent=runtime.backend.name,
                 created_at=now,
             )
         )
-        balance = await _balance(session, meter.user_id, meter.org_id)
         reply = ChatReply(
             conversation_id=started.conversation_id,
             response=run.text,
             tool_calls=tool_calls,
             credits_used=meter.spent,
             credits_remaining=balance,
+            balance_after=balance,
             low_credits=balance < runtime.low_credit_threshold,
         )
         if started.keyed:  # kept for a retry with the same Idempotency-Key
@@ -282,6 +292,9 @@ async def _fail(db: Database, meter: Meter, started: _Started, error: str) -> Ag
                 user_id=meter.user_id,
                 role=Role.ASSISTANT,
                 content="(The agent could not answer this message; its credit was refunded.)",
+                tool_calls=[],
+                credits_used=meter.spent,
+                balance_after=meter.balance,
                 created_at=now,
             )
         )
@@ -378,3 +391,33 @@ def build_runtime(settings: Settings) -> AgentRuntime:
         catalog=cached_catalog(settings.pricing_file),
         low_credit_threshold=settings.low_credit_threshold,
     )
+
+
+# --- renaming and deleting conversations ---------------------------------------------
+
+
+async def rename_conversation(session: AsyncSession, *, user_id: int, conversation_id: int, title: str) -> Conversation:
+    """Give a conversation of the user's a new title (1 to 200 characters after trimming)."""
+    conversation = await session.get(Conversation, conversation_id)
+    if conversation is None or conversation.user_id != user_id:
+        raise ConversationNotFound(f"There is no conversation {conversation_id}.")
+    clean = " ".join(title.split())
+    if not clean or len(clean) > 200:
+        raise InvalidChatRequest("A conversation's name must be 1 to 200 characters.")
+    check_storable(clean, "name")
+    conversation.title = clean
+    await session.flush()
+    return conversation
+
+
+async def delete_conversation(session: AsyncSession, *, user_id: int, conversation_id: int) -> None:
+    """Delete a conversation of the user's and its messages.
+
+    What it cost stays: usage logs and ledger rows are the customer's statement, so the
+    database only unlinks them (``conversation_id`` becomes null), never deletes them.
+    """
+    conversation = await session.get(Conversation, conversation_id)
+    if conversation is None or conversation.user_id != user_id:
+        raise ConversationNotFound(f"There is no conversation {conversation_id}.")
+    await session.delete(conversation)
+    await session.flush()

@@ -162,7 +162,19 @@ def create_app(
     import devops_agent.web.api.chat as agent_chat_api
     import devops_agent.web.api.templates as agent_templates_api
     from devops_agent.web import org_pages, pages
-    from devops_agent.web.api import admin, analytics, auth, credits, health, keys, orgs, stripe, subscription, usage
+    from devops_agent.web.api import (
+        admin,
+        analytics,
+        auth,
+        credits,
+        health,
+        keys,
+        ledger,
+        orgs,
+        stripe,
+        subscription,
+        usage,
+    )
 
     # --- routers: one include_router per line; add yours here -----------------------
     app.include_router(health.router)
@@ -170,6 +182,7 @@ def create_app(
     app.include_router(keys.router)
     app.include_router(subscription.router)
     app.include_router(credits.router)
+    app.include_router(ledger.router)
     app.include_router(usage.router)
     app.include_router(admin.router)
     app.include_router(analytics.router)

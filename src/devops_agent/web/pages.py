@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.models import User
+from devops_agent.web import labels
 from devops_agent.web.deps import (
     API_ACCESS,
     ClockDep,
@@ -56,9 +57,13 @@ def usd(amount: Decimal | float | int) -> str:
 
 
 def _layout_context(request: Request) -> dict[str, Any]:
-    """What ``base.html`` needs on every page: whether money is taken (the footer says so)."""
+    """What ``base.html`` needs on every page: whether money is taken (the footer says so),
+    and the readable names of actions and ledger kinds the scripts show."""
     gateway = getattr(request.app.state, "gateway", None)
-    return {"payments_mode": getattr(gateway, "mode", "demo")}
+    return {
+        "payments_mode": getattr(gateway, "mode", "demo"),
+        "labels": {"actions": labels.ACTION_LABELS, "kinds": labels.KIND_LABELS},
+    }
 
 
 templates = Jinja2Templates(directory=TEMPLATES_DIR, context_processors=[_layout_context])
@@ -182,7 +187,15 @@ async def logout(request: Request, user: OptionalUser) -> Response:
 async def chat(request: Request, user: OptionalUser) -> Response:
     if user is None:
         return _login_redirect(request)
-    return render_page(request, "chat.html", user=user, page="chat")
+    return render_page(request, "chat.html", user=user, page="chat", agent_name=_agent_name(request))
+
+
+def _agent_name(request: Request) -> str:
+    """The backend that will answer (the chat labels a reply with it before it is stored)."""
+    runtime = getattr(request.app.state, "agent_runtime", None)
+    if runtime is not None:
+        return str(runtime.backend.name)
+    return "claude" if request.app.state.settings.anthropic_api_key else "offline"
 
 
 @router.get("/billing")

@@ -13,18 +13,22 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from devops_agent import notifications
+from devops_agent.agent.models import Message
 from devops_agent.agent.service import (
     MAX_MESSAGE_LENGTH,
     AgentError,
     AgentRuntime,
     ChatReply,
+    ToolCallOut,
     build_runtime,
+    delete_conversation,
     get_conversation,
     list_conversations,
+    rename_conversation,
     send_message,
 )
 from devops_agent.billing.models import Conversation
@@ -74,6 +78,10 @@ class ChatIn(Strict):
     )
 
 
+class ConversationRenameIn(Strict):
+    title: str = Field(min_length=1, max_length=200)
+
+
 class ConversationOut(BaseModel):
     id: int
     title: str
@@ -86,9 +94,27 @@ class ConversationsOut(BaseModel):
 
 
 class MessageOut(BaseModel):
+    """A message; an assistant reply carries its costs as the chat reply did (null on user messages)."""
+
     role: str
     content: str
     created_at: Timestamp
+    credits_used: int | None = None
+    balance_after: int | None = None
+    tool_calls: list[ToolCallOut] = []
+    agent: str | None = Field(default=None, description="The backend that answered: offline or claude.")
+
+
+def message_out(message: Message) -> MessageOut:
+    return MessageOut(
+        role=message.role,
+        content=message.content,
+        created_at=message.created_at,
+        credits_used=message.credits_used,
+        balance_after=message.balance_after,
+        tool_calls=[ToolCallOut.model_validate(t) for t in message.tool_calls or []],
+        agent=message.agent,
+    )
 
 
 class ConversationDetailOut(BaseModel):
@@ -207,5 +233,39 @@ async def conversation(conversation_id: IdPath, user: CurrentUser, session: Sess
         raise api_error(exc) from exc
     return ConversationDetailOut(
         conversation=conversation_out(found),
-        messages=[MessageOut(role=m.role, content=m.content, created_at=m.created_at) for m in messages],
+        messages=[message_out(m) for m in messages],
     )
+
+
+class ConversationEnvelope(BaseModel):
+    conversation: ConversationOut
+
+
+@router.patch(
+    "/conversations/{conversation_id}",
+    response_model=ConversationEnvelope,
+    summary="Rename one of your conversations",
+    responses=errors(*AUTHED, 404),
+)
+async def rename(
+    conversation_id: IdPath, body: ConversationRenameIn, user: CurrentUser, session: SessionDep
+) -> ConversationEnvelope:
+    try:
+        found = await rename_conversation(session, user_id=user.id, conversation_id=conversation_id, title=body.title)
+    except AgentError as exc:
+        raise api_error(exc) from exc
+    return ConversationEnvelope(conversation=conversation_out(found))
+
+
+@router.delete(
+    "/conversations/{conversation_id}",
+    status_code=204,
+    summary="Delete one of your conversations; what it cost stays in your usage and ledger",
+    responses=errors(*AUTHED, 404),
+)
+async def delete(conversation_id: IdPath, user: CurrentUser, session: SessionDep) -> Response:
+    try:
+        await delete_conversation(session, user_id=user.id, conversation_id=conversation_id)
+    except AgentError as exc:
+        raise api_error(exc) from exc
+    return Response(status_code=204)
