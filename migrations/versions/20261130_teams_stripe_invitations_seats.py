@@ -1,7 +1,7 @@
 """teams for real: organizations pay through Stripe, invitations by email, seats on plans
 
 Revision ID: 0011
-Revises: 0007
+Revises: 0010
 Create Date: 2026-11-30 21:03:44
 
 * ``stripe_subscriptions`` and ``auto_recharge_settings`` may belong to an organization's
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0011'
-down_revision: str | Sequence[str] | None = '0007'
+down_revision: str | Sequence[str] | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
