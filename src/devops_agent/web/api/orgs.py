@@ -380,7 +380,7 @@ async def list_members(org_id: OrgId, user: CurrentUser, session: SessionDep, no
 @router.put(
     "/{org_id}/members/{user_id}/cap",
     response_model=MembersOut,
-    summary="Set a member's monthly cap; null falls back to the default (admins)",
+    summary="Set a member's monthly cap; null falls back to the default (admins cap members, the owner anyone)",
     responses=errors(*MEMBER_ROUTE),
 )
 async def set_member_cap(
@@ -394,7 +394,7 @@ async def set_member_cap(
 @router.put(
     "/{org_id}/default-cap",
     response_model=OrgEnvelope,
-    summary="Set the cap of members without one of their own; null: no cap (admins)",
+    summary="Set the cap of members without one of their own; null: no cap (owner)",
     responses=errors(*MEMBER_ROUTE),
 )
 async def set_default_cap(
