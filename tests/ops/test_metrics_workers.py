@@ -13,7 +13,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from tests.ops.servers import serve, stop
 from tests.web.test_metrics import sample
 
-pytestmark = [pytest.mark.slow, pytest.mark.parametrize("db", ["postgresql"], indirect=True)]
+pytestmark = pytest.mark.slow
 
 HEALTHZ = {"method": "GET", "route": "/healthz", "status": "200"}
 
@@ -30,8 +30,8 @@ def healthz_by_worker(directory: Path) -> dict[str, float]:
     return counts
 
 
-async def test_two_workers_counts_add_up(database_url: str, tmp_path: Path) -> None:
-    served = await asyncio.to_thread(serve, database_url, tmp_path, workers=2)
+async def test_two_workers_counts_add_up(scratch_postgres: str, tmp_path: Path) -> None:
+    served = await asyncio.to_thread(serve, scratch_postgres, tmp_path, workers=2)
     try:
         [directory] = tmp_path.glob("devops-agent-metrics-*")
         sent = 0
