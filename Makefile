@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format bench browser clean-db
+.PHONY: help install run test lint format bench browser clean-db chaos
 
 help: ## List the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ browser: ## Install Debian's Chromium for the browser tests (when missing)
 
 test: install browser ## Run the test suite (SQLite and PostgreSQL)
 	$(BIN)/pytest
+
+chaos: install ## Chats under load on 2 workers (PostgreSQL) while a worker is killed and connections cut; then the audit
+	$(BIN)/pytest tests/ops/test_chaos.py -q
 
 lint: install ## ruff, mypy, import contracts, and migrations in step with the models
 	$(BIN)/ruff check src tests bench migrations app.py init_subscription_system.py

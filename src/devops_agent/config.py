@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     smtp_url: str | None = None
     email_from: str = "DevOps Agent <billing@devops-agent.local>"
 
+    # Bearer token for GET /metrics; unset, /metrics answers requests from localhost only.
+    metrics_token: str | None = None
+
     low_credit_threshold: int = Field(default=5, ge=0)
     # New accounts per client address and hour (each gets the Free tier's credits); 0: no limit.
     registration_limit_per_hour: int = Field(default=10, ge=0)

@@ -283,6 +283,11 @@ class Database:
             async with connection.begin():
                 yield connection
 
+    @property
+    def driver_pool(self) -> asyncpg.Pool | None:
+        """The charge's asyncpg pool once opened (PostgreSQL), for the metrics of pool use."""
+        return self._driver_pool
+
     async def _open_driver_pool(self) -> asyncpg.Pool:
         """The hot path's asyncpg pool, opened on first use (it needs the running loop)."""
         async with self._driver_pool_lock:

@@ -35,6 +35,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from devops_agent import metrics
 from devops_agent.agent.tools.registry import ToolOutcome
 from devops_agent.billing import credits
 from devops_agent.billing.catalog import Catalog
@@ -51,6 +52,7 @@ class ToolCharge:
 
     usage_log_id: int
     cost: int
+    tool_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class Meter:
         )
         if not result.replayed:
             self.spent += result.credits_used
+            metrics.count_charge(MESSAGE_ACTION, result.credits_used)
         self.balance = result.balance.total
         return result
 
@@ -110,6 +113,7 @@ class Meter:
             result = await credits.refund(session, usage_log_id=usage_log_id, now=self.clock(), error_message=error)
         if not result.replayed:
             self.spent -= self.message_cost
+            metrics.count_refund(MESSAGE_ACTION, self.message_cost)
         self.balance = result.balance.total
 
     async def charge_tool(self, tool_name: str) -> ToolCharge | Refusal:
@@ -147,7 +151,9 @@ class Meter:
             )
         self.spent += result.credits_used
         self.balance = result.balance.total
-        return ToolCharge(result.usage_log_id, cost)
+        if not result.replayed:
+            metrics.count_charge(tool_name, result.credits_used)
+        return ToolCharge(result.usage_log_id, cost, tool_name)
 
     async def settle_tool(self, paid: ToolCharge, outcome: ToolOutcome) -> int:
         """Record how a paid tool call went; return the credits it finally cost."""
@@ -164,4 +170,6 @@ class Meter:
             return paid.cost
         self.balance = result.balance.total
         self.spent -= paid.cost
+        if not result.replayed:
+            metrics.count_refund(paid.tool_name, paid.cost)
         return 0

@@ -9,6 +9,7 @@ is a working service.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +29,7 @@ from devops_agent.migrate import upgrade
 from devops_agent.payments.gateway import get_gateway
 from devops_agent.web.api.subscription import TierCache
 from devops_agent.web.errors import error_body, install_error_handlers
+from devops_agent.web.instrumentation import MetricsMiddleware, sample_pools_forever
 from devops_agent.web.logging import RequestLogMiddleware, configure_logging
 from devops_agent.web.ratelimit import LoginLimiter, RegistrationLimiter
 from devops_agent.web.security import Passwords, SessionSigner, load_secret_key
@@ -121,9 +123,11 @@ def create_app(
             async with db.transaction() as session:
                 await sync_catalog(session, cached_catalog(settings.pricing_file))
         _app.state.notifier.start_periodic()  # retries of emails that failed for a while
+        pool_sampler = asyncio.create_task(sample_pools_forever(db), name="metrics-pool-sampler")
         try:
             yield
         finally:
+            pool_sampler.cancel()
             await _app.state.notifier.aclose()
             runtime = getattr(_app.state, "agent_runtime", None)  # built on the first chat
             if runtime is not None:
@@ -158,6 +162,7 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware)
     app.add_middleware(RequestLogMiddleware)
+    app.add_middleware(MetricsMiddleware)
 
     import devops_agent.web.api.chat as agent_chat_api
     import devops_agent.web.api.templates as agent_templates_api
@@ -170,6 +175,7 @@ def create_app(
         health,
         keys,
         ledger,
+        metrics,
         orgs,
         stripe,
         subscription,
@@ -178,6 +184,7 @@ def create_app(
 
     # --- routers: one include_router per line; add yours here -----------------------
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(auth.router)
     app.include_router(keys.router)
     app.include_router(subscription.router)

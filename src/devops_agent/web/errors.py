@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sqlalchemy_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from devops_agent import metrics
 from devops_agent.billing import errors as billing_errors
 from devops_agent.billing.models import SubscriptionTier
 from devops_agent.payments.stripe_client import PaymentProviderError
@@ -110,6 +111,8 @@ async def _tier_payload(request: Request, tier_id: int | None) -> dict[str, Any]
 
 async def billing_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, billing_errors.BillingError)
+    if status_for(exc) == 402:
+        metrics.PAYMENT_REQUIRED.labels(exc.code).inc()
     if isinstance(exc, billing_errors.InsufficientCredits):
         return error_response(
             402,
@@ -123,6 +126,8 @@ async def billing_error_handler(request: Request, exc: Exception) -> JSONRespons
 
 async def api_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
+    if exc.status_code == 402:
+        metrics.PAYMENT_REQUIRED.labels(exc.code).inc()
     return error_response(exc.status_code, exc.code, exc.message, headers=exc.headers, **exc.extra)
 
 

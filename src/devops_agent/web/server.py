@@ -8,7 +8,13 @@ and then runs the app's shutdown (which disposes the database engine).
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
 from sqlalchemy.engine import make_url
@@ -37,6 +43,40 @@ def check_workers(settings: Settings, workers: int) -> str | None:
     return None
 
 
+# prometheus-client's multiprocess mode (see ``devops_agent.metrics``).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@contextlib.contextmanager
+def metrics_directory(workers: int) -> Iterator[Path | None]:
+    """Give several workers a ``PROMETHEUS_MULTIPROC_DIR`` to share their metrics, and clean it after them.
+
+    The workers inherit the variable, and read it when they first import the metrics.
+    An operator's own directory (the variable already set) is emptied at start (files
+    of an earlier run would add to this run's counts) and kept; otherwise a fresh
+    temporary directory is made and removed when the server stops. One worker keeps
+    its metrics in memory, unless the operator set the variable.
+    """
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+        yield path
+        return
+    if workers == 1:
+        yield None
+        return
+    path = Path(tempfile.mkdtemp(prefix="devops-agent-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(path)
+    try:
+        yield path
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def run_server(host: str | None = None, port: int | None = None, workers: int = 1) -> None:
     """Serve until interrupted; ``HOST``/``PORT`` (settings) apply when not given."""
     settings = get_settings()
@@ -52,14 +92,15 @@ def run_server(host: str | None = None, port: int | None = None, workers: int = 
         f"with {workers} worker{'s' if workers > 1 else ''}; Ctrl+C to stop.",
         flush=True,
     )
-    uvicorn.run(
-        "devops_agent.web.server:app_factory",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        access_log=False,  # our own JSON request log replaces uvicorn's
-        log_level="info",
-        proxy_headers=True,
-    )
+    with metrics_directory(workers):
+        uvicorn.run(
+            "devops_agent.web.server:app_factory",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            access_log=False,  # our own JSON request log replaces uvicorn's
+            log_level="info",
+            proxy_headers=True,
+        )

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from devops_agent import notifications
+from devops_agent import metrics, notifications
 from devops_agent.billing.catalog import Catalog
 from devops_agent.web.api import AUTHED, errors
 from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep, GatewayDep, IdempotencyKeyDep
@@ -60,9 +60,11 @@ async def purchase(
     async def work() -> tuple[int, dict[str, Any]]:
         result = await gateway.purchase_pack(db, user=user, pack=pack, idempotency_key=idempotency_key, now=now)
         if result.checkout_url is not None:
+            metrics.PACK_PURCHASES.labels("checkout").inc()
             return 200, CheckoutOut(checkout_url=result.checkout_url).model_dump(mode="json")
         assert result.purchase is not None
         assert result.credits_remaining is not None
+        metrics.PACK_PURCHASES.labels("completed").inc()
         await notifications.after_purchase(db, purchase_id=result.purchase.id, now=now)  # committed: the receipt
         out = PurchaseCompletedOut(purchase=purchase_out(result.purchase), credits_remaining=result.credits_remaining)
         return 200, out.model_dump(mode="json")

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from devops_agent import notifications
+from devops_agent import metrics, notifications
 from devops_agent.billing.catalog import Catalog
 from devops_agent.payments import auto_recharge
 from devops_agent.payments.models import AutoRecharge
@@ -114,8 +114,13 @@ async def webhook(request: Request, db: DatabaseDep, settings: SettingsDep, now:
     try:
         event = verify_event(payload, request.headers.get("stripe-signature"), settings.stripe_webhook_secret)
     except InvalidSignature as exc:
+        metrics.WEBHOOK_EVENTS.labels("unverified", "invalid").inc()
         raise ApiError(400, "invalid_signature", str(exc)) from None
     outcome = await handle_event(db, event, now=now)
+    metrics.WEBHOOK_EVENTS.labels(
+        outcome.type,
+        metrics.webhook_outcome(duplicate=outcome.duplicate, outcome=outcome.outcome, rejected=outcome.rejected),
+    ).inc()
     if outcome.rejected:
         raise ApiError(400, "invalid_event", outcome.outcome, event_id=outcome.event_id)
     await notifications.after_stripe_event(db, event, now=now)  # committed: receipt or failed-renewal email
