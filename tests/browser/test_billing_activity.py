@@ -52,6 +52,7 @@ def test_activity_lists_every_movement_and_adds_up(
         assert activity_sum(page) == 14
 
         page.get_by_role("button", name="Buy 100 credits for $10").click()
+        page.get_by_role("dialog", name="Buy 100 credits?").get_by_role("button", name="Buy for $10").click()
         expect(rows).to_have_count(3)
         expect(rows.first).to_contain_text("Credit pack bought")
         expect(page.locator("[data-balance-total]")).to_have_text("114")

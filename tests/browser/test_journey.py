@@ -114,22 +114,36 @@ def buy_and_upgrade(page: Page, screenshot: Path) -> None:
     expect(page.locator("[data-popular=true]")).to_contain_text("250 credits")
     page.evaluate("window.__sameDocument = true")
 
-    page.get_by_role("button", name="Buy 250 credits for $20").click()
-    expect(page.locator("[data-billing-status]")).to_have_text("Added 250 credits. You now have 250 credits.")
+    buy = page.get_by_role("button", name="Buy 250 credits for $20")
+    buy.click()
+    confirm = page.get_by_role("dialog", name="Buy 250 credits?")
+    expect(confirm).to_contain_text("Your balance after")
+    expect(confirm).to_contain_text("250 credits")
+    confirm.get_by_role("button", name="Buy for $20").click()
+    # Said next to the button that was pressed, not at the top of the page.
+    expect(page.locator("[data-popular=true] [data-card-status]")).to_have_text(
+        "Added 250 credits. You now have 250 credits."
+    )
     expect_counter(page, 250)
     expect(page.locator("[data-balance-total]")).to_have_text("250")
     expect(page.locator("[data-purchased]")).to_have_text("250")
     expect(page.locator("[data-monthly-left]")).to_have_text("0")
 
     page.get_by_role("button", name="Upgrade to Starter").click()
+    confirm = page.get_by_role("dialog", name="Upgrade to Starter?")
+    expect(confirm).to_contain_text("$19")
+    expect(confirm).to_contain_text("450 credits")
+    confirm.get_by_role("button", name="Upgrade to Starter").click()
     expect(page.locator("[data-tier-badge]")).to_have_text("Starter plan")
     expect(page.locator("[data-tier-name=starter]")).to_have_attribute("data-current", "true")
+    expect(page.locator("[data-tier-name=starter] [data-card-status]")).to_contain_text("Upgraded to Starter")
     expect(page.locator("[data-tier-name=free]")).to_have_attribute("data-current", "false")
     meter = page.locator("[data-meter]")
-    expect(meter).to_have_attribute("aria-valuemax", "200")
-    expect(meter).to_have_attribute("aria-valuenow", "0")
-    expect(page.locator("[data-meter-left]")).to_have_attribute("style", re.compile(r"width: 100%"))
-    expect(page.locator("[data-usage-line]")).to_have_text("Used 0 of 200 this month")
+    # The 20 Free credits used today still count: a plan change is not a new month.
+    expect(meter).to_have_attribute("aria-valuemax", "220")
+    expect(meter).to_have_attribute("aria-valuenow", "20")
+    expect(page.locator("[data-usage-line]")).to_have_text("Used 20 of 220 this month")
+    expect(page.locator("[data-monthly-left]")).to_have_text("200")
     expect(page.locator("[data-purchased]")).to_have_text("250")
     expect_counter(page, 450)
     expect(page.get_by_role("button", name="Cancel plan")).to_be_visible()
@@ -186,6 +200,7 @@ def test_account_keys_history_and_logout(browser: Browser, live_server: LiveServ
 
         page.goto("/billing")
         page.get_by_role("button", name="Upgrade to Starter").click()
+        page.get_by_role("dialog", name="Upgrade to Starter?").get_by_role("button", name="Upgrade to Starter").click()
         expect(page.locator("[data-tier-badge]")).to_have_text("Starter plan")
         # 20 more actions through the API (same session cookie) fill a second page of history.
         csrf = next(c["value"] for c in context.cookies() if c["name"] == "csrf_token")

@@ -285,7 +285,9 @@ async def _start_period(
     )
     sub.tier_id = tier.id
     sub.credits_remaining = tier.monthly_credits
-    sub.credits_used_this_month = 0
+    if expiry_kind != LedgerKind.TIER_CHANGE:
+        # A plan change is not a new month: what was used this month stays counted.
+        sub.credits_used_this_month = 0
     sub.billing_anchor = anchor
     sub.current_period_start = start
     sub.current_period_end = end

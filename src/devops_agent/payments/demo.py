@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from devops_agent.billing import credits
+from devops_agent.billing import credits, plan_preview
 from devops_agent.billing.catalog import PackSpec
 from devops_agent.billing.models import SubscriptionTier, User
+from devops_agent.billing.plan_preview import PlanPreview
 from devops_agent.db import Database
 from devops_agent.payments.gateway import GatewayMode, PackPurchaseResult, PlanChangeResult
 
@@ -47,3 +48,8 @@ class DemoGateway:
             change = await credits.cancel(session, user_id=user.id, now=now)
             sub = await credits.get_account(session, user_id=user.id, now=now)
         return PlanChangeResult(subscription=sub, message=change.message)
+
+    async def preview_plan(self, db: Database, *, user: User, tier: SubscriptionTier, now: datetime) -> PlanPreview:
+        """The change's rules alone: an upgrade's price is due now, in full (a new period starts)."""
+        async with db.transaction() as session:
+            return await plan_preview.preview_change(session, user_id=user.id, tier_id=tier.id, now=now)

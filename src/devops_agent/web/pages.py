@@ -154,6 +154,7 @@ async def home(request: Request, user: OptionalUser) -> Response:
         tiers=catalog.tiers,
         packs=catalog.packs,
         free_credits=_free_credits(catalog),
+        **_prices(catalog),
     )
 
 
@@ -203,7 +204,27 @@ async def billing(request: Request, user: OptionalUser) -> Response:
     if user is None:
         return _login_redirect(request)
     catalog = _catalog(request)
-    return render_page(request, "billing.html", user=user, page="billing", tiers=catalog.tiers, packs=catalog.packs)
+    plan_features = [
+        {"name": t.name, "display": t.display_name, "features": sorted(t.entitlements)} for t in catalog.tiers
+    ]
+    return render_page(
+        request,
+        "billing.html",
+        user=user,
+        page="billing",
+        tiers=catalog.tiers,
+        packs=catalog.packs,
+        plan_features=plan_features,
+        **_prices(catalog),
+    )
+
+
+def _prices(catalog: Catalog) -> dict[str, Any]:
+    """The price list of every action, and what a plan's credits buy, for the plan cards."""
+    return {
+        "price_list": labels.price_list(catalog),
+        "plan_buys": lambda credits: labels.plan_buys(credits, catalog),
+    }
 
 
 @router.get("/account")

@@ -10,6 +10,7 @@ import {
   errorMessage,
   loadSubscription,
   plural,
+  setBalances,
   setCredits,
   shortDate,
   usd,
@@ -55,6 +56,13 @@ async function loadWorkspaces() {
   if (!orgs.some((org) => org.id === orgId)) orgId = null;
   workspace.value = orgId ? String(orgId) : "";
   document.querySelector("[data-workspace-row]").hidden = false;
+}
+
+/** The header's monthly/purchased split after a change only the total was told of. */
+function refreshSplit() {
+  loadSubscription(true).then((result) => {
+    if (result.ok) setBalances(result.data.subscription);
+  });
 }
 
 function showLowCredits(remaining) {
@@ -243,6 +251,7 @@ async function buyFromDialog() {
   }
   setCredits(result.data.credits_remaining);
   showLowCredits(result.data.credits_remaining);
+  refreshSplit();
   out.textContent = `Done: you now have ${plural(result.data.credits_remaining, "credit")}. Send your message again.`;
 }
 
@@ -283,6 +292,7 @@ async function send() {
       // The header counts the user's own credits; a team's pool is shown on the reply.
       setCredits(reply.credits_remaining);
       showLowCredits(reply.credits_remaining);
+      refreshSplit();
     }
     if (reply.conversation_id !== conversationId) {
       conversationId = reply.conversation_id;

@@ -163,9 +163,25 @@ export function setCredits(remaining) {
   }
   for (const pill of document.querySelectorAll("[data-credit-counter]")) {
     pill.dataset.low = String(remaining < LOW_CREDITS);
-    pill.setAttribute("aria-label", `${plural(remaining, "credit")} left`);
   }
   document.dispatchEvent(new CustomEvent("credits:changed", { detail: { remaining } }));
+}
+
+/**
+ * Show a subscription's balances: the total, and in the header its split into monthly
+ * credits (with the date they reset) and purchased credits (which never expire).
+ */
+export function setBalances(sub) {
+  setCredits(sub.credits_remaining);
+  const monthly = sub.monthly_credits_remaining;
+  const purchased = sub.purchased_credits_remaining;
+  const reset = shortDate(sub.current_period_end);
+  const detail = `${plural(monthly, "monthly credit")} until ${reset}, ${plural(purchased, "purchased credit")} that never expire`;
+  for (const pill of document.querySelectorAll("[data-credit-counter]")) pill.title = detail;
+  for (const said of document.querySelectorAll("[data-credit-detail]")) said.textContent = `: ${detail}`;
+  for (const split of document.querySelectorAll("[data-credit-split]")) {
+    split.textContent = `${monthly} monthly · ${purchased} purchased`;
+  }
 }
 
 /** Fetch the subscription once (pages that need it share this promise). */
@@ -220,7 +236,7 @@ function wireHeader() {
   }
   if (document.querySelector("[data-credit-counter]")) {
     loadSubscription().then((result) => {
-      if (result.ok) setCredits(result.data.subscription.credits_remaining);
+      if (result.ok) setBalances(result.data.subscription);
     });
   }
 }
