@@ -125,6 +125,23 @@ def prune(
 
 
 @app.command()
+def recover() -> None:
+    """Refund chat turns a dead process left without a reply, and free their keys (for cron)."""
+    from devops_agent.agent import turns
+
+    async def work(db: Database) -> list[turns.Refunded]:
+        return await turns.recover_expired(db, now=utcnow())
+
+    refunded = _run(work)
+    for turn in refunded:
+        typer.echo(
+            f"Message {turn.message_id} of user {turn.user_id}: {turn.charges} charge(s) refunded, "
+            f"{turn.credits} credit(s) back."
+        )
+    typer.echo(f"Refunded {len(refunded)} interrupted chat turn(s): {sum(t.credits for t in refunded)} credit(s) back.")
+
+
+@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on (HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (PORT).")] = None,
