@@ -126,19 +126,24 @@ def prune(
 
 @app.command()
 def recover() -> None:
-    """Refund chat turns a dead process left without a reply, and free their keys (for cron)."""
+    """Refund chat turns and free requests that a dead process left unfinished (for cron)."""
     from devops_agent.agent import turns
+    from devops_agent.web import idempotency
 
-    async def work(db: Database) -> list[turns.Refunded]:
-        return await turns.recover_expired(db, now=utcnow())
+    lease = timedelta(seconds=get_settings().idempotency_lease_seconds)
 
-    refunded = _run(work)
+    async def work(db: Database) -> tuple[list[turns.Refunded], int]:
+        now = utcnow()
+        return await turns.recover_expired(db, now=now), await idempotency.release_stale(db, now=now, lease=lease)
+
+    refunded, released = _run(work)
     for turn in refunded:
         typer.echo(
             f"Message {turn.message_id} of user {turn.user_id}: {turn.charges} charge(s) refunded, "
             f"{turn.credits} credit(s) back."
         )
     typer.echo(f"Refunded {len(refunded)} interrupted chat turn(s): {sum(t.credits for t in refunded)} credit(s) back.")
+    typer.echo(f"Released {released} Idempotency-Key(s) left in progress (a retry runs them again).")
 
 
 @app.command()
