@@ -30,7 +30,7 @@ from devops_agent.billing.models import CreditLedger, LedgerKind, UserSubscripti
 from devops_agent.cli import app as cli_app
 from devops_agent.db import Database
 from devops_agent.web.security import CSRF_COOKIE
-from tests.agent.fake_anthropic import FakeAnthropic, hang, text_reply
+from tests.agent.fake_anthropic import FakeAnthropic, hang, text_reply, tool_use
 from tests.web.conftest import MovableClock, build_app, make_client, register
 
 
@@ -95,23 +95,25 @@ async def refunds_per_charge(db: Database, user_id: int) -> dict[int, int]:
 async def test_a_cancelled_chat_refunds_and_its_key_answers_afterwards(
     client: httpx.AsyncClient, db: Database, anthropic_server: FakeAnthropic
 ) -> None:
-    anthropic_server.script(hang())
+    anthropic_server.script(tool_use("get_ec2_instances", {}), hang())
     user = await register(client)
     headers = {"Idempotency-Key": "cancelled-1"}
     request = asyncio.create_task(client.post("/api/chat", json={"message": "hello"}, headers=headers))
-    await until(lambda: len(anthropic_server.requests) == 1, "the model was asked")
-    assert (await books(db, user["id"]))[0] == 19  # charged before the model call
+    await until(lambda: len(anthropic_server.requests) == 2, "the model was asked again after the tool call")
+    assert (await books(db, user["id"]))[0] == 18  # the message and the tool call, charged before they ran
     request.cancel()  # what a shutdown does to a request still running after the grace period
     with pytest.raises(asyncio.CancelledError):
         await request
-    assert await books(db, user["id"]) == (20, ["monthly_grant", "charge", "refund"])
+    charged_and_refunded = ["monthly_grant", "charge", "charge", "refund", "refund"]
+    assert await books(db, user["id"]) == (20, charged_and_refunded)
+    assert sorted((await refunds_per_charge(db, user["id"])).values()) == [1, 1]
     anthropic_server.release()
 
     anthropic_server.script(text_reply("Here is your answer."))
     again = await client.post("/api/chat", json={"message": "hello"}, headers=headers)
     assert again.status_code == 200, again.text
     assert (again.json()["response"], again.json()["credits_remaining"]) == ("Here is your answer.", 19)
-    assert await books(db, user["id"]) == (19, ["monthly_grant", "charge", "refund", "charge"])
+    assert await books(db, user["id"]) == (19, [*charged_and_refunded, "charge"])
     replayed = await client.post("/api/chat", json={"message": "hello"}, headers=headers)
     assert replayed.json() == again.json()
     conversation = (await client.get(f"/api/conversations/{again.json()['conversation_id']}")).json()
@@ -179,15 +181,16 @@ async def test_a_client_that_disconnects_gets_its_credit_back(
 async def _hung_turns(
     app: FastAPI, anthropic_server: FakeAnthropic, count: int
 ) -> tuple[list[httpx.AsyncClient], list[dict[str, Any]], list[asyncio.Task[httpx.Response]]]:
-    """``count`` users, each with a keyed chat whose model call hangs."""
-    anthropic_server.script(*(hang("too late") for _ in range(count)))
+    """``count`` users, each with a keyed chat that ran a tool call (1 credit) and then hangs."""
     clients = [make_client(app) for _ in range(count)]
     users = [await register(c) for c in clients]
-    originals = [
-        asyncio.create_task(c.post("/api/chat", json={"message": "hello"}, headers={"Idempotency-Key": f"k{i}"}))
-        for i, c in enumerate(clients)
-    ]
-    await until(lambda: len(anthropic_server.requests) == count, "every model call started")
+    originals = []
+    for i, c in enumerate(clients):
+        anthropic_server.script(tool_use("get_ec2_instances", {}), hang("too late"))
+        originals.append(
+            asyncio.create_task(c.post("/api/chat", json={"message": "hello"}, headers={"Idempotency-Key": f"k{i}"}))
+        )
+        await until(lambda: len(anthropic_server.requests) == 2, "the model was asked after the tool call")
     return clients, users, originals
 
 
@@ -214,8 +217,8 @@ async def test_an_expired_turn_is_refunded_once_when_recover_and_the_retry_race(
     anthropic_server.release()  # the first requests' model calls answer at last: too late
     late = await asyncio.gather(*originals)
     assert {(r.status_code, r.json()["error"]) for r in late} == {(502, "agent_unavailable")}
-    for user in users:  # the dead attempt's charge refunded once, the fresh one paid
-        assert sorted((await refunds_per_charge(db, user["id"])).values()) == [0, 1]
+    for user in users:  # the dead attempt's charges (message, tool) refunded once each, the fresh one paid
+        assert sorted((await refunds_per_charge(db, user["id"])).values()) == [0, 1, 1]
         assert (await books(db, user["id"]))[0] == 19
     for c in clients:
         await c.aclose()
@@ -229,9 +232,9 @@ async def test_recover_command_refunds_expired_turns_and_says_so(
     runner = CliRunner()
     result = await asyncio.to_thread(runner.invoke, cli_app, ["recover"])
     assert result.exit_code == 0, result.output
-    assert "Refunded 2 interrupted chat turn(s): 2 credit(s) back." in result.output
+    assert "Refunded 2 interrupted chat turn(s): 4 credit(s) back." in result.output
     for user in users:
-        assert await books(db, user["id"]) == (20, ["monthly_grant", "charge", "refund"])
+        assert await books(db, user["id"]) == (20, ["monthly_grant", "charge", "charge", "refund", "refund"])
     again = await asyncio.to_thread(runner.invoke, cli_app, ["recover"])
     assert "Refunded 0 interrupted chat turn(s)" in again.output
     anthropic_server.release()
