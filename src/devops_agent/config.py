@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     metrics_token: str | None = None
 
     low_credit_threshold: int = Field(default=5, ge=0)
+    # How long a chat turn in flight holds its charges without a sign of life (the process
+    # renews the lease while it runs); past it, a retry or `devops-agent recover` refunds it.
+    chat_turn_lease_seconds: int = Field(default=120, ge=1)
+    # The same for a purchase or plan change left "in progress" under its Idempotency-Key.
+    idempotency_lease_seconds: int = Field(default=120, ge=1)
     # New accounts per client address and hour (each gets the Free tier's credits); 0: no limit.
     registration_limit_per_hour: int = Field(default=10, ge=0)
 

@@ -166,6 +166,7 @@ class CreditPurchase(Base):
         CheckConstraint("credits_amount > 0", name="credits_amount_positive"),
         CheckConstraint("price_paid >= 0", name="price_paid_non_negative"),
         CheckConstraint("clawback_shortfall >= 0", name="shortfall_non_negative"),
+        Index("uq_credit_purchases_request_key", "request_key", unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -180,6 +181,8 @@ class CreditPurchase(Base):
     clawback_shortfall: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The buyer's Idempotency-Key (scoped to the buyer), so a retry after a crash finds this purchase.
+    request_key: Mapped[str | None] = mapped_column(String(300))
 
 
 class Conversation(Base):

@@ -5,13 +5,17 @@
 short transactions of its own around those waits (charge and commit first, record
 afterwards). Wrapping it in the request's transaction would hold row locks (and on
 SQLite, every writer) for as long as Claude thinks.
+
+A client that goes away while the agent works cancels the turn (``until_disconnected``):
+nobody would read the reply, so the service refunds it and frees its Idempotency-Key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
@@ -40,6 +44,7 @@ from devops_agent.web.errors import ApiError
 from devops_agent.web.schemas import Strict, Timestamp
 
 router = APIRouter(prefix="/api", tags=["agent"])
+T = TypeVar("T")
 
 
 async def get_runtime(request: Request) -> AgentRuntime:
@@ -60,6 +65,22 @@ async def get_clock(request: Request) -> Callable[[], datetime]:
 RuntimeDep = Annotated[AgentRuntime, Depends(get_runtime)]
 ClockFnDep = Annotated[Callable[[], datetime], Depends(get_clock)]
 IdPath = Annotated[int, Path(ge=1, le=2**62)]
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it if the client disconnects first (the body is read already)."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        task.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await task
+    finally:
+        watcher.cancel()
 
 
 def api_error(exc: AgentError) -> ApiError:
@@ -150,18 +171,19 @@ async def chat_reply(
     With ``request`` and ``background``, the user's auto-recharge runs after the
     response (the charges have committed; Stripe is called outside any transaction).
     """
+    turn = send_message(
+        db,
+        runtime,
+        user_id=user_id,
+        message=message,
+        clock=clock,
+        conversation_id=conversation_id,
+        idempotency_key=idempotency_key,
+        max_credits=max_credits,
+        org_id=org_id,
+    )
     try:
-        reply = await send_message(
-            db,
-            runtime,
-            user_id=user_id,
-            message=message,
-            clock=clock,
-            conversation_id=conversation_id,
-            idempotency_key=idempotency_key,
-            max_credits=max_credits,
-            org_id=org_id,
-        )
+        reply = await (until_disconnected(request, turn) if request is not None else turn)
     except AgentError as exc:
         raise api_error(exc) from exc
     # The charges have committed: the low-credit email, to the user or to the team's owner.

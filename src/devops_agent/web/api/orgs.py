@@ -567,7 +567,14 @@ async def upgrade(
 
     async def work() -> tuple[int, dict[str, Any]]:
         async with db.transaction() as session:
-            change = await credits.change_tier(session, user_id=user.id, org_id=org_id, tier_id=body.tier_id, now=now)
+            change = await credits.change_tier(
+                session,
+                user_id=user.id,
+                org_id=org_id,
+                tier_id=body.tier_id,
+                now=now,
+                request_key=credits.request_key(user.id, idempotency_key, org_id=org_id),
+            )
             pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
             out = PlanChangedOut(subscription=subscription_out(pool), message=change.message)
         return 200, out.model_dump(mode="json")
@@ -614,8 +621,15 @@ async def purchase(
         # Demo payments, as for a user: recorded completed at its list price, credits granted.
         async with db.transaction() as session:
             await credits.apply_due_reset(session, user_id=None, org_id=org_id, now=now)
-            bought = await credits.create_purchase(
-                session, user_id=user.id, org_id=org_id, credits_amount=pack.credits, price_paid=pack.price, now=now
+            key = credits.request_key(user.id, idempotency_key, org_id=org_id)
+            bought = await credits.purchase_for_request(session, key, now=now) or await credits.create_purchase(
+                session,
+                user_id=user.id,
+                org_id=org_id,
+                credits_amount=pack.credits,
+                price_paid=pack.price,
+                now=now,
+                request_key=key,
             )
             result = await credits.grant_purchase(session, purchase_id=bought.id, now=now)
             await session.refresh(bought)
