@@ -12,6 +12,7 @@ MODEL_MODULES = (
     "devops_agent.payments.models",
     "devops_agent.notifications.models",
     "devops_agent.billing.audit",
+    "devops_agent.agent.cloud_models",
 )
 
 

@@ -31,10 +31,13 @@ from devops_agent.db import Database
 
 from .backends import build_backend
 from .backends.base import AssistantTurn, Backend, BackendError, Turn, UserTurn
+from .guardrails import Guard
 from .loop import DEFAULT_MAX_TOOL_CALLS, AgentLoop, AgentRun
 from .metering import Meter
 from .models import Message, Role
+from .proposals import PendingActionOut, Proposer
 from .tools import build_cloud, build_toolbox
+from .tools.aws import DEFAULT_REGION
 from .tools.registry import Toolbox
 
 HISTORY_MESSAGES = 20
@@ -97,6 +100,7 @@ class ChatReply(BaseModel):
     credits_used: int
     credits_remaining: int
     low_credits: bool
+    pending_actions: list[PendingActionOut] = []  # billable creates awaiting the user's approval
 
 
 @dataclass
@@ -108,6 +112,12 @@ class AgentRuntime:
     catalog: Catalog
     max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS
     low_credit_threshold: int = 5
+    auto_approve: bool = False  # creates run at once instead of awaiting the user's approval
+
+    @property
+    def region(self) -> str:
+        """The region the tools act in (the guardrails check it against the plan)."""
+        return str(getattr(self.toolbox.cloud, "region", DEFAULT_REGION))
 
     async def aclose(self) -> None:
         """Close the backend's HTTP client, if it has one (Claude's does; the offline agent not)."""
@@ -252,6 +262,7 @@ async def _finish(db: Database, runtime: AgentRuntime, meter: Meter, started: _S
             credits_used=meter.spent,
             credits_remaining=balance,
             low_credits=balance < runtime.low_credit_threshold,
+            pending_actions=run.pending_actions,
         )
         if started.keyed:  # kept for a retry with the same Idempotency-Key
             await session.execute(
@@ -330,8 +341,15 @@ async def send_message(
         return replay
     if isinstance(started, ChatReply):
         return started
+    guard = Guard(db, runtime.catalog, clock, user_id, org_id, region=runtime.region)
+    proposer = Proposer(db, runtime.catalog, clock, user_id, org_id, runtime.auto_approve, started.conversation_id)
     loop = AgentLoop(
-        backend=runtime.backend, toolbox=runtime.toolbox, meter=meter, max_tool_calls=runtime.max_tool_calls
+        backend=runtime.backend,
+        toolbox=runtime.toolbox,
+        meter=meter,
+        max_tool_calls=runtime.max_tool_calls,
+        guard=guard,
+        proposer=proposer,
     )
     try:
         run = await loop.run(started.transcript)
@@ -340,6 +358,8 @@ async def send_message(
     except Exception as exc:  # our bug: the user does not pay for it either
         await _fail(db, meter, started, f"{type(exc).__name__}: {exc}")
         raise
+    if run.no_charge_reason is not None:  # a turn that could not act is free; the usage log says why
+        await meter.refund_message(started.usage_log_id, run.no_charge_reason)
     return await _finish(db, runtime, meter, started, run)
 
 
@@ -377,4 +397,5 @@ def build_runtime(settings: Settings) -> AgentRuntime:
         toolbox=build_toolbox(build_cloud(settings)),
         catalog=cached_catalog(settings.pricing_file),
         low_credit_threshold=settings.low_credit_threshold,
+        auto_approve=settings.auto_approve_actions,
     )
