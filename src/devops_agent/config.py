@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = None
     anthropic_model: str = "claude-sonnet-4-5"
     cloud: Literal["sandbox", "aws"] = "sandbox"
+    # Run the agent's billable creates at once instead of asking the user to approve each one.
+    auto_approve_actions: bool = False
 
     stripe_secret_key: str | None = None
     stripe_publishable_key: str | None = None

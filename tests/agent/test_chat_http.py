@@ -27,6 +27,7 @@ CHAT_KEYS = {
     "credits_remaining",
     "balance_after",
     "low_credits",
+    "pending_actions",
 }
 
 
@@ -210,8 +211,11 @@ async def test_save_run_and_delete_a_template(app: FastAPI, client: httpx.AsyncC
     assert ran.status_code == 200, ran.text
     reply = ran.json()
     assert set(reply) == CHAT_KEYS
-    assert [(t["tool"], t["credits_used"]) for t in reply["tool_calls"]] == [("create_ec2_instance", 5)]
-    assert reply["credits_remaining"] == before - 6
+    # The create awaits approval: the message is charged, the instance not yet.
+    assert [(a["tool"], a["input"]["name"], a["credits"]) for a in reply["pending_actions"]] == [
+        ("create_ec2_instance", "web-7", 5)
+    ]
+    assert reply["credits_remaining"] == before - 1
 
     async with make_client(app) as other:
         await register(other)

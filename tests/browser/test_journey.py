@@ -59,14 +59,31 @@ def expect_reply_shown(page: Page, reply: dict[str, Any]) -> None:
 
 
 # Cloud chores that spend the 20 free credits to 4: each message costs 1 and its tools
-# their catalog price (listing 1, creating an instance 5). EC2 only: each sandboxed AWS
-# service costs seconds to start on first use.
+# their catalog price (listing 1, creating an instance 5, charged when its card is
+# approved). EC2 only: each sandboxed AWS service costs seconds to start on first use.
 CHORES = [
     "list my EC2 instances",
     "create a t3.micro instance named web-1",
     "create a t3.micro instance named web-2",
     "list my EC2 instances",
 ]
+
+
+def approve_last_action(page: Page, proposal: dict[str, Any]) -> dict[str, Any]:
+    """A create waits on its card: nothing charged until Approve, then its reply shows what it cost."""
+    [action] = proposal["pending_actions"]
+    card = page.locator(f"[data-action-id='{action['id']}']")
+    expect(card).to_contain_text(f"{action['tool']} (name {action['input']['name']}")
+    expect(card).to_contain_text(f"{plural(action['credits'], 'credit')} when approved")
+    with page.expect_response(lambda r: r.url.endswith(f"/api/chat/actions/{action['id']}/approve")) as answer:
+        card.get_by_role("button", name="Approve").click()
+    assert answer.value.status == 200
+    reply: dict[str, Any] = answer.value.json()
+    expect(card.locator("[data-action-status]")).to_have_text("Approved")
+    expect(card.get_by_role("button", name="Approve")).to_be_disabled()
+    assert [(t["tool"], t["success"]) for t in reply["tool_calls"]] == [(action["tool"], True)]
+    expect_reply_shown(page, reply)
+    return reply
 
 
 def chat_until_out_of_credits(page: Page, screenshot: Path) -> None:
@@ -79,6 +96,8 @@ def chat_until_out_of_credits(page: Page, screenshot: Path) -> None:
         assert answer.status == 200
         reply = answer.json()
         expect_reply_shown(page, reply)
+        if reply["pending_actions"]:
+            reply = approve_last_action(page, reply)
         replies.append(reply)
         if reply["credits_remaining"] < LOW_CREDITS:
             break

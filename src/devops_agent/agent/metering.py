@@ -123,9 +123,9 @@ class Meter:
             metrics.count_refund(MESSAGE_ACTION, self.message_cost)
         self.balance = result.balance.total
 
-    async def charge_tool(self, tool_name: str) -> ToolCharge | Refusal:
-        """Charge a tool call before it runs, in a committed transaction of its own."""
-        cost = self.catalog.cost_of(tool_name)
+    async def charge_tool(self, tool_name: str, cost: int | None = None) -> ToolCharge | Refusal:
+        """Charge a tool call (``cost``: its price by size, else the catalog's) before it runs, committed."""
+        cost = self.catalog.cost_of(tool_name) if cost is None else cost
         if self.max_credits is not None and self.spent + cost > self.max_credits:
             left = max(self.max_credits - self.spent, 0)
             return Refusal(

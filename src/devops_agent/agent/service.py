@@ -40,10 +40,13 @@ from devops_agent.db import Database
 from . import turns
 from .backends import build_backend
 from .backends.base import AssistantTurn, Backend, BackendError, Turn, UserTurn
+from .guardrails import Guard
 from .loop import DEFAULT_MAX_TOOL_CALLS, AgentLoop, AgentRun
 from .metering import Meter
 from .models import Message, Role
+from .proposals import PendingActionOut, Proposer
 from .tools import build_cloud, build_toolbox
+from .tools.aws import DEFAULT_REGION
 from .tools.registry import Toolbox
 
 HISTORY_MESSAGES = 20
@@ -115,6 +118,7 @@ class ChatReply(BaseModel):
     credits_remaining: int
     balance_after: int
     low_credits: bool
+    pending_actions: list[PendingActionOut] = []  # billable creates awaiting the user's approval
 
 
 @dataclass
@@ -127,6 +131,12 @@ class AgentRuntime:
     max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS
     low_credit_threshold: int = 5
     turn_lease: timedelta = turns.DEFAULT_LEASE
+    auto_approve: bool = False  # creates run at once instead of awaiting the user's approval
+
+    @property
+    def region(self) -> str:
+        """The region the tools act in (the guardrails check it against the plan)."""
+        return str(getattr(self.toolbox.cloud, "region", DEFAULT_REGION))
 
     async def aclose(self) -> None:
         """Close the backend's HTTP client, if it has one (Claude's does; the offline agent not)."""
@@ -351,6 +361,7 @@ async def _finish(db: Database, runtime: AgentRuntime, meter: Meter, started: _S
             credits_remaining=balance,
             balance_after=balance,
             low_credits=balance < runtime.low_credit_threshold,
+            pending_actions=run.pending_actions,
         )
         if started.keyed:  # kept for a retry with the same Idempotency-Key
             await session.execute(
@@ -443,6 +454,8 @@ async def send_message(
         return started
     meter.tool_scope = turns.tool_scope(started.message_id, started.turn.attempt)
     run = await _run_turn(db, runtime, meter, started)
+    if run.no_charge_reason is not None:  # a turn that could not act is free; the usage log says why
+        await meter.refund_message(started.usage_log_id, run.no_charge_reason)
     try:
         return await _finish(db, runtime, meter, started, run)
     except _LeaseLost:
@@ -451,8 +464,17 @@ async def send_message(
 
 async def _run_turn(db: Database, runtime: AgentRuntime, meter: Meter, started: _Started) -> AgentRun:
     """The agent loop under the turn's lease; a failure or a cancellation refunds before it goes on."""
+    guard = Guard(db, runtime.catalog, meter.clock, meter.user_id, meter.org_id, region=runtime.region)
+    proposer = Proposer(
+        db, runtime.catalog, meter.clock, meter.user_id, meter.org_id, runtime.auto_approve, started.conversation_id
+    )
     loop = AgentLoop(
-        backend=runtime.backend, toolbox=runtime.toolbox, meter=meter, max_tool_calls=runtime.max_tool_calls
+        backend=runtime.backend,
+        toolbox=runtime.toolbox,
+        meter=meter,
+        max_tool_calls=runtime.max_tool_calls,
+        guard=guard,
+        proposer=proposer,
     )
     try:
         async with turns.keep_lease(db, started.turn, lease=runtime.turn_lease, clock=meter.clock):
@@ -516,6 +538,7 @@ def build_runtime(settings: Settings) -> AgentRuntime:
         catalog=cached_catalog(settings.pricing_file),
         low_credit_threshold=settings.low_credit_threshold,
         turn_lease=timedelta(seconds=settings.chat_turn_lease_seconds),
+        auto_approve=settings.auto_approve_actions,
     )
 
 

@@ -32,6 +32,10 @@ HELP = (
     "instance or a database costs 5)."
 )
 
+NOT_UNDERSTOOD = (
+    "Sorry, I did not understand that. I am the offline agent and only know a few cloud chores; say 'help' to see them."
+)
+
 _NAME = r"(?:named|called)\s+[\"']?([A-Za-z0-9][A-Za-z0-9._-]*)"
 _CREATE = r"\b(?:create|launch|start up|spin up|make|provision|new)\b"
 _LIST = r"\b(?:list|show|get|what|which|describe|display|see)\b"
@@ -81,14 +85,17 @@ def _intent(text: str) -> tuple[list[ToolCall], str | None]:
         return [], "Hello! I can list and create EC2 instances, RDS databases and S3 buckets. Say 'help'."
     if re.search(r"\b(?:thanks|thank you)\b", low):
         return [], "You're welcome."
-    return [], (
-        "Sorry, I did not understand that. I am the offline agent and only know a few "
-        "cloud chores; say 'help' to see them."
-    )
+    return [], NOT_UNDERSTOOD
 
 
-def _describe(name: str, result: dict[str, Any], is_error: bool) -> str:
+def describe_result(name: str, result: dict[str, Any], is_error: bool) -> str:
     """One paragraph about one tool result."""
+    if "pending_approval" in result:
+        action = result["pending_approval"]
+        return (
+            f"{name} needs your approval: it costs {action['credits']} credits and starts something billed "
+            f"on your cloud. Approve or decline it (action {action['id']}, open until {action['expires_at']})."
+        )
     if is_error or "error" in result:
         return f"{name} did not succeed: {result.get('error', 'unknown error')}"
     if name == "get_ec2_instances":
@@ -135,11 +142,13 @@ class OfflineBackend:
                     result = json.loads(r.content)
                 except ValueError:
                     result = {"error": r.content} if r.is_error else {"output": r.content}
-                parts.append(_describe(r.name, result if isinstance(result, dict) else {}, r.is_error))
+                parts.append(describe_result(r.name, result if isinstance(result, dict) else {}, r.is_error))
             return AssistantTurn("\n\n".join(parts))
         text = last.text if isinstance(last, UserTurn) else ""
         calls, answer = _intent(text)
         available = {t.name for t in tools}
         if calls and all(c.name in available for c in calls):
             return AssistantTurn("", tuple(calls))
+        if answer == NOT_UNDERSTOOD:
+            return AssistantTurn(answer, understood=False)
         return AssistantTurn(answer or "That tool is not available here.")

@@ -21,6 +21,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from devops_agent import notifications
+from devops_agent.agent import approvals
 from devops_agent.agent.models import Message
 from devops_agent.agent.service import (
     MAX_MESSAGE_LENGTH,
@@ -229,6 +230,35 @@ async def chat(
         request=request,
         background=background,
     )
+
+
+@router.post(
+    "/chat/actions/{action_id}/approve",
+    response_model=ChatReply,
+    summary="Approve a create the agent proposed: it is charged and run, answered like a chat reply",
+    responses=errors(*AUTHED, 402, 404, 409, 410),
+)
+async def approve_action(
+    action_id: IdPath, user: CurrentUser, db: DatabaseDep, runtime: RuntimeDep, clock: ClockFnDep
+) -> ChatReply:
+    try:
+        return await approvals.approve(db, runtime, user_id=user.id, action_id=action_id, clock=clock)
+    except AgentError as exc:
+        raise api_error(exc) from exc
+
+
+@router.post(
+    "/chat/actions/{action_id}/decline",
+    status_code=204,
+    summary="Decline a create the agent proposed; it costs nothing",
+    responses=errors(*AUTHED, 404, 409),
+)
+async def decline_action(action_id: IdPath, user: CurrentUser, db: DatabaseDep, clock: ClockFnDep) -> Response:
+    try:
+        await approvals.decline(db, user_id=user.id, action_id=action_id, now=clock())
+    except AgentError as exc:
+        raise api_error(exc) from exc
+    return Response(status_code=204)
 
 
 @router.get(

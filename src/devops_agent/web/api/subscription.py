@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent.billing import credits
+from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.models import SubscriptionTier
 from devops_agent.db import Database
 from devops_agent.payments.gateway import PlanChangeResult
@@ -35,8 +36,10 @@ from devops_agent.web.schemas import (
     CheckoutOut,
     PlanChangedOut,
     SubscriptionEnvelope,
+    TierLimitsOut,
     TierOut,
     TiersOut,
+    TierWithLimitsOut,
     Timestamp,
     UpgradeIn,
     subscription_out,
@@ -106,7 +109,13 @@ class TierCache:
 @router.get("/tiers", response_model=TiersOut, summary="Active tiers, cheapest first (public)")
 async def list_tiers(request: Request, db: DatabaseDep, gateway: GatewayDep) -> TiersOut:
     cache: TierCache = request.app.state.tier_cache
-    return TiersOut(tiers=await cache.get(db), payments_mode=gateway.mode)
+    catalog: Catalog = request.app.state.catalog
+    tiers = []
+    for tier in await cache.get(db):
+        spec = catalog.tier(tier.name)
+        limits = TierLimitsOut.model_validate(spec.limits) if spec is not None and spec.limits else None
+        tiers.append(TierWithLimitsOut(**tier.model_dump(), limits=limits))
+    return TiersOut(tiers=tiers, payments_mode=gateway.mode)
 
 
 def _plan_body(result: PlanChangeResult) -> dict[str, Any]:

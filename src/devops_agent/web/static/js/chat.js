@@ -112,6 +112,7 @@ function renderMessage(role, content, costs = null) {
       }
       bubble.append(tools);
     }
+    for (const action of costs.pending_actions || []) bubble.append(actionCard(action));
     if (costs.credits_used !== null && costs.credits_used !== undefined) {
       const after = costs.balance_after ?? costs.credits_remaining;
       bubble.append(
@@ -139,6 +140,49 @@ function showTyping() {
   messages.append(bubble);
   scrollToEnd();
   return bubble;
+}
+
+/** A create awaiting approval: nothing is charged until Approve; Decline costs nothing. */
+function actionCard(action) {
+  const details = Object.entries(action.input || {})
+    .map(([key, value]) => `${key} ${value}`)
+    .join(", ");
+  const card = el("div", { class: "card action-card", "data-action-id": action.id, role: "group", "aria-label": `Approve ${action.tool}` });
+  card.append(el("p", { text: `${action.tool} (${details}) · ${plural(action.credits, "credit")} when approved` }));
+  const status = el("p", { class: "small muted", "data-action-status": "", "aria-live": "polite" });
+  const approve = el("button", { type: "button", "data-action-approve": "", text: "Approve" });
+  const decline = el("button", { type: "button", class: "secondary", "data-action-decline": "", text: "Decline" });
+  const close = (text) => {
+    approve.disabled = true;
+    decline.disabled = true;
+    status.textContent = text;
+  };
+  approve.addEventListener("click", async () => {
+    approve.disabled = true;
+    const result = await api("POST", `/api/chat/actions/${action.id}/approve`);
+    if (result.ok) {
+      close("Approved");
+      renderMessage("assistant", result.data.response, result.data);
+      if (!orgId) {
+        setCredits(result.data.credits_remaining);
+        showLowCredits(result.data.credits_remaining);
+      }
+    } else if (result.status === 402 && !orgId && result.data.error === "insufficient_credits") {
+      approve.disabled = false;
+      openOutOfCredits(result.data);
+    } else if (result.status === 402) {
+      approve.disabled = false;
+      status.textContent = errorMessage(result);
+    } else {
+      close(errorMessage(result));
+    }
+  });
+  decline.addEventListener("click", async () => {
+    const result = await api("POST", `/api/chat/actions/${action.id}/decline`);
+    close(result.ok ? "Declined: nothing was charged" : errorMessage(result));
+  });
+  card.append(el("div", { class: "action-buttons" }, approve, decline), status);
+  return card;
 }
 
 function conversationLink(conversation) {
