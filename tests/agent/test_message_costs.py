@@ -22,9 +22,9 @@ from tests.web.conftest import build_app, make_client, register
 
 
 @pytest.fixture
-def app(db: Database, tmp_path: Path, runtime: AgentRuntime) -> FastAPI:
+def app(db: Database, tmp_path: Path, auto_runtime: AgentRuntime) -> FastAPI:
     app = build_app(db, tmp_path)
-    app.state.agent_runtime = runtime
+    app.state.agent_runtime = auto_runtime  # creates run at once: this is about costs, not approval
     return app
 
 

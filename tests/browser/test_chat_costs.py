@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.conftest import LiveServer
+from tests.browser.conftest import LiveServer, serve
 from tests.browser.helpers import (
     DESKTOP,
     PHONE,
@@ -19,6 +20,14 @@ from tests.browser.helpers import (
     uncaught_errors,
     unique_name,
 )
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The app with creates approved at once: these tests are about what a reply cost, not approval."""
+    with serve(tmp_path_factory.mktemp("auto-approve-server"), auto_approve_actions=True) as server:
+        yield server
+
 
 # Records, the moment the typing indicator appears, whether the sent message was already shown.
 WATCH_TYPING = """

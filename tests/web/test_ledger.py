@@ -36,8 +36,8 @@ ENTRY_KEYS = {"id", "at", "kind", "credits", "monthly_after", "purchased_after",
 def app(db: Database, tmp_path: Path) -> FastAPI:
     app = build_app(db, tmp_path)
     sandbox = SandboxCloud(namespace=uuid.uuid4().hex)
-    app.state.agent_runtime = AgentRuntime(
-        backend=OfflineBackend(), toolbox=build_toolbox(sandbox), catalog=load_catalog()
+    app.state.agent_runtime = AgentRuntime(  # creates run at once: this is about the ledger, not approval
+        backend=OfflineBackend(), toolbox=build_toolbox(sandbox), catalog=load_catalog(), auto_approve=True
     )
     return app
 
