@@ -166,6 +166,7 @@ def create_app(
     # --- routers: one include_router per line; add yours here -----------------------
     app.include_router(health.router)
     app.include_router(auth.router)
+    app.include_router(auth.account_router)
     app.include_router(keys.router)
     app.include_router(subscription.router)
     app.include_router(credits.router)
