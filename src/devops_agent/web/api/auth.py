@@ -191,7 +191,7 @@ async def change_password(
     if not await passwords.verify(user.password_hash, body.current_password):  # slow: outside any transaction
         async with db.transaction() as session:
             await limiter.record_failure(session, username=user.username, address=address, now=now)
-        raise ApiError(403, "invalid_credentials", "The current password is wrong.")
+        raise ApiError(403, "invalid_credentials", "The current password is wrong.", field="current_password")
     new_hash = await passwords.hash(body.new_password)
     current = sessions.current_session(request)
     async with db.transaction() as session:
