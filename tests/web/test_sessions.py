@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from devops_agent.web.models import UserSession
 from devops_agent.web.security import CSRF_COOKIE, SESSION_COOKIE
@@ -181,3 +181,24 @@ async def test_password_change_validation_is_400(app: FastAPI, client: httpx.Asy
         headers={"X-CSRF-Token": ""},
     )
     assert (no_csrf.status_code, no_csrf.json()["error"]) == (403, "csrf_failed")
+
+
+async def test_a_cookie_request_reads_its_session_and_user_in_one_statement(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """The server-side check adds no query: the session row is joined into the user lookup."""
+    await register(client)
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    engine = app.state.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert (await client.get("/api/auth/me")).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 1, selects
+    assert "user_sessions" in selects[0]
