@@ -111,7 +111,7 @@ def prune(
         int, typer.Option(min=1, help="Keep idempotency records this many days (retries come sooner).")
     ] = 30,
 ) -> None:
-    """Delete old idempotency records and expired login-throttle rows (for a daily cron job)."""
+    """Delete old idempotency records, expired login-throttle rows and sessions (for a daily cron job)."""
     from devops_agent.web import housekeeping
 
     async def work(db: Database) -> housekeeping.Pruned:
@@ -119,8 +119,8 @@ def prune(
 
     pruned = _run(work)
     typer.echo(
-        f"Deleted {pruned.idempotency_records} idempotency record(s) older than {keep_days} day(s) "
-        f"and {pruned.login_throttle} expired login-throttle row(s)."
+        f"Deleted {pruned.idempotency_records} idempotency record(s) older than {keep_days} day(s)"
+        f", {pruned.login_throttle} expired login-throttle row(s) and {pruned.sessions} expired session(s)."
     )
 
 

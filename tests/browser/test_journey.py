@@ -247,7 +247,7 @@ def test_account_keys_history_and_logout(browser: Browser, live_server: LiveServ
         expect(page.locator("[data-keys-body] tr")).to_have_count(0)
         expect(page.get_by_text("No API keys yet.")).to_be_visible()
 
-        page.get_by_role("button", name="Log out").click()
+        page.get_by_role("button", name="Log out", exact=True).click()
         page.wait_for_url(re.compile(r"/$"))
         expect(page.get_by_role("heading", name="Run your cloud chores by chatting")).to_be_visible()
         page.goto("/chat")

@@ -186,6 +186,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(auth.router)
+    app.include_router(auth.account_router)
     app.include_router(keys.router)
     app.include_router(subscription.router)
     app.include_router(credits.router)

@@ -27,6 +27,7 @@ from devops_agent.billing.models import SubscriptionTier, User, UserSubscription
 from devops_agent.config import Settings
 from devops_agent.db import Database
 from devops_agent.payments.gateway import PaymentGateway
+from devops_agent.web import sessions
 from devops_agent.web.errors import ApiError
 from devops_agent.web.models import ApiKey
 from devops_agent.web.security import (
@@ -203,13 +204,15 @@ async def _user_from_cookie(request: Request, session: AsyncSession) -> User | N
     data = request.app.state.sessions.loads(raw)
     if data is None:
         return None
-    user = await session.get(User, data.user_id)
+    # One read: the session's row (ended sessions have none) joined to its user.
+    user = (await session.execute(sessions.user_by_session(data))).scalar_one_or_none()
     if user is None or password_fingerprint(user.password_hash) != data.fingerprint:
         return None
     if request.method in UNSAFE_METHODS:
         header = request.headers.get(CSRF_HEADER)
         if not (tokens_match(header, data.csrf) and tokens_match(header, request.cookies.get(CSRF_COOKIE))):
             raise ApiError(403, "csrf_failed", "Missing or wrong X-CSRF-Token header (copy the csrf_token cookie).")
+    setattr(request.state, sessions.REQUEST_SESSION, data)
     return user
 
 

@@ -1,8 +1,8 @@
 """Pruning of the web layer's bookkeeping tables, for a daily cron job (``devops-agent prune``).
 
-Two tables only grow otherwise: ``idempotency_records`` (one row per keyed POST) and
+Three tables only grow otherwise: ``idempotency_records`` (one row per keyed POST),
 ``login_throttle`` (one row per account or address that ever failed a login, and
-per address that registered).
+per address that registered) and ``user_sessions`` (one row per login not logged out).
 
 * An idempotency record is kept for ``keep`` (default 30 days): a client retries within
   seconds or hours, and a key older than that is not a retry. Records left in progress
@@ -10,6 +10,8 @@ per address that registered).
   ``devops-agent recover`` (see ``web.idempotency``).
 * A throttle row whose window ended longer ago than the longest window counts nothing:
   the next failure would start a new window anyway.
+* A session older than the session cookie's lifetime (30 days) can no longer be used:
+  its cookie no longer verifies.
 
 Neither table holds money: the ledger, purchases and usage logs are never pruned.
 """
@@ -25,6 +27,7 @@ from sqlalchemy import CursorResult, Result, delete
 from devops_agent.db import Database
 from devops_agent.web.models import IdempotencyRecord, LoginThrottle
 from devops_agent.web.ratelimit import ACCOUNT_LIMIT, ADDRESS_LIMIT, REGISTRATION_WINDOW
+from devops_agent.web.sessions import prune_sessions
 
 DEFAULT_KEEP = timedelta(days=30)
 
@@ -33,17 +36,19 @@ DEFAULT_KEEP = timedelta(days=30)
 class Pruned:
     idempotency_records: int
     login_throttle: int
+    sessions: int = 0
 
 
 async def prune(db: Database, *, now: datetime, keep: timedelta = DEFAULT_KEEP) -> Pruned:
-    """Delete idempotency records older than ``keep`` and throttle rows whose window has passed."""
+    """Delete idempotency records older than ``keep``, throttle rows whose window has passed and expired sessions."""
     if keep <= timedelta(0):
         raise ValueError("keep must be a positive duration")
     longest_window = max(ACCOUNT_LIMIT.window, ADDRESS_LIMIT.window, REGISTRATION_WINDOW)
     async with db.transaction() as session:
         records = await session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < now - keep))
         throttle = await session.execute(delete(LoginThrottle).where(LoginThrottle.window_start < now - longest_window))
-    return Pruned(idempotency_records=_count(records), login_throttle=_count(throttle))
+        sessions = await prune_sessions(session, now=now)
+    return Pruned(idempotency_records=_count(records), login_throttle=_count(throttle), sessions=sessions)
 
 
 def _count(result: Result[Any]) -> int:

@@ -1,4 +1,4 @@
-"""Tables of the web layer: API keys, login throttling counters and idempotent responses.
+"""Tables of the web layer: API keys, browser sessions, login throttling counters and idempotent responses.
 
 They live in the database (not in process memory) so that several uvicorn workers
 share them: a login limit or a replayed purchase must hold whichever worker answers.
@@ -30,6 +30,21 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class UserSession(Base):
+    """A signed-in browser session: the signed session cookie carries its id.
+
+    Only the id's SHA-256 is stored. Deleting the row ends the session at once on every
+    worker (logout, log out everywhere, a password change), whatever copies of the
+    cookie exist. API keys are not sessions and live in ``api_keys``.
+    """
+
+    __tablename__ = "user_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class LoginThrottle(Base):

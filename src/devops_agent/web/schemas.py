@@ -219,6 +219,11 @@ class LoginIn(Strict):
     password: Annotated[str, Field(min_length=1, max_length=1024)]
 
 
+class PasswordChangeIn(Strict):
+    current_password: Annotated[str, Field(min_length=1, max_length=1024)]
+    new_password: Annotated[str, Field(min_length=8, max_length=1024, description="At least 8 characters.")]
+
+
 class UserEnvelope(BaseModel):
     user: UserOut
 

@@ -3,8 +3,10 @@
 * Passwords: Argon2id through argon2-cffi; hashing runs in a worker thread so the
   event loop keeps serving while it burns its deliberate CPU time.
 * Sessions: a cookie signed with ``SECRET_KEY`` (itsdangerous) that carries the user
-  id, the CSRF token of the session and a fingerprint of the password hash (a new
-  password ends old sessions). Nothing to store server-side, so any worker accepts it.
+  id, the session's id, its CSRF token and a fingerprint of the password hash. The
+  session id names a row of ``user_sessions`` (``web.sessions``): deleting it ends the
+  session on every worker, so logout really ends it, even for a copied cookie. The
+  fingerprint still ends old sessions when a password is changed some other way.
 * CSRF: the double-submit token of the contract; it is also inside the signed session,
   so a token planted by a sibling domain cannot match.
 * API keys: 32 random bytes behind a recognisable ``da_live_`` prefix; only their
@@ -76,6 +78,7 @@ class SessionData:
     user_id: int
     csrf: str
     fingerprint: str
+    session_id: str
 
 
 class SessionSigner:
@@ -86,7 +89,7 @@ class SessionSigner:
         self.max_age = max_age
 
     def dumps(self, data: SessionData) -> str:
-        return self._serializer.dumps({"u": data.user_id, "c": data.csrf, "f": data.fingerprint})
+        return self._serializer.dumps({"u": data.user_id, "c": data.csrf, "f": data.fingerprint, "s": data.session_id})
 
     def loads(self, value: str) -> SessionData | None:
         """The session in a cookie, or None when it is forged, expired or malformed."""
@@ -96,14 +99,28 @@ class SessionSigner:
             return None
         if not isinstance(raw, dict):
             return None
-        user_id, csrf, fingerprint = raw.get("u"), raw.get("c"), raw.get("f")
-        if not isinstance(user_id, int) or not isinstance(csrf, str) or not isinstance(fingerprint, str):
+        user_id, csrf, fingerprint, session_id = raw.get("u"), raw.get("c"), raw.get("f"), raw.get("s")
+        if not (
+            isinstance(user_id, int)
+            and isinstance(csrf, str)
+            and isinstance(fingerprint, str)
+            and isinstance(session_id, str)  # absent from cookies signed before sessions were stored
+        ):
             return None
-        return SessionData(user_id, csrf, fingerprint)
+        return SessionData(user_id, csrf, fingerprint, session_id)
 
 
 def new_csrf_token() -> str:
     return secrets.token_urlsafe(32)
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def session_id_hash(session_id: str) -> str:
+    """The stored form of a session id (like API keys: a fast hash suits a random secret)."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
 
 
 def tokens_match(a: str | None, b: str | None) -> bool:

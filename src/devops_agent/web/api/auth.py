@@ -1,42 +1,33 @@
-"""Accounts: register, login (username or email), logout, me.
+"""Accounts: register, login (username or email), logout, log out everywhere, me.
 
-Login and register set two cookies: the signed, HttpOnly ``session`` and the readable
-``csrf_token`` that browser code copies into ``X-CSRF-Token`` (the contract's
-double-submit). Login is throttled per account and per client address
-(``web.ratelimit``); its password check runs outside any transaction.
+Login and register open a server-side session (``web.sessions``) and set two cookies:
+the signed, HttpOnly ``session`` and the readable ``csrf_token`` that browser code
+copies into ``X-CSRF-Token`` (the contract's double-submit). Logout ends that session
+on the server, so a copy of the cookie stops working too. Login is throttled per
+account and per client address (``web.ratelimit``); its password check runs outside
+any transaction.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fastapi import APIRouter, Request, Response, status
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from devops_agent.billing import credits
 from devops_agent.billing.models import User
+from devops_agent.web import sessions
 from devops_agent.web.api import errors
-from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep, OptionalUser, SettingsDep
-from devops_agent.web.errors import ApiError
+from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep, OptionalUser, SessionDep, SettingsDep
+from devops_agent.web.errors import ApiError, BadRequestOnInvalidBody
 from devops_agent.web.ratelimit import Refusal, RegistrationLimiter
-from devops_agent.web.schemas import LoginIn, RegisterIn, UserEnvelope, user_out
-from devops_agent.web.security import (
-    CSRF_COOKIE,
-    SESSION_COOKIE,
-    SessionData,
-    new_csrf_token,
-    password_fingerprint,
-)
+from devops_agent.web.schemas import LoginIn, PasswordChangeIn, RegisterIn, UserEnvelope, user_out
+from devops_agent.web.security import password_fingerprint
 
 router = APIRouter(prefix="/api/auth", tags=["accounts"])
-
-
-def _start_session(request: Request, response: Response, user: User, secure: bool) -> None:
-    csrf = new_csrf_token()
-    signer = request.app.state.sessions
-    cookie = signer.dumps(SessionData(user.id, csrf, password_fingerprint(user.password_hash)))
-    common = {"max_age": signer.max_age, "secure": secure, "samesite": "lax", "path": "/"}
-    response.set_cookie(SESSION_COOKIE, cookie, httponly=True, **common)
-    response.set_cookie(CSRF_COOKIE, csrf, httponly=False, **common)
+account_router = APIRouter(prefix="/api/account", tags=["accounts"], route_class=BadRequestOnInvalidBody)
 
 
 def _client_address(request: Request) -> str:
@@ -96,10 +87,11 @@ async def register(
             session.add(user)
             await session.flush()
             await credits.open_account(session, user_id=user.id, now=now)
+            login = await sessions.open_session(session, user=user, now=now)
     except IntegrityError:  # a concurrent registration took the name first
         raise taken from None
     request.state.user_id = user.id
-    _start_session(request, response, user, settings.cookie_secure)
+    sessions.set_cookies(request, response, login, secure=settings.cookie_secure)
     return UserEnvelope(user=user_out(user))
 
 
@@ -129,33 +121,85 @@ async def login(
     if refusal is not None:
         raise _rate_limited(refusal, "Too many failed logins")
     ok = await request.app.state.passwords.verify(user.password_hash if user else None, body.password)
+    login = None
     async with db.transaction() as session:
         if ok:
             await limiter.record_success(session, username=name)
+            if user is not None and not user.is_suspended:
+                login = await sessions.open_session(session, user=user, now=now)
         else:
             await limiter.record_failure(session, username=name, address=address, now=now)
     if not ok or user is None:
         raise ApiError(401, "invalid_credentials", "Wrong username, email or password.")
-    if user.is_suspended:
+    if user.is_suspended or login is None:
         raise ApiError(403, "forbidden", "This account is suspended.")
     request.state.user_id = user.id
-    _start_session(request, response, user, settings.cookie_secure)
+    sessions.set_cookies(request, response, login, secure=settings.cookie_secure)
     return UserEnvelope(user=user_out(user))
 
 
 @router.post(
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
-    summary="End the browser session",
+    summary="End the browser session (on the server: a copy of its cookie stops working too)",
     responses=errors(401, 403),
 )
-async def logout(_user: OptionalUser, settings: SettingsDep) -> Response:
+async def logout(request: Request, _user: OptionalUser, session: SessionDep, settings: SettingsDep) -> Response:
+    current = sessions.current_session(request)
+    if current is not None:
+        await sessions.end_session(session, data=current)
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
-    for name, httponly in ((SESSION_COOKIE, True), (CSRF_COOKIE, False)):
-        response.delete_cookie(name, path="/", secure=settings.cookie_secure, httponly=httponly, samesite="lax")
+    sessions.clear_cookies(response, secure=settings.cookie_secure)
+    return response
+
+
+@router.post(
+    "/logout-everywhere",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="End every browser session of the account, this one included (API keys keep working)",
+    responses=errors(401, 403),
+)
+async def logout_everywhere(user: CurrentUser, session: SessionDep, settings: SettingsDep) -> Response:
+    await sessions.end_sessions(session, user_id=user.id)
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    sessions.clear_cookies(response, secure=settings.cookie_secure)
     return response
 
 
 @router.get("/me", response_model=UserEnvelope, summary="Who is logged in", responses=errors(401, 403))
 async def me(user: CurrentUser) -> UserEnvelope:
     return UserEnvelope(user=user_out(user))
+
+
+@account_router.post(
+    "/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Change the password; every other session of the account ends, this one stays (API keys too)",
+    responses=errors(400, 401, 403, 413, 429),
+)
+async def change_password(
+    body: PasswordChangeIn, request: Request, user: CurrentUser, db: DatabaseDep, now: ClockDep, settings: SettingsDep
+) -> Response:
+    """Wrong current passwords count against the login limit, so a stolen session cannot guess it."""
+    limiter = request.app.state.login_limiter
+    address = _client_address(request)
+    async with db.transaction() as session:
+        refusal = await limiter.check(session, username=user.username, address=address, now=now)
+    if refusal is not None:
+        raise _rate_limited(refusal, "Too many wrong passwords")
+    passwords = request.app.state.passwords
+    if not await passwords.verify(user.password_hash, body.current_password):  # slow: outside any transaction
+        async with db.transaction() as session:
+            await limiter.record_failure(session, username=user.username, address=address, now=now)
+        raise ApiError(403, "invalid_credentials", "The current password is wrong.", field="current_password")
+    new_hash = await passwords.hash(body.new_password)
+    current = sessions.current_session(request)
+    async with db.transaction() as session:
+        await session.execute(update(User).where(User.id == user.id).values(password_hash=new_hash))
+        await sessions.end_sessions(session, user_id=user.id, keep=current)
+        await limiter.record_success(session, username=user.username)
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    if current is not None:  # this session goes on: its cookie now carries the new password's fingerprint
+        renewed = replace(current, fingerprint=password_fingerprint(new_hash))
+        sessions.set_cookies(request, response, renewed, secure=settings.cookie_secure)
+    return response

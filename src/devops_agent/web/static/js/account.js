@@ -1,7 +1,7 @@
 // The account page: the plan name, API keys (create with the secret shown once,
 // list, revoke; the server renders the form only where the plan has api_access,
-// and keys made on an earlier plan can still be revoked), and the usage history,
-// a page at a time.
+// and keys made on an earlier plan can still be revoked), the password change and
+// "log out everywhere", and the usage history, a page at a time.
 import { api, clearErrors, dateTime, el, errorMessage, formValues, loadSubscription, showErrors } from "./common.js";
 
 const KEYS = "/api/keys";
@@ -83,6 +83,42 @@ keyForm?.addEventListener("submit", async (event) => {
   newSecret.hidden = false;
   keyForm.reset();
   await loadKeys();
+});
+
+// --- password and sessions ----------------------------------------------------------
+
+const passwordForm = $("[data-password-form]");
+const passwordDone = $("[data-password-done]");
+
+passwordForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearErrors(passwordForm);
+  passwordDone.hidden = true;
+  const button = passwordForm.querySelector("button[type=submit]");
+  button.disabled = true;
+  const { current_password, new_password } = formValues(passwordForm);
+  const result = await api("POST", "/api/account/password", { current_password, new_password });
+  button.disabled = false;
+  if (!result.ok) {
+    showErrors(passwordForm, result);
+    return;
+  }
+  passwordForm.reset();
+  passwordDone.hidden = false;
+});
+
+const everywhere = $("[data-logout-everywhere]");
+everywhere.addEventListener("click", async () => {
+  everywhere.disabled = true;
+  const result = await api("POST", "/api/auth/logout-everywhere");
+  if (result.ok) {
+    window.location.assign("/login");
+    return;
+  }
+  everywhere.disabled = false;
+  const error = $("[data-logout-everywhere-error]");
+  error.textContent = errorMessage(result);
+  error.hidden = false;
 });
 
 // --- usage history ------------------------------------------------------------------
