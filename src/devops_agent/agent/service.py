@@ -245,7 +245,7 @@ async def _restart(
     await turns.refund_charges(session, dead, now=now, reason=turns.INTERRUPTED_REASON)
     attempt = dead.attempt + 1
     meter.conversation_id = dead.conversation_id
-    meter.run_key = f"{meter.run_key}:{attempt}"  # a new charge, not a replay of the refunded one
+    meter.run_key = turns.turn_scope(dead.message_id, attempt)  # a new charge, not a replay of the refunded one
     charged = await meter.charge_message(session)
     if charged.replayed:  # pragma: no cover - the claim above lets one request through
         raise _Raced
@@ -428,7 +428,7 @@ async def send_message(
         return replay
     if isinstance(started, ChatReply):
         return started
-    meter.tool_scope = turns.tool_scope(started.message_id, started.turn.attempt)
+    meter.tool_scope = turns.turn_scope(started.message_id, started.turn.attempt)
     run = await _run_turn(db, runtime, meter, started)
     try:
         return await _finish(db, runtime, meter, started, run)

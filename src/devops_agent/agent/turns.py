@@ -20,7 +20,7 @@ writers are serialised), so the refunds happen once. Each refund also carries it
 ledger key (``credits.refund``), so a charge can never be given back twice anyway.
 
 Which charges belong to a turn: the message's (``Message.usage_log_id``) and the tool
-calls charged under the turn's scope (``tool_scope``): their ledger keys are
+calls charged under the turn's scope (``turn_scope``): their ledger keys are
 ``u<user>:charge:turn:<message>:<attempt>:tool:<n>``.
 """
 
@@ -83,8 +83,9 @@ class Refunded:
     credits: int
 
 
-def tool_scope(message_id: int, attempt: int) -> str:
-    """The idempotency scope of a turn's tool charges (``Meter`` appends ``:tool:<n>``)."""
+def turn_scope(message_id: int, attempt: int) -> str:
+    """The idempotency scope of an attempt's charges: its tool calls (``Meter`` appends ``:tool:<n>``)
+    and, for an attempt that restarts the turn, its message (``:message``)."""
     return f"turn:{message_id}:{attempt}"
 
 
@@ -94,7 +95,7 @@ def _like_prefix(prefix: str) -> str:
 
 
 def _tool_key_prefixes(turn: TurnRef) -> list[str]:
-    prefixes = [f"u{turn.user_id}:charge:{tool_scope(turn.message_id, turn.attempt)}:tool:"]
+    prefixes = [f"u{turn.user_id}:charge:{turn_scope(turn.message_id, turn.attempt)}:tool:"]
     if turn.attempt == 0 and turn.idempotency_key:  # keyed turns started before leases existed
         prefixes.append(f"u{turn.user_id}:charge:chat:{turn.idempotency_key}:tool:")
     return prefixes
