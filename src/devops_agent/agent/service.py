@@ -441,19 +441,20 @@ async def _run_turn(db: Database, runtime: AgentRuntime, meter: Meter, started: 
     loop = AgentLoop(
         backend=runtime.backend, toolbox=runtime.toolbox, meter=meter, max_tool_calls=runtime.max_tool_calls
     )
-    try:
-        async with turns.keep_lease(db, started.turn, lease=runtime.turn_lease, clock=meter.clock):
-            return await loop.run(started.transcript)
-    except BackendError as exc:
-        raise await _fail(db, meter, started, str(exc)) from exc
-    except asyncio.CancelledError:
-        # A shutdown past its grace period, or a client that went away: nobody gets this
-        # reply, so nobody pays for it. Shielded: the refund completes even if cancelled again.
-        await asyncio.shield(turns.interrupt(db, started.turn, now=meter.clock()))
-        raise
-    except Exception as exc:  # our bug: the user does not pay for it either
-        await _fail(db, meter, started, f"{type(exc).__name__}: {exc}")
-        raise
+    with turns.running():
+        try:
+            async with turns.keep_lease(db, started.turn, lease=runtime.turn_lease, clock=meter.clock):
+                return await loop.run(started.transcript)
+        except BackendError as exc:
+            raise await _fail(db, meter, started, str(exc)) from exc
+        except asyncio.CancelledError:
+            # A shutdown past its grace period, or a client that went away: nobody gets this
+            # reply, so nobody pays for it. The refund completes even if cancelled again.
+            await turns.interrupt_shielded(db, started.turn, now=meter.clock())
+            raise
+        except Exception as exc:  # our bug: the user does not pay for it either
+            await _fail(db, meter, started, f"{type(exc).__name__}: {exc}")
+            raise
 
 
 async def _given_up(db: Database, meter: Meter, started: _Started) -> AgentUnavailable:

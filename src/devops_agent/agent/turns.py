@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -195,6 +195,44 @@ async def interrupt(db: Database, turn: TurnRef, *, now: datetime) -> Refunded |
         refunded = await refund_charges(session, turn, now=now, reason="interrupted: the request was cancelled")
         add_interrupted_note(session, turn, now=now)
     return refunded
+
+
+_interrupting: set[asyncio.Task[Refunded | None]] = set()
+_running = 0  # turns of this process between their charge and their outcome
+
+
+@contextlib.contextmanager
+def running() -> Iterator[None]:
+    """Count a turn as running until its outcome (reply, failure or refund) is recorded."""
+    global _running
+    _running += 1
+    try:
+        yield
+    finally:
+        _running -= 1
+
+
+async def interrupt_shielded(db: Database, turn: TurnRef, *, now: datetime) -> Refunded | None:
+    """``interrupt`` from a cancelled request: it completes even if the request is cancelled again,
+
+    and a shutting-down process waits for it (``wait_interrupted``) before closing the database.
+    """
+    task = asyncio.create_task(interrupt(db, turn, now=now))
+    _interrupting.add(task)
+    task.add_done_callback(_interrupting.discard)
+    return await asyncio.shield(task)
+
+
+async def wait_interrupted(timeout: float = 10) -> None:
+    """At shutdown, before the database closes: let the turns the server just cancelled refund.
+
+    The server cancels the requests still running after its grace period and goes on to
+    shut the app down at once; their turns need a few more steps to reach their refund.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (_running or _interrupting) and loop.time() < deadline:
+        await asyncio.sleep(0.01)
 
 
 async def recover_expired(db: Database, *, now: datetime, batch: int = 100) -> list[Refunded]:
