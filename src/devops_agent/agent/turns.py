@@ -148,12 +148,14 @@ def _unanswered(message_id: int, attempt: int) -> ColumnElement[bool]:
     return and_(Message.id == message_id, Message.attempt == attempt, Message.reply_status.is_(None))
 
 
-async def claim_expired(session: AsyncSession, turn: TurnRef, *, now: datetime) -> bool:
-    """Take an unanswered turn whose lease ran out (or was released); False if someone else did."""
+async def claim_expired(session: AsyncSession, turn: TurnRef, *, now: datetime, released_too: bool = True) -> bool:
+    """Take an unanswered turn whose lease ran out (or, ``released_too``, was given up and
+    refunded already); False if someone else took it first."""
     lease = Message.lease_expires_at
+    expired = or_(lease.is_(None), lease <= now) if released_too else lease <= now
     claimed = await session.execute(
         update(Message)
-        .where(_unanswered(turn.message_id, turn.attempt), or_(lease.is_(None), lease <= now))
+        .where(_unanswered(turn.message_id, turn.attempt), expired)
         .values(lease_expires_at=None)
         .execution_options(synchronize_session=False)
     )
@@ -267,7 +269,7 @@ async def recover_expired(db: Database, *, now: datetime, batch: int = 100) -> l
 async def recover_turn(db: Database, turn: TurnRef, *, now: datetime) -> Refunded | None:
     """Claim one expired turn and refund it; None when a retry or another recovery got there first."""
     async with db.transaction() as session:
-        if not await claim_expired(session, turn, now=now):
+        if not await claim_expired(session, turn, now=now, released_too=False):
             return None
         refunded = await refund_charges(session, turn, now=now, reason=INTERRUPTED_REASON)
         add_interrupted_note(session, turn, now=now)
