@@ -1,7 +1,8 @@
-"""Migrations on a real database: the case-insensitive user indexes (0007) and their guard."""
+"""Migrations on a real database: the case-insensitive user indexes (0007) and their guard; leases on turns (0009)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,14 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from devops_agent.agent import turns
+from devops_agent.billing import credits
+from devops_agent.billing.catalog import load_catalog
+from devops_agent.billing.catalog_sync import sync_catalog
+from devops_agent.billing.models import Conversation
 from devops_agent.db import Database
 from devops_agent.migrate import alembic_config
-from tests.factories import make_user
+from tests.factories import T0, make_user
 
 
 def _to(revision: str):  # type: ignore[no-untyped-def]
@@ -60,3 +66,42 @@ async def test_the_database_refuses_a_name_or_email_that_differs_only_by_case(db
         with pytest.raises(IntegrityError):
             async with db.transaction() as s:
                 await s.execute(_INSERT, {"u": username, "e": email})
+
+
+async def test_a_keyed_turn_an_older_version_left_unanswered_is_recovered_after_0009(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        async with db.engine.connect() as conn:
+            await conn.run_sync(_to("0007"))
+            await conn.commit()
+        async with db.transaction() as s:  # a turn charged, then its process died (the old key scheme)
+            await sync_catalog(s, load_catalog())
+            user = await make_user(s)
+            conversation = Conversation(user_id=user.id, title="t", created_at=T0, updated_at=T0)
+            s.add(conversation)
+            await s.flush()
+            await credits.charge(
+                s,
+                user_id=user.id,
+                amount=1,
+                action_type="agent_message",
+                now=T0,
+                conversation_id=conversation.id,
+                idempotency_key="chat:old-key:message",
+            )
+            await s.execute(
+                text(
+                    "INSERT INTO messages (conversation_id, user_id, role, content, idempotency_key, created_at) "
+                    "VALUES (:c, :u, 'user', 'hello', 'old-key', :t)"
+                ),
+                {"c": conversation.id, "u": user.id, "t": T0.replace(tzinfo=None)},
+            )
+        async with db.engine.connect() as conn:
+            await conn.run_sync(_to("heads"))
+            await conn.commit()
+        refunded = await turns.recover_expired(db, now=T0 + timedelta(minutes=5))
+        assert [(r.user_id, r.charges, r.credits) for r in refunded] == [(user.id, 1, 1)]
+        async with db.transaction() as s:
+            assert (await credits.get_account(s, user_id=user.id, now=T0)).balance == 20
+    finally:
+        await db.dispose()

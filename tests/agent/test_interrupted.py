@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import json
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,11 @@ from typer.testing import CliRunner
 
 from devops_agent.agent import turns
 from devops_agent.agent.backends.claude import ClaudeBackend
+from devops_agent.agent.models import Message
 from devops_agent.agent.service import AgentRuntime
 from devops_agent.billing import credits
 from devops_agent.billing.models import CreditLedger, LedgerKind, UserSubscription
+from devops_agent.billing.periods import utcnow
 from devops_agent.cli import app as cli_app
 from devops_agent.db import Database
 from devops_agent.web.security import CSRF_COOKIE
@@ -243,3 +245,38 @@ async def test_recover_command_refunds_expired_turns_and_says_so(
         assert (await books(db, user["id"]))[0] == 20
     for c in clients:
         await c.aclose()
+
+
+async def _lease_of(db: Database, key: str) -> datetime:
+    async with db.transaction() as session:
+        lease = await session.scalar(select(Message.lease_expires_at).where(Message.idempotency_key == key))
+    assert lease is not None
+    return lease
+
+
+async def test_a_living_turn_renews_its_lease_and_keeps_its_key(
+    app: FastAPI, client: httpx.AsyncClient, db: Database, anthropic_server: FakeAnthropic
+) -> None:
+    app.state.clock = utcnow  # the renewals follow the real clock here
+    app.state.agent_runtime = dataclasses.replace(app.state.agent_runtime, turn_lease=timedelta(seconds=3))
+    anthropic_server.script(hang())
+    user = await register(client)
+    headers = {"Idempotency-Key": "slow-but-alive"}
+    request = asyncio.create_task(client.post("/api/chat", json={"message": "hello"}, headers=headers))
+    await until(lambda: len(anthropic_server.requests) == 1, "the model was asked")
+    first = await _lease_of(db, "slow-but-alive")
+    for _ in range(600):  # renewed every third of the lease
+        if await _lease_of(db, "slow-but-alive") > first:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the lease was never renewed")
+    await until(lambda: utcnow() > first, "the first lease is over")  # a retry would take an unrenewed turn
+    busy = await client.post("/api/chat", json={"message": "hello"}, headers=headers)
+    assert (busy.status_code, busy.json()["error"]) == (409, "conflict")
+    assert (await books(db, user["id"]))[0] == 19
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    anthropic_server.release()
+    assert (await books(db, user["id"]))[0] == 20

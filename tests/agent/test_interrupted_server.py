@@ -1,10 +1,11 @@
-"""A real server process (``python app.py``) whose model endpoint hangs: a client hangs up, the process is SIGKILLed.
+"""A real server process (``python app.py``) whose model endpoint hangs: a client hangs up, it stops, it is killed.
 
 The Claude backend points at the local Messages API server, scripted to never answer.
-A client that goes away gets its credit back at once; a process killed during the
-model call leaves its turn leased, and once the lease (2 s here) has run out, a retry
-with the same ``Idempotency-Key`` on a new process refunds it once and answers. The
-books balance afterwards. On SQLite and PostgreSQL.
+A client that goes away gets its credit back at once, and so does a chat that a
+shutdown cancels after its grace period. A process killed during the model call
+leaves its turn leased; once the lease (2 s here) has run out, a retry with the same
+``Idempotency-Key`` on a new process refunds it once and answers. The books balance
+afterwards. On SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from devops_agent.billing.models import CreditLedger, UserSubscription
 from devops_agent.db import Database
 from devops_agent.web.security import CSRF_COOKIE
 from tests.agent.fake_anthropic import FakeAnthropic, hang, text_reply
+from tests.web.conftest import SQLITE_ONLY
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "a-real-password-123"
@@ -171,3 +173,36 @@ async def _true(value: bool) -> bool:
 
 async def _is(balance: Awaitable[int], expected: int) -> bool:
     return await balance == expected
+
+
+@SQLITE_ONLY  # uvicorn's shutdown is the same on both; it waits its whole grace period (20 s)
+async def test_a_shutdown_that_cancels_a_hung_chat_refunds_it_before_the_process_exits(
+    db: Database, database_url: str, tmp_path: Path, anthropic_server: FakeAnthropic
+) -> None:
+    anthropic_server.script(hang())
+    async with server(tmp_path, database_url, anthropic_server.url) as (process, base_url):
+        client = httpx.AsyncClient(base_url=base_url, timeout=60)
+        registered = await client.post(
+            "/api/auth/register", json={"username": "stopped", "email": "stopped@example.com", "password": PASSWORD}
+        )
+        user_id = registered.json()["user"]["id"]
+        client.headers["X-CSRF-Token"] = client.cookies[CSRF_COOKIE]
+        chat = asyncio.create_task(
+            client.post("/api/chat", json={"message": "hello"}, headers={"Idempotency-Key": "stopped"})
+        )
+        await _eventually(lambda: _true(len(anthropic_server.requests) == 1), "the model was asked")
+        process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(process.wait)  # uvicorn waits for the chat, then cancels it
+        with contextlib.suppress(httpx.TransportError):
+            await chat
+        await client.aclose()
+    anthropic_server.release()
+
+    async with db.transaction() as session:
+        sub = (await session.execute(select(UserSubscription).where(UserSubscription.user_id == user_id))).scalar_one()
+        kinds = (
+            await session.execute(
+                select(CreditLedger.kind).where(CreditLedger.subscription_id == sub.id).order_by(CreditLedger.id)
+            )
+        ).scalars()
+        assert (sub.balance, list(kinds)) == (20, ["monthly_grant", "charge", "refund"])

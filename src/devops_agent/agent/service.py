@@ -261,7 +261,7 @@ async def _restart(
     await turns.refund_charges(session, dead, now=now, reason=turns.INTERRUPTED_REASON)
     attempt = dead.attempt + 1
     meter.conversation_id = dead.conversation_id
-    meter.run_key = f"{meter.run_key}:{attempt}"  # a new charge, not a replay of the refunded one
+    meter.run_key = turns.turn_scope(dead.message_id, attempt)  # a new charge, not a replay of the refunded one
     charged = await meter.charge_message(session)
     if charged.replayed:  # pragma: no cover - the claim above lets one request through
         raise _Raced
@@ -452,7 +452,7 @@ async def send_message(
         return replay
     if isinstance(started, ChatReply):
         return started
-    meter.tool_scope = turns.tool_scope(started.message_id, started.turn.attempt)
+    meter.tool_scope = turns.turn_scope(started.message_id, started.turn.attempt)
     run = await _run_turn(db, runtime, meter, started)
     if run.no_charge_reason is not None:  # a turn that could not act is free; the usage log says why
         await meter.refund_message(started.usage_log_id, run.no_charge_reason)
@@ -476,19 +476,20 @@ async def _run_turn(db: Database, runtime: AgentRuntime, meter: Meter, started: 
         guard=guard,
         proposer=proposer,
     )
-    try:
-        async with turns.keep_lease(db, started.turn, lease=runtime.turn_lease, clock=meter.clock):
-            return await loop.run(started.transcript)
-    except BackendError as exc:
-        raise await _fail(db, meter, started, str(exc)) from exc
-    except asyncio.CancelledError:
-        # A shutdown past its grace period, or a client that went away: nobody gets this
-        # reply, so nobody pays for it. Shielded: the refund completes even if cancelled again.
-        await asyncio.shield(turns.interrupt(db, started.turn, now=meter.clock()))
-        raise
-    except Exception as exc:  # our bug: the user does not pay for it either
-        await _fail(db, meter, started, f"{type(exc).__name__}: {exc}")
-        raise
+    with turns.running():
+        try:
+            async with turns.keep_lease(db, started.turn, lease=runtime.turn_lease, clock=meter.clock):
+                return await loop.run(started.transcript)
+        except BackendError as exc:
+            raise await _fail(db, meter, started, str(exc)) from exc
+        except asyncio.CancelledError:
+            # A shutdown past its grace period, or a client that went away: nobody gets this
+            # reply, so nobody pays for it. The refund completes even if cancelled again.
+            await turns.interrupt_shielded(db, started.turn, now=meter.clock())
+            raise
+        except Exception as exc:  # our bug: the user does not pay for it either
+            await _fail(db, meter, started, f"{type(exc).__name__}: {exc}")
+            raise
 
 
 async def _given_up(db: Database, meter: Meter, started: _Started) -> AgentUnavailable:

@@ -20,7 +20,7 @@ writers are serialised), so the refunds happen once. Each refund also carries it
 ledger key (``credits.refund``), so a charge can never be given back twice anyway.
 
 Which charges belong to a turn: the message's (``Message.usage_log_id``) and the tool
-calls charged under the turn's scope (``tool_scope``): their ledger keys are
+calls charged under the turn's scope (``turn_scope``): their ledger keys are
 ``u<user>:charge:turn:<message>:<attempt>:tool:<n>``.
 """
 
@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -83,8 +83,9 @@ class Refunded:
     credits: int
 
 
-def tool_scope(message_id: int, attempt: int) -> str:
-    """The idempotency scope of a turn's tool charges (``Meter`` appends ``:tool:<n>``)."""
+def turn_scope(message_id: int, attempt: int) -> str:
+    """The idempotency scope of an attempt's charges: its tool calls (``Meter`` appends ``:tool:<n>``)
+    and, for an attempt that restarts the turn, its message (``:message``)."""
     return f"turn:{message_id}:{attempt}"
 
 
@@ -94,7 +95,7 @@ def _like_prefix(prefix: str) -> str:
 
 
 def _tool_key_prefixes(turn: TurnRef) -> list[str]:
-    prefixes = [f"u{turn.user_id}:charge:{tool_scope(turn.message_id, turn.attempt)}:tool:"]
+    prefixes = [f"u{turn.user_id}:charge:{turn_scope(turn.message_id, turn.attempt)}:tool:"]
     if turn.attempt == 0 and turn.idempotency_key:  # keyed turns started before leases existed
         prefixes.append(f"u{turn.user_id}:charge:chat:{turn.idempotency_key}:tool:")
     return prefixes
@@ -147,12 +148,14 @@ def _unanswered(message_id: int, attempt: int) -> ColumnElement[bool]:
     return and_(Message.id == message_id, Message.attempt == attempt, Message.reply_status.is_(None))
 
 
-async def claim_expired(session: AsyncSession, turn: TurnRef, *, now: datetime) -> bool:
-    """Take an unanswered turn whose lease ran out (or was released); False if someone else did."""
+async def claim_expired(session: AsyncSession, turn: TurnRef, *, now: datetime, released_too: bool = True) -> bool:
+    """Take an unanswered turn whose lease ran out (or, ``released_too``, was given up and
+    refunded already); False if someone else took it first."""
     lease = Message.lease_expires_at
+    expired = or_(lease.is_(None), lease <= now) if released_too else lease <= now
     claimed = await session.execute(
         update(Message)
-        .where(_unanswered(turn.message_id, turn.attempt), or_(lease.is_(None), lease <= now))
+        .where(_unanswered(turn.message_id, turn.attempt), expired)
         .values(lease_expires_at=None)
         .execution_options(synchronize_session=False)
     )
@@ -196,6 +199,44 @@ async def interrupt(db: Database, turn: TurnRef, *, now: datetime) -> Refunded |
     return refunded
 
 
+_interrupting: set[asyncio.Task[Refunded | None]] = set()
+_running = 0  # turns of this process between their charge and their outcome
+
+
+@contextlib.contextmanager
+def running() -> Iterator[None]:
+    """Count a turn as running until its outcome (reply, failure or refund) is recorded."""
+    global _running
+    _running += 1
+    try:
+        yield
+    finally:
+        _running -= 1
+
+
+async def interrupt_shielded(db: Database, turn: TurnRef, *, now: datetime) -> Refunded | None:
+    """``interrupt`` from a cancelled request: it completes even if the request is cancelled again,
+
+    and a shutting-down process waits for it (``wait_interrupted``) before closing the database.
+    """
+    task = asyncio.create_task(interrupt(db, turn, now=now))
+    _interrupting.add(task)
+    task.add_done_callback(_interrupting.discard)
+    return await asyncio.shield(task)
+
+
+async def wait_interrupted(timeout: float = 10) -> None:
+    """At shutdown, before the database closes: let the turns the server just cancelled refund.
+
+    The server cancels the requests still running after its grace period and goes on to
+    shut the app down at once; their turns need a few more steps to reach their refund.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (_running or _interrupting) and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+
+
 async def recover_expired(db: Database, *, now: datetime, batch: int = 100) -> list[Refunded]:
     """Refund every turn whose lease ran out without a reply, one short transaction each."""
     done: list[Refunded] = []
@@ -228,7 +269,7 @@ async def recover_expired(db: Database, *, now: datetime, batch: int = 100) -> l
 async def recover_turn(db: Database, turn: TurnRef, *, now: datetime) -> Refunded | None:
     """Claim one expired turn and refund it; None when a retry or another recovery got there first."""
     async with db.transaction() as session:
-        if not await claim_expired(session, turn, now=now):
+        if not await claim_expired(session, turn, now=now, released_too=False):
             return None
         refunded = await refund_charges(session, turn, now=now, reason=INTERRUPTED_REASON)
         add_interrupted_note(session, turn, now=now)

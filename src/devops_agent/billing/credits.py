@@ -15,6 +15,7 @@ writers are already serialised by ``BEGIN IMMEDIATE``).
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -900,7 +901,8 @@ async def change_tier(
 
 
 def _upgrade_key(subscription_id: int, request_key: str) -> str:
-    return f"s{subscription_id}:grant:request:{request_key}"
+    # Hashed: a request key may be longer than a ledger key has room for.
+    return f"s{subscription_id}:grant:request:{hashlib.sha256(request_key.encode()).hexdigest()}"
 
 
 def _upgraded(target: SubscriptionTier) -> TierChange:

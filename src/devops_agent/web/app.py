@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from devops_agent import notifications
+from devops_agent.agent import turns
 from devops_agent.billing.catalog import cached_catalog
 from devops_agent.billing.catalog_sync import sync_catalog
 from devops_agent.billing.periods import utcnow
@@ -131,6 +132,7 @@ def create_app(
             await _app.state.notifier.aclose()
             runtime = getattr(_app.state, "agent_runtime", None)  # built on the first chat
             if runtime is not None:
+                await turns.wait_interrupted()  # chats cancelled past the grace period refund first
                 await runtime.aclose()
             if owns_database:
                 await db.dispose()

@@ -73,8 +73,11 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
     task = asyncio.ensure_future(work)
 
     async def watch() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
+        try:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+        except Exception:  # a server that cannot tell us: let the turn run to its end
+            return
         task.cancel()
 
     watcher = asyncio.create_task(watch())
