@@ -155,6 +155,18 @@ async def test_a_charge_that_disagrees_with_its_usage_log_fails(db: Database) ->
 
 
 @pytest.mark.usefixtures("env")
+async def test_a_charge_for_another_accounts_usage_fails(db: Database) -> None:
+    kept = await _keep_books(db)
+    # The usage log now says the member acted on their own account, while the pool paid.
+    await _sql(db, "UPDATE usage_logs SET organization_id = NULL WHERE organization_id = :o", o=kept.org_id)
+    result = await _audit()
+    assert result.exit_code == 1
+    assert _problems(result.output)["charges"] == 2
+    assert f"charges: organization {kept.org_id}: charge row " in result.output
+    assert f"of user {kept.member_id}" in result.output
+
+
+@pytest.mark.usefixtures("env")
 async def test_a_usage_log_without_its_charge_or_refunded_twice_fails(db: Database) -> None:
     kept = await _keep_books(db)
     # An action logged as paid that no charge row paid for.
