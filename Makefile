@@ -23,7 +23,7 @@ run: install ## Start the app on http://127.0.0.1:5000 (SQLite, offline agent, d
 	$(BIN)/devops-agent serve
 
 browser: ## Install Debian's Chromium for the browser tests (when missing)
-	@bash scripts/ensure-chromium
+	@bash scripts/ensure-command chromium chromium fonts-dejavu-core
 
 test: install browser ## Run the test suite (SQLite and PostgreSQL)
 	$(BIN)/pytest
@@ -43,5 +43,7 @@ format: install ## Format and fix what ruff can
 	$(BIN)/ruff format src tests bench app.py init_subscription_system.py
 	$(BIN)/ruff check --fix src tests bench migrations app.py init_subscription_system.py
 
-bench: install ## Measure the charge path (and the HTTP paths); writes bench/results/*.json
+bench: install ## Measure the charge path and the HTTP paths (wrk, pgbench); writes bench/results/*.json
+	@bash scripts/ensure-command wrk wrk
+	@bash scripts/ensure-command pgbench postgresql-client
 	$(BIN)/python -m bench

@@ -106,7 +106,9 @@ def _split(monthly: int, amount: int) -> tuple[int, int]:
     return from_monthly, amount - from_monthly
 
 
-def _sqlite_raw_run(path: Path, user_ids: list[int], per_worker: int) -> Figures:
+def _sqlite_raw_run(
+    path: Path, user_ids: list[int], per_worker: int, pragmas: tuple[str, ...] = SQLITE_PRAGMAS
+) -> Figures:
     """The same statements on bare sqlite3: BEGIN IMMEDIATE, serialised by a lock like the engine."""
     lock = threading.Lock()
     latencies: list[float] = []
@@ -114,7 +116,7 @@ def _sqlite_raw_run(path: Path, user_ids: list[int], per_worker: int) -> Figures
 
     def worker(user_id: int) -> None:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        for pragma in SQLITE_PRAGMAS:  # set up as the engine's connections are
+        for pragma in pragmas:  # set up as the engine's connections are, unless told otherwise
             conn.execute(pragma)
         for _ in range(per_worker):
             t = time.perf_counter()
@@ -202,8 +204,38 @@ async def _measure(
     return _row(database, workers, combined["engine"], combined["session"], combined["raw"])
 
 
+SYNC_MODES = ("NORMAL", "FULL")
+
+
+def _with_synchronous(mode: str) -> tuple[str, ...]:
+    """Our SQLite pragmas with ``synchronous`` set to ``mode``."""
+    return tuple(p for p in SQLITE_PRAGMAS if not p.startswith("PRAGMA synchronous")) + (f"PRAGMA synchronous={mode}",)
+
+
+async def _sqlite_sync_cost() -> dict[str, Any]:
+    """What durable commits cost: the raw SQLite loop, one worker, with synchronous NORMAL and FULL.
+
+    The app runs FULL (every commit fsyncs the WAL; NORMAL may lose the last commits on a
+    power loss). Each mode runs twice, in opposite orders, on the same file.
+    """
+    per_worker = CHARGES_PER_WORKER[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.db"
+        db = Database(f"sqlite:///{path}")
+        ids = await _prepare(db, 1)
+        await db.dispose()
+        runs: dict[str, list[Figures]] = {mode: [] for mode in SYNC_MODES}
+        for order in (SYNC_MODES, SYNC_MODES[::-1]):
+            for mode in order:
+                pragmas = _with_synchronous(mode)
+                runs[mode].append(await asyncio.to_thread(_sqlite_raw_run, path, ids[:1], per_worker, pragmas))
+    figures = {mode.lower(): Figures.combined(r).as_dict() for mode, r in runs.items()}
+    full, normal = figures["full"]["per_second"], figures["normal"]["per_second"]
+    return {**figures, "full_over_normal": round(full / normal, 3) if normal else None}
+
+
 async def run() -> dict[str, Any]:
-    """Measure every (database, workers) pair; return the rows."""
+    """Measure every (database, workers) pair, and SQLite's durable commits; return the rows."""
     rows: list[dict[str, Any]] = []
     for workers in (1, 16):
         with tempfile.TemporaryDirectory() as tmp:
@@ -223,7 +255,7 @@ async def run() -> dict[str, Any]:
 
             rows.append(await _measure("postgresql", workers, db, postgres_raw))
             await db.dispose()
-    return {"charge_path": rows}
+    return {"charge_path": rows, "sqlite_synchronous": await _sqlite_sync_cost()}
 
 
 def report(results: dict[str, Any]) -> list[str]:
@@ -239,4 +271,13 @@ def report(results: dict[str, Any]) -> list[str]:
             f"{s['per_second']:>10.0f}{s['p50_ms']:>8.2f}"
             f"{w['per_second']:>9.0f}{w['p50_ms']:>8.2f}{w['p99_ms']:>8.2f}{r['ratio']:>7.2f}{r['session_ratio']:>9.2f}"
         )
+    sync = results.get("sqlite_synchronous")
+    if sync:
+        lines.append("")
+        lines.append("SQLite durable commits: raw loop, 1 worker, synchronous=NORMAL vs FULL (the app runs FULL)")
+        lines.append(f"{'synchronous':<12}{'charges/s':>10}{'p50 ms':>8}{'p99 ms':>8}")
+        for mode in ("normal", "full"):
+            f = sync[mode]
+            lines.append(f"{mode.upper():<12}{f['per_second']:>10.0f}{f['p50_ms']:>8.2f}{f['p99_ms']:>8.2f}")
+        lines.append(f"FULL/NORMAL throughput: {sync['full_over_normal']:.2f}")
     return lines

@@ -143,6 +143,28 @@ def audit() -> None:
 
 
 @app.command()
+def recover() -> None:
+    """Refund chat turns and free requests that a dead process left unfinished (for cron)."""
+    from devops_agent.agent import turns
+    from devops_agent.web import idempotency
+
+    lease = timedelta(seconds=get_settings().idempotency_lease_seconds)
+
+    async def work(db: Database) -> tuple[list[turns.Refunded], int]:
+        now = utcnow()
+        return await turns.recover_expired(db, now=now), await idempotency.release_stale(db, now=now, lease=lease)
+
+    refunded, released = _run(work)
+    for turn in refunded:
+        typer.echo(
+            f"Message {turn.message_id} of user {turn.user_id}: {turn.charges} charge(s) refunded, "
+            f"{turn.credits} credit(s) back."
+        )
+    typer.echo(f"Refunded {len(refunded)} interrupted chat turn(s): {sum(t.credits for t in refunded)} credit(s) back.")
+    typer.echo(f"Released {released} Idempotency-Key(s) left in progress (a retry runs them again).")
+
+
+@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on (HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (PORT).")] = None,

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = None
     anthropic_model: str = "claude-sonnet-4-5"
     cloud: Literal["sandbox", "aws"] = "sandbox"
+    # Run the agent's billable creates at once instead of asking the user to approve each one.
+    auto_approve_actions: bool = False
 
     stripe_secret_key: str | None = None
     stripe_publishable_key: str | None = None
@@ -47,6 +49,11 @@ class Settings(BaseSettings):
     metrics_token: str | None = None
 
     low_credit_threshold: int = Field(default=5, ge=0)
+    # How long a chat turn in flight holds its charges without a sign of life (the process
+    # renews the lease while it runs); past it, a retry or `devops-agent recover` refunds it.
+    chat_turn_lease_seconds: int = Field(default=120, ge=1)
+    # The same for a purchase or plan change left "in progress" under its Idempotency-Key.
+    idempotency_lease_seconds: int = Field(default=120, ge=1)
     # New accounts per client address and hour (each gets the Free tier's credits); 0: no limit.
     registration_limit_per_hour: int = Field(default=10, ge=0)
 

@@ -90,8 +90,10 @@ def count_refund(action: str, credits: int) -> None:
     CREDITS_REFUNDED.labels(action).inc(credits)
 
 
-def webhook_outcome(*, duplicate: bool, outcome: str) -> str:
+def webhook_outcome(*, duplicate: bool, outcome: str, rejected: bool = False) -> str:
     """A webhook's outcome as a label: a few values, never the free text (it names ids)."""
+    if rejected:
+        return "rejected"
     if duplicate:
         return "duplicate"
     return "ignored" if outcome.startswith("ignored") else "applied"

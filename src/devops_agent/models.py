@@ -13,6 +13,7 @@ MODEL_MODULES = (
     "devops_agent.notifications.models",
     "devops_agent.billing.audit",
     "devops_agent.billing.books",
+    "devops_agent.agent.cloud_models",
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator
 
@@ -25,6 +26,12 @@ def sandbox() -> SandboxCloud:
 def runtime(sandbox: SandboxCloud) -> AgentRuntime:
     """The offline agent on the sandbox with the shipped prices."""
     return AgentRuntime(backend=OfflineBackend(), toolbox=build_toolbox(sandbox), catalog=load_catalog())
+
+
+@pytest.fixture
+def auto_runtime(runtime: AgentRuntime) -> AgentRuntime:
+    """The same runtime with creates run at once (no approval in the chat)."""
+    return dataclasses.replace(runtime, auto_approve=True)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """A small HTTP server that speaks Anthropic's Messages API, for the real ``anthropic`` client.
 
-Tests script its answers in order (a reply, a tool call, an error with its status)
-and read back the requests it received. It runs in a thread on a free loopback port.
+Tests script its answers in order (a reply, a tool call, an error with its status, or
+``hang()``: no answer until the test calls ``release()``) and read back the requests it
+received. It runs in a thread on a free loopback port.
 """
 
 from __future__ import annotations
@@ -42,6 +43,14 @@ def api_error(status: int, kind: str, message: str) -> tuple[int, dict[str, Any]
     return status, {"type": "error", "error": {"type": kind, "message": message}}
 
 
+HANG_STATUS = 0
+
+
+def hang(then: str = "An answer nobody waited for.") -> tuple[int, dict[str, Any]]:
+    """No answer until ``release()`` (a provider that never answers); then a text reply."""
+    return HANG_STATUS, {"text": then}
+
+
 class FakeAnthropic:
     """The server; ``script`` queues answers, ``requests`` holds what came in."""
 
@@ -50,6 +59,7 @@ class FakeAnthropic:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
+        self._released = threading.Event()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -64,6 +74,9 @@ class FakeAnthropic:
                         if fake._answers
                         else api_error(500, "api_error", "the test scripted no answer")
                     )
+                if status == HANG_STATUS:
+                    fake._released.wait()
+                    status, answer = text_reply(answer["text"])
                 data = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
@@ -88,10 +101,16 @@ class FakeAnthropic:
             self._answers = list(answers)
             self.requests.clear()
             self.headers.clear()
+            self._released.clear()
+
+    def release(self) -> None:
+        """Let every hanging request answer."""
+        self._released.set()
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
+        self._released.set()
         self._server.shutdown()
         self._server.server_close()

@@ -19,7 +19,16 @@ from tests.agent.fake_anthropic import FakeAnthropic, api_error
 from tests.factories import T0
 from tests.web.conftest import build_app, make_client, register
 
-CHAT_KEYS = {"conversation_id", "response", "tool_calls", "credits_used", "credits_remaining", "low_credits"}
+CHAT_KEYS = {
+    "conversation_id",
+    "response",
+    "tool_calls",
+    "credits_used",
+    "credits_remaining",
+    "balance_after",
+    "low_credits",
+    "pending_actions",
+}
 
 
 @pytest.fixture
@@ -50,7 +59,7 @@ async def test_chat_then_read_the_conversation(client: httpx.AsyncClient) -> Non
         {"tool": "get_ec2_instances", "credits_used": 1, "success": True, "summary": "0 EC2 instances"}
     ]
     assert (reply["credits_used"], reply["credits_remaining"], reply["low_credits"]) == (2, 18, False)
-    assert "[Offline agent]" in reply["response"]
+    assert "[Offline agent]" not in reply["response"]
 
     listed = (await client.get("/api/conversations")).json()["conversations"]
     assert [c["id"] for c in listed] == [reply["conversation_id"]]
@@ -202,8 +211,11 @@ async def test_save_run_and_delete_a_template(app: FastAPI, client: httpx.AsyncC
     assert ran.status_code == 200, ran.text
     reply = ran.json()
     assert set(reply) == CHAT_KEYS
-    assert [(t["tool"], t["credits_used"]) for t in reply["tool_calls"]] == [("create_ec2_instance", 5)]
-    assert reply["credits_remaining"] == before - 6
+    # The create awaits approval: the message is charged, the instance not yet.
+    assert [(a["tool"], a["input"]["name"], a["credits"]) for a in reply["pending_actions"]] == [
+        ("create_ec2_instance", "web-7", 5)
+    ]
+    assert reply["credits_remaining"] == before - 1
 
     async with make_client(app) as other:
         await register(other)

@@ -27,7 +27,7 @@ async def _user(db: Database) -> int:
         return (await make_user(session)).id
 
 
-async def test_a_tool_use_round_trip(db: Database, runtime: AgentRuntime, anthropic_server: FakeAnthropic) -> None:
+async def test_a_tool_use_round_trip(db: Database, auto_runtime: AgentRuntime, anthropic_server: FakeAnthropic) -> None:
     anthropic_server.script(
         tool_use("create_ec2_instance", {"name": "api-1"}, text="Launching it."),
         text_reply("Your instance api-1 is launching."),
@@ -35,7 +35,7 @@ async def test_a_tool_use_round_trip(db: Database, runtime: AgentRuntime, anthro
     user_id = await _user(db)
     reply = await send_message(
         db,
-        _claude(runtime, anthropic_server),
+        _claude(auto_runtime, anthropic_server),
         user_id=user_id,
         message="I need a server called api-1",
         clock=lambda: T0,

@@ -2,7 +2,7 @@
 
 The server is the production app on a free loopback port, on a SQLite file seeded
 with the business of ``seed.py`` plus ten days of February usage, and a clock fixed
-at Feb 20, 2026. Screenshots (light, dark, phone) are kept in ``docs/screenshots/``.
+at Feb 20, 2026. Screenshots (light, dark, phone) go to ``test-artifacts/screenshots/``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import socket
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import uvicorn
@@ -27,7 +26,7 @@ from devops_agent.notifications import Notifier
 from devops_agent.web import admins
 from devops_agent.web.app import create_app
 from tests.analytics.seed import seed_business
-from tests.browser.helpers import CHROMIUM, DESKTOP, PASSWORD, PHONE, assert_accessible, uncaught_errors
+from tests.browser.helpers import CHROMIUM, DESKTOP, PASSWORD, PHONE, SCREENSHOTS, assert_accessible, uncaught_errors
 from tests.web.conftest import fast_passwords
 
 pytestmark = [
@@ -36,7 +35,7 @@ pytestmark = [
 ]
 
 NOW = datetime(2026, 2, 20, 12, 0, tzinfo=UTC)
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+DOCS = SCREENSHOTS  # tests write to test-artifacts/; the README's copies in docs/ are refreshed by hand
 FEBRUARY_TOOLS = ("get_ec2_instances", "list_s3_buckets", "get_rds_instances", "create_ec2_instance")
 
 
@@ -210,7 +209,8 @@ def test_customer_charts_on_billing_and_admin_page_refused(browser: Browser, ser
         section = page.locator("[data-analytics][data-ready=true]")
         expect(section).to_have_count(1)
         expect(page.locator("[data-chart=customer-daily][data-ready=true] canvas")).to_be_visible()
-        expect(page.locator("[data-customer-tool-rows]")).to_contain_text("agent_message")
+        expect(page.locator("[data-customer-tool-rows]")).to_contain_text("Message to the agent")
+        expect(page.locator("[data-customer-tool-rows]")).not_to_contain_text("agent_message")
         expect(page.locator("[data-analytics-window]")).to_contain_text("credits")
         # Starter has usage analytics but not the exports: the page says which plans do.
         expect(page.locator("[data-export-csv]")).to_be_hidden()

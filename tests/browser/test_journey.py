@@ -28,6 +28,7 @@ from tests.browser.helpers import (
 )
 
 LOW_CREDITS = 5
+TOOL_LABELS = {"get_ec2_instances": "List EC2 instances", "create_ec2_instance": "Create an EC2 instance"}
 OUT_OF_CREDITS = "You have run out of credits. Please upgrade your plan or purchase more credits."
 
 
@@ -53,19 +54,36 @@ def expect_reply_shown(page: Page, reply: dict[str, Any]) -> None:
     chips = last.locator(".tool-call")
     expect(chips).to_have_count(len(reply["tool_calls"]))
     for chip, call in zip(chips.all(), reply["tool_calls"], strict=True):
-        expect(chip).to_contain_text(f"{call['tool']} · {plural(call['credits_used'], 'credit')}")
+        expect(chip).to_contain_text(f"{TOOL_LABELS[call['tool']]} · {plural(call['credits_used'], 'credit')}")
     expect_counter(page, reply["credits_remaining"])
 
 
 # Cloud chores that spend the 20 free credits to 4: each message costs 1 and its tools
-# their catalog price (listing 1, creating an instance 5). EC2 only: each sandboxed AWS
-# service costs seconds to start on first use.
+# their catalog price (listing 1, creating an instance 5, charged when its card is
+# approved). EC2 only: each sandboxed AWS service costs seconds to start on first use.
 CHORES = [
     "list my EC2 instances",
     "create a t3.micro instance named web-1",
     "create a t3.micro instance named web-2",
     "list my EC2 instances",
 ]
+
+
+def approve_last_action(page: Page, proposal: dict[str, Any]) -> dict[str, Any]:
+    """A create waits on its card: nothing charged until Approve, then its reply shows what it cost."""
+    [action] = proposal["pending_actions"]
+    card = page.locator(f"[data-action-id='{action['id']}']")
+    expect(card).to_contain_text(f"{action['tool']} (name {action['input']['name']}")
+    expect(card).to_contain_text(f"{plural(action['credits'], 'credit')} when approved")
+    with page.expect_response(lambda r: r.url.endswith(f"/api/chat/actions/{action['id']}/approve")) as answer:
+        card.get_by_role("button", name="Approve").click()
+    assert answer.value.status == 200
+    reply: dict[str, Any] = answer.value.json()
+    expect(card.locator("[data-action-status]")).to_have_text("Approved")
+    expect(card.get_by_role("button", name="Approve")).to_be_disabled()
+    assert [(t["tool"], t["success"]) for t in reply["tool_calls"]] == [(action["tool"], True)]
+    expect_reply_shown(page, reply)
+    return reply
 
 
 def chat_until_out_of_credits(page: Page, screenshot: Path) -> None:
@@ -78,6 +96,8 @@ def chat_until_out_of_credits(page: Page, screenshot: Path) -> None:
         assert answer.status == 200
         reply = answer.json()
         expect_reply_shown(page, reply)
+        if reply["pending_actions"]:
+            reply = approve_last_action(page, reply)
         replies.append(reply)
         if reply["credits_remaining"] < LOW_CREDITS:
             break
@@ -113,22 +133,36 @@ def buy_and_upgrade(page: Page, screenshot: Path) -> None:
     expect(page.locator("[data-popular=true]")).to_contain_text("250 credits")
     page.evaluate("window.__sameDocument = true")
 
-    page.get_by_role("button", name="Buy 250 credits for $20").click()
-    expect(page.locator("[data-billing-status]")).to_have_text("Added 250 credits. You now have 250 credits.")
+    buy = page.get_by_role("button", name="Buy 250 credits for $20")
+    buy.click()
+    confirm = page.get_by_role("dialog", name="Buy 250 credits?")
+    expect(confirm).to_contain_text("Your balance after")
+    expect(confirm).to_contain_text("250 credits")
+    confirm.get_by_role("button", name="Buy for $20").click()
+    # Said next to the button that was pressed, not at the top of the page.
+    expect(page.locator("[data-popular=true] [data-card-status]")).to_have_text(
+        "Added 250 credits. You now have 250 credits."
+    )
     expect_counter(page, 250)
     expect(page.locator("[data-balance-total]")).to_have_text("250")
     expect(page.locator("[data-purchased]")).to_have_text("250")
     expect(page.locator("[data-monthly-left]")).to_have_text("0")
 
     page.get_by_role("button", name="Upgrade to Starter").click()
+    confirm = page.get_by_role("dialog", name="Upgrade to Starter?")
+    expect(confirm).to_contain_text("$19")
+    expect(confirm).to_contain_text("450 credits")
+    confirm.get_by_role("button", name="Upgrade to Starter").click()
     expect(page.locator("[data-tier-badge]")).to_have_text("Starter plan")
     expect(page.locator("[data-tier-name=starter]")).to_have_attribute("data-current", "true")
+    expect(page.locator("[data-tier-name=starter] [data-card-status]")).to_contain_text("Upgraded to Starter")
     expect(page.locator("[data-tier-name=free]")).to_have_attribute("data-current", "false")
     meter = page.locator("[data-meter]")
-    expect(meter).to_have_attribute("aria-valuemax", "200")
-    expect(meter).to_have_attribute("aria-valuenow", "0")
-    expect(page.locator("[data-meter-left]")).to_have_attribute("style", re.compile(r"width: 100%"))
-    expect(page.locator("[data-usage-line]")).to_have_text("Used 0 of 200 this month")
+    # The 20 Free credits used today still count: a plan change is not a new month.
+    expect(meter).to_have_attribute("aria-valuemax", "220")
+    expect(meter).to_have_attribute("aria-valuenow", "20")
+    expect(page.locator("[data-usage-line]")).to_have_text("Used 20 of 220 this month")
+    expect(page.locator("[data-monthly-left]")).to_have_text("200")
     expect(page.locator("[data-purchased]")).to_have_text("250")
     expect_counter(page, 450)
     expect(page.get_by_role("button", name="Cancel plan")).to_be_visible()
@@ -185,6 +219,7 @@ def test_account_keys_history_and_logout(browser: Browser, live_server: LiveServ
 
         page.goto("/billing")
         page.get_by_role("button", name="Upgrade to Starter").click()
+        page.get_by_role("dialog", name="Upgrade to Starter?").get_by_role("button", name="Upgrade to Starter").click()
         expect(page.locator("[data-tier-badge]")).to_have_text("Starter plan")
         # 20 more actions through the API (same session cookie) fill a second page of history.
         csrf = next(c["value"] for c in context.cookies() if c["name"] == "csrf_token")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlencode
 
 from playwright.sync_api import Browser, expect
 
@@ -118,3 +119,33 @@ def test_log_in_with_the_keyboard_alone_and_see_where_the_focus_is(browser: Brow
         assert not errors, errors
     finally:
         context.close()
+
+
+# Each would leave the site if followed as given: browsers drop tabs and newlines from
+# URLs and read "\" as "/". Logging in through the form with any of them stays here.
+OFF_SITE_NEXT = ["/\t/evil.com", "/\n/evil.com", "/\r/evil.com", "//evil", "/\\evil", "https://evil"]
+
+
+def test_logging_in_with_an_off_site_next_stays_on_this_site(browser: Browser, live_server: LiveServer) -> None:
+    context = browser.new_context(base_url=live_server.url, viewport=DESKTOP)
+    page = context.new_page()
+    username = unique_name("next")
+    try:
+        sign_up(page, username)
+    finally:
+        context.close()
+    for target in OFF_SITE_NEXT:
+        context = browser.new_context(base_url=live_server.url, viewport=DESKTOP)
+        page = context.new_page()
+        errors = uncaught_errors(page)
+        try:
+            page.goto(f"/login?{urlencode({'next': target})}")
+            page.get_by_label("Username or email").fill(username)
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_role("button", name="Log in").click()
+            page.wait_for_url(lambda url: "/login" not in url)
+            page.wait_for_load_state()
+            assert page.url == f"{live_server.url}/chat", (target, page.url)
+            assert not errors, errors
+        finally:
+            context.close()

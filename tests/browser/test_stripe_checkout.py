@@ -86,12 +86,16 @@ def test_pack_and_plan_buttons_go_to_checkout_and_credits_come_with_the_webhook(
         assert_accessible(page)
 
         page.get_by_role("button", name="Upgrade to Starter").click()
+        confirm = page.get_by_role("dialog", name="Upgrade to Starter?")
+        expect(confirm).to_contain_text("$19")
+        confirm.get_by_role("button", name="Upgrade to Starter").click()
         page.wait_for_url(re.compile(re.escape(edge.url) + r"/pay/"))
         page.goto("/billing?checkout=cancelled")
         expect(page.locator("[data-billing-status]")).to_have_text("Checkout was cancelled; nothing was charged.")
         expect(page.locator("[data-tier-badge]")).to_have_text("Free plan")
 
         page.get_by_role("button", name="Buy 250 credits for $20").click()
+        page.get_by_role("dialog", name="Buy 250 credits?").get_by_role("button", name="Buy for $20").click()
         page.wait_for_url(re.compile(re.escape(edge.url) + r"/pay/"))
         session_id = page.url.rsplit("/", 1)[1]
         paid = pay_checkout(edge, session_id)  # the customer pays on Stripe's page

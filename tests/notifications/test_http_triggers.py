@@ -50,5 +50,8 @@ async def test_a_team_chat_that_drains_the_pool_warns_the_owner(
         assert reply.status_code == 200, reply.text
     await notifier.wait_idle()
     notifications.forget(db)
-    assert inbox.subjects() == ["Night Shift: only 4 team credits left"]
-    assert inbox.messages[0]["To"] == "boss@example.com"
+    # The invitation went to the member; the warning to the owner.
+    assert {m["To"]: str(m["Subject"]) for m in inbox.messages} == {
+        dev["email"]: "Join Night Shift on DevOps Agent",
+        "boss@example.com": "Night Shift: only 4 team credits left",
+    }

@@ -153,6 +153,50 @@ async def test_every_org_route_checks_the_role(app: FastAPI, client: httpx.Async
     assert (await client.get("/api/orgs/99999")).status_code == 404
 
 
+async def test_an_admin_never_acts_on_another_admin_or_the_owner(app: FastAPI, client: httpx.AsyncClient) -> None:
+    owner = await pro(client)
+    oid = (await client.post("/api/orgs", json={"name": "Peers"})).json()["organization"]["id"]
+    async with make_client(app) as admin_client, make_client(app) as peer_client, make_client(app) as member_client:
+        admin, peer, member = await register(admin_client), await register(peer_client), await register(member_client)
+        for c, u in ((admin_client, admin), (peer_client, peer), (member_client, member)):
+            await join(client, oid, c, u)
+        for u in (admin, peer):
+            promoted = await client.put(f"/api/orgs/{oid}/members/{u['id']}/role", json={"role": "admin"})
+            assert promoted.status_code == 200, promoted.text
+
+        refusals: list[tuple[str, str, dict[str, Any] | None]] = [
+            ("PUT", f"/api/orgs/{oid}/members/{peer['id']}/role", {"role": "member"}),  # demote an admin
+            ("DELETE", f"/api/orgs/{oid}/members/{peer['id']}", None),  # remove an admin
+            ("PUT", f"/api/orgs/{oid}/members/{owner['id']}/cap", {"monthly_cap": 0}),  # cap the owner
+            ("PUT", f"/api/orgs/{oid}/members/{peer['id']}/cap", {"monthly_cap": 0}),  # cap an admin
+            ("PUT", f"/api/orgs/{oid}/members/{admin['id']}/cap", {"monthly_cap": None}),  # lift their own cap
+            ("PUT", f"/api/orgs/{oid}/default-cap", {"monthly_cap": 0}),  # the default caps the owner too
+        ]
+        for method, path, body in refusals:
+            refused = await admin_client.request(method, path, json=body)
+            assert (refused.status_code, refused.json()["error"]) == (403, "forbidden"), (method, path, refused.text)
+
+        members = {m["username"]: m for m in (await client.get(f"/api/orgs/{oid}/members")).json()["members"]}
+        assert members[peer["username"]]["role"] == "admin"
+        assert all(m["effective_cap"] is None for m in members.values())
+        assert (await client.get(f"/api/orgs/{oid}")).json()["organization"]["default_member_cap"] is None
+
+        # What an admin may do: cap and remove members, step down themself.
+        capped = await admin_client.put(f"/api/orgs/{oid}/members/{member['id']}/cap", json={"monthly_cap": 5})
+        assert capped.status_code == 200, capped.text
+        assert (await admin_client.delete(f"/api/orgs/{oid}/members/{member['id']}")).status_code == 204
+        down = await peer_client.put(f"/api/orgs/{oid}/members/{peer['id']}/role", json={"role": "member"})
+        assert down.status_code == 200, down.text
+        # The owner demotes, caps and removes admins, and sets the default.
+        admin_capped = await client.put(f"/api/orgs/{oid}/members/{admin['id']}/cap", json={"monthly_cap": 3})
+        assert admin_capped.status_code == 200, admin_capped.text
+        demoted = await client.put(f"/api/orgs/{oid}/members/{admin['id']}/role", json={"role": "member"})
+        assert demoted.status_code == 200, demoted.text
+        assert (await client.put(f"/api/orgs/{oid}/default-cap", json={"monthly_cap": 10})).status_code == 200
+        await client.put(f"/api/orgs/{oid}/members/{peer['id']}/role", json={"role": "admin"})
+        assert (await client.delete(f"/api/orgs/{oid}/members/{peer['id']}")).status_code == 204
+
+
 async def test_invitations_expire_work_once_and_only_for_their_address(app: FastAPI, client: httpx.AsyncClient) -> None:
     await pro(client)
     org = (await client.post("/api/orgs", json={"name": "Invites"})).json()["organization"]

@@ -190,6 +190,8 @@ class Edge:
                 "return_url": params.get("return_url"),
                 "url": f"{self.url}/portal/{n}",
             }
+        if path == "/v1/invoices/create_preview" and method == "POST":
+            return self._preview_invoice(params, headers)
         if path.startswith("/v1/subscriptions") and method == "POST":
             params = _for_localstripe_subscription(params)
             raw = urlencode(flatten(params)).encode()
@@ -254,6 +256,40 @@ class Edge:
         }
         self.sessions[session_id] = session
         return session
+
+    def _preview_invoice(self, params: dict[str, Any], headers: Any) -> tuple[int, Any]:
+        """Stripe's upcoming-invoice preview of a price change, which localstripe lacks.
+
+        With ``proration_behavior=always_invoice`` and ``billing_cycle_anchor=now`` (what
+        an upgrade sends) the invoice credits the unused part of the current period at the
+        old price and charges a full period at the new one, as Stripe does.
+        """
+        status, subscription = self._forward("GET", f"/v1/subscriptions/{params['subscription']}", b"", "", headers)
+        if status != 200:
+            return status, subscription
+        details = params.get("subscription_details", {})
+        new_price = self.prices[details["items"][0]["price"]]
+        old_amount = int(subscription["items"]["data"][0]["plan"]["amount"])
+        start, end = int(subscription["current_period_start"]), int(subscription["current_period_end"])
+        now = min(max(int(time.time()), start), end)
+        unused = round(old_amount * (end - now) / (end - start)) if end > start else 0
+        lines = [
+            {"amount": -unused, "description": "Unused time", "proration": True},
+            {"amount": int(new_price["unit_amount"]), "description": "New plan", "proration": False},
+        ]
+        if details.get("proration_behavior") == "none":
+            lines = lines[1:]
+        total = sum(line["amount"] for line in lines)
+        return 200, {
+            "id": f"upcoming_in_{next(_ids)}",
+            "object": "invoice",
+            "customer": params.get("customer"),
+            "subscription": params["subscription"],
+            "currency": new_price["currency"],
+            "amount_due": max(total, 0),
+            "total": total,
+            "lines": {"object": "list", "data": lines},
+        }
 
     def amount_of(self, session: dict[str, Any]) -> int:
         item = session["line_items_sent"][0]

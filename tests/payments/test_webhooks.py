@@ -7,11 +7,13 @@ HTTP endpoint, with payloads signed by ``stripe.WebhookSignature``.
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
 from decimal import Decimal
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
 
@@ -284,3 +286,89 @@ async def test_concurrent_subscription_events_end_in_the_newest_state(
 
     assert [r.status_code for r in responses] == [200] * len(events)
     assert (await plan(db, user_id))[1] == "unpaid"
+
+
+def _with(event: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    """``event`` with the field at ``path`` set to ``value`` (a copy)."""
+    changed = copy.deepcopy(event)
+    target = changed
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return changed
+
+
+ODD_FIELDS = [
+    (("created",), "x"),
+    (("created",), 1e12),
+    (("created",), 10**30),
+    (("data", "object", "metadata", "purchase_id"), "9" * 40),
+    (("data", "object", "metadata", "purchase_id"), "9" * 5000),
+    (("data", "object", "metadata", "purchase_id"), str(2**63)),
+]
+
+
+@pytest.mark.parametrize(("path", "value"), ODD_FIELDS, ids=lambda v: repr(v)[:24])
+async def test_a_signed_event_with_an_odd_field_is_rejected_recorded_and_changes_nothing(
+    db: Database, stripe_client: httpx.AsyncClient, path: tuple[str, ...], value: Any
+) -> None:
+    user_id, purchase_id = await pending_purchase(db)
+    event = _with(session_completed(user_id, purchase_id), path, value)
+
+    first = await deliver(stripe_client, event)
+    again = await deliver(stripe_client, event)
+
+    for response in (first, again):
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "invalid_event"
+    assert await state(db, user_id, purchase_id) == (0, "pending", 1)  # nothing granted, one record
+    async with db.transaction() as session:
+        recorded = (await session.execute(select(StripeEvent))).scalar_one()
+    assert (recorded.event_id, recorded.type) == (event["id"], "checkout.session.completed")
+    assert recorded.outcome.startswith("rejected: ")
+    # The same purchase still completes with a well-formed event.
+    fine = await deliver(stripe_client, session_completed(user_id, purchase_id))
+    assert fine.status_code == 200, fine.text
+    assert await state(db, user_id, purchase_id) == (250, "completed", 2)
+
+
+async def test_an_invoice_with_an_odd_period_is_rejected_and_starts_nothing(
+    db: Database, stripe_client: httpx.AsyncClient
+) -> None:
+    user_id, sub_id, t = await _starter_customer(db)
+    event = invoice("invoice.paid", user_id, sub_id, t)
+    event["data"]["object"]["lines"]["data"][0]["period"]["end"] = "soon"
+
+    response = await deliver(stripe_client, event)
+
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_event")
+    assert await plan(db, user_id) == ("free", "active", 20)
+
+
+async def test_an_event_id_too_long_to_record_is_rejected(db: Database, stripe_client: httpx.AsyncClient) -> None:
+    user_id, purchase_id = await pending_purchase(db)
+    event = session_completed(user_id, purchase_id)
+    event["id"] = "evt_" + "y" * 300
+
+    first = await deliver(stripe_client, event)
+    again = await deliver(stripe_client, event)
+
+    assert [(r.status_code, r.json()["error"]) for r in (first, again)] == [(400, "invalid_event")] * 2
+    assert await state(db, user_id, purchase_id) == (0, "pending", 1)
+
+
+async def test_a_value_too_long_for_its_column_is_never_a_500(db: Database, stripe_client: httpx.AsyncClient) -> None:
+    """PostgreSQL refuses a subscription id longer than its column: rejected. SQLite keeps any length."""
+    user_id, _, t = await _starter_customer(db)
+    event = subscription_event("customer.subscription.updated", user_id, "sub_" + "x" * 300, "active", t)
+
+    response = await deliver(stripe_client, event)
+
+    if db.is_sqlite:
+        assert response.status_code == 200, response.text
+    else:
+        assert (response.status_code, response.json()["error"]) == (400, "invalid_event")
+        async with db.transaction() as session:
+            outcome = (await session.execute(select(StripeEvent.outcome))).scalar_one()
+        assert outcome.startswith("rejected: ")
+    assert await plan(db, user_id) == ("free", "active", 20)

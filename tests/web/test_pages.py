@@ -41,11 +41,41 @@ async def test_signed_in_users_go_from_home_and_login_to_the_chat(client: httpx.
     assert (login.status_code, login.headers["location"]) == (303, "/chat")
 
 
-@pytest.mark.parametrize("target", ["//evil.example/phish", "https://evil.example/", "/\\evil.example"])
+# Each leaves the site in a browser: tabs and newlines are dropped from URLs, "\\" reads as "/".
+OFF_SITE_NEXT = [
+    "/\t/evil.com",
+    "/\n/evil.com",
+    "/\r/evil.com",
+    "//evil",
+    "/\\evil",
+    "https://evil",
+    "//evil.example/phish",
+    "https://evil.example/",
+    "/\\evil.example",
+    " //evil.example",
+    "\t//evil.example",
+    "/\t\\evil.example",
+]
+
+
+@pytest.mark.parametrize("target", OFF_SITE_NEXT)
 async def test_login_only_returns_to_paths_on_this_site(client: httpx.AsyncClient, target: str) -> None:
     response = await client.get("/login", params={"next": target}, headers=HTML)
     assert response.status_code == 200
     assert 'data-next="/chat"' in response.text
+    await register(client)
+    signed_in = await client.get("/login", params={"next": target}, headers=HTML)
+    assert (signed_in.status_code, signed_in.headers["location"]) == (303, "/chat")
+
+
+@pytest.mark.parametrize("target", ["/billing", "/orgs/3?tab=members#caps", "/a/../account"])
+async def test_login_returns_to_a_path_on_this_site(client: httpx.AsyncClient, target: str) -> None:
+    expected = target.replace("/a/..", "")
+    response = await client.get("/login", params={"next": target}, headers=HTML)
+    assert f'data-next="{expected}"' in response.text
+    await register(client)
+    signed_in = await client.get("/login", params={"next": target}, headers=HTML)
+    assert (signed_in.status_code, signed_in.headers["location"]) == (303, expected)
 
 
 async def test_api_key_creation_is_offered_only_where_the_plan_has_api_access(client: httpx.AsyncClient) -> None:

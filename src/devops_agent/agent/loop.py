@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from . import guardrails
 from .backends.base import AssistantTurn, Backend, ToolCall, ToolResult, ToolResults, Turn
+from .guardrails import Guard
 from .metering import Meter, Refusal
+from .proposals import PendingActionOut, Proposer
 from .tools.registry import InvalidToolInput, Toolbox
 
 DEFAULT_MAX_TOOL_CALLS = 8
@@ -33,20 +36,44 @@ class ToolCallRecord:
 class AgentRun:
     text: str
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    # Set when the turn could not act (every tool it asked for was refused for credits or by
+    # the plan's guardrails, or the request was not understood): its message is not charged.
+    no_charge_reason: str | None = None
+    pending_actions: list[PendingActionOut] = field(default_factory=list)  # creates awaiting approval
 
 
 class AgentLoop:
     """One run of the agent for one message."""
 
     def __init__(
-        self, *, backend: Backend, toolbox: Toolbox, meter: Meter, max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS
+        self,
+        *,
+        backend: Backend,
+        toolbox: Toolbox,
+        meter: Meter,
+        max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS,
+        guard: Guard | None = None,
+        proposer: Proposer | None = None,
     ) -> None:
         self.backend = backend
         self.toolbox = toolbox
         self.meter = meter
         self.max_tool_calls = max_tool_calls
+        self.guard = guard
+        self.proposer = proposer
+        self.pending: list[PendingActionOut] = []
         self.calls_run = 0
         self.records: list[ToolCallRecord] = []
+        self.unable: list[str] = []  # refusals that leave the turn unable to act (credits, guardrails)
+
+    def _done(self, text: str, *, understood: bool = True) -> AgentRun:
+        reason = None
+        if self.calls_run == 0 and not self.pending:
+            if self.unable:
+                reason = "could not act: " + "; ".join(self.unable)
+            elif not understood:
+                reason = "could not act: the request was not understood"
+        return AgentRun(text, self.records, reason, self.pending)
 
     async def run(self, transcript: list[Turn]) -> AgentRun:
         """Drive the backend to a final answer; ``BackendError`` propagates to the caller."""
@@ -57,11 +84,11 @@ class AgentLoop:
             turn = await self.backend.next_turn(transcript, tools)
             transcript.append(turn)
             if not turn.tool_calls:
-                return AgentRun(turn.text, self.records)
+                return self._done(turn.text, understood=turn.understood)
             results = [await self._call(call) for call in turn.tool_calls]
             transcript.append(ToolResults(tuple(results)))
         note = f"(Stopped after {self.max_tool_calls} tool calls, the limit for one message.)"
-        return AgentRun(f"{turn.text}\n\n{note}".strip(), self.records)
+        return self._done(f"{turn.text}\n\n{note}".strip())
 
     def _refuse(self, call: ToolCall, reason: str) -> ToolResult:
         self.records.append(ToolCallRecord(call.name, 0, False, reason))
@@ -75,8 +102,18 @@ class AgentLoop:
             arguments = self.toolbox.validate(call.name, call.arguments)
         except InvalidToolInput as exc:
             return self._refuse(call, f"not run: {exc}")
-        paid = await self.meter.charge_tool(call.name)
+        if self.guard is not None and (refused := await self.guard.check(call.name, arguments)):
+            self.unable.append(refused)
+            return self._refuse(call, refused)
+        cost = guardrails.cost_of(self.meter.catalog, call.name, arguments)
+        if self.proposer is not None and call.name in guardrails.CREATE_TOOLS:
+            action = await self.proposer.propose(call.name, arguments.model_dump(mode="json"), cost)
+            if action is not None:  # nothing charged: the user approves or declines it
+                self.pending.append(action)
+                return ToolResult(call.id, call.name, json.dumps({"pending_approval": action.model_dump(mode="json")}))
+        paid = await self.meter.charge_tool(call.name, cost)
         if isinstance(paid, Refusal):
+            self.unable.append(paid.reason)
             return self._refuse(call, paid.reason)
         self.calls_run += 1
         outcome = await self.toolbox.run(call.name, arguments, user_id=self.meter.user_id)

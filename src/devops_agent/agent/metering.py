@@ -22,9 +22,10 @@ Who pays when something fails:
 
 With ``org_id`` the organization's pool pays (the engine checks membership and caps).
 
-Idempotency: when the request has an ``Idempotency-Key``, every charge carries a key
-derived from it (``<run>:message``, ``<run>:tool:<n>``), so a retried request can
-never charge twice.
+Idempotency: when the request has an ``Idempotency-Key``, the message's charge carries
+a key derived from it (``<run>:message``), so a retried request can never charge twice.
+Tool calls are charged under the turn's scope (``turn:<message>:<attempt>:tool:<n>``,
+see ``agent.turns``), which is how an interrupted turn's charges are found and refunded.
 """
 
 from __future__ import annotations
@@ -76,11 +77,17 @@ class Meter:
     org_id: int | None = None  # the organization whose pool pays (a team workspace); None: the user's own
     spent: int = 0
     balance: int | None = None
+    tool_scope: str | None = None  # the turn's scope of tool charges, set once its message is stored
     _tool_seq: int = 0
 
     def _key(self, part: str) -> str | None:
         # A run nobody can retry needs no replay lookup (which costs a read and a savepoint).
         return f"{self.run_key}:{part}" if self.run_key else None
+
+    def _tool_key(self) -> str | None:
+        if self.tool_scope is not None:
+            return f"{self.tool_scope}:tool:{self._tool_seq}"
+        return self._key(f"tool:{self._tool_seq}")
 
     @property
     def message_cost(self) -> int:
@@ -116,9 +123,9 @@ class Meter:
             metrics.count_refund(MESSAGE_ACTION, self.message_cost)
         self.balance = result.balance.total
 
-    async def charge_tool(self, tool_name: str) -> ToolCharge | Refusal:
-        """Charge a tool call before it runs, in a committed transaction of its own."""
-        cost = self.catalog.cost_of(tool_name)
+    async def charge_tool(self, tool_name: str, cost: int | None = None) -> ToolCharge | Refusal:
+        """Charge a tool call (``cost``: its price by size, else the catalog's) before it runs, committed."""
+        cost = self.catalog.cost_of(tool_name) if cost is None else cost
         if self.max_credits is not None and self.spent + cost > self.max_credits:
             left = max(self.max_credits - self.spent, 0)
             return Refusal(
@@ -135,7 +142,7 @@ class Meter:
                 tool_name=tool_name,
                 conversation_id=self.conversation_id,
                 now=self.clock(),
-                idempotency_key=self._key(f"tool:{self._tool_seq}"),
+                idempotency_key=self._tool_key(),
                 org_id=self.org_id,
             )
         except MemberCapReached as exc:

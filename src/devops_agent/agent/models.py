@@ -6,6 +6,12 @@ the run is over, the reply it produced (``reply_status`` + ``reply``): a retry w
 same key finds the row and returns that reply instead of running (and charging) again.
 The unique ``(user_id, idempotency_key)`` index is what makes two racing retries
 collapse into one run.
+
+While its turn runs, a user message holds a lease (``lease_expires_at``), renewed as long
+as the process lives and cleared when the outcome is recorded. A lease that ran out means
+the turn was interrupted (a killed process): ``agent.turns`` refunds it. ``usage_log_id``
+is the charge of the message in the current ``attempt`` (a turn started afresh after an
+interruption counts one more attempt; its tool charges are keyed by both).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         Index("ix_messages_conversation_id_id", "conversation_id", "id"),
+        Index("ix_messages_lease_expires_at", "lease_expires_at"),
         UniqueConstraint("user_id", "idempotency_key", name="uq_messages_user_id_idempotency_key"),
     )
 
@@ -42,10 +49,20 @@ class Message(Base):
     role: Mapped[str] = mapped_column(String(16))
     content: Mapped[str] = mapped_column(Text)
     tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # An assistant reply's cost (its message and tools, refunds deducted), the balance
+    # that paid right after it, and the backend that wrote it; null on user messages.
+    credits_used: Mapped[int | None] = mapped_column(Integer)
+    balance_after: Mapped[int | None] = mapped_column(Integer)
+    agent: Mapped[str | None] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     reply_status: Mapped[int | None] = mapped_column(Integer)
     reply: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The charge's usage log. Not a foreign key (SQLite adds one only by rebuilding the table);
+    # a usage log is deleted only with its user, whose messages go with it.
+    usage_log_id: Mapped[int | None] = mapped_column(BigId)
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class SavedTemplate(Base):

@@ -11,13 +11,21 @@
 3. **Record** (one transaction): store the reply (on the user's message too, for
    replays) and read the new balance. If the backend failed, refund the message
    instead and record the failure, which a retry with the same key gets again.
+
+A turn in flight holds a lease on its user message (``agent.turns``). When the request
+is cancelled (a shutdown past its grace period, a client that went away), the turn's
+charges are refunded before the cancellation goes on. When the process dies instead,
+the lease runs out: a retry with the same key then refunds the dead attempt and runs
+the turn afresh (phase 1 becomes ``_restart``), and ``devops-agent recover`` refunds
+turns nobody retries.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -29,17 +37,22 @@ from devops_agent.billing.models import Conversation, UserSubscription
 from devops_agent.config import Settings
 from devops_agent.db import Database
 
+from . import turns
 from .backends import build_backend
 from .backends.base import AssistantTurn, Backend, BackendError, Turn, UserTurn
+from .guardrails import Guard
 from .loop import DEFAULT_MAX_TOOL_CALLS, AgentLoop, AgentRun
 from .metering import Meter
 from .models import Message, Role
+from .proposals import PendingActionOut, Proposer
 from .tools import build_cloud, build_toolbox
+from .tools.aws import DEFAULT_REGION
 from .tools.registry import Toolbox
 
 HISTORY_MESSAGES = 20
 TITLE_LENGTH = 60
 MAX_MESSAGE_LENGTH = 8000
+IN_PROGRESS = "A request with this Idempotency-Key is still being processed; retry shortly."
 
 
 class AgentError(Exception):
@@ -62,6 +75,9 @@ class ConversationNotFound(AgentError):
 class ReplyInProgress(AgentError):
     status_code = 409
     code = "conflict"
+
+    def __init__(self, message: str = IN_PROGRESS) -> None:
+        super().__init__(message)
 
 
 class IdempotencyKeyReused(AgentError):
@@ -89,14 +105,20 @@ class ToolCallOut(BaseModel):
 
 
 class ChatReply(BaseModel):
-    """The contract's reply to ``POST /api/chat``."""
+    """The contract's reply to ``POST /api/chat``.
+
+    ``credits_used``, ``balance_after`` and ``tool_calls`` are the reply's costs, stored
+    on the assistant message too, so a reloaded conversation shows the same.
+    """
 
     conversation_id: int
     response: str
     tool_calls: list[ToolCallOut]
     credits_used: int
     credits_remaining: int
+    balance_after: int
     low_credits: bool
+    pending_actions: list[PendingActionOut] = []  # billable creates awaiting the user's approval
 
 
 @dataclass
@@ -108,6 +130,13 @@ class AgentRuntime:
     catalog: Catalog
     max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS
     low_credit_threshold: int = 5
+    turn_lease: timedelta = turns.DEFAULT_LEASE
+    auto_approve: bool = False  # creates run at once instead of awaiting the user's approval
+
+    @property
+    def region(self) -> str:
+        """The region the tools act in (the guardrails check it against the plan)."""
+        return str(getattr(self.toolbox.cloud, "region", DEFAULT_REGION))
 
     async def aclose(self) -> None:
         """Close the backend's HTTP client, if it has one (Claude's does; the offline agent not)."""
@@ -123,10 +152,15 @@ class _Started:
     usage_log_id: int
     transcript: list[Turn]
     keyed: bool
+    turn: turns.TurnRef
 
 
 class _Raced(Exception):
     """A concurrent request with the same idempotency key charged first."""
+
+
+class _LeaseLost(Exception):
+    """The turn was recovered (its lease ran out) while this process was still running it."""
 
 
 def check_storable(text: str, what: str) -> None:
@@ -157,21 +191,50 @@ def _transcript(messages: list[Message], text: str) -> list[Turn]:
     return turns
 
 
-async def _replay(session: AsyncSession, *, user_id: int, key: str, text: str) -> ChatReply | None:
-    """The reply already given to ``key``; raises if it failed, is still being made, or was for another message."""
+async def _keyed_message(session: AsyncSession, *, user_id: int, key: str, text: str) -> Message | None:
+    """The user's message sent with ``key``; raises if the key was used for another message."""
     row = (
         await session.execute(select(Message).where(Message.user_id == user_id, Message.idempotency_key == key))
     ).scalar_one_or_none()
-    if row is None:
-        return None
-    if row.content != text:
+    if row is not None and row.content != text:
         raise IdempotencyKeyReused("This Idempotency-Key was already used for a different message.")
+    return row
+
+
+def _answered(row: Message) -> ChatReply | None:
+    """The reply recorded for ``row`` (raises the failure recorded instead); None if there is none yet."""
     if row.reply_status is None or row.reply is None:
-        raise ReplyInProgress("A request with this Idempotency-Key is still being processed; retry shortly.")
+        return None
     if row.reply_status != 200:
         body = dict(row.reply)
         raise AgentUnavailable(str(body.pop("message", "")), **{k: v for k, v in body.items() if k != "error"})
-    return ChatReply.model_validate(row.reply)
+    # Replies stored before ``balance_after`` existed: it is the balance they reported.
+    return ChatReply.model_validate({"balance_after": row.reply.get("credits_remaining"), **row.reply})
+
+
+def _in_flight(row: Message, now: datetime) -> bool:
+    """A living turn: its lease (renewed while its process runs) has not run out."""
+    return row.lease_expires_at is not None and row.lease_expires_at > now
+
+
+async def _replay(session: AsyncSession, *, user_id: int, key: str, text: str) -> ChatReply | None:
+    """The reply already given to ``key``; raises if it failed, is still being made, or was for another message."""
+    row = await _keyed_message(session, user_id=user_id, key=key, text=text)
+    if row is None:
+        return None
+    reply = _answered(row)
+    if reply is None:
+        raise ReplyInProgress()
+    return reply
+
+
+async def _history(session: AsyncSession, conversation_id: int, *, before: int | None = None) -> list[Message]:
+    """The last ``HISTORY_MESSAGES`` messages of the conversation (those before message ``before``), oldest first."""
+    query = select(Message).where(Message.conversation_id == conversation_id)
+    if before is not None:
+        query = query.where(Message.id < before)
+    rows = await session.execute(query.order_by(Message.id.desc()).limit(HISTORY_MESSAGES))
+    return list(rows.scalars())[::-1]
 
 
 async def _balance(session: AsyncSession, user_id: int, org_id: int | None = None) -> int:
@@ -185,28 +248,62 @@ async def _balance(session: AsyncSession, user_id: int, org_id: int | None = Non
     return int(row[0]) + int(row[1])
 
 
+async def _restart(
+    session: AsyncSession, meter: Meter, row: Message, *, text: str, now: datetime, lease: timedelta
+) -> _Started:
+    """Run an interrupted keyed turn afresh: refund the dead attempt once, charge and lease a new one.
+
+    Raises ``ReplyInProgress`` when a concurrent retry restarted it first.
+    """
+    dead = turns.TurnRef.of(row)
+    if not await turns.claim_expired(session, dead, now=now):
+        raise ReplyInProgress()
+    await turns.refund_charges(session, dead, now=now, reason=turns.INTERRUPTED_REASON)
+    attempt = dead.attempt + 1
+    meter.conversation_id = dead.conversation_id
+    meter.run_key = f"{meter.run_key}:{attempt}"  # a new charge, not a replay of the refunded one
+    charged = await meter.charge_message(session)
+    if charged.replayed:  # pragma: no cover - the claim above lets one request through
+        raise _Raced
+    await session.execute(
+        update(Message)
+        .where(Message.id == dead.message_id)
+        .values(attempt=attempt, usage_log_id=charged.usage_log_id, lease_expires_at=now + lease)
+        .execution_options(synchronize_session=False)
+    )
+    turn = turns.TurnRef(
+        dead.message_id, dead.user_id, dead.conversation_id, attempt, charged.usage_log_id, dead.idempotency_key
+    )
+    history = await _history(session, dead.conversation_id, before=dead.message_id)
+    return _Started(dead.conversation_id, dead.message_id, charged.usage_log_id, _transcript(history, text), True, turn)
+
+
 async def _start(
-    db: Database, meter: Meter, *, user_id: int, text: str, conversation_id: int | None, key: str | None, now: datetime
+    db: Database,
+    meter: Meter,
+    *,
+    user_id: int,
+    text: str,
+    conversation_id: int | None,
+    key: str | None,
+    now: datetime,
+    lease: timedelta,
 ) -> _Started | ChatReply:
     async with db.transaction() as session:
         if key is not None:
-            replay = await _replay(session, user_id=user_id, key=key, text=text)
-            if replay is not None:
-                return replay
+            row = await _keyed_message(session, user_id=user_id, key=key, text=text)
+            if row is not None:
+                replay = _answered(row)
+                if replay is not None:
+                    return replay
+                if _in_flight(row, now):
+                    raise ReplyInProgress()
+                return await _restart(session, meter, row, text=text, now=now, lease=lease)
         if conversation_id is not None:
             conversation = await session.get(Conversation, conversation_id)
             if conversation is None or conversation.user_id != user_id:
                 raise ConversationNotFound(f"There is no conversation {conversation_id}.")
-            history = list(
-                (
-                    await session.execute(
-                        select(Message)
-                        .where(Message.conversation_id == conversation.id)
-                        .order_by(Message.id.desc())
-                        .limit(HISTORY_MESSAGES)
-                    )
-                ).scalars()
-            )[::-1]
+            history = await _history(session, conversation.id)
         else:
             title = " ".join(text.split())[:TITLE_LENGTH] or "New conversation"
             conversation = Conversation(user_id=user_id, title=title, created_at=now, updated_at=now)
@@ -224,16 +321,25 @@ async def _start(
             content=text,
             idempotency_key=key,
             created_at=now,
+            lease_expires_at=now + lease,
+            usage_log_id=charged.usage_log_id,
+            attempt=0,
         )
         session.add(message)
         await session.flush()
-        return _Started(conversation.id, message.id, charged.usage_log_id, _transcript(history, text), key is not None)
+        turn = turns.TurnRef(message.id, user_id, conversation.id, 0, charged.usage_log_id, key)
+        return _Started(
+            conversation.id, message.id, charged.usage_log_id, _transcript(history, text), key is not None, turn
+        )
 
 
 async def _finish(db: Database, runtime: AgentRuntime, meter: Meter, started: _Started, run: AgentRun) -> ChatReply:
     now = meter.clock()
     async with db.transaction() as session:
+        if not await turns.release(session, started.turn):
+            raise _LeaseLost
         tool_calls = [ToolCallOut(**vars(r)) for r in run.tool_calls]
+        balance = await _balance(session, meter.user_id, meter.org_id)
         session.add(
             Message(
                 conversation_id=started.conversation_id,
@@ -241,17 +347,21 @@ async def _finish(db: Database, runtime: AgentRuntime, meter: Meter, started: _S
                 role=Role.ASSISTANT,
                 content=run.text,
                 tool_calls=[t.model_dump() for t in tool_calls],
+                credits_used=meter.spent,
+                balance_after=balance,
+                agent=runtime.backend.name,
                 created_at=now,
             )
         )
-        balance = await _balance(session, meter.user_id, meter.org_id)
         reply = ChatReply(
             conversation_id=started.conversation_id,
             response=run.text,
             tool_calls=tool_calls,
             credits_used=meter.spent,
             credits_remaining=balance,
+            balance_after=balance,
             low_credits=balance < runtime.low_credit_threshold,
+            pending_actions=run.pending_actions,
         )
         if started.keyed:  # kept for a retry with the same Idempotency-Key
             await session.execute(
@@ -276,12 +386,17 @@ async def _fail(db: Database, meter: Meter, started: _Started, error: str) -> Ag
         conversation_id=started.conversation_id,
     )
     async with db.transaction() as session:
+        if not await turns.release(session, started.turn):
+            return failure  # recovered meanwhile: the recovery noted it in the conversation
         session.add(
             Message(
                 conversation_id=started.conversation_id,
                 user_id=meter.user_id,
                 role=Role.ASSISTANT,
                 content="(The agent could not answer this message; its credit was refunded.)",
+                tool_calls=[],
+                credits_used=meter.spent,
+                balance_after=meter.balance,
                 created_at=now,
             )
         )
@@ -319,7 +434,14 @@ async def send_message(
         raise InvalidChatRequest(f"max_credits must be at least {meter.message_cost}, the price of a message.")
     try:
         started = await _start(
-            db, meter, user_id=user_id, text=text, conversation_id=conversation_id, key=idempotency_key, now=clock()
+            db,
+            meter,
+            user_id=user_id,
+            text=text,
+            conversation_id=conversation_id,
+            key=idempotency_key,
+            now=clock(),
+            lease=runtime.turn_lease,
         )
     except _Raced:
         assert idempotency_key is not None
@@ -330,17 +452,55 @@ async def send_message(
         return replay
     if isinstance(started, ChatReply):
         return started
+    meter.tool_scope = turns.tool_scope(started.message_id, started.turn.attempt)
+    run = await _run_turn(db, runtime, meter, started)
+    if run.no_charge_reason is not None:  # a turn that could not act is free; the usage log says why
+        await meter.refund_message(started.usage_log_id, run.no_charge_reason)
+    try:
+        return await _finish(db, runtime, meter, started, run)
+    except _LeaseLost:
+        raise await _given_up(db, meter, started) from None
+
+
+async def _run_turn(db: Database, runtime: AgentRuntime, meter: Meter, started: _Started) -> AgentRun:
+    """The agent loop under the turn's lease; a failure or a cancellation refunds before it goes on."""
+    guard = Guard(db, runtime.catalog, meter.clock, meter.user_id, meter.org_id, region=runtime.region)
+    proposer = Proposer(
+        db, runtime.catalog, meter.clock, meter.user_id, meter.org_id, runtime.auto_approve, started.conversation_id
+    )
     loop = AgentLoop(
-        backend=runtime.backend, toolbox=runtime.toolbox, meter=meter, max_tool_calls=runtime.max_tool_calls
+        backend=runtime.backend,
+        toolbox=runtime.toolbox,
+        meter=meter,
+        max_tool_calls=runtime.max_tool_calls,
+        guard=guard,
+        proposer=proposer,
     )
     try:
-        run = await loop.run(started.transcript)
+        async with turns.keep_lease(db, started.turn, lease=runtime.turn_lease, clock=meter.clock):
+            return await loop.run(started.transcript)
     except BackendError as exc:
         raise await _fail(db, meter, started, str(exc)) from exc
+    except asyncio.CancelledError:
+        # A shutdown past its grace period, or a client that went away: nobody gets this
+        # reply, so nobody pays for it. Shielded: the refund completes even if cancelled again.
+        await asyncio.shield(turns.interrupt(db, started.turn, now=meter.clock()))
+        raise
     except Exception as exc:  # our bug: the user does not pay for it either
         await _fail(db, meter, started, f"{type(exc).__name__}: {exc}")
         raise
-    return await _finish(db, runtime, meter, started, run)
+
+
+async def _given_up(db: Database, meter: Meter, started: _Started) -> AgentUnavailable:
+    """The turn outlived its lease and was recovered: refund what it charged since, and say so."""
+    async with db.transaction() as session:
+        await turns.refund_charges(session, started.turn, now=meter.clock(), reason=turns.INTERRUPTED_REASON)
+        meter.balance = await _balance(session, meter.user_id, meter.org_id)
+    return AgentUnavailable(
+        "The agent took too long to answer and this message was given up; its credits were refunded. Please try again.",
+        credits_remaining=meter.balance,
+        conversation_id=started.conversation_id,
+    )
 
 
 # --- reading conversations ------------------------------------------------------------
@@ -377,4 +537,36 @@ def build_runtime(settings: Settings) -> AgentRuntime:
         toolbox=build_toolbox(build_cloud(settings)),
         catalog=cached_catalog(settings.pricing_file),
         low_credit_threshold=settings.low_credit_threshold,
+        turn_lease=timedelta(seconds=settings.chat_turn_lease_seconds),
+        auto_approve=settings.auto_approve_actions,
     )
+
+
+# --- renaming and deleting conversations ---------------------------------------------
+
+
+async def rename_conversation(session: AsyncSession, *, user_id: int, conversation_id: int, title: str) -> Conversation:
+    """Give a conversation of the user's a new title (1 to 200 characters after trimming)."""
+    conversation = await session.get(Conversation, conversation_id)
+    if conversation is None or conversation.user_id != user_id:
+        raise ConversationNotFound(f"There is no conversation {conversation_id}.")
+    clean = " ".join(title.split())
+    if not clean or len(clean) > 200:
+        raise InvalidChatRequest("A conversation's name must be 1 to 200 characters.")
+    check_storable(clean, "name")
+    conversation.title = clean
+    await session.flush()
+    return conversation
+
+
+async def delete_conversation(session: AsyncSession, *, user_id: int, conversation_id: int) -> None:
+    """Delete a conversation of the user's and its messages.
+
+    What it cost stays: usage logs and ledger rows are the customer's statement, so the
+    database only unlinks them (``conversation_id`` becomes null), never deletes them.
+    """
+    conversation = await session.get(Conversation, conversation_id)
+    if conversation is None or conversation.user_id != user_id:
+        raise ConversationNotFound(f"There is no conversation {conversation_id}.")
+    await session.delete(conversation)
+    await session.flush()

@@ -35,6 +35,23 @@ class CatalogError(ValueError):
 
 
 @dataclass(frozen=True)
+class TierLimits:
+    """What the agent may create for an account on a tier: its guardrails.
+
+    The agent acts on the customer's own cloud bill, so a plan bounds what one chat
+    can start there: which sizes, where, and how many creates a calendar month.
+    ``auto_approve`` lets creates run without the user's approval in the chat.
+    """
+
+    instance_types: tuple[str, ...]
+    rds_classes: tuple[str, ...]
+    rds_max_storage_gb: int
+    regions: tuple[str, ...]
+    creates_per_month: int
+    auto_approve: bool = False
+
+
+@dataclass(frozen=True)
 class TierSpec:
     name: str
     display_name: str
@@ -43,6 +60,7 @@ class TierSpec:
     description: str
     features: tuple[str, ...]
     entitlements: frozenset[str]
+    limits: TierLimits | None = None  # None: the catalog sets no guardrails for this tier
 
 
 @dataclass(frozen=True)
@@ -62,9 +80,13 @@ class Catalog:
     packs: tuple[PackSpec, ...]
     costs: dict[str, int] = field(default_factory=dict)
     default_cost: int = 1
+    # Per tool, the credits of each size (instance type, DB class) that prices differently.
+    size_costs: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def cost_of(self, action: str) -> int:
-        """Credits one action (``agent_message`` or a tool's name) costs."""
+    def cost_of(self, action: str, size: str | None = None) -> int:
+        """Credits one action (``agent_message`` or a tool's name, of a ``size``) costs."""
+        if size is not None and (by_size := self.size_costs.get(action)) and size in by_size:
+            return by_size[size]
         return self.costs.get(action, self.default_cost)
 
     def pack(self, credits: int) -> PackSpec | None:
@@ -98,6 +120,38 @@ def _positive_int(value: object, where: str, *, allow_zero: bool = False) -> int
     return value
 
 
+def _names(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise CatalogError(f"{where}: must be a non-empty list of names")
+    return tuple(value)
+
+
+def _limits(raw: object, where: str) -> TierLimits | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{where}: must be a table")
+    return TierLimits(
+        instance_types=_names(raw.get("instance_types"), f"{where}.instance_types"),
+        rds_classes=_names(raw.get("rds_classes"), f"{where}.rds_classes"),
+        rds_max_storage_gb=_positive_int(raw.get("rds_max_storage_gb"), f"{where}.rds_max_storage_gb"),
+        regions=_names(raw.get("regions"), f"{where}.regions"),
+        creates_per_month=_positive_int(raw.get("creates_per_month"), f"{where}.creates_per_month", allow_zero=True),
+        auto_approve=bool(raw.get("auto_approve", False)),
+    )
+
+
+def _size_costs(raw: object) -> dict[str, dict[str, int]]:
+    if not isinstance(raw, dict):
+        raise CatalogError("[size_costs] must be a table of tables")
+    out: dict[str, dict[str, int]] = {}
+    for tool, sizes in raw.items():
+        if not isinstance(sizes, dict):
+            raise CatalogError(f"size_costs.{tool}: must be a table of size = credits")
+        out[str(tool)] = {str(k): _positive_int(v, f"size_costs.{tool}.{k}") for k, v in sizes.items()}
+    return out
+
+
 def parse_catalog(data: dict[str, object]) -> Catalog:
     """Validate the parsed TOML and build a catalog; raise ``CatalogError`` on bad data."""
     raw_tiers = data.get("tiers")
@@ -125,6 +179,7 @@ def parse_catalog(data: dict[str, object]) -> Catalog:
                 description=str(t.get("description", "")),
                 features=tuple(str(f) for f in t.get("features", [])),
                 entitlements=entitlements,
+                limits=_limits(t.get("limits"), f"{where}.limits"),
             )
         )
     names = [t.name for t in tiers]
@@ -151,6 +206,7 @@ def parse_catalog(data: dict[str, object]) -> Catalog:
         packs=tuple(sorted(packs, key=lambda p: p.credits)),
         costs=costs,
         default_cost=default_cost,
+        size_costs=_size_costs(data.get("size_costs", {})),
     )
 
 

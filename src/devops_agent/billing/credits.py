@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Table, case, func, insert, or_, select, update
@@ -53,6 +53,8 @@ from .org_models import Organization, OrganizationMember
 from .periods import add_months, period_containing
 
 FREE_TIER = "free"
+# How long a request's Idempotency-Key names that one request (the web layer keeps its records as long).
+REQUEST_WINDOW = timedelta(days=30)
 
 _sub = cast(Table, UserSubscription.__table__)
 _ledger = cast(Table, CreditLedger.__table__)
@@ -247,10 +249,12 @@ async def _start_period(
     now: datetime,
     expiry_kind: LedgerKind,
     reason: str,
+    grant_key: str | None = None,
 ) -> None:
     """Expire the monthly credits left and grant ``tier``'s credits for a new period.
 
     ``sub`` must be locked by the caller. Purchased credits are never touched.
+    ``grant_key``: the grant's ledger key, when the caller must find the grant again.
     """
     # A reset's keys name its period, so a second reset of the same period is refused;
     # a tier change is an event of its own (two may happen in one instant).
@@ -278,14 +282,16 @@ async def _start_period(
         monthly_delta=tier.monthly_credits,
         purchased_delta=0,
         balance_after=Balance(tier.monthly_credits, purchased),
-        key=f"s{sub.id}:grant:{start.isoformat()}:{tier.id}{unique}",
+        key=grant_key or f"s{sub.id}:grant:{start.isoformat()}:{tier.id}{unique}",
         now=now,
         reason=f"{tier.display_name} tier: monthly credits",
         details={"tier_id": tier.id},  # what analytics reads: names may change, ids do not
     )
     sub.tier_id = tier.id
     sub.credits_remaining = tier.monthly_credits
-    sub.credits_used_this_month = 0
+    if expiry_kind != LedgerKind.TIER_CHANGE:
+        # A plan change is not a new month: what was used this month stays counted.
+        sub.credits_used_this_month = 0
     sub.billing_anchor = anchor
     sub.current_period_start = start
     sub.current_period_end = end
@@ -685,10 +691,13 @@ async def create_purchase(
     stripe_checkout_session_id: str | None = None,
     stripe_payment_intent_id: str | None = None,
     org_id: int | None = None,
+    request_key: str | None = None,
 ) -> CreditPurchase:
     """Record a pending pack purchase; credits come with ``grant_purchase``.
 
     With ``org_id`` the pack fills the organization's pool; ``user_id`` is the buyer.
+    ``request_key`` (``request_key(...)``) names the buyer's request, so a retry of it
+    finds this purchase (``purchase_for_request``) instead of making a second one.
     """
     purchase = CreditPurchase(
         user_id=user_id,
@@ -700,10 +709,35 @@ async def create_purchase(
         stripe_payment_intent_id=stripe_payment_intent_id,
         clawback_shortfall=0,
         created_at=now,
+        request_key=request_key,
     )
     session.add(purchase)
     await session.flush()
     return purchase
+
+
+def request_key(user_id: int, idempotency_key: str | None, *, org_id: int | None = None) -> str | None:
+    """The name of a user's request made with an ``Idempotency-Key`` (None without one)."""
+    if not idempotency_key:
+        return None
+    return f"u{user_id}:o{org_id}:{idempotency_key}" if org_id is not None else f"u{user_id}:{idempotency_key}"
+
+
+async def purchase_for_request(session: AsyncSession, key: str | None, *, now: datetime) -> CreditPurchase | None:
+    """The purchase an earlier attempt of this request made (it may have committed before a crash).
+
+    A key names one request for ``REQUEST_WINDOW``; an older purchase gives its key up.
+    """
+    if key is None:
+        return None
+    found = (
+        await session.execute(select(CreditPurchase).where(CreditPurchase.request_key == key))
+    ).scalar_one_or_none()
+    if found is None or found.created_at > now - REQUEST_WINDOW:
+        return found
+    found.request_key = None
+    await session.flush()
+    return None
 
 
 async def _lock_purchase(session: AsyncSession, purchase_id: int) -> tuple[CreditPurchase, UserSubscription]:
@@ -804,15 +838,29 @@ class TierChange:
 
 
 async def change_tier(
-    session: AsyncSession, *, user_id: int, tier_id: int, now: datetime, org_id: int | None = None
+    session: AsyncSession,
+    *,
+    user_id: int,
+    tier_id: int,
+    now: datetime,
+    org_id: int | None = None,
+    request_key: str | None = None,
 ) -> TierChange:
     """Upgrade at once (new period, new tier's credits, purchased kept) or schedule a downgrade.
 
-    With ``org_id`` the organization's plan changes (``user_id`` is who asked).
+    With ``org_id`` the organization's plan changes (``user_id`` is who asked). With a
+    ``request_key`` (``request_key(...)``) an upgrade's grant is keyed by it, so a retry
+    of a request whose upgrade already committed answers it again instead of acting.
     """
     await apply_due_reset(session, user_id=user_id, now=now, org_id=org_id)
     target = await tier_by_id(session, tier_id, active_only=True)
     sub = await _lock_account(session, user_id=user_id, org_id=org_id)
+    grant_key = None
+    if request_key is not None:
+        earlier = await _ledger_by_key(session, _upgrade_key(sub.id, request_key))
+        if earlier is not None and earlier.created_at > now - REQUEST_WINDOW:
+            return _upgraded(target)  # this request's upgrade committed already
+        grant_key = _upgrade_key(sub.id, request_key) if earlier is None else None
     current = await tier_by_id(session, sub.tier_id)
     if target.id == current.id:
         if sub.scheduled_tier_id is None and not sub.cancel_at_period_end:
@@ -842,11 +890,20 @@ async def change_tier(
         now=now,
         expiry_kind=LedgerKind.TIER_CHANGE,
         reason=f"upgrade from {current.display_name} to {target.display_name}",
+        grant_key=grant_key,
     )
     sub.scheduled_tier_id = None
     sub.cancel_at_period_end = False
     sub.payment_status = PaymentStatus.ACTIVE
     await session.flush()
+    return _upgraded(target)
+
+
+def _upgrade_key(subscription_id: int, request_key: str) -> str:
+    return f"s{subscription_id}:grant:request:{request_key}"
+
+
+def _upgraded(target: SubscriptionTier) -> TierChange:
     return TierChange("now", f"Upgraded to {target.display_name}: {target.monthly_credits} credits this period.")
 
 

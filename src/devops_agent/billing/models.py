@@ -107,6 +107,10 @@ class SubscriptionTier(Base):
     sort_order: Mapped[int] = mapped_column(Integer, default=0)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     stripe_price_id: Mapped[str | None] = mapped_column(String(255))
+    # Seats of an organization on this tier: members included in the price (NULL: no limit)
+    # and the monthly price of each member beyond them (NULL: no extra seats are sold).
+    included_members: Mapped[int | None] = mapped_column(Integer)
+    extra_seat_price: Mapped[Decimal | None] = mapped_column(Money)
 
     def has(self, entitlement: str) -> bool:
         return entitlement in (self.entitlements or [])
@@ -162,6 +166,7 @@ class CreditPurchase(Base):
         CheckConstraint("credits_amount > 0", name="credits_amount_positive"),
         CheckConstraint("price_paid >= 0", name="price_paid_non_negative"),
         CheckConstraint("clawback_shortfall >= 0", name="shortfall_non_negative"),
+        Index("uq_credit_purchases_request_key", "request_key", unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -176,6 +181,8 @@ class CreditPurchase(Base):
     clawback_shortfall: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The buyer's Idempotency-Key (scoped to the buyer), so a retry after a crash finds this purchase.
+    request_key: Mapped[str | None] = mapped_column(String(300))
 
 
 class Conversation(Base):

@@ -41,13 +41,18 @@ ROLE_RANK = {Role.MEMBER: 0, Role.ADMIN: 1, Role.OWNER: 2}
 
 class Organization(Base):
     __tablename__ = "organizations"
-    __table_args__ = (CheckConstraint("default_member_cap >= 0", name="default_cap_non_negative"),)
+    __table_args__ = (
+        CheckConstraint("default_member_cap >= 0", name="default_cap_non_negative"),
+        CheckConstraint("extra_seats >= 0", name="extra_seats_non_negative"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     # Cap for members without a cap of their own; NULL means no cap.
     default_member_cap: Mapped[int | None] = mapped_column(Integer)
+    # Seats bought beyond the tier's included members (each billed at the tier's seat price).
+    extra_seats: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

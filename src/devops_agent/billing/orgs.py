@@ -5,7 +5,10 @@ The pool itself is an ordinary credit account owned by the organization, moved o
 organization and what they may do:
 
 * roles: the **owner** (one, always) handles billing and may delete the organization;
-  **admins** manage members, invitations and caps; **members** use the pool.
+  **admins** manage members, invitations and members' caps; **members** use the pool.
+  Only the owner demotes or removes an admin, sets an admin's (or their own) cap and
+  the default cap (which applies to admins and the owner too): an admin cannot turn
+  on another admin or on the owner.
 * a user who is not a member gets ``OrganizationNotFound`` for everything, the same
   answer as for an organization that does not exist, so ids leak nothing.
 * invitations go to an email address with a random token that is stored only as its
@@ -63,6 +66,15 @@ def _require(member: OrganizationMember, role: Role, action: str) -> None:
     if ROLE_RANK[Role(member.role)] < ROLE_RANK[role]:
         who = "the owner" if role is Role.OWNER else "admins and the owner"
         raise OrgForbidden(f"Only {who} of the organization {action}.")
+
+
+def _require_owner_over(
+    actor: OrganizationMember, target: OrganizationMember, action: str, *, allow_self: bool = True
+) -> None:
+    """Refuse (403) unless the actor is the owner, or (``allow_self``) acts on themself."""
+    if actor.role == Role.OWNER or (allow_self and actor.id == target.id):
+        return
+    raise OrgForbidden(f"Only the owner of the organization can {action}.")
 
 
 # --- organizations --------------------------------------------------------------------
@@ -226,17 +238,24 @@ async def set_role(session: AsyncSession, *, org_id: int, actor_id: int, user_id
     target = await _target(session, org_id=org_id, user_id=user_id)
     if target.role == Role.OWNER:
         raise OwnerRequired("The owner's role changes only by transferring ownership.")
+    if target.role == Role.ADMIN and role is not Role.ADMIN:
+        _require_owner_over(actor, target, "demote an admin")
     target.role = role
     await session.flush()
 
 
 async def set_member_cap(session: AsyncSession, *, org_id: int, actor_id: int, user_id: int, cap: int | None) -> None:
-    """Set one member's monthly cap (``None``: the organization's default applies). Admins and owner."""
+    """Set one member's monthly cap (``None``: the organization's default applies).
+
+    Admins cap members; only the owner caps an admin or themself.
+    """
     _, actor = await get_organization(session, org_id=org_id, user_id=actor_id)
     _require(actor, Role.ADMIN, "can change caps")
     if cap is not None and cap < 0:
         raise InvalidAmount("A cap is a number of credits, 0 or more.")
     target = await _target(session, org_id=org_id, user_id=user_id)
+    if target.role != Role.MEMBER:
+        _require_owner_over(actor, target, "cap an admin or the owner", allow_self=False)
     target.monthly_cap = cap
     await session.flush()
 
@@ -244,9 +263,12 @@ async def set_member_cap(session: AsyncSession, *, org_id: int, actor_id: int, u
 async def set_default_cap(
     session: AsyncSession, *, org_id: int, actor_id: int, cap: int | None, now: datetime
 ) -> Organization:
-    """Set the cap of members without one of their own (``None``: no cap). Admins and owner."""
+    """Set the cap of members without one of their own (``None``: no cap). Owner only.
+
+    The default applies to admins and the owner as well, so an admin setting it would cap them.
+    """
     org, actor = await get_organization(session, org_id=org_id, user_id=actor_id)
-    _require(actor, Role.ADMIN, "can change caps")
+    _require(actor, Role.OWNER, "can change the default cap")
     if cap is not None and cap < 0:
         raise InvalidAmount("A cap is a number of credits, 0 or more.")
     org.default_member_cap = cap
@@ -267,8 +289,8 @@ async def remove_member(session: AsyncSession, *, org_id: int, actor_id: int, us
         raise OwnerRequired("The owner cannot leave or be removed; transfer ownership first.")
     if user_id != actor_id:
         _require(actor, Role.ADMIN, "can remove members")
-        if ROLE_RANK[Role(actor.role)] <= ROLE_RANK[Role(target.role)]:
-            raise OrgForbidden("Only the owner can remove an admin.")
+        if target.role != Role.MEMBER:
+            _require_owner_over(actor, target, "remove an admin")
     await session.delete(target)
     await session.flush()
 
@@ -341,6 +363,44 @@ async def invite(
         expires_at=now + ttl,
     )
     session.add(invitation)
+    await session.flush()
+    return NewInvitation(invitation, token)
+
+
+async def resend_invitation(
+    session: AsyncSession,
+    *,
+    org_id: int,
+    actor_id: int,
+    invitation_id: int,
+    now: datetime,
+    ttl: timedelta = INVITATION_TTL,
+) -> NewInvitation:
+    """A new token for a pending invitation (admins and owner): the old one stops working.
+
+    The new link is valid for ``ttl`` from now. An accepted or revoked invitation
+    (``InvitationUsed``) or an expired one (``InvitationExpired``) cannot be resent:
+    invite the address again instead.
+    """
+    _, actor = await get_organization(session, org_id=org_id, user_id=actor_id)
+    _require(actor, Role.ADMIN, "can resend invitations")
+    invitation = (
+        await session.execute(
+            select(OrganizationInvitation)
+            .where(OrganizationInvitation.id == invitation_id, OrganizationInvitation.organization_id == org_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one_or_none()
+    if invitation is None:
+        raise InvitationNotFound(f"Invitation {invitation_id} not found.")
+    if invitation.accepted_at is not None or invitation.revoked_at is not None:
+        raise InvitationUsed("This invitation was accepted or revoked already; it cannot be resent.")
+    if invitation.expires_at <= now:
+        raise InvitationExpired("This invitation has expired; invite the address again.")
+    token = secrets.token_urlsafe(32)
+    invitation.token_hash = hash_token(token)
+    invitation.expires_at = now + ttl
     await session.flush()
     return NewInvitation(invitation, token)
 

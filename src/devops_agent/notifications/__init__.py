@@ -1,4 +1,4 @@
-"""Email and alerts: low-credit warnings, receipts, payment failures.
+"""Email and alerts: low-credit warnings, receipts, payment failures, invitations.
 
 Other layers call the ``after_*`` functions AFTER their transaction has
 committed; each queues what is due in the outbox and returns without waiting for
@@ -17,6 +17,7 @@ from weakref import WeakKeyDictionary
 from devops_agent.config import get_settings
 from devops_agent.db import Database
 
+from .invitations import queue_invitation
 from .models import Cause, EmailOutbox, OutboxStatus
 from .service import DrainReport, Notifier, recent_outbox
 from .stripe_events import after_stripe_event as _after_stripe_event
@@ -78,6 +79,14 @@ async def after_payment_failed(
         logger.exception("could not queue the payment-failed email of user %s", user_id)
 
 
+async def after_invitation(db: Database, *, invitation_id: int, token: str, now: datetime) -> None:
+    """Call after an invitation (or its new token) committed, with the clear token held in memory."""
+    try:
+        await queue_invitation(notifier_for(db), invitation_id=invitation_id, token=token, now=now)
+    except Exception:
+        logger.exception("could not queue the email of invitation %s", invitation_id)
+
+
 async def after_stripe_event(db: Database, event: dict[str, Any], *, now: datetime) -> None:
     """Call after ``payments.webhooks.handle_event`` returned: receipts and failed renewals."""
     try:
@@ -93,6 +102,7 @@ __all__ = [
     "Notifier",
     "OutboxStatus",
     "after_balance_change",
+    "after_invitation",
     "after_pool_change",
     "after_payment_failed",
     "after_purchase",

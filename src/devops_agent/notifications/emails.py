@@ -122,6 +122,29 @@ def payment_failed(*, username: str, tier: str, amount: Decimal | None, base_url
     )
 
 
+# Where an invitation's token goes in its link. The outbox stores the body with this slot;
+# the token itself is filled in only when the email is sent (see ``sealing``).
+TOKEN_SLOT = "{invitation-token}"
+
+
+def org_invitation(*, org_name: str, inviter: str | None, role: str, expires_at: datetime, base_url: str) -> Draft:
+    """An invitation to join an organization; the link carries ``TOKEN_SLOT`` until it is sent."""
+    who = f"{inviter} invites you" if inviter else "You are invited"
+    article = "an" if role == "admin" else "a"
+    return Draft(
+        subject=f"Join {org_name} on DevOps Agent",
+        body=(
+            f"Hello,\n\n"
+            f"{who} to join {org_name} on DevOps Agent as {article} {role}. The team shares one plan "
+            "and one credit pool for its agent conversations.\n\n"
+            f"Accept the invitation (sign in or create an account with this email address first):\n"
+            f"{base_url}/orgs/join/{TOKEN_SLOT}\n\n"
+            f"The link works once and expires on {expires_at.strftime('%Y-%m-%d %H:%M UTC')}. "
+            "If you did not expect this invitation, ignore this email." + SIGNATURE
+        ),
+    )
+
+
 def to_message(*, sender: str, to: str, subject: str, body: str, sent_at: datetime, ref: str) -> EmailMessage:
     """A standard MIME message; the Message-ID is derived from the outbox row, so a retry is recognisable."""
     message = EmailMessage()

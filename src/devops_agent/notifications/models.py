@@ -29,11 +29,13 @@ class Cause(StrEnum):
     PAYMENT_FAILED = "payment_failed"
     POOL_LOW = "pool_low"  # a team's pool, to its owner
     POOL_EXHAUSTED = "pool_exhausted"
+    ORG_INVITATION = "org_invitation"  # to an invited address, which may have no account yet
 
     @property
     def essential(self) -> bool:
-        """Receipts and payment failures concern money: they are sent even to users who opted out."""
-        return self in (Cause.PURCHASE_RECEIPT, Cause.PAYMENT_FAILED)
+        """Receipts and payment failures concern money, an invitation was asked for by a person:
+        they are sent even to users who opted out of alerts."""
+        return self in (Cause.PURCHASE_RECEIPT, Cause.PAYMENT_FAILED, Cause.ORG_INVITATION)
 
 
 class OutboxStatus(StrEnum):
@@ -55,7 +57,14 @@ class EmailOutbox(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # The user the email concerns; NULL for an invitation to an address that may have no account.
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # An invitation's email: its link's token is kept only sealed (encrypted with a key from
+    # the settings) until the email is delivered, then dropped.
+    invitation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("organization_invitations.id", ondelete="CASCADE"), index=True
+    )
+    sealed_token: Mapped[str | None] = mapped_column(Text)
     cause: Mapped[str] = mapped_column(String(32))
     period_key: Mapped[str] = mapped_column(String(128))
     to_address: Mapped[str] = mapped_column(String(254))

@@ -47,6 +47,7 @@ from devops_agent.db import Database
 
 from . import emails
 from .models import Cause, EmailOutbox, OutboxStatus
+from .sealing import Sealer, Unsealable
 from .smtp import SmtpConfig, is_transient, parse_smtp_url, send
 
 logger = logging.getLogger("devops_agent.notifications")
@@ -62,6 +63,7 @@ class Claimed:
     body: str
     attempts: int
     claimed_at: datetime
+    sealed_token: str | None = None  # an invitation's token, opened only to send
 
 
 @dataclass
@@ -89,8 +91,10 @@ class Notifier:
         max_deliveries: int = 5,
         retry_after: timedelta = timedelta(minutes=5),
         lease: timedelta = timedelta(minutes=5),
+        secret: str | None = None,
     ) -> None:
         self.db = db
+        self.sealer = Sealer(secret)
         self.smtp: SmtpConfig | None = parse_smtp_url(smtp_url) if smtp_url else None
         self.sender = sender
         self.base_url = base_url.rstrip("/")
@@ -107,14 +111,15 @@ class Notifier:
 
     @classmethod
     def from_settings(cls, db: Database, settings: Settings, **overrides: Any) -> Notifier:
-        return cls(
-            db,
-            smtp_url=settings.smtp_url,
-            sender=settings.email_from,
-            base_url=settings.public_base_url,
-            threshold=settings.low_credit_threshold,
-            **overrides,
-        )
+        options: dict[str, Any] = {
+            "smtp_url": settings.smtp_url,
+            "sender": settings.email_from,
+            "base_url": settings.public_base_url,
+            "threshold": settings.low_credit_threshold,
+            "secret": settings.secret_key,
+        }
+        options.update(overrides)
+        return cls(db, **options)
 
     # --- triggers -----------------------------------------------------------------------
 
@@ -369,21 +374,36 @@ class Notifier:
                 row.status = OutboxStatus.SENDING.value
                 row.claimed_at = now
                 row.attempts += 1
-                claimed.append(Claimed(row.id, row.to_address, row.subject, row.body, row.attempts, now))
+                claimed.append(
+                    Claimed(row.id, row.to_address, row.subject, row.body, row.attempts, now, row.sealed_token)
+                )
             await session.flush()
         return claimed
 
+    def _body(self, row: Claimed) -> str:
+        """The text to send: an invitation's link gets its token, opened only now (in memory)."""
+        if row.sealed_token is None:
+            return row.body
+        return row.body.replace(emails.TOKEN_SLOT, self.sealer.open(row.sealed_token))
+
     async def _deliver(self, row: Claimed, report: DrainReport) -> None:
         error: BaseException | None = None
-        if self.smtp is None:
-            logger.info("email (no SMTP_URL set) to %s: %s\n%s", row.to_address, row.subject, row.body)
+        try:
+            body = self._body(row)
+        except Unsealable as exc:
+            body, error = "", exc
+        if error is not None:
+            logger.warning("email %s to %s not sent: its link cannot be opened with this key", row.id, row.to_address)
+            outcome = OutboxStatus.FAILED
+        elif self.smtp is None:
+            logger.info("email (no SMTP_URL set) to %s: %s\n%s", row.to_address, row.subject, body)
             outcome = OutboxStatus.LOGGED
         else:
             message = emails.to_message(
                 sender=self.sender,
                 to=row.to_address,
                 subject=row.subject,
-                body=row.body,
+                body=body,
                 sent_at=self.clock(),
                 ref=f"outbox{row.id}",
             )
@@ -399,6 +419,8 @@ class Notifier:
                 logger.warning("email %s to %s not sent (%s): %s", row.id, row.to_address, outcome.value, exc)
         now = self.clock()
         values: dict[str, Any] = {"status": outcome.value}
+        if outcome != OutboxStatus.PENDING:
+            values["sealed_token"] = None  # delivered or given up: the secret is not kept
         if outcome in (OutboxStatus.SENT, OutboxStatus.LOGGED):
             values.update(sent_at=now, last_error=None)
         else:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from devops_agent.billing import credits
+from devops_agent.billing import credits, plan_preview
 from devops_agent.billing.catalog import PackSpec
 from devops_agent.billing.models import SubscriptionTier, User
+from devops_agent.billing.plan_preview import PlanPreview
 from devops_agent.db import Database
 from devops_agent.payments.gateway import GatewayMode, PackPurchaseResult, PlanChangeResult
 
@@ -25,10 +26,12 @@ class DemoGateway:
     async def purchase_pack(
         self, db: Database, *, user: User, pack: PackSpec, idempotency_key: str | None, now: datetime
     ) -> PackPurchaseResult:
+        key = credits.request_key(user.id, idempotency_key)
         async with db.transaction() as session:
             await credits.apply_due_reset(session, user_id=user.id, now=now)  # the balance we answer is current
-            purchase = await credits.create_purchase(
-                session, user_id=user.id, credits_amount=pack.credits, price_paid=pack.price, now=now
+            # A retry of a request whose purchase committed before a crash answers that purchase.
+            purchase = await credits.purchase_for_request(session, key, now=now) or await credits.create_purchase(
+                session, user_id=user.id, credits_amount=pack.credits, price_paid=pack.price, now=now, request_key=key
             )
             # grant_purchase re-reads the row with populate_existing: ``purchase`` is current after it.
             result = await credits.grant_purchase(session, purchase_id=purchase.id, now=now)
@@ -38,7 +41,13 @@ class DemoGateway:
         self, db: Database, *, user: User, tier: SubscriptionTier, idempotency_key: str | None, now: datetime
     ) -> PlanChangeResult:
         async with db.transaction() as session:
-            change = await credits.change_tier(session, user_id=user.id, tier_id=tier.id, now=now)
+            change = await credits.change_tier(
+                session,
+                user_id=user.id,
+                tier_id=tier.id,
+                now=now,
+                request_key=credits.request_key(user.id, idempotency_key),
+            )
             sub = await credits.get_account(session, user_id=user.id, now=now)
         return PlanChangeResult(subscription=sub, message=change.message)
 
@@ -47,3 +56,8 @@ class DemoGateway:
             change = await credits.cancel(session, user_id=user.id, now=now)
             sub = await credits.get_account(session, user_id=user.id, now=now)
         return PlanChangeResult(subscription=sub, message=change.message)
+
+    async def preview_plan(self, db: Database, *, user: User, tier: SubscriptionTier, now: datetime) -> PlanPreview:
+        """The change's rules alone: an upgrade's price is due now, in full (a new period starts)."""
+        async with db.transaction() as session:
+            return await plan_preview.preview_change(session, user_id=user.id, tier_id=tier.id, now=now)

@@ -18,6 +18,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from devops_agent.billing.catalog import PackSpec
 from devops_agent.billing.models import CreditPurchase, SubscriptionTier, User, UserSubscription
+from devops_agent.billing.plan_preview import PlanPreview
 from devops_agent.config import Settings
 from devops_agent.db import Database
 
@@ -65,6 +66,10 @@ class PaymentGateway(Protocol):
 
     async def cancel_plan(self, db: Database, *, user: User, now: datetime) -> PlanChangeResult:
         """Return ``user`` to Free at the end of the period."""
+        ...
+
+    async def preview_plan(self, db: Database, *, user: User, tier: SubscriptionTier, now: datetime) -> PlanPreview:
+        """What ``change_plan`` to ``tier`` would cost now and do to the credits; changes nothing."""
         ...
 
 

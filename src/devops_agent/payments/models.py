@@ -43,7 +43,9 @@ class StripeSubscription(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     subscription_id: Mapped[str] = mapped_column(String(255), unique=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # The account it pays for: a user's, or an organization's pool.
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    organization_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
     status: Mapped[str] = mapped_column(String(32))
     last_event_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -65,7 +67,7 @@ class StripePrice(Base):
 
 
 class AutoRecharge(Base):
-    """A user's auto-recharge rule and the state that keeps it to one charge at a time."""
+    """A user's (or a team pool's) auto-recharge rule and the state that keeps it to one charge at a time."""
 
     __tablename__ = "auto_recharge_settings"
     __table_args__ = (
@@ -74,10 +76,13 @@ class AutoRecharge(Base):
         CheckConstraint("monthly_cap >= 1", name="monthly_cap_positive"),
         CheckConstraint("cooldown_minutes >= 0", name="cooldown_non_negative"),
         CheckConstraint("month_count >= 0", name="month_count_non_negative"),
+        CheckConstraint("(user_id IS NULL) <> (organization_id IS NULL)", name="one_owner"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
+    # Whose balance it watches: a user's, or an organization's pool (paid with the pool's card).
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
+    organization_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), unique=True)
     enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     threshold: Mapped[int] = mapped_column(Integer)
     pack_credits: Mapped[int] = mapped_column(Integer)

@@ -26,10 +26,11 @@ from typing import Any
 import stripe
 from sqlalchemy import select, update
 
-from devops_agent.billing import credits
+from devops_agent.billing import credits, plan_preview
 from devops_agent.billing.catalog import PackSpec
 from devops_agent.billing.errors import AlreadyOnTier
 from devops_agent.billing.models import CreditPurchase, PurchaseStatus, SubscriptionTier, User, UserSubscription
+from devops_agent.billing.plan_preview import PlanPreview
 from devops_agent.config import Settings
 from devops_agent.db import Database
 from devops_agent.payments.gateway import GatewayMode, PackPurchaseResult, PlanChangeResult
@@ -227,6 +228,40 @@ class StripeGateway:
                 message=f"Upgrade to {tier.display_name} requested: it starts as soon as Stripe confirms the payment.",
             )
         return await self._local_change(db, user=user, tier=tier, now=now)
+
+    async def preview_plan(self, db: Database, *, user: User, tier: SubscriptionTier, now: datetime) -> PlanPreview:
+        """The change's rules, with the amount Stripe would invoice now for an upgrade of a subscription.
+
+        Stripe's upcoming-invoice preview (``invoices.create_preview``) with the same
+        parameters ``change_plan`` sends: the new price, proration invoiced at once, a
+        new cycle from now. A first plan goes through Checkout at the full price, and a
+        downgrade invoices nothing now: the rules alone answer those.
+        """
+        async with db.transaction() as session:
+            preview = await plan_preview.preview_change(session, user_id=user.id, tier_id=tier.id, now=now)
+            account = await credits.get_account(session, user_id=user.id, now=now)
+        subscription_id = account.stripe_subscription_id
+        if not preview.upgrade or subscription_id is None or tier.name == credits.FREE_TIER:
+            return preview
+        price_id = await self._tier_price_id(db, tier)
+        try:
+            subscription: Any = await self.client.v1.subscriptions.retrieve_async(subscription_id)
+            item_id = field(subscription, "items", "data", 0, "id")
+            invoice: Any = await self.client.v1.invoices.create_preview_async(
+                params={
+                    "customer": account.stripe_customer_id or str(field(subscription, "customer")),
+                    "subscription": subscription_id,
+                    "subscription_details": {
+                        "items": [{"id": item_id, "price": price_id}],
+                        "proration_behavior": "always_invoice",
+                        "billing_cycle_anchor": "now",
+                    },
+                }  # type: ignore[arg-type]
+            )
+        except stripe.StripeError as exc:
+            raise PaymentProviderError(f"Stripe could not preview the change: {exc.user_message or exc}") from exc
+        amount = (Decimal(int(field(invoice, "amount_due") or 0)) / 100).quantize(Decimal("0.01"))
+        return preview.with_amount(amount, str(field(invoice, "currency") or preview.currency))
 
     async def _local_change(
         self, db: Database, *, user: User, tier: SubscriptionTier, now: datetime

@@ -16,12 +16,21 @@ How order stops mattering:
   to that subscription (``stripe_subscriptions.last_event_at``), and a deleted
   subscription stays deleted.
 
+A correctly signed event can still carry a field we cannot use (a ``created`` that is
+not a Unix time, an id of ours too large for any row, a value too long for its column).
+It is rejected: nothing it would change is changed, it is recorded in ``stripe_events``
+with the outcome ``rejected: <why>`` so an operator sees it, and the endpoint answers
+400 ``invalid_event`` to it and to every redelivery (answering 500 would have Stripe
+retry it for days to the same end).
+
 Nothing here calls Stripe: everything an event needs is in its payload.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,7 +38,7 @@ from typing import Any, cast
 
 import stripe
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent.billing import credits
@@ -56,6 +65,16 @@ from .stripe_client import (
 
 Event = dict[str, Any]
 
+log = logging.getLogger("devops_agent.payments")
+
+# Stripe's times are Unix seconds; outside these years a value is not one of its events
+# (and a far-future one would make every later event look older than it).
+EARLIEST_TIME = 946_684_800  # 2000-01-01
+LATEST_TIME = 4_102_444_800  # 2100-01-01
+MAX_ROW_ID = 2**63 - 1
+EVENT_ID_LENGTH = 255  # stripe_events.event_id
+REJECTED = "rejected: "
+
 # Stripe subscription status -> our account's payment_status (None: leave it as it is).
 STATUS_MAP: dict[str, PaymentStatus | None] = {
     "active": PaymentStatus.ACTIVE,
@@ -75,12 +94,19 @@ class InvalidSignature(Exception):
     code = "invalid_signature"
 
 
+class MalformedEvent(Exception):
+    """A signed event with a field we cannot use; nothing changed, the event is recorded as rejected."""
+
+    code = "invalid_event"
+
+
 @dataclass(frozen=True)
 class WebhookOutcome:
     event_id: str
     type: str
     outcome: str
     duplicate: bool = False
+    rejected: bool = False
 
 
 def verify_event(payload: bytes, signature_header: str | None, secret: str | None, *, tolerance: int = 300) -> Event:
@@ -101,22 +127,105 @@ def verify_event(payload: bytes, signature_header: str | None, secret: str | Non
 
 
 def _ts(epoch: Any) -> datetime:
-    return datetime.fromtimestamp(int(epoch), UTC)
+    """A Stripe time (integer Unix seconds) as a datetime; ``MalformedEvent`` for anything else."""
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not EARLIEST_TIME <= epoch < LATEST_TIME:
+        raise MalformedEvent(f"{_shown(epoch)} is not a Stripe timestamp")
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _event_time(event: Event, now: datetime) -> datetime:
+    """When Stripe created the event (``now`` when it does not say)."""
+    created = event.get("created")
+    return now if created is None else _ts(created)
+
+
+def _row_id(raw: Any) -> int | None:
+    """One of our row ids as Stripe carries it (metadata are strings).
+
+    None when absent or not a decimal number (someone else's metadata: ignored as before);
+    ``MalformedEvent`` for a number no row of ours can have.
+    """
+    if raw is None or isinstance(raw, bool):
+        return None
+    text = str(raw)
+    if not (text.isascii() and text.isdigit()):
+        return None
+    if len(text) > len(str(MAX_ROW_ID)) or int(text) > MAX_ROW_ID:
+        raise MalformedEvent(f"the id {_shown(text)} is out of range")
+    return int(text)
+
+
+def _shown(value: Any) -> str:
+    """A value for a message, cut short: an event's fields can be arbitrarily long."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _record_id(event_id: str) -> str:
+    """The id an event is recorded under: its own, or a digest of one too long for the column."""
+    if len(event_id) <= EVENT_ID_LENGTH:
+        return event_id
+    return "sha256:" + hashlib.sha256(event_id.encode()).hexdigest()
 
 
 async def handle_event(db: Database, event: Event, *, now: datetime) -> WebhookOutcome:
-    """Apply one verified event, once: its id is recorded in the transaction of its effect."""
+    """Apply one verified event, once: its id is recorded in the transaction of its effect.
+
+    An event with a field we cannot use changes nothing and is recorded as rejected
+    (``WebhookOutcome.rejected``), on its first delivery and on every later one.
+    """
     event_id, event_type = str(event["id"]), str(event["type"])
+    try:
+        return await _apply_once(db, event, event_id, event_type, now)
+    except MalformedEvent as exc:
+        reason = str(exc)
+    except DBAPIError as exc:
+        if not _is_data_error(exc):
+            raise
+        reason = "a value does not fit our records"
+    return await _reject(db, event_id, event_type, reason, now)
+
+
+def _is_data_error(exc: DBAPIError) -> bool:
+    """PostgreSQL refused a value (too long or out of range for its column: SQLSTATE class 22)."""
+    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or ""
+    return isinstance(exc, DataError) or str(sqlstate).startswith("22")
+
+
+async def _reject(db: Database, event_id: str, event_type: str, reason: str, now: datetime) -> WebhookOutcome:
+    """Record the event as rejected (its effect was rolled back with the failed transaction)."""
+    outcome = REJECTED + reason
+    log.warning("stripe event %s (%s) rejected: %s", _shown(event_id), _shown(event_type), reason)
+    try:
+        async with db.transaction() as session:
+            session.add(
+                StripeEvent(
+                    event_id=_record_id(event_id),
+                    type=event_type[:128],
+                    outcome=outcome,
+                    stripe_created_at=now,
+                    processed_at=now,
+                )
+            )
+    except IntegrityError:
+        pass  # a concurrent delivery of the same event recorded it first
+    return WebhookOutcome(event_id, event_type, outcome, rejected=True)
+
+
+async def _apply_once(db: Database, event: Event, event_id: str, event_type: str, now: datetime) -> WebhookOutcome:
     async with db.transaction() as session:
-        seen = await session.execute(select(StripeEvent.outcome).where(StripeEvent.event_id == event_id))
+        seen = await session.execute(select(StripeEvent.outcome).where(StripeEvent.event_id == _record_id(event_id)))
         previous = seen.scalar_one_or_none()
         if previous is not None:
-            return WebhookOutcome(event_id, event_type, previous, duplicate=True)
+            rejected = previous.startswith(REJECTED)
+            return WebhookOutcome(event_id, event_type, previous, duplicate=True, rejected=rejected)
+        if len(event_id) > EVENT_ID_LENGTH:
+            raise MalformedEvent(f"the event id is longer than {EVENT_ID_LENGTH} characters")
         record = StripeEvent(
             event_id=event_id,
             type=event_type[:128],
             outcome="processing",
-            stripe_created_at=_ts(event.get("created") or now.timestamp()),
+            stripe_created_at=_event_time(event, now),
             processed_at=now,
         )
         try:
@@ -150,11 +259,11 @@ async def _user_for_customer(session: AsyncSession, customer: Any) -> int | None
 
 async def _user_for(session: AsyncSession, obj: Any) -> int | None:
     """The user an object belongs to: our metadata first, then the Stripe customer."""
-    raw = field(obj, "metadata", "user_id") or field(obj, "client_reference_id")
-    if raw is not None and str(raw).isdigit():
-        found = await session.execute(select(UserSubscription.user_id).where(UserSubscription.user_id == int(raw)))
+    user_id = _row_id(field(obj, "metadata", "user_id") or field(obj, "client_reference_id"))
+    if user_id is not None:
+        found = await session.execute(select(UserSubscription.user_id).where(UserSubscription.user_id == user_id))
         if found.scalar_one_or_none() is not None:
-            return int(raw)
+            return user_id
     return await _user_for_customer(session, field(obj, "customer"))
 
 
@@ -177,9 +286,9 @@ async def _tier_for_price(session: AsyncSession, price_id: str | None) -> Subscr
 
 
 async def _purchase_for(session: AsyncSession, obj: Any, *, session_id: str | None = None) -> CreditPurchase | None:
-    raw = field(obj, "metadata", "purchase_id")
-    if raw is not None and str(raw).isdigit():
-        purchase = await session.get(CreditPurchase, int(raw))
+    purchase_id = _row_id(field(obj, "metadata", "purchase_id"))
+    if purchase_id is not None:
+        purchase = await session.get(CreditPurchase, purchase_id)
         if purchase is not None:
             return purchase
     if session_id:
@@ -360,7 +469,7 @@ async def _track_subscription(
 
 def _advance(row: StripeSubscription, event: Event, now: datetime, *, status: str) -> bool:
     """Apply ``status`` from ``event`` if it is not older than the last event applied; say whether."""
-    at = _ts(event.get("created") or now.timestamp())
+    at = _event_time(event, now)
     if at < row.last_event_at:
         return False
     row.status = status

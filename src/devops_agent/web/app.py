@@ -152,11 +152,12 @@ def create_app(
     app.state.gateway = get_gateway(settings)
     app.state.catalog = cached_catalog(settings.pricing_file)
     app.state.passwords = Passwords()
-    app.state.sessions = SessionSigner(load_secret_key(settings))
+    secret = load_secret_key(settings)
+    app.state.sessions = SessionSigner(secret)
     app.state.login_limiter = LoginLimiter()
     app.state.registration_limiter = RegistrationLimiter(settings.registration_limit_per_hour)
     app.state.tier_cache = TierCache()
-    app.state.notifier = notifications.install(db, notifications.Notifier.from_settings(db, settings))
+    app.state.notifier = notifications.install(db, notifications.Notifier.from_settings(db, settings, secret=secret))
 
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware)
@@ -173,6 +174,7 @@ def create_app(
         credits,
         health,
         keys,
+        ledger,
         metrics,
         orgs,
         stripe,
@@ -187,6 +189,7 @@ def create_app(
     app.include_router(keys.router)
     app.include_router(subscription.router)
     app.include_router(credits.router)
+    app.include_router(ledger.router)
     app.include_router(usage.router)
     app.include_router(admin.router)
     app.include_router(analytics.router)

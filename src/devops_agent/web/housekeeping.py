@@ -5,9 +5,9 @@ Two tables only grow otherwise: ``idempotency_records`` (one row per keyed POST)
 per address that registered).
 
 * An idempotency record is kept for ``keep`` (default 30 days): a client retries within
-  seconds or hours, and a key older than that is not a retry. Records still marked in
-  progress are kept as long: releasing one early could let a retry run the work a second
-  time after a crash that happened once the work had committed.
+  seconds or hours, and a key older than that is not a retry. Records left in progress
+  by a dead process are released much sooner, past their lease, by a retry or by
+  ``devops-agent recover`` (see ``web.idempotency``).
 * A throttle row whose window ended longer ago than the longest window counts nothing:
   the next failure would start a new window anyway.
 

@@ -10,20 +10,31 @@ contract changed nothing), the reservation is released so the client may retry.
 The record is kept in the database, so a retry that lands on another worker still
 replays. The reservation is committed before the work runs because the work may
 call the network (Stripe) and must not sit inside a transaction.
+
+A reservation is a lease (``IDEMPOTENCY_LEASE_SECONDS``, from its ``created_at``): a
+process killed during the work leaves the record "in progress", and once the lease has
+run out a retry takes the reservation over (one conditional UPDATE, so one retry wins)
+and runs the work again, and ``devops-agent recover`` releases such records. Running
+the work again is safe because its effects are named by the request: a purchase
+carries the request's key (``credits.purchase_for_request``) and an upgrade's grant
+is keyed by it (``credits.change_tier``), so a second run finds what the first one
+committed and answers it instead of applying it twice; a Stripe call carries the
+key to Stripe.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import delete, select, update
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from devops_agent.db import Database
@@ -31,6 +42,7 @@ from devops_agent.web.errors import ApiError
 from devops_agent.web.models import IdempotencyRecord
 
 REPLAY_HEADER = "Idempotent-Replayed"
+DEFAULT_LEASE = timedelta(minutes=2)
 
 Work = Callable[[], Awaitable[tuple[int, dict[str, Any]]]]
 
@@ -41,7 +53,46 @@ def fingerprint(method: str, path: str, body: Any) -> str:
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
 
 
-async def _reserve(db: Database, *, user_id: int, key: str, digest: str, now: datetime) -> JSONResponse | None:
+async def _take_over(db: Database, record: IdempotencyRecord, *, now: datetime, lease: timedelta) -> bool:
+    """Renew a reservation whose lease ran out (its request died in the work); False if another retry did."""
+    async with db.transaction() as session:
+        taken = await session.execute(
+            update(IdempotencyRecord)
+            .where(
+                IdempotencyRecord.id == record.id,
+                IdempotencyRecord.status_code.is_(None),
+                IdempotencyRecord.created_at <= now - lease,
+            )
+            .values(created_at=now)
+        )
+    return int(cast(CursorResult[Any], taken).rowcount) == 1
+
+
+async def release_stale(db: Database, *, now: datetime, lease: timedelta = DEFAULT_LEASE) -> int:
+    """Release the reservations left in progress past their lease (``devops-agent recover``); return how many."""
+    async with db.transaction() as session:
+        released = await session.execute(
+            delete(IdempotencyRecord).where(
+                IdempotencyRecord.status_code.is_(None), IdempotencyRecord.created_at <= now - lease
+            )
+        )
+    return int(cast(CursorResult[Any], released).rowcount)
+
+
+async def _release(db: Database, *, user_id: int, key: str) -> None:
+    async with db.transaction() as session:
+        await session.execute(
+            delete(IdempotencyRecord).where(
+                IdempotencyRecord.user_id == user_id,
+                IdempotencyRecord.key == key,
+                IdempotencyRecord.status_code.is_(None),
+            )
+        )
+
+
+async def _reserve(
+    db: Database, *, user_id: int, key: str, digest: str, now: datetime, lease: timedelta = DEFAULT_LEASE
+) -> JSONResponse | None:
     try:
         async with db.transaction() as session:
             session.add(IdempotencyRecord(user_id=user_id, key=key, fingerprint=digest, created_at=now))
@@ -55,10 +106,12 @@ async def _reserve(db: Database, *, user_id: int, key: str, digest: str, now: da
             )
         ).scalar_one_or_none()
     if record is None:  # released between our insert and our read: the other request failed
-        return await _reserve(db, user_id=user_id, key=key, digest=digest, now=now)
+        return await _reserve(db, user_id=user_id, key=key, digest=digest, now=now, lease=lease)
     if record.fingerprint != digest:
         raise ApiError(409, "conflict", "This Idempotency-Key was already used for a different request.")
     if record.response_body is None or record.status_code is None:
+        if record.created_at <= now - lease and await _take_over(db, record, now=now, lease=lease):
+            return None
         raise ApiError(409, "conflict", "A request with this Idempotency-Key is still being processed; retry later.")
     return JSONResponse(record.response_body, status_code=record.status_code, headers={REPLAY_HEADER: "true"})
 
@@ -71,28 +124,23 @@ async def run_idempotent(
     digest: str,
     now: datetime,
     work: Work,
+    lease: timedelta = DEFAULT_LEASE,
 ) -> JSONResponse:
     """Run ``work`` once per (user, key); without a key just run it.
 
-    ``work`` returns ``(status_code, json_body)``; any exception it raises releases the key.
+    ``work`` returns ``(status_code, json_body)``; any exception it raises releases the key
+    (a cancellation too: shielded, so the release completes).
     """
     if key is None:
         status, body = await work()
         return JSONResponse(body, status_code=status)
-    replay = await _reserve(db, user_id=user_id, key=key, digest=digest, now=now)
+    replay = await _reserve(db, user_id=user_id, key=key, digest=digest, now=now, lease=lease)
     if replay is not None:
         return replay
     try:
         status, body = await work()
     except BaseException:
-        async with db.transaction() as session:
-            await session.execute(
-                delete(IdempotencyRecord).where(
-                    IdempotencyRecord.user_id == user_id,
-                    IdempotencyRecord.key == key,
-                    IdempotencyRecord.status_code.is_(None),
-                )
-            )
+        await asyncio.shield(_release(db, user_id=user_id, key=key))
         raise
     async with db.transaction() as session:
         await session.execute(
@@ -108,4 +156,5 @@ async def run_idempotent_post(
 ) -> JSONResponse:
     """``run_idempotent`` for a POST whose request is its path and its JSON body."""
     digest = fingerprint("POST", request.url.path, body.model_dump())
-    return await run_idempotent(db, user_id=user_id, key=key, digest=digest, now=now, work=work)
+    lease = timedelta(seconds=request.app.state.settings.idempotency_lease_seconds)
+    return await run_idempotent(db, user_id=user_id, key=key, digest=digest, now=now, work=work, lease=lease)

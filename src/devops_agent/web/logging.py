@@ -3,7 +3,9 @@
 The seed's troubleshooting reads ``logs/``; operators read stdout. A line carries
 method, path (never the query string, which may carry tokens), status, duration,
 the client address and the user id when known. Headers, bodies, cookies, API keys
-and password hashes are never logged.
+and password hashes are never logged, and secrets that travel in a path (an
+invitation's token) are replaced by ``[redacted]`` in every line the formatter
+writes, whichever logger wrote it and wherever in the line the path appears.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -22,6 +25,28 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 LOGGER = "devops_agent"
 LOG_FILE = "devops_agent.log"
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+REDACTED = "[redacted]"
+# Paths whose next segment is a secret: an invitation's token (the API's preview and
+# the join page). ``/api/orgs/invitations/accept`` takes its token in the body.
+SECRET_PATH_SEGMENT = re.compile(r"(/api/orgs/invitations/|/orgs/join/)(?!accept(?![^/?#\s\"\\]))[^/?#\s\"\\]+")
+# Other loggers whose lines may carry a request's path (uvicorn's errors, its access log).
+_FOREIGN_LOGGERS = ("uvicorn.error", "uvicorn.access")
+
+
+def redact(text: str) -> str:
+    """``text`` with every secret path segment replaced by ``[redacted]``."""
+    return SECRET_PATH_SEGMENT.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+class RedactSecrets(logging.Filter):
+    """Redacts a record of another library's logger before any of its handlers formats it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,7 +62,7 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return redact(json.dumps(entry, default=str))
 
 
 def configure_logging(log_dir: Path, *, level: int = logging.INFO) -> None:
@@ -47,6 +72,10 @@ def configure_logging(log_dir: Path, *, level: int = logging.INFO) -> None:
     """
     logger = logging.getLogger(LOGGER)
     logger.setLevel(level)
+    for name in _FOREIGN_LOGGERS:
+        foreign = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in foreign.filters):
+            foreign.addFilter(RedactSecrets())
     if any(getattr(h, "_devops_agent", False) for h in logger.handlers):
         return
     formatter = JsonFormatter()

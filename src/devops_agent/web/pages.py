@@ -12,11 +12,12 @@ Other packages extend ``base.html`` (blocks ``title``, ``head``, ``content``,
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -26,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.models import User
+from devops_agent.web import labels
 from devops_agent.web.deps import (
     API_ACCESS,
     ClockDep,
@@ -55,9 +57,13 @@ def usd(amount: Decimal | float | int) -> str:
 
 
 def _layout_context(request: Request) -> dict[str, Any]:
-    """What ``base.html`` needs on every page: whether money is taken (the footer says so)."""
+    """What ``base.html`` needs on every page: whether money is taken (the footer says so),
+    and the readable names of actions and ledger kinds the scripts show."""
     gateway = getattr(request.app.state, "gateway", None)
-    return {"payments_mode": getattr(gateway, "mode", "demo")}
+    return {
+        "payments_mode": getattr(gateway, "mode", "demo"),
+        "labels": {"actions": labels.ACTION_LABELS, "kinds": labels.KIND_LABELS},
+    }
 
 
 templates = Jinja2Templates(directory=TEMPLATES_DIR, context_processors=[_layout_context])
@@ -107,11 +113,31 @@ def _login_redirect(request: Request) -> RedirectResponse:
     return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
 
 
-def _safe_next(value: str | None) -> str:
-    """Only a path on this site is followed after login (never ``//other.host``)."""
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return "/chat"
+# Characters a browser drops from a URL before reading it (C0 controls, DEL, and the
+# C1 controls some parsers also strip), and the origin ``next`` is resolved against.
+_URL_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_OUR_ORIGIN = "http://this-site.invalid"
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after login: ``value`` if it is a path on this site, else ``/chat``.
+
+    Browsers strip tabs and newlines anywhere in a URL, spaces at its ends, and read a
+    backslash as a slash, so ``/\t/evil.com`` or ``/\\evil.com`` would leave the site.
+    ``value`` is cleaned the same way, resolved against our origin, and kept only when it
+    stays there; what is returned is the resolved path (with its query and fragment), so
+    the browser cannot read it differently.
+    """
+    if not value:
+        return "/chat"
+    cleaned = _URL_CONTROLS.sub("", value).strip(" ").replace("\\", "/")
+    if not cleaned.startswith("/") or cleaned.startswith("//"):
+        return "/chat"
+    resolved = urlsplit(urljoin(_OUR_ORIGIN + "/", cleaned))
+    if f"{resolved.scheme}://{resolved.netloc}" != _OUR_ORIGIN or not resolved.path.startswith("/"):
+        return "/chat"
+    path = urlunsplit(("", "", resolved.path, resolved.query, resolved.fragment))
+    return path if not path.startswith("//") else "/chat"
 
 
 @router.get("/")
@@ -128,6 +154,7 @@ async def home(request: Request, user: OptionalUser) -> Response:
         tiers=catalog.tiers,
         packs=catalog.packs,
         free_credits=_free_credits(catalog),
+        **_prices(catalog),
     )
 
 
@@ -145,8 +172,8 @@ async def login(
     request: Request, user: OptionalUser, next_path: Annotated[str | None, Query(alias="next")] = None
 ) -> Response:
     if user is not None:
-        return RedirectResponse(_safe_next(next_path), status_code=303)
-    return render_page(request, "login.html", user=None, page="login", next_path=_safe_next(next_path))
+        return RedirectResponse(safe_next(next_path), status_code=303)
+    return render_page(request, "login.html", user=None, page="login", next_path=safe_next(next_path))
 
 
 @router.get("/logout")
@@ -161,7 +188,15 @@ async def logout(request: Request, user: OptionalUser) -> Response:
 async def chat(request: Request, user: OptionalUser) -> Response:
     if user is None:
         return _login_redirect(request)
-    return render_page(request, "chat.html", user=user, page="chat")
+    return render_page(request, "chat.html", user=user, page="chat", agent_name=_agent_name(request))
+
+
+def _agent_name(request: Request) -> str:
+    """The backend that will answer (the chat labels a reply with it before it is stored)."""
+    runtime = getattr(request.app.state, "agent_runtime", None)
+    if runtime is not None:
+        return str(runtime.backend.name)
+    return "claude" if request.app.state.settings.anthropic_api_key else "offline"
 
 
 @router.get("/billing")
@@ -169,7 +204,27 @@ async def billing(request: Request, user: OptionalUser) -> Response:
     if user is None:
         return _login_redirect(request)
     catalog = _catalog(request)
-    return render_page(request, "billing.html", user=user, page="billing", tiers=catalog.tiers, packs=catalog.packs)
+    plan_features = [
+        {"name": t.name, "display": t.display_name, "features": sorted(t.entitlements)} for t in catalog.tiers
+    ]
+    return render_page(
+        request,
+        "billing.html",
+        user=user,
+        page="billing",
+        tiers=catalog.tiers,
+        packs=catalog.packs,
+        plan_features=plan_features,
+        **_prices(catalog),
+    )
+
+
+def _prices(catalog: Catalog) -> dict[str, Any]:
+    """The price list of every action, and what a plan's credits buy, for the plan cards."""
+    return {
+        "price_list": labels.price_list(catalog),
+        "plan_buys": lambda credits: labels.plan_buys(credits, catalog),
+    }
 
 
 @router.get("/account")

@@ -226,8 +226,25 @@ class UserEnvelope(BaseModel):
 # --- subscription and credits ---------------------------------------------------------
 
 
+class TierLimitsOut(BaseModel):
+    """A tier's guardrails: what the agent may create on the customer's cloud."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    instance_types: list[str]
+    rds_classes: list[str]
+    rds_max_storage_gb: int
+    regions: list[str]
+    creates_per_month: int
+    auto_approve: bool
+
+
+class TierWithLimitsOut(TierOut):
+    limits: TierLimitsOut | None
+
+
 class TiersOut(BaseModel):
-    tiers: list[TierOut]
+    tiers: list[TierWithLimitsOut]
     payments_mode: PaymentsMode
 
 

@@ -30,6 +30,9 @@ class ToolCall:
 class AssistantTurn:
     text: str
     tool_calls: tuple[ToolCall, ...] = ()
+    # False when the backend knows it did not understand the request (the offline agent's
+    # rules matched nothing): such a turn did nothing and is not charged.
+    understood: bool = True
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ It is the default when no ``ANTHROPIC_API_KEY`` is set, so that DevOps Agent wor
 understands plain requests ("list my EC2 instances", "create a t3.micro instance
 named web-1", "show my RDS databases", "list S3 buckets", "create a bucket named
 logs-1", "stop instance i-...", "help"), calls the same tools Claude would, and
-answers anything else politely. Every reply says it comes from the offline agent.
+answers anything else politely. Replies are stored with the backend's name
+(``offline``), which the chat shows as a label.
 """
 
 from __future__ import annotations
@@ -18,10 +19,8 @@ from devops_agent.agent.tools.registry import Tool
 
 from .base import AssistantTurn, ToolCall, ToolResults, Turn, UserTurn
 
-PREFIX = "[Offline agent]"
-
 HELP = (
-    f"{PREFIX} I am the offline agent (no AI model is connected), and I understand requests like:\n"
+    "I am the offline agent (no AI model is connected), and I understand requests like:\n"
     "- list my EC2 instances\n"
     "- create a t3.micro instance named web-1\n"
     "- stop instance i-0123456789abcdef0\n"
@@ -31,6 +30,10 @@ HELP = (
     "- create a bucket named my-logs-2026\n"
     "Each message costs 1 credit; each cloud action costs its own credits (creating an "
     "instance or a database costs 5)."
+)
+
+NOT_UNDERSTOOD = (
+    "Sorry, I did not understand that. I am the offline agent and only know a few cloud chores; say 'help' to see them."
 )
 
 _NAME = r"(?:named|called)\s+[\"']?([A-Za-z0-9][A-Za-z0-9._-]*)"
@@ -48,21 +51,21 @@ def _intent(text: str) -> tuple[list[ToolCall], str | None]:
         match = re.search(r"\b(i-[0-9a-f]{8,17})\b", low)
         if match:
             return [ToolCall("offline-1", "stop_ec2_instance", {"instance_id": match.group(1)})], None
-        return [], f"{PREFIX} Which instance should I stop? Give me its id, like: stop instance i-0123456789abcdef0."
+        return [], "Which instance should I stop? Give me its id, like: stop instance i-0123456789abcdef0."
     name = re.search(_NAME, t, re.IGNORECASE)
     if re.search(_CREATE, low):
         if re.search(r"\bbucket\b|\bs3\b", low):
             if name:
                 return [ToolCall("offline-1", "create_s3_bucket", {"name": name.group(1)})], None
-            return [], f"{PREFIX} What should the bucket be called? Try: create a bucket named my-logs-2026."
+            return [], "What should the bucket be called? Try: create a bucket named my-logs-2026."
         if re.search(r"\b(?:rds|database|db|postgres|mysql|mariadb)\b", low):
             if not name:
-                return [], f"{PREFIX} What should the database be called? Try: create a database named orders-db."
+                return [], "What should the database be called? Try: create a database named orders-db."
             engine = next((e for e in ("mysql", "mariadb", "postgres") if e in low), "postgres")
             return [ToolCall("offline-1", "create_rds_instance", {"identifier": name.group(1), "engine": engine})], None
         if re.search(r"\b(?:instance|ec2|server|vm|machine)\b", low):
             if not name:
-                return [], f"{PREFIX} What should the instance be called? Try: create a t3.micro instance named web-1."
+                return [], "What should the instance be called? Try: create a t3.micro instance named web-1."
             args: dict[str, Any] = {"name": name.group(1)}
             itype = re.search(r"\b([a-z][a-z0-9-]*\d[a-z0-9-]*\.(?:nano|micro|small|medium|large|\d*xlarge))\b", low)
             if itype:
@@ -79,17 +82,20 @@ def _intent(text: str) -> tuple[list[ToolCall], str | None]:
         if calls:
             return calls, None
     if re.match(r"^(?:hi|hello|hey|good (?:morning|afternoon|evening))\b", low):
-        return [], f"{PREFIX} Hello! I can list and create EC2 instances, RDS databases and S3 buckets. Say 'help'."
+        return [], "Hello! I can list and create EC2 instances, RDS databases and S3 buckets. Say 'help'."
     if re.search(r"\b(?:thanks|thank you)\b", low):
-        return [], f"{PREFIX} You're welcome."
-    return [], (
-        f"{PREFIX} Sorry, I did not understand that. I am the offline agent and only know a few "
-        "cloud chores; say 'help' to see them."
-    )
+        return [], "You're welcome."
+    return [], NOT_UNDERSTOOD
 
 
-def _describe(name: str, result: dict[str, Any], is_error: bool) -> str:
+def describe_result(name: str, result: dict[str, Any], is_error: bool) -> str:
     """One paragraph about one tool result."""
+    if "pending_approval" in result:
+        action = result["pending_approval"]
+        return (
+            f"{name} needs your approval: it costs {action['credits']} credits and starts something billed "
+            f"on your cloud. Approve or decline it (action {action['id']}, open until {action['expires_at']})."
+        )
     if is_error or "error" in result:
         return f"{name} did not succeed: {result.get('error', 'unknown error')}"
     if name == "get_ec2_instances":
@@ -136,11 +142,13 @@ class OfflineBackend:
                     result = json.loads(r.content)
                 except ValueError:
                     result = {"error": r.content} if r.is_error else {"output": r.content}
-                parts.append(_describe(r.name, result if isinstance(result, dict) else {}, r.is_error))
-            return AssistantTurn(f"{PREFIX} " + "\n\n".join(parts))
+                parts.append(describe_result(r.name, result if isinstance(result, dict) else {}, r.is_error))
+            return AssistantTurn("\n\n".join(parts))
         text = last.text if isinstance(last, UserTurn) else ""
         calls, answer = _intent(text)
         available = {t.name for t in tools}
         if calls and all(c.name in available for c in calls):
             return AssistantTurn("", tuple(calls))
-        return AssistantTurn(answer or f"{PREFIX} That tool is not available here.")
+        if answer == NOT_UNDERSTOOD:
+            return AssistantTurn(answer, understood=False)
+        return AssistantTurn(answer or "That tool is not available here.")

@@ -132,7 +132,8 @@ class AwsCloud:
 
     def __init__(self, region: str | None = None) -> None:
         session = boto3.session.Session()
-        self._clients = _Clients(session, region or session.region_name or DEFAULT_REGION)
+        self.region = region or session.region_name or DEFAULT_REGION
+        self._clients = _Clients(session, self.region)
 
     def clients_for(self, user_id: int) -> CloudClients:
         return self._clients

@@ -19,6 +19,7 @@ _DESCRIPTIONS = {
     403: "`csrf_failed`, `forbidden`, or `feature_not_in_plan` (with `feature` and `tiers`).",
     404: "Not found (`<thing>_not_found`).",
     409: "`already_exists` or `conflict` (e.g. an Idempotency-Key reused for another request).",
+    410: "Gone (`action_expired`: a pending action left unanswered past its 15 minutes).",
     413: "Request body too large (`payload_too_large`).",
     422: "The body fails its schema (`validation_error`, with `details`).",
     429: "Too many attempts (`rate_limited`); see `Retry-After`.",

@@ -569,7 +569,7 @@ async def books_audit(_admin: AdminUser, session: SessionDep) -> BooksOut:
 
 class EmailOut(BaseModel):
     id: int
-    user_id: int
+    user_id: int | None = Field(description="The user it concerns; null for an invitation to an address.")
     to: str
     cause: str
     subject: str

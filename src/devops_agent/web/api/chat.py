@@ -5,26 +5,35 @@
 short transactions of its own around those waits (charge and commit first, record
 afterwards). Wrapping it in the request's transaction would hold row locks (and on
 SQLite, every writer) for as long as Claude thinks.
+
+A client that goes away while the agent works cancels the turn (``until_disconnected``):
+nobody would read the reply, so the service refunds it and frees its Idempotency-Key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from devops_agent import notifications
+from devops_agent.agent import approvals
+from devops_agent.agent.models import Message
 from devops_agent.agent.service import (
     MAX_MESSAGE_LENGTH,
     AgentError,
     AgentRuntime,
     ChatReply,
+    ToolCallOut,
     build_runtime,
+    delete_conversation,
     get_conversation,
     list_conversations,
+    rename_conversation,
     send_message,
 )
 from devops_agent.billing.models import Conversation
@@ -36,6 +45,7 @@ from devops_agent.web.errors import ApiError
 from devops_agent.web.schemas import Strict, Timestamp
 
 router = APIRouter(prefix="/api", tags=["agent"])
+T = TypeVar("T")
 
 
 async def get_runtime(request: Request) -> AgentRuntime:
@@ -58,6 +68,22 @@ ClockFnDep = Annotated[Callable[[], datetime], Depends(get_clock)]
 IdPath = Annotated[int, Path(ge=1, le=2**62)]
 
 
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it if the client disconnects first (the body is read already)."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        task.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await task
+    finally:
+        watcher.cancel()
+
+
 def api_error(exc: AgentError) -> ApiError:
     """An agent service error as the contract's JSON error."""
     return ApiError(exc.status_code, exc.code, exc.message, **exc.extra)
@@ -74,6 +100,10 @@ class ChatIn(Strict):
     )
 
 
+class ConversationRenameIn(Strict):
+    title: str = Field(min_length=1, max_length=200)
+
+
 class ConversationOut(BaseModel):
     id: int
     title: str
@@ -86,9 +116,27 @@ class ConversationsOut(BaseModel):
 
 
 class MessageOut(BaseModel):
+    """A message; an assistant reply carries its costs as the chat reply did (null on user messages)."""
+
     role: str
     content: str
     created_at: Timestamp
+    credits_used: int | None = None
+    balance_after: int | None = None
+    tool_calls: list[ToolCallOut] = []
+    agent: str | None = Field(default=None, description="The backend that answered: offline or claude.")
+
+
+def message_out(message: Message) -> MessageOut:
+    return MessageOut(
+        role=message.role,
+        content=message.content,
+        created_at=message.created_at,
+        credits_used=message.credits_used,
+        balance_after=message.balance_after,
+        tool_calls=[ToolCallOut.model_validate(t) for t in message.tool_calls or []],
+        agent=message.agent,
+    )
 
 
 class ConversationDetailOut(BaseModel):
@@ -124,18 +172,19 @@ async def chat_reply(
     With ``request`` and ``background``, the user's auto-recharge runs after the
     response (the charges have committed; Stripe is called outside any transaction).
     """
+    turn = send_message(
+        db,
+        runtime,
+        user_id=user_id,
+        message=message,
+        clock=clock,
+        conversation_id=conversation_id,
+        idempotency_key=idempotency_key,
+        max_credits=max_credits,
+        org_id=org_id,
+    )
     try:
-        reply = await send_message(
-            db,
-            runtime,
-            user_id=user_id,
-            message=message,
-            clock=clock,
-            conversation_id=conversation_id,
-            idempotency_key=idempotency_key,
-            max_credits=max_credits,
-            org_id=org_id,
-        )
+        reply = await (until_disconnected(request, turn) if request is not None else turn)
     except AgentError as exc:
         raise api_error(exc) from exc
     # The charges have committed: the low-credit email, to the user or to the team's owner.
@@ -183,6 +232,35 @@ async def chat(
     )
 
 
+@router.post(
+    "/chat/actions/{action_id}/approve",
+    response_model=ChatReply,
+    summary="Approve a create the agent proposed: it is charged and run, answered like a chat reply",
+    responses=errors(*AUTHED, 402, 404, 409, 410),
+)
+async def approve_action(
+    action_id: IdPath, user: CurrentUser, db: DatabaseDep, runtime: RuntimeDep, clock: ClockFnDep
+) -> ChatReply:
+    try:
+        return await approvals.approve(db, runtime, user_id=user.id, action_id=action_id, clock=clock)
+    except AgentError as exc:
+        raise api_error(exc) from exc
+
+
+@router.post(
+    "/chat/actions/{action_id}/decline",
+    status_code=204,
+    summary="Decline a create the agent proposed; it costs nothing",
+    responses=errors(*AUTHED, 404, 409),
+)
+async def decline_action(action_id: IdPath, user: CurrentUser, db: DatabaseDep, clock: ClockFnDep) -> Response:
+    try:
+        await approvals.decline(db, user_id=user.id, action_id=action_id, now=clock())
+    except AgentError as exc:
+        raise api_error(exc) from exc
+    return Response(status_code=204)
+
+
 @router.get(
     "/conversations",
     response_model=ConversationsOut,
@@ -207,5 +285,39 @@ async def conversation(conversation_id: IdPath, user: CurrentUser, session: Sess
         raise api_error(exc) from exc
     return ConversationDetailOut(
         conversation=conversation_out(found),
-        messages=[MessageOut(role=m.role, content=m.content, created_at=m.created_at) for m in messages],
+        messages=[message_out(m) for m in messages],
     )
+
+
+class ConversationEnvelope(BaseModel):
+    conversation: ConversationOut
+
+
+@router.patch(
+    "/conversations/{conversation_id}",
+    response_model=ConversationEnvelope,
+    summary="Rename one of your conversations",
+    responses=errors(*AUTHED, 404),
+)
+async def rename(
+    conversation_id: IdPath, body: ConversationRenameIn, user: CurrentUser, session: SessionDep
+) -> ConversationEnvelope:
+    try:
+        found = await rename_conversation(session, user_id=user.id, conversation_id=conversation_id, title=body.title)
+    except AgentError as exc:
+        raise api_error(exc) from exc
+    return ConversationEnvelope(conversation=conversation_out(found))
+
+
+@router.delete(
+    "/conversations/{conversation_id}",
+    status_code=204,
+    summary="Delete one of your conversations; what it cost stays in your usage and ledger",
+    responses=errors(*AUTHED, 404),
+)
+async def delete(conversation_id: IdPath, user: CurrentUser, session: SessionDep) -> Response:
+    try:
+        await delete_conversation(session, user_id=user.id, conversation_id=conversation_id)
+    except AgentError as exc:
+        raise api_error(exc) from exc
+    return Response(status_code=204)

@@ -7,8 +7,9 @@ who is not a member, whatever the route, so ids reveal nothing. Roles: members u
 the pool and see its balance and their own usage; admins manage members, invitations
 and caps and see everyone's usage; the owner also pays and deletes.
 
-Invitations answer their token and link to the inviter once (only a hash is stored):
-the inviter passes it on to the invitee, by email or otherwise.
+Invitations are emailed to the invitee (the token travels in memory from this request
+to the outbox, where it is kept only encrypted until sent) and answered to the inviter
+once; the database holds only the token's hash.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from devops_agent import notifications
 from devops_agent.billing import credits, orgs
 from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.models import SubscriptionTier, UsageLog, User, UserSubscription
@@ -378,7 +380,7 @@ async def list_members(org_id: OrgId, user: CurrentUser, session: SessionDep, no
 @router.put(
     "/{org_id}/members/{user_id}/cap",
     response_model=MembersOut,
-    summary="Set a member's monthly cap; null falls back to the default (admins)",
+    summary="Set a member's monthly cap; null falls back to the default (admins cap members, the owner anyone)",
     responses=errors(*MEMBER_ROUTE),
 )
 async def set_member_cap(
@@ -392,7 +394,7 @@ async def set_member_cap(
 @router.put(
     "/{org_id}/default-cap",
     response_model=OrgEnvelope,
-    summary="Set the cap of members without one of their own; null: no cap (admins)",
+    summary="Set the cap of members without one of their own; null: no cap (owner)",
     responses=errors(*MEMBER_ROUTE),
 )
 async def set_default_cap(
@@ -461,18 +463,51 @@ async def list_invitations(org_id: OrgId, user: CurrentUser, session: SessionDep
     "/{org_id}/invitations",
     status_code=201,
     response_model=InvitationCreatedOut,
-    summary="Invite an email address as member or admin; the token and link are answered once (admins)",
+    summary="Invite an email address as member or admin: emailed to them, and answered once (admins)",
     responses=errors(*MEMBER_ROUTE, 409),
 )
 async def create_invitation(
-    org_id: OrgId, body: InvitationIn, user: CurrentUser, session: SessionDep, now: ClockDep, settings: SettingsDep
+    org_id: OrgId, body: InvitationIn, user: CurrentUser, db: DatabaseDep, now: ClockDep, settings: SettingsDep
 ) -> InvitationCreatedOut:
-    new = await orgs.invite(session, org_id=org_id, actor_id=user.id, email=body.email, role=Role(body.role), now=now)
+    async with db.transaction() as session:
+        new = await orgs.invite(
+            session, org_id=org_id, actor_id=user.id, email=body.email, role=Role(body.role), now=now
+        )
+        out = _invitation_created(new, now, settings.public_base_url)
+    # Committed: the email goes out with the token this request still holds in memory.
+    await notifications.after_invitation(db, invitation_id=new.invitation.id, token=new.token, now=now)
+    return out
+
+
+def _invitation_created(new: orgs.NewInvitation, now: datetime, base_url: str) -> InvitationCreatedOut:
     return InvitationCreatedOut(
         invitation=_invitation_out(new.invitation, now),
         token=new.token,
-        accept_url=f"{settings.public_base_url.rstrip('/')}/orgs/join/{new.token}",
+        accept_url=f"{base_url.rstrip('/')}/orgs/join/{new.token}",
     )
+
+
+@router.post(
+    "/{org_id}/invitations/{invitation_id}/resend",
+    response_model=InvitationCreatedOut,
+    summary="Email a pending invitation again with a new token; the old link stops working (admins)",
+    responses=errors(*MEMBER_ROUTE, 409, 410),
+)
+async def resend_invitation(
+    org_id: OrgId,
+    invitation_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    user: CurrentUser,
+    db: DatabaseDep,
+    now: ClockDep,
+    settings: SettingsDep,
+) -> InvitationCreatedOut:
+    async with db.transaction() as session:
+        new = await orgs.resend_invitation(
+            session, org_id=org_id, actor_id=user.id, invitation_id=invitation_id, now=now
+        )
+        out = _invitation_created(new, now, settings.public_base_url)
+    await notifications.after_invitation(db, invitation_id=new.invitation.id, token=new.token, now=now)
+    return out
 
 
 @router.delete(
@@ -532,7 +567,14 @@ async def upgrade(
 
     async def work() -> tuple[int, dict[str, Any]]:
         async with db.transaction() as session:
-            change = await credits.change_tier(session, user_id=user.id, org_id=org_id, tier_id=body.tier_id, now=now)
+            change = await credits.change_tier(
+                session,
+                user_id=user.id,
+                org_id=org_id,
+                tier_id=body.tier_id,
+                now=now,
+                request_key=credits.request_key(user.id, idempotency_key, org_id=org_id),
+            )
             pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
             out = PlanChangedOut(subscription=subscription_out(pool), message=change.message)
         return 200, out.model_dump(mode="json")
@@ -579,8 +621,15 @@ async def purchase(
         # Demo payments, as for a user: recorded completed at its list price, credits granted.
         async with db.transaction() as session:
             await credits.apply_due_reset(session, user_id=None, org_id=org_id, now=now)
-            bought = await credits.create_purchase(
-                session, user_id=user.id, org_id=org_id, credits_amount=pack.credits, price_paid=pack.price, now=now
+            key = credits.request_key(user.id, idempotency_key, org_id=org_id)
+            bought = await credits.purchase_for_request(session, key, now=now) or await credits.create_purchase(
+                session,
+                user_id=user.id,
+                org_id=org_id,
+                credits_amount=pack.credits,
+                price_paid=pack.price,
+                now=now,
+                request_key=key,
             )
             result = await credits.grant_purchase(session, purchase_id=bought.id, now=now)
             await session.refresh(bought)

@@ -2,8 +2,10 @@
 
 ``POST /api/stripe/webhook`` takes no session and no CSRF token: it is
 authenticated by the ``Stripe-Signature`` header alone (400 ``invalid_signature``
-otherwise, and nothing changes). A failure while applying an event answers 500
-so that Stripe delivers it again; the event's id is only recorded with its effect.
+otherwise, and nothing changes). A signed event with a field we cannot use (a bad
+``created``, an id out of range) answers 400 ``invalid_event``, changes nothing and is
+recorded as rejected. Any other failure while applying an event answers 500 so that
+Stripe delivers it again; the event's id is only recorded with its effect.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ def _out(row: AutoRecharge | None, now: datetime) -> AutoRechargeOut:
     "/webhook",
     response_model=WebhookOut,
     summary="Stripe events, verified by their signature; each takes effect once",
-    responses=errors(400),
+    responses=errors(400),  # invalid_signature, or invalid_event (signed, but a field we cannot use)
 )
 async def webhook(request: Request, db: DatabaseDep, settings: SettingsDep, now: ClockDep) -> WebhookOut:
     payload = await request.body()
@@ -116,8 +118,11 @@ async def webhook(request: Request, db: DatabaseDep, settings: SettingsDep, now:
         raise ApiError(400, "invalid_signature", str(exc)) from None
     outcome = await handle_event(db, event, now=now)
     metrics.WEBHOOK_EVENTS.labels(
-        outcome.type, metrics.webhook_outcome(duplicate=outcome.duplicate, outcome=outcome.outcome)
+        outcome.type,
+        metrics.webhook_outcome(duplicate=outcome.duplicate, outcome=outcome.outcome, rejected=outcome.rejected),
     ).inc()
+    if outcome.rejected:
+        raise ApiError(400, "invalid_event", outcome.outcome, event_id=outcome.event_id)
     await notifications.after_stripe_event(db, event, now=now)  # committed: receipt or failed-renewal email
     return WebhookOut(
         event_id=outcome.event_id, type=outcome.type, duplicate=outcome.duplicate, outcome=outcome.outcome

@@ -11,10 +11,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent.billing import credits
+from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.models import SubscriptionTier
 from devops_agent.db import Database
 from devops_agent.payments.gateway import PlanChangeResult
@@ -29,12 +31,16 @@ from devops_agent.web.deps import (
 )
 from devops_agent.web.idempotency import run_idempotent_post
 from devops_agent.web.schemas import (
+    USD,
     CancelOut,
     CheckoutOut,
     PlanChangedOut,
     SubscriptionEnvelope,
+    TierLimitsOut,
     TierOut,
     TiersOut,
+    TierWithLimitsOut,
+    Timestamp,
     UpgradeIn,
     subscription_out,
     tier_out,
@@ -103,7 +109,13 @@ class TierCache:
 @router.get("/tiers", response_model=TiersOut, summary="Active tiers, cheapest first (public)")
 async def list_tiers(request: Request, db: DatabaseDep, gateway: GatewayDep) -> TiersOut:
     cache: TierCache = request.app.state.tier_cache
-    return TiersOut(tiers=await cache.get(db), payments_mode=gateway.mode)
+    catalog: Catalog = request.app.state.catalog
+    tiers = []
+    for tier in await cache.get(db):
+        spec = catalog.tier(tier.name)
+        limits = TierLimitsOut.model_validate(spec.limits) if spec is not None and spec.limits else None
+        tiers.append(TierWithLimitsOut(**tier.model_dump(), limits=limits))
+    return TiersOut(tiers=tiers, payments_mode=gateway.mode)
 
 
 def _plan_body(result: PlanChangeResult) -> dict[str, Any]:
@@ -137,6 +149,42 @@ async def upgrade(
         return 200, _plan_body(result)
 
     return await run_idempotent_post(db, request, body, user_id=user.id, key=idempotency_key, now=now, work=work)
+
+
+class PlanPreviewOut(BaseModel):
+    """What a move to another tier would do, before it is made."""
+
+    amount_due_now: USD
+    currency: str
+    credits_after: int = Field(description="Your balance once the change takes effect (monthly + purchased).")
+    monthly_credits_lost: int = Field(description="Monthly credits left now that the change replaces.")
+    effective_at: Timestamp
+    next_renewal: Timestamp
+
+
+@router.post(
+    "/preview",
+    response_model=PlanPreviewOut,
+    summary="What moving to a tier would cost now and do to your credits (nothing changes)",
+    responses=errors(*AUTHED, 404, 502),
+)
+async def preview(
+    body: UpgradeIn, user: CurrentUser, db: DatabaseDep, now: ClockDep, gateway: GatewayDep
+) -> PlanPreviewOut:
+    found = await gateway.preview_plan(db, user=user, tier=await _tier(db, body.tier_id), now=now)
+    return PlanPreviewOut(
+        amount_due_now=float(found.amount_due_now),
+        currency=found.currency,
+        credits_after=found.credits_after,
+        monthly_credits_lost=found.monthly_credits_lost,
+        effective_at=found.effective_at,
+        next_renewal=found.next_renewal,
+    )
+
+
+async def _tier(db: Database, tier_id: int) -> SubscriptionTier:
+    async with db.transaction() as session:
+        return await credits.tier_by_id(session, tier_id, active_only=True)
 
 
 @router.post(

@@ -4,9 +4,21 @@ import { api, clearErrors, formValues, showErrors } from "./common.js";
 
 const ENDPOINTS = { register: "/api/auth/register", login: "/api/auth/login" };
 
-/** Only same-site paths are followed after login, never another origin. */
+/**
+ * Only paths on this site are followed after login, never another origin: the value is
+ * read by the browser's own URL parser (which drops tabs and newlines and reads "\\" as
+ * "/"), and kept only when it resolves to this origin.
+ */
 function safeNext(path) {
-  return path && path.startsWith("/") && !path.startsWith("//") ? path : "/chat";
+  if (!path || !path.startsWith("/")) return "/chat";
+  let url;
+  try {
+    url = new URL(path, window.location.origin);
+  } catch {
+    return "/chat";
+  }
+  if (url.origin !== window.location.origin) return "/chat";
+  return `${url.pathname}${url.search}${url.hash}`;
 }
 
 for (const form of document.querySelectorAll("form[data-auth-form]")) {

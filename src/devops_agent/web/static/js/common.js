@@ -118,16 +118,70 @@ export function formValues(form) {
   return Object.fromEntries(new FormData(form).entries());
 }
 
+/** "1 credit", "2 credits": a count with its noun, singular for one. */
+export function plural(n, word, many = `${word}s`) {
+  return `${Number(n).toLocaleString("en-US")} ${Number(n) === 1 ? word : many}`;
+}
+
+let labelsCache = null;
+function labels() {
+  if (!labelsCache) {
+    const node = document.getElementById("labels");
+    try {
+      labelsCache = node ? JSON.parse(node.textContent) : {};
+    } catch {
+      labelsCache = {};
+    }
+  }
+  return labelsCache;
+}
+
+function words(name) {
+  const text = String(name || "").replaceAll("_", " ");
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+/** The readable name of an action: "List EC2 instances", never `get_ec2_instances`. */
+export function actionLabel(name) {
+  const actions = labels().actions || {};
+  return actions[name || "agent_message"] || words(name);
+}
+
+/** The readable name of a ledger kind: "Plan change", never `tier_change`. */
+export function kindLabel(kind) {
+  const kinds = labels().kinds || {};
+  return kinds[kind] || words(kind);
+}
+
 /** Update every credit counter on the page (the header pill and any page widgets). */
 export function setCredits(remaining) {
   for (const el of document.querySelectorAll("[data-credits-remaining]")) {
     el.textContent = String(remaining);
   }
+  for (const el of document.querySelectorAll("[data-credits-word]")) {
+    el.textContent = Number(remaining) === 1 ? "credit" : "credits";
+  }
   for (const pill of document.querySelectorAll("[data-credit-counter]")) {
     pill.dataset.low = String(remaining < LOW_CREDITS);
-    pill.setAttribute("aria-label", `${remaining} credits left`);
   }
   document.dispatchEvent(new CustomEvent("credits:changed", { detail: { remaining } }));
+}
+
+/**
+ * Show a subscription's balances: the total, and in the header its split into monthly
+ * credits (with the date they reset) and purchased credits (which never expire).
+ */
+export function setBalances(sub) {
+  setCredits(sub.credits_remaining);
+  const monthly = sub.monthly_credits_remaining;
+  const purchased = sub.purchased_credits_remaining;
+  const reset = shortDate(sub.current_period_end);
+  const detail = `${plural(monthly, "monthly credit")} until ${reset}, ${plural(purchased, "purchased credit")} that never expire`;
+  for (const pill of document.querySelectorAll("[data-credit-counter]")) pill.title = detail;
+  for (const said of document.querySelectorAll("[data-credit-detail]")) said.textContent = `: ${detail}`;
+  for (const split of document.querySelectorAll("[data-credit-split]")) {
+    split.textContent = `${monthly} monthly · ${purchased} purchased`;
+  }
 }
 
 /** Fetch the subscription once (pages that need it share this promise). */
@@ -182,7 +236,7 @@ function wireHeader() {
   }
   if (document.querySelector("[data-credit-counter]")) {
     loadSubscription().then((result) => {
-      if (result.ok) setCredits(result.data.subscription.credits_remaining);
+      if (result.ok) setBalances(result.data.subscription);
     });
   }
 }

@@ -113,10 +113,11 @@ async function orgPage(root) {
   }
 
   function memberRow(m) {
-    const admin = me.role === "owner" || me.role === "admin";
+    // The owner manages everyone else; an admin manages members only (never another admin or the owner).
+    const manages = me.role === "owner" || (me.role === "admin" && m.role === "member");
     const actions = el("td", {});
     const capCell = el("td", { text: m.monthly_cap === null ? `default (${capText(m.effective_cap)})` : capText(m.monthly_cap) });
-    if (admin) {
+    if (manages) {
       const input = el("input", {
         type: "number",
         min: "0",

@@ -1,25 +1,42 @@
 // The customer's usage analytics on the billing page: credits per day and per tool
 // over the billing period (plan feature usage_analytics), the CSV export
 // (advanced_analytics), the monthly statement (compliance_reports) and the
-// low-credit email switch. A plan without a feature is told which plans have it.
-import { api, errorMessage, shortDate } from "./common.js";
+// low-credit email switch. A plan without a feature is told which plans have it,
+// from the plans' features the page carries: no request is made that would answer 403.
+// An upgrade on the page ("subscription:changed") shows what it brought at once.
+import { actionLabel, api, errorMessage, loadSubscription, shortDate } from "./common.js";
 import { baseOptions, dayLabel, draw, fillRows } from "./charts.js";
 
 const $ = (selector) => document.querySelector(selector);
+const section = $("[data-analytics]");
+// [{name: "starter", display: "Starter", features: ["usage_analytics", ...]}], in the catalog's order.
+const plans = JSON.parse(section.dataset.plans || "[]");
 
-function gatedMessage(result, what) {
-  if (result.status === 403 && result.data && result.data.error === "feature_not_in_plan") {
-    const plans = (result.data.tiers || []).map((t) => t[0].toUpperCase() + t.slice(1)).join(", ");
-    return `${what} come${what.endsWith("s") ? "" : "s"} with ${plans || "a bigger plan"}.`;
-  }
-  return errorMessage(result);
+function has(sub, feature) {
+  const plan = plans.find((p) => p.name === sub.tier.name);
+  return Boolean(plan && plan.features.includes(feature));
 }
 
-async function loadCharts() {
+function gatedMessage(feature, what) {
+  const names = plans
+    .filter((plan) => plan.features.includes(feature))
+    .map((plan) => plan.display);
+  const list = names.length > 1 ? `${names.slice(0, -1).join(", ")} and ${names[names.length - 1]}` : names[0];
+  return `${what} come${what.endsWith("s") ? "" : "s"} with ${list || "a bigger plan"}.`;
+}
+
+async function loadCharts(sub) {
+  const gate = $("[data-analytics-gated]");
+  if (!has(sub, "usage_analytics")) {
+    gate.textContent = gatedMessage("usage_analytics", "Usage charts");
+    gate.hidden = false;
+    $("[data-analytics-charts]").hidden = true;
+    return;
+  }
+  gate.hidden = true;
   const result = await api("GET", "/api/analytics/usage");
   if (!result.ok) {
-    const gate = $("[data-analytics-gated]");
-    gate.textContent = gatedMessage(result, "Usage charts");
+    gate.textContent = errorMessage(result);
     gate.hidden = false;
     return;
   }
@@ -37,11 +54,11 @@ async function loadCharts() {
     },
     options: baseOptions(c),
   }));
-  fillRows($("[data-customer-tool-rows]"), data.by_tool.map((t) => [t.tool, t.count, t.credits_used]), [1, 2]);
+  fillRows($("[data-customer-tool-rows]"), data.by_tool.map((t) => [actionLabel(t.tool), t.count, t.credits_used]), [1, 2]);
   draw($("[data-customer-tools-chart]"), (c) => ({
     type: "bar",
     data: {
-      labels: data.by_tool.map((t) => t.tool),
+      labels: data.by_tool.map((t) => actionLabel(t.tool)),
       datasets: [
         {
           label: "Credits",
@@ -54,27 +71,24 @@ async function loadCharts() {
   }));
 }
 
-async function loadExports() {
+function loadExports(sub) {
   const notes = [];
-  const today = new Date().toISOString().slice(0, 10);
-  const csv = await api("GET", `/api/analytics/usage.csv?start=${today}&end=${today}`);
-  if (csv.ok) $("[data-export-csv]").hidden = false;
-  else notes.push(gatedMessage(csv, "The usage export"));
-  const month = today.slice(0, 7);
-  const statement = await api("GET", `/api/analytics/statement?month=${month}`);
-  if (statement.ok) {
-    const form = $("[data-statement-form]");
-    form.hidden = false;
-    form.elements.month.value = month;
-    form.addEventListener("submit", (event) => {
-      event.preventDefault();
-      window.location.assign(`/api/analytics/statement.csv?month=${encodeURIComponent(form.elements.month.value)}`);
-    });
-  } else {
-    notes.push(gatedMessage(statement, "Monthly statements"));
-  }
+  const csv = has(sub, "advanced_analytics");
+  $("[data-export-csv]").hidden = !csv;
+  if (!csv) notes.push(gatedMessage("advanced_analytics", "The usage export"));
+  const form = $("[data-statement-form]");
+  const statements = has(sub, "compliance_reports");
+  form.hidden = !statements;
+  if (statements && !form.elements.month.value) form.elements.month.value = new Date().toISOString().slice(0, 7);
+  if (!statements) notes.push(gatedMessage("compliance_reports", "Monthly statements"));
   $("[data-exports-note]").textContent = notes.join(" ");
 }
+
+$("[data-statement-form]").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const month = event.target.elements.month.value;
+  window.location.assign(`/api/analytics/statement.csv?month=${encodeURIComponent(month)}`);
+});
 
 async function loadPreferences() {
   const box = $("[data-low-credit-emails]");
@@ -89,5 +103,13 @@ async function loadPreferences() {
   });
 }
 
-await Promise.all([loadCharts(), loadExports(), loadPreferences()]);
-document.querySelector("[data-analytics]").dataset.ready = "true";
+async function show(sub) {
+  loadExports(sub);
+  await loadCharts(sub);
+}
+
+const first = await loadSubscription();
+if (first.ok) await Promise.all([show(first.data.subscription), loadPreferences()]);
+else await loadPreferences();
+section.dataset.ready = "true";
+document.addEventListener("subscription:changed", (event) => show(event.detail.subscription));

@@ -1,0 +1,211 @@
+"""Approving or declining a create the agent proposed (``POST /api/chat/actions/{id}/...``).
+
+Approval follows the chat's shape, with each step in its own transaction:
+
+1. **Claim** (one transaction, the action's row locked): only its owner sees it (404
+   for anyone else); an approved one answers its recorded reply again (a repeated
+   approval charges and runs nothing); a declined or expired one is closed (409); one
+   past its 15 minutes expires (410). The plan's guardrails are checked again (a month's
+   creates may have run out meanwhile), then the action's price is charged (402 and the
+   action stays open when the balance is short) and it is marked ``running``. Commit.
+2. **Run** (no transaction): the tool runs on the cloud.
+3. **Record** (one transaction): settle the charge as a chat tool call is settled
+   (refunded when it failed on our side), add the answer to the conversation, keep it
+   on the action, and mark the action ``approved``.
+
+Declining costs nothing and closes the action.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from devops_agent.billing import credits
+from devops_agent.billing.models import ActionType, Conversation
+from devops_agent.db import Database
+
+from .backends.offline import describe_result
+from .cloud_models import ActionStatus, PendingAction
+from .guardrails import account_limits, creates_this_month, refusal
+from .models import Message, Role
+from .service import AgentError, AgentRuntime, ChatReply, ReplyInProgress, ToolCallOut, _balance
+from .tools.registry import ToolOutcome
+
+
+class ActionNotFound(AgentError):
+    status_code = 404
+    code = "action_not_found"
+
+
+class ActionClosed(AgentError):
+    status_code = 409
+    code = "action_closed"
+
+
+class ActionExpired(AgentError):
+    status_code = 410
+    code = "action_expired"
+
+
+async def _owned(session: AsyncSession, *, user_id: int, action_id: int) -> PendingAction:
+    action = (
+        await session.execute(select(PendingAction).where(PendingAction.id == action_id).with_for_update())
+    ).scalar_one_or_none()
+    if action is None or action.user_id != user_id:
+        raise ActionNotFound(f"There is no pending action {action_id}.")
+    return action
+
+
+def _expired(action: PendingAction, now: datetime) -> bool:
+    return action.status == ActionStatus.EXPIRED.value or (
+        action.status == ActionStatus.PENDING.value and now >= action.expires_at
+    )
+
+
+async def _close(db: Database, action_id: int, status: ActionStatus, now: datetime) -> None:
+    async with db.transaction() as session:
+        action = await session.get(PendingAction, action_id)
+        if action is not None and action.status == ActionStatus.PENDING.value:
+            action.status, action.closed_at = status.value, now
+
+
+async def _record(
+    session: AsyncSession,
+    runtime: AgentRuntime,
+    action: PendingAction,
+    *,
+    text: str,
+    call: ToolCallOut,
+    now: datetime,
+) -> ChatReply:
+    """Add the answer to the conversation and keep it on the (now approved or declined) action."""
+    balance = await _balance(session, action.user_id, action.organization_id)
+    session.add(
+        Message(
+            conversation_id=action.conversation_id,
+            user_id=action.user_id,
+            role=Role.ASSISTANT,
+            content=text,
+            tool_calls=[call.model_dump()],
+            credits_used=call.credits_used,
+            balance_after=balance,
+            agent=runtime.backend.name,
+            created_at=now,
+        )
+    )
+    reply = ChatReply(
+        conversation_id=action.conversation_id,
+        response=text,
+        tool_calls=[call],
+        credits_used=call.credits_used,
+        credits_remaining=balance,
+        balance_after=balance,
+        low_credits=balance < runtime.low_credit_threshold,
+    )
+    action.reply = reply.model_dump(mode="json")
+    action.closed_at = now
+    conversation = await session.get(Conversation, action.conversation_id)
+    if conversation is not None:
+        conversation.updated_at = now
+    return reply
+
+
+async def approve(
+    db: Database, runtime: AgentRuntime, *, user_id: int, action_id: int, clock: Callable[[], datetime]
+) -> ChatReply:
+    """Charge and run a pending action of the user's; answer like a chat reply (see the module doc)."""
+    now = clock()
+    expired = False
+    async with db.transaction() as session:
+        action = await _owned(session, user_id=user_id, action_id=action_id)
+        if action.status == ActionStatus.APPROVED.value and action.reply is not None:
+            return ChatReply.model_validate(action.reply)
+        if action.status == ActionStatus.RUNNING.value:
+            raise ReplyInProgress("This action is being run; its answer comes with the first approval.")
+        if _expired(action, now):
+            expired = True
+        elif action.status != ActionStatus.PENDING.value:
+            raise ActionClosed(f"Action {action_id} is {action.status}; ask the agent again.")
+        else:
+            account = await account_limits(session, runtime.catalog, user_id=user_id, org_id=action.organization_id)
+            made = await creates_this_month(session, user_id=user_id, org_id=action.organization_id, now=now)
+            arguments = runtime.toolbox.validate(action.tool, action.input)
+            refused = refusal(
+                account.limits,
+                tier_name=account.tier_name,
+                tool=action.tool,
+                arguments=arguments,
+                region=runtime.region,
+                created=made,
+            )
+            if refused is not None:
+                action.status = ActionStatus.DECLINED.value
+                call = ToolCallOut(tool=action.tool, credits_used=0, success=False, summary=refused)
+                return await _record(
+                    session, runtime, action, text=f"{action.tool} was not run: {refused}", call=call, now=now
+                )
+            charged = await credits.charge(
+                session,
+                user_id=user_id,
+                amount=action.credits,
+                action_type=ActionType.TOOL_USE,
+                tool_name=action.tool,
+                conversation_id=action.conversation_id,
+                now=now,
+                idempotency_key=f"action:{action.id}",
+                org_id=action.organization_id,
+            )
+            action.status, action.usage_log_id = ActionStatus.RUNNING.value, charged.usage_log_id
+    if expired:
+        await _close(db, action_id, ActionStatus.EXPIRED, now)
+        raise ActionExpired(f"Action {action_id} expired unanswered; nothing was charged. Ask the agent again.")
+
+    outcome = await runtime.toolbox.run(action.tool, arguments, user_id=user_id)
+
+    cost = await _settle(db, charged.usage_log_id, action.credits, outcome, clock)
+    now = clock()
+    async with db.transaction() as session:
+        action = await _owned(session, user_id=user_id, action_id=action_id)
+        action.status = ActionStatus.APPROVED.value
+        text = describe_result(action.tool, outcome.result, not outcome.ok)
+        call = ToolCallOut(tool=action.tool, credits_used=cost, success=outcome.ok, summary=outcome.summary)
+        return await _record(session, runtime, action, text=text, call=call, now=now)
+
+
+async def _settle(
+    db: Database, usage_log_id: int, cost: int, outcome: ToolOutcome, clock: Callable[[], datetime]
+) -> int:
+    """What the run finally cost: refunded when it failed on our side (as a chat's tool call)."""
+    if outcome.ok:
+        return cost
+    async with db.transaction() as session:
+        if outcome.our_side:
+            await credits.refund(session, usage_log_id=usage_log_id, now=clock(), error_message=outcome.summary)
+            return 0
+        await credits.mark_failed(session, usage_log_id=usage_log_id, error_message=outcome.summary)
+        return cost
+
+
+async def decline(db: Database, *, user_id: int, action_id: int, now: datetime) -> None:
+    """Close a pending action of the user's at no cost (409 when it is no longer open)."""
+    async with db.transaction() as session:
+        action = await _owned(session, user_id=user_id, action_id=action_id)
+        if action.status != ActionStatus.PENDING.value or _expired(action, now):
+            state = ActionStatus.EXPIRED.value if _expired(action, now) else action.status
+            raise ActionClosed(f"Action {action_id} is {state}; there is nothing to decline.")
+        action.status, action.closed_at = ActionStatus.DECLINED.value, now
+        call = ToolCallOut(tool=action.tool, credits_used=0, success=False, summary="declined")
+        session.add(
+            Message(
+                conversation_id=action.conversation_id,
+                user_id=user_id,
+                role=Role.ASSISTANT,
+                content=f"Declined: {action.tool} was not run and nothing was charged.",
+                tool_calls=[call.model_dump()],
+                created_at=now,
+            )
+        )

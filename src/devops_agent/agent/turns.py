@@ -1,0 +1,274 @@
+"""Turns in flight: the lease a chat turn holds while it runs, and the refund of interrupted ones.
+
+A turn charges before it runs (the message, then each tool call) and records its
+reply afterwards. A process killed in between (SIGKILL, a lost machine) leaves the
+charges spent and no reply. So the user's message holds a lease while its turn runs:
+
+* it is taken when the message is stored (``lease_expires_at = now + lease``) and
+  renewed every third of the lease by the process running the turn (``keep_lease``),
+  so a slow but living turn never looks dead;
+* it is cleared when the outcome (reply or failure) is recorded, or when the turn is
+  given up (a cancelled request, see ``interrupt``);
+* a lease that ran out means the turn's process is gone. ``recover_expired`` (the
+  ``devops-agent recover`` command) and a retry with the turn's ``Idempotency-Key``
+  (``service``) then refund its charges and free it.
+
+Whoever refunds first *claims* the turn with one conditional UPDATE on its message
+(still unanswered, same attempt, lease ran out): a second claimer's UPDATE matches no
+row (PostgreSQL re-checks the condition after the first claimer's commit; SQLite
+writers are serialised), so the refunds happen once. Each refund also carries its own
+ledger key (``credits.refund``), so a charge can never be given back twice anyway.
+
+Which charges belong to a turn: the message's (``Message.usage_log_id``) and the tool
+calls charged under the turn's scope (``tool_scope``): their ledger keys are
+``u<user>:charge:turn:<message>:<attempt>:tool:<n>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, CursorResult, Result, and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from devops_agent.billing import credits
+from devops_agent.billing.models import CreditLedger, LedgerKind, UsageLog
+from devops_agent.db import Database
+
+from .models import Message, Role
+
+log = logging.getLogger("devops_agent.agent")
+
+DEFAULT_LEASE = timedelta(minutes=2)
+INTERRUPTED_NOTE = "(This message was interrupted before the agent answered; its credits were refunded.)"
+INTERRUPTED_REASON = "interrupted: the turn ended without a reply"
+
+
+@dataclass(frozen=True)
+class TurnRef:
+    """One attempt of one turn: its user message and the charges made for it."""
+
+    message_id: int
+    user_id: int
+    conversation_id: int
+    attempt: int
+    usage_log_id: int | None
+    idempotency_key: str | None = None
+
+    @classmethod
+    def of(cls, message: Message) -> TurnRef:
+        return cls(
+            message.id,
+            message.user_id,
+            message.conversation_id,
+            message.attempt,
+            message.usage_log_id,
+            message.idempotency_key,
+        )
+
+
+@dataclass(frozen=True)
+class Refunded:
+    """What giving up a turn gave back."""
+
+    message_id: int
+    user_id: int
+    charges: int
+    credits: int
+
+
+def tool_scope(message_id: int, attempt: int) -> str:
+    """The idempotency scope of a turn's tool charges (``Meter`` appends ``:tool:<n>``)."""
+    return f"turn:{message_id}:{attempt}"
+
+
+def _like_prefix(prefix: str) -> str:
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"{escaped}%"
+
+
+def _tool_key_prefixes(turn: TurnRef) -> list[str]:
+    prefixes = [f"u{turn.user_id}:charge:{tool_scope(turn.message_id, turn.attempt)}:tool:"]
+    if turn.attempt == 0 and turn.idempotency_key:  # keyed turns started before leases existed
+        prefixes.append(f"u{turn.user_id}:charge:chat:{turn.idempotency_key}:tool:")
+    return prefixes
+
+
+async def turn_charges(session: AsyncSession, turn: TurnRef) -> list[int]:
+    """The usage logs of the charges of this attempt of the turn: its message, then its tool calls."""
+    found = [turn.usage_log_id] if turn.usage_log_id is not None else []
+    since: ColumnElement[bool] = UsageLog.id > turn.usage_log_id if turn.usage_log_id is not None else UsageLog.id > 0
+    tools = await session.execute(
+        select(CreditLedger.usage_log_id)
+        .join(UsageLog, UsageLog.id == CreditLedger.usage_log_id)
+        .where(
+            UsageLog.user_id == turn.user_id,
+            since,
+            CreditLedger.kind == LedgerKind.CHARGE.value,
+            or_(*(CreditLedger.idempotency_key.like(_like_prefix(p), escape="\\") for p in _tool_key_prefixes(turn))),
+        )
+        .order_by(CreditLedger.usage_log_id)
+    )
+    found.extend(int(u) for u in tools.scalars() if u is not None)
+    return found
+
+
+async def refund_charges(session: AsyncSession, turn: TurnRef, *, now: datetime, reason: str) -> Refunded:
+    """Refund every charge of the turn's attempt not refunded yet (each has its own ledger row)."""
+    charges = credits_back = 0
+    for usage_log_id in await turn_charges(session, turn):
+        charge_row = (
+            await session.execute(
+                select(CreditLedger.monthly_delta, CreditLedger.purchased_delta).where(
+                    CreditLedger.usage_log_id == usage_log_id, CreditLedger.kind == LedgerKind.CHARGE.value
+                )
+            )
+        ).one_or_none()
+        if charge_row is None:
+            continue
+        result = await credits.refund(session, usage_log_id=usage_log_id, now=now, error_message=reason)
+        if not result.replayed:
+            charges += 1
+            credits_back -= int(charge_row[0]) + int(charge_row[1])
+    return Refunded(turn.message_id, turn.user_id, charges, credits_back)
+
+
+def _rowcount(result: Result[Any]) -> int:
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+def _unanswered(message_id: int, attempt: int) -> ColumnElement[bool]:
+    return and_(Message.id == message_id, Message.attempt == attempt, Message.reply_status.is_(None))
+
+
+async def claim_expired(session: AsyncSession, turn: TurnRef, *, now: datetime) -> bool:
+    """Take an unanswered turn whose lease ran out (or was released); False if someone else did."""
+    lease = Message.lease_expires_at
+    claimed = await session.execute(
+        update(Message)
+        .where(_unanswered(turn.message_id, turn.attempt), or_(lease.is_(None), lease <= now))
+        .values(lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(claimed) == 1
+
+
+async def release(session: AsyncSession, turn: TurnRef) -> bool:
+    """Give up the lease this attempt holds; False if the turn was already taken from it."""
+    released = await session.execute(
+        update(Message)
+        .where(_unanswered(turn.message_id, turn.attempt), Message.lease_expires_at.is_not(None))
+        .values(lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(released) == 1
+
+
+def add_interrupted_note(session: AsyncSession, turn: TurnRef, *, now: datetime) -> None:
+    """Tell the conversation that this message got no answer and cost nothing."""
+    session.add(
+        Message(
+            conversation_id=turn.conversation_id,
+            user_id=turn.user_id,
+            role=Role.ASSISTANT,
+            content=INTERRUPTED_NOTE,
+            created_at=now,
+        )
+    )
+
+
+async def interrupt(db: Database, turn: TurnRef, *, now: datetime) -> Refunded | None:
+    """Give up a turn this process was running (its request was cancelled): refund it, free its key.
+
+    None when the turn was no longer ours (already recovered or answered).
+    """
+    async with db.transaction() as session:
+        if not await release(session, turn):
+            return None
+        refunded = await refund_charges(session, turn, now=now, reason="interrupted: the request was cancelled")
+        add_interrupted_note(session, turn, now=now)
+    return refunded
+
+
+async def recover_expired(db: Database, *, now: datetime, batch: int = 100) -> list[Refunded]:
+    """Refund every turn whose lease ran out without a reply, one short transaction each."""
+    done: list[Refunded] = []
+    after = 0
+    while True:
+        async with db.transaction() as session:
+            rows = (
+                await session.execute(
+                    select(Message)
+                    .where(
+                        Message.role == Role.USER,
+                        Message.lease_expires_at <= now,
+                        Message.reply_status.is_(None),
+                        Message.id > after,
+                    )
+                    .order_by(Message.id)
+                    .limit(batch)
+                )
+            ).scalars()
+            expired = [TurnRef.of(m) for m in rows]
+        for turn in expired:
+            refunded = await recover_turn(db, turn, now=now)
+            if refunded is not None:
+                done.append(refunded)
+        if len(expired) < batch:
+            return done
+        after = expired[-1].message_id
+
+
+async def recover_turn(db: Database, turn: TurnRef, *, now: datetime) -> Refunded | None:
+    """Claim one expired turn and refund it; None when a retry or another recovery got there first."""
+    async with db.transaction() as session:
+        if not await claim_expired(session, turn, now=now):
+            return None
+        refunded = await refund_charges(session, turn, now=now, reason=INTERRUPTED_REASON)
+        add_interrupted_note(session, turn, now=now)
+    log.info(
+        "interrupted chat turn refunded",
+        extra={"message_id": turn.message_id, "user_id": turn.user_id, "credits": refunded.credits},
+    )
+    return refunded
+
+
+async def _renew(db: Database, turn: TurnRef, *, until: datetime) -> bool:
+    async with db.transaction() as session:
+        renewed = await session.execute(
+            update(Message)
+            .where(_unanswered(turn.message_id, turn.attempt), Message.lease_expires_at.is_not(None))
+            .values(lease_expires_at=until)
+            .execution_options(synchronize_session=False)
+        )
+    return _rowcount(renewed) == 1
+
+
+@contextlib.asynccontextmanager
+async def keep_lease(
+    db: Database, turn: TurnRef, *, lease: timedelta, clock: Callable[[], datetime]
+) -> AsyncIterator[None]:
+    """Renew the turn's lease every third of it while the body runs (the process's sign of life)."""
+
+    async def renew_forever() -> None:
+        while True:
+            await asyncio.sleep(lease.total_seconds() / 3)
+            try:
+                if not await _renew(db, turn, until=clock() + lease):
+                    return  # taken from us (recovered): nothing left to keep
+            except Exception:  # a database hiccup: the next round tries again before the lease ends
+                log.warning("could not renew a chat turn's lease", exc_info=True, extra={"message_id": turn.message_id})
+
+    task = asyncio.create_task(renew_forever())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
