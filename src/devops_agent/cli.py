@@ -126,7 +126,13 @@ def prune(
 
 @app.command()
 def audit() -> None:
-    """Check the books of every account (personal and team pools); exit 1 on any discrepancy (for cron)."""
+    """Check the books of every account (personal and team pools); exit 1 on any discrepancy (for cron).
+
+    Exit 2 when the books could not be checked (the database did not answer): a monitor
+    tells "the books are wrong" from "the check did not run".
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
     from devops_agent.billing import books
 
     async def work(db: Database) -> books.AuditReport:
@@ -135,7 +141,11 @@ def audit() -> None:
             await books.record_run(session, report)
         return report
 
-    report = _run(work)
+    try:
+        report = _run(work)
+    except (SQLAlchemyError, OSError) as exc:
+        typer.echo(f"error: the books could not be checked: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(2) from None
     for line in books.summary_lines(report):
         typer.echo(line)
     if not report.ok:

@@ -1,7 +1,7 @@
 """Prometheus metrics of DevOps Agent (``GET /metrics``), with the ``prometheus-client`` library.
 
-What is counted where it happens (a counter increment is a few hundred nanoseconds, no
-I/O, no database):
+What is counted where it happens (an observation costs a few microseconds, measured 6 to
+8 us on a busy two-core host, in memory or in multiprocess mode; no I/O, no database):
 
 * ``devops_agent_http_request_duration_seconds{method, route, status}``: every request,
   by its route template (``/api/conversations/{conversation_id}``, never the raw path,
@@ -13,7 +13,7 @@ I/O, no database):
 * ``devops_agent_pack_purchases_total{outcome}``: pack purchases (``completed`` in demo
   mode, ``checkout`` when Stripe Checkout was started);
 * ``devops_agent_webhook_events_total{type, outcome}``: Stripe events (``applied``,
-  ``ignored``, ``duplicate``, ``invalid``).
+  ``ignored``, ``duplicate``, ``rejected``, ``invalid``).
 
 What is read when Prometheus scrapes (``ScrapeCollector``, one short read):
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from click.testing import Result
@@ -18,6 +19,7 @@ from typer.testing import CliRunner
 from devops_agent.billing import books, credits, orgs
 from devops_agent.billing.models import ActionType
 from devops_agent.cli import app
+from devops_agent.config import get_settings
 from devops_agent.db import Database
 from tests.factories import T0, make_user
 from tests.orgs.factories import add_member, fill_pool, make_org
@@ -155,6 +157,18 @@ async def test_a_charge_that_disagrees_with_its_usage_log_fails(db: Database) ->
 
 
 @pytest.mark.usefixtures("env")
+async def test_a_charge_for_another_accounts_usage_fails(db: Database) -> None:
+    kept = await _keep_books(db)
+    # The usage log now says the member acted on their own account, while the pool paid.
+    await _sql(db, "UPDATE usage_logs SET organization_id = NULL WHERE organization_id = :o", o=kept.org_id)
+    result = await _audit()
+    assert result.exit_code == 1
+    assert _problems(result.output)["charges"] == 2
+    assert f"charges: organization {kept.org_id}: charge row " in result.output
+    assert f"of user {kept.member_id}" in result.output
+
+
+@pytest.mark.usefixtures("env")
 async def test_a_usage_log_without_its_charge_or_refunded_twice_fails(db: Database) -> None:
     kept = await _keep_books(db)
     # An action logged as paid that no charge row paid for.
@@ -218,3 +232,16 @@ async def test_the_audits_snapshot_never_blocks_a_writer_and_sees_one_state(db: 
             assert (await snapshot.execute(count)).scalar_one() == before + 1
     finally:
         await writer.dispose()
+
+
+async def test_an_audit_that_cannot_reach_the_database_exits_2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # A SQLite path inside a file: the database cannot be opened at all.
+    (tmp_path / "not-a-directory").write_text("")
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'not-a-directory' / 'db.sqlite'}")
+    get_settings.cache_clear()
+    try:
+        result = await _audit()
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2, result.output
+    assert "the books could not be checked" in result.output

@@ -23,8 +23,11 @@ class Served:
     base_url: str
     output: Path
 
+    def log_text(self) -> str:
+        return self.output.read_text(errors="replace")
+
     def log(self) -> str:
-        return self.output.read_text(errors="replace")[-4000:]
+        return self.log_text()[-4000:]
 
 
 def free_port() -> int:
@@ -65,7 +68,17 @@ def serve(database_url: str, workdir: Path, *, workers: int, **extra: str) -> Se
         )
     served = Served(process, f"http://127.0.0.1:{port}", output)
     wait_ready(served, timeout=90)
+    wait_workers(served, workers, timeout=90)
     return served
+
+
+def wait_workers(served: Served, workers: int, *, timeout: float) -> None:
+    """Wait until every worker has started (one answering /readyz says nothing of the others)."""
+    started = time.monotonic()
+    while served.log_text().count("Application startup complete") < workers:
+        if served.process.poll() is not None or time.monotonic() - started > timeout:
+            pytest.fail(f"{workers} workers did not all start within {timeout:.0f} s:\n{served.log()}")
+        time.sleep(0.1)
 
 
 def wait_ready(served: Served, *, timeout: float) -> float:

@@ -38,12 +38,12 @@ async def test_two_workers_counts_add_up(scratch_postgres: str, tmp_path: Path) 
         by_worker: dict[str, float] = {}
         # New connections (no keep-alive) are spread by the kernel over both workers' accepts.
         async with httpx.AsyncClient(base_url=served.base_url, limits=httpx.Limits(max_keepalive_connections=0)) as c:
-            while len([n for n in by_worker.values() if n > 0]) < 2 and sent < 2000:
+            while len([n for n in by_worker.values() if n > 0]) < 2 and sent < 4000:
                 replies = await asyncio.gather(*(c.get("/healthz") for _ in range(20)))
                 assert {r.status_code for r in replies} == {200}
                 sent += len(replies)
                 by_worker = healthz_by_worker(directory)
-            assert len([n for n in by_worker.values() if n > 0]) == 2, by_worker
+            assert len([n for n in by_worker.values() if n > 0]) >= 2, by_worker
             text = (await c.get("/metrics")).text  # answered by one worker, counting both
         assert sample(text, "devops_agent_http_request_duration_seconds_count", **HEALTHZ) == sent
         assert sum(by_worker.values()) == sent

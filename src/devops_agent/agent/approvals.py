@@ -24,6 +24,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from devops_agent import metrics
 from devops_agent.billing import credits
 from devops_agent.billing.models import ActionType, Conversation
 from devops_agent.db import Database
@@ -160,13 +161,15 @@ async def approve(
                 org_id=action.organization_id,
             )
             action.status, action.usage_log_id = ActionStatus.RUNNING.value, charged.usage_log_id
+            if not charged.replayed:
+                metrics.count_charge(action.tool, charged.credits_used)
     if expired:
         await _close(db, action_id, ActionStatus.EXPIRED, now)
         raise ActionExpired(f"Action {action_id} expired unanswered; nothing was charged. Ask the agent again.")
 
     outcome = await runtime.toolbox.run(action.tool, arguments, user_id=user_id)
 
-    cost = await _settle(db, charged.usage_log_id, action.credits, outcome, clock)
+    cost = await _settle(db, charged.usage_log_id, action.credits, outcome, clock, tool=action.tool)
     now = clock()
     async with db.transaction() as session:
         action = await _owned(session, user_id=user_id, action_id=action_id)
@@ -177,14 +180,18 @@ async def approve(
 
 
 async def _settle(
-    db: Database, usage_log_id: int, cost: int, outcome: ToolOutcome, clock: Callable[[], datetime]
+    db: Database, usage_log_id: int, cost: int, outcome: ToolOutcome, clock: Callable[[], datetime], *, tool: str
 ) -> int:
     """What the run finally cost: refunded when it failed on our side (as a chat's tool call)."""
     if outcome.ok:
         return cost
     async with db.transaction() as session:
         if outcome.our_side:
-            await credits.refund(session, usage_log_id=usage_log_id, now=clock(), error_message=outcome.summary)
+            refunded = await credits.refund(
+                session, usage_log_id=usage_log_id, now=clock(), error_message=outcome.summary
+            )
+            if not refunded.replayed:
+                metrics.count_refund(tool, cost)
             return 0
         await credits.mark_failed(session, usage_log_id=usage_log_id, error_message=outcome.summary)
         return cost

@@ -37,6 +37,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, CursorResult, Result, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from devops_agent import metrics
 from devops_agent.billing import credits
 from devops_agent.billing.models import CreditLedger, LedgerKind, UsageLog
 from devops_agent.db import Database
@@ -126,9 +127,11 @@ async def refund_charges(session: AsyncSession, turn: TurnRef, *, now: datetime,
     for usage_log_id in await turn_charges(session, turn):
         charge_row = (
             await session.execute(
-                select(CreditLedger.monthly_delta, CreditLedger.purchased_delta).where(
-                    CreditLedger.usage_log_id == usage_log_id, CreditLedger.kind == LedgerKind.CHARGE.value
+                select(
+                    CreditLedger.monthly_delta, CreditLedger.purchased_delta, UsageLog.action_type, UsageLog.tool_name
                 )
+                .join(UsageLog, UsageLog.id == CreditLedger.usage_log_id)
+                .where(CreditLedger.usage_log_id == usage_log_id, CreditLedger.kind == LedgerKind.CHARGE.value)
             )
         ).one_or_none()
         if charge_row is None:
@@ -137,6 +140,9 @@ async def refund_charges(session: AsyncSession, turn: TurnRef, *, now: datetime,
         if not result.replayed:
             charges += 1
             credits_back -= int(charge_row[0]) + int(charge_row[1])
+            metrics.count_refund(
+                charge_row.tool_name or charge_row.action_type, -(int(charge_row[0]) + int(charge_row[1]))
+            )
     return Refunded(turn.message_id, turn.user_id, charges, credits_back)
 
 

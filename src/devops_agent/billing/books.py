@@ -202,6 +202,8 @@ def _charges() -> Select[Any]:
             charged.label("charged"),
             _usage.c.id.label("usage_id"),
             _usage.c.credits_used,
+            _usage.c.user_id.label("usage_user_id"),
+            _usage.c.organization_id.label("usage_org_id"),
         )
         .select_from(
             _ledger.join(_sub, _sub.c.id == _ledger.c.subscription_id).outerjoin(
@@ -210,7 +212,13 @@ def _charges() -> Select[Any]:
         )
         .where(
             _ledger.c.kind == LedgerKind.CHARGE.value,
-            or_(_usage.c.id.is_(None), _usage.c.credits_used != charged),
+            or_(
+                _usage.c.id.is_(None),
+                _usage.c.credits_used != charged,
+                # The account charged is the one the usage log names: the pool, else the user's.
+                _sub.c.organization_id.is_distinct_from(_usage.c.organization_id),
+                and_(_usage.c.organization_id.is_(None), _sub.c.user_id.is_distinct_from(_usage.c.user_id)),
+            ),
         )
         .order_by(_ledger.c.id)
     )
@@ -342,6 +350,15 @@ def _purchases_check() -> Select[Any]:
     )
 
 
+def _describe_charge(r: Any) -> str:
+    if r.usage_id is None:
+        return f"charge row {r.ledger_id} ({r.charged} credits) has no usage log"
+    payer = _account(r.usage_user_id, r.usage_org_id)
+    if payer != _account(r.user_id, r.organization_id):
+        return f"charge row {r.ledger_id} charged this account for usage log {r.usage_id} of {payer}"
+    return f"charge row {r.ledger_id} took {r.charged} credits, usage log {r.usage_id} says {r.credits_used}"
+
+
 CHECKS = (
     _Check(
         "balances",
@@ -365,13 +382,9 @@ CHECKS = (
     ),
     _Check(
         "charges",
-        "each charge row points to a usage log of the same amount",
+        "each charge row points to a usage log of the same amount and account",
         _charges,
-        lambda r: (
-            f"charge row {r.ledger_id} ({r.charged} credits) has no usage log"
-            if r.usage_id is None
-            else f"charge row {r.ledger_id} took {r.charged} credits, usage log {r.usage_id} says {r.credits_used}"
-        ),
+        _describe_charge,
     ),
     _Check(
         "usage_logs",

@@ -22,6 +22,11 @@ from sqlalchemy.engine import make_url
 from devops_agent.config import Settings, get_settings
 
 GRACEFUL_SHUTDOWN_SECONDS = 20
+# How long a worker may leave uvicorn's health ping unanswered before it is killed and
+# replaced. uvicorn's 5 s is shorter than a worker's cold start on a busy two-core host
+# (the cloud SDKs alone take seconds to import): workers were killed while starting,
+# over and over (seen at load 13 on two cores). A hung worker is still replaced.
+WORKER_HEALTHCHECK_SECONDS = 30
 
 
 def app_factory() -> object:
@@ -100,6 +105,7 @@ def run_server(host: str | None = None, port: int | None = None, workers: int = 
             port=port,
             workers=workers,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
             access_log=False,  # our own JSON request log replaces uvicorn's
             log_level="info",
             proxy_headers=True,

@@ -301,10 +301,12 @@ async function loadBooks() {
   const run = result.data.last_run;
   const status = $("[data-books-status]");
   if (!run) {
+    status.className = "alert alert-warn";
     status.textContent = "The audit has not run yet: schedule `devops-agent audit` (cron).";
     return;
   }
   status.dataset.ok = String(run.ok);
+  status.className = run.ok ? "alert alert-ok" : "alert alert-error";
   status.textContent = run.ok
     ? `Last audit ${dateTime(run.finished_at)}: the books hold (${run.accounts} accounts).`
     : `Last audit ${dateTime(run.finished_at)}: ${run.discrepancies} discrepancies (${run.accounts} accounts).`;
