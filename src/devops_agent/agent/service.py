@@ -31,6 +31,7 @@ from devops_agent.db import Database
 
 from .backends import build_backend
 from .backends.base import AssistantTurn, Backend, BackendError, Turn, UserTurn
+from .cloud_targets import how_to_connect, target_for
 from .guardrails import Guard
 from .loop import DEFAULT_MAX_TOOL_CALLS, AgentLoop, AgentRun
 from .metering import Meter
@@ -38,7 +39,7 @@ from .models import Message, Role
 from .proposals import PendingActionOut, Proposer
 from .tools import build_cloud, build_toolbox
 from .tools.aws import DEFAULT_REGION
-from .tools.registry import Toolbox
+from .tools.registry import CloudTarget, Toolbox
 
 HISTORY_MESSAGES = 20
 TITLE_LENGTH = 60
@@ -117,7 +118,7 @@ class AgentRuntime:
     @property
     def region(self) -> str:
         """The region the tools act in (the guardrails check it against the plan)."""
-        return str(getattr(self.toolbox.cloud, "region", DEFAULT_REGION))
+        return str(getattr(self.toolbox.cloud, "region", None) or DEFAULT_REGION)
 
     async def aclose(self) -> None:
         """Close the backend's HTTP client, if it has one (Claude's does; the offline agent not)."""
@@ -303,6 +304,44 @@ async def _fail(db: Database, meter: Meter, started: _Started, error: str) -> Ag
     return failure
 
 
+async def cloud_target(db: Database, runtime: AgentRuntime, *, user_id: int, org_id: int | None) -> CloudTarget | None:
+    """Where the user's tools act (the team's account in its workspace); None when none is connected."""
+    if not runtime.toolbox.cloud.needs_connection:  # the sandbox: no read needed
+        return CloudTarget(user_id, org_id, region=runtime.region)
+    async with db.transaction() as session:
+        return await target_for(session, runtime.toolbox.cloud, user_id=user_id, org_id=org_id)
+
+
+async def _run_agent(
+    db: Database,
+    runtime: AgentRuntime,
+    meter: Meter,
+    started: _Started,
+    target: CloudTarget,
+    clock: Callable[[], datetime],
+) -> AgentRun:
+    """Phase 2: the loop in ``target``'s account, with the plan's guardrails and approval of creates."""
+    user_id, org_id = meter.user_id, meter.org_id
+    guard = Guard(db, runtime.catalog, clock, user_id, org_id, region=target.region or runtime.region)
+    proposer = Proposer(db, runtime.catalog, clock, user_id, org_id, runtime.auto_approve, started.conversation_id)
+    loop = AgentLoop(
+        backend=runtime.backend,
+        toolbox=runtime.toolbox,
+        meter=meter,
+        target=target,
+        max_tool_calls=runtime.max_tool_calls,
+        guard=guard,
+        proposer=proposer,
+    )
+    try:
+        return await loop.run(started.transcript)
+    except BackendError as exc:
+        raise await _fail(db, meter, started, str(exc)) from exc
+    except Exception as exc:  # our bug: the user does not pay for it either
+        await _fail(db, meter, started, f"{type(exc).__name__}: {exc}")
+        raise
+
+
 async def send_message(
     db: Database,
     runtime: AgentRuntime,
@@ -341,23 +380,11 @@ async def send_message(
         return replay
     if isinstance(started, ChatReply):
         return started
-    guard = Guard(db, runtime.catalog, clock, user_id, org_id, region=runtime.region)
-    proposer = Proposer(db, runtime.catalog, clock, user_id, org_id, runtime.auto_approve, started.conversation_id)
-    loop = AgentLoop(
-        backend=runtime.backend,
-        toolbox=runtime.toolbox,
-        meter=meter,
-        max_tool_calls=runtime.max_tool_calls,
-        guard=guard,
-        proposer=proposer,
-    )
-    try:
-        run = await loop.run(started.transcript)
-    except BackendError as exc:
-        raise await _fail(db, meter, started, str(exc)) from exc
-    except Exception as exc:  # our bug: the user does not pay for it either
-        await _fail(db, meter, started, f"{type(exc).__name__}: {exc}")
-        raise
+    target = await cloud_target(db, runtime, user_id=user_id, org_id=org_id)
+    if target is None:  # CLOUD=aws and no account connected: say how to connect, charge nothing
+        run = AgentRun(how_to_connect(org_id), no_charge_reason="could not act: no AWS account is connected")
+    else:
+        run = await _run_agent(db, runtime, meter, started, target, clock)
     if run.no_charge_reason is not None:  # a turn that could not act is free; the usage log says why
         await meter.refund_message(started.usage_log_id, run.no_charge_reason)
     return await _finish(db, runtime, meter, started, run)

@@ -162,6 +162,7 @@ def create_app(
     import devops_agent.web.api.templates as agent_templates_api
     from devops_agent.web import org_pages, pages
     from devops_agent.web.api import admin, analytics, auth, credits, health, keys, orgs, stripe, subscription, usage
+    from devops_agent.web.api import cloud as cloud_api
 
     # --- routers: one include_router per line; add yours here -----------------------
     app.include_router(health.router)
@@ -179,6 +180,7 @@ def create_app(
     app.include_router(org_pages.router)
     app.include_router(agent_chat_api.router)
     app.include_router(agent_templates_api.router)
+    app.include_router(cloud_api.router)
     pages.install(app)  # HTML pages, /static, and 404/500 pages for browsers (wraps the JSON handlers)
     # --- end of routers -------------------------------------------------------------
     return app

@@ -8,11 +8,13 @@ and then runs the app's shutdown (which disposes the database engine).
 
 from __future__ import annotations
 
+import os
 import sys
 
 import uvicorn
 from sqlalchemy.engine import make_url
 
+from devops_agent.agent.tools import sandbox_server
 from devops_agent.config import Settings, get_settings
 
 GRACEFUL_SHUTDOWN_SECONDS = 20
@@ -52,6 +54,21 @@ def run_server(host: str | None = None, port: int | None = None, workers: int = 
         f"with {workers} worker{'s' if workers > 1 else ''}; Ctrl+C to stop.",
         flush=True,
     )
+    sandbox = None
+    if settings.cloud == "sandbox" and not settings.sandbox_url:
+        # One sandbox cloud for every worker (and it outlives a worker's restart).
+        sandbox, url = sandbox_server.start()
+        os.environ["SANDBOX_URL"] = url
+        get_settings.cache_clear()
+        print(f"Sandbox AWS (moto) at {url}, shared by every worker.", flush=True)  # noqa: T201
+    try:
+        _run_uvicorn(host, port, workers)
+    finally:
+        if sandbox is not None:
+            sandbox_server.stop(sandbox)
+
+
+def _run_uvicorn(host: str, port: int, workers: int) -> None:
     uvicorn.run(
         "devops_agent.web.server:app_factory",
         factory=True,
