@@ -11,6 +11,7 @@ import dataclasses
 import random
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from fastapi import FastAPI
 from devops_agent.agent.service import AgentRuntime
 from devops_agent.agent.tools import build_toolbox
 from devops_agent.agent.tools.aws import AwsCloud, SandboxCloud
+from devops_agent.agent.tools.registry import CloudTarget, ToolError
 from devops_agent.db import Database
 from tests.agent.aws_accounts import assumed_roles, create_customer_role, enforce_trust_policies
 from tests.orgs.test_api import join, pro
@@ -181,3 +183,29 @@ async def test_a_team_has_its_own_connection_set_by_its_owner_or_admins(
         assert bucket in _buckets_in(team_account)
         personal = (await dev_client.post("/api/chat", json={"message": "list S3 buckets"})).json()
         assert "No AWS account is connected" in personal["response"]
+
+
+def test_temporary_credentials_are_reused_until_shortly_before_they_expire(monkeypatch: pytest.MonkeyPatch) -> None:
+    SandboxCloud._ensure_started()
+    enforce_trust_policies(monkeypatch)
+    account, external_id = _account(), f"ext-{uuid.uuid4().hex}"
+    role_arn = create_customer_role(account, external_id, name=f"Cache-{uuid.uuid4().hex[:8]}")
+    now = [datetime.now(UTC)]
+    operator = boto3.session.Session(aws_access_key_id="operator", aws_secret_access_key="operator")
+    cloud = AwsCloud("us-east-1", session=operator, clock=lambda: now[0])
+    target = CloudTarget(7, role_arn=role_arn, external_id=external_id, region="us-east-1")
+
+    def grants() -> int:
+        return sum(1 for arn, _, _ in assumed_roles() if arn == role_arn)
+
+    first = cloud.clients_for(target)
+    assert cloud.clients_for(target) is first
+    now[0] += timedelta(minutes=50)  # the credentials last an hour: still more than 5 minutes left
+    assert cloud.clients_for(target) is first
+    assert grants() == 1
+    now[0] += timedelta(minutes=6)  # under 5 minutes left: assume the role again
+    assert cloud.clients_for(target) is not first
+    assert grants() == 2
+    # A missing connection never falls back to our own credentials.
+    with pytest.raises(ToolError, match="No AWS account is connected"):
+        cloud.clients_for(CloudTarget(7))

@@ -8,7 +8,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from devops_agent.agent.tools import build_toolbox
+from devops_agent.agent.tools import build_toolbox, sandbox_server
 from devops_agent.agent.tools.aws import SandboxCloud
 from devops_agent.agent.tools.registry import CloudClients, CloudTarget, InvalidToolInput, Toolbox
 
@@ -134,3 +134,25 @@ def test_tool_definitions_carry_json_schemas(sandbox: SandboxCloud) -> None:
     assert set(tools) >= {"get_ec2_instances", "create_ec2_instance", "create_rds_instance", "get_s3_buckets"}
     assert tools["create_ec2_instance"].input_schema["required"] == ["name"]
     assert all(t.provider == "aws" for t in tools.values())
+
+
+async def test_a_shared_sandbox_server_keeps_each_customers_cloud_across_restarts() -> None:
+    process, url = sandbox_server.start()
+    try:
+        namespace = uuid.uuid4().hex
+        before = build_toolbox(SandboxCloud(namespace=namespace, endpoint_url=url))
+        made = await before.run(
+            "create_ec2_instance", before.validate("create_ec2_instance", {"name": "kept"}), target=CloudTarget(1)
+        )
+        assert made.ok, made.summary
+        # Another worker, or the service after a restart: a new cloud object, the same server.
+        after = build_toolbox(SandboxCloud(namespace=namespace, endpoint_url=url))
+        listed = await after.run("get_ec2_instances", after.validate("get_ec2_instances", {}), target=CloudTarget(1))
+        assert [i["name"] for i in listed.result["instances"]] == ["kept"]
+        other = await after.run("get_ec2_instances", after.validate("get_ec2_instances", {}), target=CloudTarget(2))
+        assert other.result["instances"] == []
+    finally:
+        sandbox_server.stop(process)
+    # It really was that server: with it gone, the sandbox cannot be reached.
+    gone = await after.run("get_ec2_instances", after.validate("get_ec2_instances", {}), target=CloudTarget(1))
+    assert (gone.ok, gone.our_side) == (False, True)
