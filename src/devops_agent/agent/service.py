@@ -6,8 +6,12 @@
    ``Idempotency-Key``; find or open the conversation (404 for someone else's);
    charge ``agent_message`` (402 ``InsufficientCredits`` and nothing changes when the
    balance is short); store the user's message. Commit.
-2. **Process** (no transaction): the agent loop calls the backend and the tools; each
-   tool call is charged and settled in short transactions of its own (``metering``).
+2. **Process** (no transaction): the agent loop calls the backend and the tools, in the
+   customer's cloud account (``cloud_targets``); each tool call is checked against the
+   plan (``guardrails``), billable creates become pending actions (``proposals``), and
+   every other call is charged and settled in short transactions of its own (``metering``).
+   A turn that could not act (every tool refused, not understood, no AWS account
+   connected) gets its message credit back, with the reason in the usage log.
 3. **Record** (one transaction): store the reply (on the user's message too, for
    replays) and read the new balance. If the backend failed, refund the message
    instead and record the failure, which a retry with the same key gets again.
