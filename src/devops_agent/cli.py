@@ -189,6 +189,18 @@ def serve(
     run_server(host=host, port=port, workers=workers)
 
 
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 5100,
+) -> None:
+    """Run the sandbox AWS (moto) on its own; point SANDBOX_URL at it to keep it across restarts."""
+    from moto.server import main
+
+    typer.echo(f"Sandbox AWS on http://{host}:{port}; set SANDBOX_URL=http://{host}:{port} for serve.")
+    main(["-H", host, "-p", str(port)])
+
+
 stripe_app = typer.Typer(help="Stripe: the Products and Prices that sell the pricing catalog.", no_args_is_help=True)
 app.add_typer(stripe_app, name="stripe")
 

@@ -33,8 +33,12 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = None
     anthropic_model: str = "claude-sonnet-4-5"
     cloud: Literal["sandbox", "aws"] = "sandbox"
+    # The sandbox's moto server (`devops-agent sandbox`); unset, `serve` starts one for its workers.
+    sandbox_url: str | None = None
     # Run the agent's billable creates at once instead of asking the user to approve each one.
     auto_approve_actions: bool = False
+    # The AWS principal whose credentials call sts:AssumeRole: customers' trust policies name it.
+    aws_principal_arn: str = "arn:aws:iam::123456789012:root"
 
     stripe_secret_key: str | None = None
     stripe_publishable_key: str | None = None

@@ -6,6 +6,7 @@ charges and runs it once, whatever is repeated; declining and expiry cost nothin
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -151,3 +152,20 @@ async def test_a_plan_flag_runs_creates_at_once(db: Database, tmp_path: Path, ru
         reply = (await client.post("/api/chat", json={"message": "create a t3.micro instance named now-1"})).json()
     assert reply["pending_actions"] == []
     assert [(t["tool"], t["credits_used"]) for t in reply["tool_calls"]] == [("create_ec2_instance", 5)]
+
+
+async def test_two_approvals_at_once_charge_and_run_once(app: FastAPI, client: httpx.AsyncClient) -> None:
+    await register(client)
+    action = (await _propose(client))["action"]
+    async with make_client(app, cookies=client.cookies, headers=client.headers) as twin:
+        answers = await asyncio.gather(
+            client.post(f"/api/chat/actions/{action['id']}/approve"),
+            twin.post(f"/api/chat/actions/{action['id']}/approve"),
+        )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses in ([200, 200], [200, 409]), [a.text for a in answers]
+    assert await _balance(client) == 14
+    history = (await client.get("/api/usage/history")).json()["logs"]
+    assert [h["tool_name"] for h in history].count("create_ec2_instance") == 1
+    listed = (await client.post("/api/chat", json={"message": "list my EC2 instances"})).json()
+    assert listed["response"].count("web-1") == 1

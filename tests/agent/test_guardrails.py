@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 
 from devops_agent.agent.service import AgentRuntime, ChatReply, send_message
+from devops_agent.agent.tools.registry import CloudTarget
 from devops_agent.billing import credits
 from devops_agent.billing.catalog import load_catalog
 from devops_agent.billing.models import SubscriptionTier, UsageLog, UserSubscription
@@ -97,7 +98,7 @@ async def test_an_instance_type_outside_the_plan_is_refused_and_nothing_is_charg
     assert "p5.48xlarge" in reason
     assert await _balance(db, user_id) == 20
     listed = await auto_runtime.toolbox.run(
-        "get_ec2_instances", auto_runtime.toolbox.validate("get_ec2_instances", {}), user_id=user_id
+        "get_ec2_instances", auto_runtime.toolbox.validate("get_ec2_instances", {}), target=CloudTarget(user_id)
     )
     assert listed.result == {"instances": []}
 

@@ -24,6 +24,7 @@ from devops_agent.agent.service import (
 )
 from devops_agent.agent.tools import build_toolbox
 from devops_agent.agent.tools.aws import SandboxCloud
+from devops_agent.agent.tools.registry import CloudTarget
 from devops_agent.billing import credits
 from devops_agent.billing.models import CreditLedger, UsageLog
 from devops_agent.db import Database
@@ -111,7 +112,7 @@ async def test_a_heavy_tool_the_balance_cannot_pay_is_not_run(
     assert (reply.credits_used, reply.credits_remaining, reply.low_credits) == (0, 3, True)
     assert await _logs(db, user_id) == [("agent_message", None, 1, False)]
     listed = await auto_runtime.toolbox.run(
-        "get_ec2_instances", auto_runtime.toolbox.validate("get_ec2_instances", {}), user_id=user_id
+        "get_ec2_instances", auto_runtime.toolbox.validate("get_ec2_instances", {}), target=CloudTarget(user_id)
     )
     assert listed.result == {"instances": []}
 

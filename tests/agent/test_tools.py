@@ -8,9 +8,9 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from devops_agent.agent.tools import build_toolbox
+from devops_agent.agent.tools import build_toolbox, sandbox_server
 from devops_agent.agent.tools.aws import SandboxCloud
-from devops_agent.agent.tools.registry import CloudClients, InvalidToolInput, Toolbox
+from devops_agent.agent.tools.registry import CloudClients, CloudTarget, InvalidToolInput, Toolbox
 
 
 def _box(sandbox: SandboxCloud) -> Toolbox:
@@ -18,7 +18,7 @@ def _box(sandbox: SandboxCloud) -> Toolbox:
 
 
 async def _run(box: Toolbox, tool: str, user_id: int = 1, **arguments: object) -> dict[str, object]:
-    outcome = await box.run(tool, box.validate(tool, dict(arguments)), user_id=user_id)
+    outcome = await box.run(tool, box.validate(tool, dict(arguments)), target=CloudTarget(user_id))
     assert outcome.ok, outcome.summary
     return outcome.result
 
@@ -60,10 +60,23 @@ async def test_each_user_has_an_account_of_their_own(sandbox: SandboxCloud) -> N
     assert sandbox.account_id(1) != sandbox.account_id(2)
 
 
+async def test_a_team_has_a_sandbox_account_of_its_own(sandbox: SandboxCloud) -> None:
+    box = _box(sandbox)
+    made = await box.run(
+        "create_ec2_instance", box.validate("create_ec2_instance", {"name": "team-box"}), target=CloudTarget(1, 7)
+    )
+    assert made.ok, made.summary
+    teammate = await box.run("get_ec2_instances", box.validate("get_ec2_instances", {}), target=CloudTarget(2, 7))
+    assert [i["name"] for i in teammate.result["instances"]] == ["team-box"]
+    assert (await _run(box, "get_ec2_instances", user_id=1))["instances"] == []
+
+
 async def test_a_request_aws_refuses_is_the_callers_failure(sandbox: SandboxCloud) -> None:
     box = _box(sandbox)
     outcome = await box.run(
-        "stop_ec2_instance", box.validate("stop_ec2_instance", {"instance_id": "i-0123456789abcdef0"}), user_id=1
+        "stop_ec2_instance",
+        box.validate("stop_ec2_instance", {"instance_id": "i-0123456789abcdef0"}),
+        target=CloudTarget(1),
     )
     assert not outcome.ok
     assert not outcome.our_side
@@ -74,8 +87,13 @@ class UnreachableCloud:
     """Real boto3 clients aimed at a closed loopback port: AWS is down, as far as we can tell."""
 
     name = "unreachable"
+    region = "us-east-1"
+    needs_connection = False
 
-    def clients_for(self, user_id: int) -> CloudClients:
+    def verify(self, target: CloudTarget) -> str:
+        raise AssertionError("not used")
+
+    def clients_for(self, target: CloudTarget) -> CloudClients:
         session = boto3.session.Session(aws_access_key_id="x", aws_secret_access_key="y", region_name="us-east-1")
         config = Config(retries={"max_attempts": 1}, connect_timeout=1)
 
@@ -88,7 +106,7 @@ class UnreachableCloud:
 
 async def test_an_unreachable_cloud_is_our_failure() -> None:
     box = build_toolbox(UnreachableCloud())
-    outcome = await box.run("get_s3_buckets", box.validate("get_s3_buckets", {}), user_id=1)
+    outcome = await box.run("get_s3_buckets", box.validate("get_s3_buckets", {}), target=CloudTarget(1))
     assert not outcome.ok
     assert outcome.our_side
     assert "could not be reached" in outcome.summary
@@ -116,3 +134,25 @@ def test_tool_definitions_carry_json_schemas(sandbox: SandboxCloud) -> None:
     assert set(tools) >= {"get_ec2_instances", "create_ec2_instance", "create_rds_instance", "get_s3_buckets"}
     assert tools["create_ec2_instance"].input_schema["required"] == ["name"]
     assert all(t.provider == "aws" for t in tools.values())
+
+
+async def test_a_shared_sandbox_server_keeps_each_customers_cloud_across_restarts() -> None:
+    process, url = sandbox_server.start()
+    try:
+        namespace = uuid.uuid4().hex
+        before = build_toolbox(SandboxCloud(namespace=namespace, endpoint_url=url))
+        made = await before.run(
+            "create_ec2_instance", before.validate("create_ec2_instance", {"name": "kept"}), target=CloudTarget(1)
+        )
+        assert made.ok, made.summary
+        # Another worker, or the service after a restart: a new cloud object, the same server.
+        after = build_toolbox(SandboxCloud(namespace=namespace, endpoint_url=url))
+        listed = await after.run("get_ec2_instances", after.validate("get_ec2_instances", {}), target=CloudTarget(1))
+        assert [i["name"] for i in listed.result["instances"]] == ["kept"]
+        other = await after.run("get_ec2_instances", after.validate("get_ec2_instances", {}), target=CloudTarget(2))
+        assert other.result["instances"] == []
+    finally:
+        sandbox_server.stop(process)
+    # It really was that server: with it gone, the sandbox cannot be reached.
+    gone = await after.run("get_ec2_instances", after.validate("get_ec2_instances", {}), target=CloudTarget(1))
+    assert (gone.ok, gone.our_side) == (False, True)

@@ -31,6 +31,7 @@ from devops_agent.db import Database
 
 from .backends.offline import describe_result
 from .cloud_models import ActionStatus, PendingAction
+from .cloud_targets import target_for
 from .guardrails import account_limits, creates_this_month, refusal
 from .models import Message, Role
 from .service import AgentError, AgentRuntime, ChatReply, ReplyInProgress, ToolCallOut, _balance
@@ -45,6 +46,11 @@ class ActionNotFound(AgentError):
 class ActionClosed(AgentError):
     status_code = 409
     code = "action_closed"
+
+
+class CloudNotConnected(AgentError):
+    status_code = 400
+    code = "cloud_not_connected"
 
 
 class ActionExpired(AgentError):
@@ -123,6 +129,7 @@ async def approve(
     expired = False
     async with db.transaction() as session:
         action = await _owned(session, user_id=user_id, action_id=action_id)
+        target = await target_for(session, runtime.toolbox.cloud, user_id=user_id, org_id=action.organization_id)
         if action.status == ActionStatus.APPROVED.value and action.reply is not None:
             return ChatReply.model_validate(action.reply)
         if action.status == ActionStatus.RUNNING.value:
@@ -131,6 +138,8 @@ async def approve(
             expired = True
         elif action.status != ActionStatus.PENDING.value:
             raise ActionClosed(f"Action {action_id} is {action.status}; ask the agent again.")
+        elif target is None:
+            raise CloudNotConnected("No AWS account is connected; connect one on the account page, then approve.")
         else:
             account = await account_limits(session, runtime.catalog, user_id=user_id, org_id=action.organization_id)
             made = await creates_this_month(session, user_id=user_id, org_id=action.organization_id, now=now)
@@ -140,7 +149,7 @@ async def approve(
                 tier_name=account.tier_name,
                 tool=action.tool,
                 arguments=arguments,
-                region=runtime.region,
+                region=target.region or runtime.region,
                 created=made,
             )
             if refused is not None:
@@ -167,7 +176,8 @@ async def approve(
         await _close(db, action_id, ActionStatus.EXPIRED, now)
         raise ActionExpired(f"Action {action_id} expired unanswered; nothing was charged. Ask the agent again.")
 
-    outcome = await runtime.toolbox.run(action.tool, arguments, user_id=user_id)
+    assert target is not None  # checked before the charge
+    outcome = await runtime.toolbox.run(action.tool, arguments, target=target)
 
     cost = await _settle(db, charged.usage_log_id, action.credits, outcome, clock, tool=action.tool)
     now = clock()

@@ -17,7 +17,7 @@ from .backends.base import AssistantTurn, Backend, ToolCall, ToolResult, ToolRes
 from .guardrails import Guard
 from .metering import Meter, Refusal
 from .proposals import PendingActionOut, Proposer
-from .tools.registry import InvalidToolInput, Toolbox
+from .tools.registry import CloudTarget, InvalidToolInput, Toolbox
 
 DEFAULT_MAX_TOOL_CALLS = 8
 
@@ -51,6 +51,7 @@ class AgentLoop:
         backend: Backend,
         toolbox: Toolbox,
         meter: Meter,
+        target: CloudTarget,
         max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS,
         guard: Guard | None = None,
         proposer: Proposer | None = None,
@@ -58,6 +59,7 @@ class AgentLoop:
         self.backend = backend
         self.toolbox = toolbox
         self.meter = meter
+        self.target = target
         self.max_tool_calls = max_tool_calls
         self.guard = guard
         self.proposer = proposer
@@ -116,7 +118,7 @@ class AgentLoop:
             self.unable.append(paid.reason)
             return self._refuse(call, paid.reason)
         self.calls_run += 1
-        outcome = await self.toolbox.run(call.name, arguments, user_id=self.meter.user_id)
+        outcome = await self.toolbox.run(call.name, arguments, target=self.target)
         cost = await self.meter.settle_tool(paid, outcome)
         self.records.append(ToolCallRecord(call.name, cost, outcome.ok, outcome.summary))
         return ToolResult(call.id, call.name, outcome.as_text(), is_error=not outcome.ok)

@@ -6,8 +6,12 @@
    ``Idempotency-Key``; find or open the conversation (404 for someone else's);
    charge ``agent_message`` (402 ``InsufficientCredits`` and nothing changes when the
    balance is short); store the user's message. Commit.
-2. **Process** (no transaction): the agent loop calls the backend and the tools; each
-   tool call is charged and settled in short transactions of its own (``metering``).
+2. **Process** (no transaction): the agent loop calls the backend and the tools, in the
+   customer's cloud account (``cloud_targets``); each tool call is checked against the
+   plan (``guardrails``), billable creates become pending actions (``proposals``), and
+   every other call is charged and settled in short transactions of its own (``metering``).
+   A turn that could not act (every tool refused, not understood, no AWS account
+   connected) gets its message credit back, with the reason in the usage log.
 3. **Record** (one transaction): store the reply (on the user's message too, for
    replays) and read the new balance. If the backend failed, refund the message
    instead and record the failure, which a retry with the same key gets again.
@@ -40,6 +44,7 @@ from devops_agent.db import Database
 from . import turns
 from .backends import build_backend
 from .backends.base import AssistantTurn, Backend, BackendError, Turn, UserTurn
+from .cloud_targets import how_to_connect, target_for
 from .guardrails import Guard
 from .loop import DEFAULT_MAX_TOOL_CALLS, AgentLoop, AgentRun
 from .metering import Meter
@@ -47,7 +52,7 @@ from .models import Message, Role
 from .proposals import PendingActionOut, Proposer
 from .tools import build_cloud, build_toolbox
 from .tools.aws import DEFAULT_REGION
-from .tools.registry import Toolbox
+from .tools.registry import CloudTarget, Toolbox
 
 HISTORY_MESSAGES = 20
 TITLE_LENGTH = 60
@@ -136,7 +141,7 @@ class AgentRuntime:
     @property
     def region(self) -> str:
         """The region the tools act in (the guardrails check it against the plan)."""
-        return str(getattr(self.toolbox.cloud, "region", DEFAULT_REGION))
+        return str(getattr(self.toolbox.cloud, "region", None) or DEFAULT_REGION)
 
     async def aclose(self) -> None:
         """Close the backend's HTTP client, if it has one (Claude's does; the offline agent not)."""
@@ -407,6 +412,14 @@ async def _fail(db: Database, meter: Meter, started: _Started, error: str) -> Ag
     return failure
 
 
+async def cloud_target(db: Database, runtime: AgentRuntime, *, user_id: int, org_id: int | None) -> CloudTarget | None:
+    """Where the user's tools act (the team's account in its workspace); None when none is connected."""
+    if not runtime.toolbox.cloud.needs_connection:  # the sandbox: no read needed
+        return CloudTarget(user_id, org_id, region=runtime.region)
+    async with db.transaction() as session:
+        return await target_for(session, runtime.toolbox.cloud, user_id=user_id, org_id=org_id)
+
+
 async def send_message(
     db: Database,
     runtime: AgentRuntime,
@@ -453,7 +466,11 @@ async def send_message(
     if isinstance(started, ChatReply):
         return started
     meter.tool_scope = turns.turn_scope(started.message_id, started.turn.attempt)
-    run = await _run_turn(db, runtime, meter, started)
+    target = await cloud_target(db, runtime, user_id=user_id, org_id=org_id)
+    if target is None:  # CLOUD=aws and no account connected: say how to connect, charge nothing
+        run = AgentRun(how_to_connect(org_id), no_charge_reason="could not act: no AWS account is connected")
+    else:
+        run = await _run_turn(db, runtime, meter, started, target)
     if run.no_charge_reason is not None:  # a turn that could not act is free; the usage log says why
         await meter.refund_message(started.usage_log_id, run.no_charge_reason)
     try:
@@ -462,9 +479,13 @@ async def send_message(
         raise await _given_up(db, meter, started) from None
 
 
-async def _run_turn(db: Database, runtime: AgentRuntime, meter: Meter, started: _Started) -> AgentRun:
-    """The agent loop under the turn's lease; a failure or a cancellation refunds before it goes on."""
-    guard = Guard(db, runtime.catalog, meter.clock, meter.user_id, meter.org_id, region=runtime.region)
+async def _run_turn(
+    db: Database, runtime: AgentRuntime, meter: Meter, started: _Started, target: CloudTarget
+) -> AgentRun:
+    """Phase 2 under the turn's lease: the loop in ``target``'s account, with the plan's guardrails
+    and approval of creates; a failure or a cancellation refunds before it goes on."""
+    region = target.region or runtime.region
+    guard = Guard(db, runtime.catalog, meter.clock, meter.user_id, meter.org_id, region=region)
     proposer = Proposer(
         db, runtime.catalog, meter.clock, meter.user_id, meter.org_id, runtime.auto_approve, started.conversation_id
     )
@@ -472,6 +493,7 @@ async def _run_turn(db: Database, runtime: AgentRuntime, meter: Meter, started: 
         backend=runtime.backend,
         toolbox=runtime.toolbox,
         meter=meter,
+        target=target,
         max_tool_calls=runtime.max_tool_calls,
         guard=guard,
         proposer=proposer,

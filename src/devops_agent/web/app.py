@@ -183,6 +183,7 @@ def create_app(
         subscription,
         usage,
     )
+    from devops_agent.web.api import cloud as cloud_api
 
     # --- routers: one include_router per line; add yours here -----------------------
     app.include_router(health.router)
@@ -203,6 +204,7 @@ def create_app(
     app.include_router(org_pages.router)
     app.include_router(agent_chat_api.router)
     app.include_router(agent_templates_api.router)
+    app.include_router(cloud_api.router)
     pages.install(app)  # HTML pages, /static, and 404/500 pages for browsers (wraps the JSON handlers)
     # --- end of routers -------------------------------------------------------------
     return app

@@ -11,6 +11,7 @@ Other packages extend ``base.html`` (blocks ``title``, ``head``, ``content``,
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from devops_agent.agent.cloud_accounts import PERMISSIONS_POLICY
 from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.models import User
 from devops_agent.web import labels
@@ -236,7 +238,14 @@ async def account(request: Request, user: OptionalUser, db: DatabaseDep, now: Cl
         has_api_access = await user_has_feature(session, user.id, API_ACCESS, now=now)
     api_tiers = [t.display_name for t in _catalog(request).tiers if API_ACCESS in t.entitlements]
     return render_page(
-        request, "account.html", user=user, page="account", has_api_access=has_api_access, api_tiers=api_tiers
+        request,
+        "account.html",
+        user=user,
+        page="account",
+        has_api_access=has_api_access,
+        api_tiers=api_tiers,
+        aws_principal=request.app.state.settings.aws_principal_arn,
+        aws_permissions=json.dumps(PERMISSIONS_POLICY, indent=2),
     )
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import uvicorn
 from sqlalchemy.engine import make_url
 
+from devops_agent.agent.tools import sandbox_server
 from devops_agent.config import Settings, get_settings
 
 GRACEFUL_SHUTDOWN_SECONDS = 20
@@ -97,16 +98,31 @@ def run_server(host: str | None = None, port: int | None = None, workers: int = 
         f"with {workers} worker{'s' if workers > 1 else ''}; Ctrl+C to stop.",
         flush=True,
     )
-    with metrics_directory(workers):
-        uvicorn.run(
-            "devops_agent.web.server:app_factory",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
-            access_log=False,  # our own JSON request log replaces uvicorn's
-            log_level="info",
-            proxy_headers=True,
-        )
+    sandbox = None
+    if settings.cloud == "sandbox" and not settings.sandbox_url:
+        # One sandbox cloud for every worker (and it outlives a worker's restart).
+        sandbox, url = sandbox_server.start()
+        os.environ["SANDBOX_URL"] = url
+        get_settings.cache_clear()
+        print(f"Sandbox AWS (moto) at {url}, shared by every worker.", flush=True)  # noqa: T201
+    try:
+        with metrics_directory(workers):
+            _run_uvicorn(host, port, workers)
+    finally:
+        if sandbox is not None:
+            sandbox_server.stop(sandbox)
+
+
+def _run_uvicorn(host: str, port: int, workers: int) -> None:
+    uvicorn.run(
+        "devops_agent.web.server:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
+        access_log=False,  # our own JSON request log replaces uvicorn's
+        log_level="info",
+        proxy_headers=True,
+    )

@@ -10,7 +10,9 @@ from .registry import Cloud, Toolbox
 
 def build_cloud(settings: Settings) -> Cloud:
     """The sandbox (default) or real AWS, as ``CLOUD`` says."""
-    return aws.AwsCloud() if settings.cloud == "aws" else aws.SandboxCloud()
+    if settings.cloud == "aws":
+        return aws.AwsCloud()
+    return aws.SandboxCloud(endpoint_url=settings.sandbox_url)
 
 
 def build_toolbox(cloud: Cloud) -> Toolbox:

@@ -1,12 +1,14 @@
 """AWS tools (EC2, RDS, S3) through boto3, and the two clouds they run against.
 
-* ``SandboxCloud`` (``CLOUD=sandbox``, the default): an in-process AWS built on
-  ``moto``. Every user gets an AWS account of their own inside it (a 12-digit id
-  derived from the user id, sent as moto's ``x-moto-account-id`` header), so one
-  user's instances are invisible to another, and everything a user creates stays
-  for the life of the process. No request leaves the machine.
-* ``AwsCloud`` (``CLOUD=aws``): real AWS with the credentials boto3 finds in the
-  usual environment; every user acts in that one operator account.
+* ``SandboxCloud`` (``CLOUD=sandbox``, the default): an AWS built on ``moto``, one
+  moto server shared by every worker (``SANDBOX_URL``) or moto in this process.
+  Every user and every team gets an AWS account of their own inside it (a 12-digit
+  id derived from the owner, sent as moto's ``x-moto-account-id`` header), so one
+  customer's instances are invisible to another, and everything they create stays
+  for the life of the sandbox. No request leaves the machine.
+* ``AwsCloud`` (``CLOUD=aws``): real AWS, in each customer's own account through the
+  IAM role they connected (``sts:AssumeRole`` with their external id); the operator's
+  credentials boto3 finds in the environment are used for AssumeRole alone.
 
 The tool names are the seed's (``get_ec2_instances``, ``create_ec2_instance``,
 ``create_rds_instance``, ...). Other providers join by adding a module like this
@@ -18,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import boto3
@@ -25,7 +29,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field
 
-from .registry import CloudClients, Tool, ToolError
+from .registry import CloudClients, CloudTarget, Tool, ToolError
 
 PROVIDER = "aws"
 DEFAULT_REGION = "us-east-1"
@@ -55,10 +59,17 @@ _PROVIDER_FAULTS = frozenset(
 class _Clients:
     """boto3 clients made once per service (clients are thread-safe, making them is not)."""
 
-    def __init__(self, session: boto3.session.Session, region: str, account_id: str | None = None) -> None:
+    def __init__(
+        self,
+        session: boto3.session.Session,
+        region: str,
+        account_id: str | None = None,
+        endpoint_url: str | None = None,
+    ) -> None:
         self._session = session
         self._region = region
         self._account_id = account_id
+        self._endpoint_url = endpoint_url
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -66,7 +77,9 @@ class _Clients:
         with self._lock:
             client = self._clients.get(service)
             if client is None:
-                client = self._session.client(service, region_name=self._region, config=BOTO_CONFIG)
+                client = self._session.client(
+                    service, region_name=self._region, config=BOTO_CONFIG, endpoint_url=self._endpoint_url
+                )
                 if self._account_id is not None:
                     client.meta.events.register("before-sign", self._name_account)
                 self._clients[service] = client
@@ -77,7 +90,11 @@ class _Clients:
 
 
 class SandboxCloud:
-    """An in-process AWS (moto), one account per user, kept for the life of the process.
+    """A sandbox AWS (moto), one account per user and per team.
+
+    With ``endpoint_url`` it is a moto server that every worker shares (``serve`` starts
+    one, see ``sandbox_server``); without, moto runs inside this process, for the life
+    of the process.
 
     moto patches botocore for the whole process, so it is started once, the first
     time any sandbox is used, and never stopped. ``namespace`` keeps sandboxes apart
@@ -85,13 +102,17 @@ class SandboxCloud:
     """
 
     name = "sandbox"
+    needs_connection = False
     _started = False
     _start_lock = threading.Lock()
 
-    def __init__(self, namespace: str = "devops-agent", region: str = DEFAULT_REGION) -> None:
+    def __init__(
+        self, namespace: str = "devops-agent", region: str = DEFAULT_REGION, endpoint_url: str | None = None
+    ) -> None:
         self.namespace = namespace
         self.region = region
-        self._users: dict[int, _Clients] = {}
+        self.endpoint_url = endpoint_url  # a moto server every process shares; None: moto in this process
+        self._users: dict[int | str, _Clients] = {}
         self._lock = threading.Lock()
         self._session: boto3.session.Session | None = None
 
@@ -104,13 +125,19 @@ class SandboxCloud:
                 mock_aws().start()
                 cls._started = True
 
-    def account_id(self, user_id: int) -> str:
-        """The sandbox AWS account of a user: 12 digits derived from the namespace and id."""
-        digest = hashlib.sha256(f"{self.namespace}:{user_id}".encode()).hexdigest()
+    def account_id(self, owner: int | str) -> str:
+        """The sandbox AWS account of a user (their id) or a team (``org-<id>``): 12 digits from the namespace."""
+        digest = hashlib.sha256(f"{self.namespace}:{owner}".encode()).hexdigest()
         return str(int(digest, 16) % 10**12).zfill(12)
 
-    def clients_for(self, user_id: int) -> CloudClients:
-        self._ensure_started()
+    def verify(self, target: CloudTarget) -> str:
+        """The sandbox trusts any role: its account is the one the ARN names."""
+        return str(target.role_arn).split(":")[4]
+
+    def clients_for(self, target: CloudTarget) -> CloudClients:
+        owner: int | str = target.user_id if target.org_id is None else f"org-{target.org_id}"
+        if self.endpoint_url is None:
+            self._ensure_started()
         with self._lock:
             if self._session is None:
                 # Made after moto started (a session copies botocore's handlers when made, and
@@ -118,25 +145,91 @@ class SandboxCloud:
                 self._session = boto3.session.Session(
                     aws_access_key_id="sandbox", aws_secret_access_key="sandbox", region_name=self.region
                 )
-            clients = self._users.get(user_id)
+            clients = self._users.get(owner)
             if clients is None:
-                clients = _Clients(self._session, self.region, self.account_id(user_id))
-                self._users[user_id] = clients
+                clients = _Clients(self._session, self.region, self.account_id(owner), self.endpoint_url)
+                self._users[owner] = clients
             return clients
 
 
 class AwsCloud:
-    """Real AWS, with the credentials and region boto3 finds in the environment."""
+    """Real AWS: each customer's own account, through the role they connected.
+
+    Our own credentials (what boto3 finds in the environment) serve for one call
+    only: ``sts:AssumeRole`` on the customer's role, with their external id and a
+    session name naming the user. The temporary credentials are cached per role,
+    external id and session until ``REFRESH_BEFORE`` before they expire.
+    """
 
     name = "aws"
+    needs_connection = True
+    DURATION_SECONDS = 3600
+    REFRESH_BEFORE = timedelta(minutes=5)
 
-    def __init__(self, region: str | None = None) -> None:
-        session = boto3.session.Session()
-        self.region = region or session.region_name or DEFAULT_REGION
-        self._clients = _Clients(session, self.region)
+    def __init__(
+        self,
+        region: str | None = None,
+        *,
+        session: boto3.session.Session | None = None,
+        endpoint_url: str | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._operator = session or boto3.session.Session()
+        self.region = region or self._operator.region_name or DEFAULT_REGION
+        self._endpoint_url = endpoint_url
+        self._clock = clock
+        self._sts: Any = None
+        self._cache: dict[tuple[str, str, str, str], tuple[datetime, _Clients]] = {}
+        self._lock = threading.Lock()
 
-    def clients_for(self, user_id: int) -> CloudClients:
-        return self._clients
+    def _assume(self, target: CloudTarget, region: str) -> tuple[boto3.session.Session, datetime]:
+        """A session with the role's temporary credentials (AssumeRole with the operator's credentials)."""
+        with self._lock:
+            if self._sts is None:
+                self._sts = self._operator.client(
+                    "sts", region_name=self.region, config=BOTO_CONFIG, endpoint_url=self._endpoint_url
+                )
+        reply = _call(
+            self._sts,
+            "assume_role",
+            RoleArn=target.role_arn,
+            ExternalId=target.external_id,
+            RoleSessionName=target.session_name,
+            DurationSeconds=self.DURATION_SECONDS,
+        )
+        creds = reply["Credentials"]
+        session = boto3.session.Session(
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
+            region_name=region,
+        )
+        return session, creds["Expiration"]
+
+    def verify(self, target: CloudTarget) -> str:
+        """Assume the role and ask GetCallerIdentity; the account id, or ``ToolError`` with AWS's reason."""
+        session, _ = self._assume(target, target.region or self.region)
+        sts = session.client("sts", region_name=target.region or self.region, endpoint_url=self._endpoint_url)
+        return str(_call(sts, "get_caller_identity")["Account"])
+
+    def clients_for(self, target: CloudTarget) -> CloudClients:
+        if target.role_arn is None or target.external_id is None:
+            raise ToolError("No AWS account is connected; connect one on the account page.", our_side=True)
+        region = target.region or self.region
+        key = (target.role_arn, target.external_id, target.session_name, region)
+        now = self._clock()
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is not None and cached[0] - now > self.REFRESH_BEFORE:
+            return cached[1]
+        try:
+            session, expires = self._assume(target, region)
+        except ToolError as exc:  # the role is gone or no longer trusts us: not the user's request at fault
+            raise ToolError(exc.message, our_side=True) from exc
+        clients = _Clients(session, region, endpoint_url=self._endpoint_url)
+        with self._lock:
+            self._cache[key] = (expires, clients)
+        return clients
 
 
 # --- calling AWS ----------------------------------------------------------------------

@@ -24,12 +24,35 @@ class CloudClients(Protocol):
     def client(self, service: str) -> Any: ...
 
 
+@dataclass(frozen=True)
+class CloudTarget:
+    """Whose cloud account a call acts in: a user's own, or a team's (``org_id``), and through which role."""
+
+    user_id: int  # who acts: names the AWS session
+    org_id: int | None = None
+    role_arn: str | None = None
+    external_id: str | None = None
+    region: str | None = None
+
+    @property
+    def session_name(self) -> str:
+        """The RoleSessionName, which the customer's CloudTrail shows: it names the user (and team)."""
+        team = f"-org-{self.org_id}" if self.org_id is not None else ""
+        return f"devops-agent-user-{self.user_id}{team}"
+
+
 class Cloud(Protocol):
     """A place tools run against: the sandbox or a real provider account."""
 
     name: str
+    region: str
+    needs_connection: bool  # True: a customer must connect an account before tools run
 
-    def clients_for(self, user_id: int) -> CloudClients: ...
+    def clients_for(self, target: CloudTarget) -> CloudClients: ...
+
+    def verify(self, target: CloudTarget) -> str:
+        """Check the target's role can be assumed; its account id, or ``ToolError`` with the reason."""
+        ...
 
 
 class ToolError(Exception):
@@ -106,12 +129,12 @@ class Toolbox:
             reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors())
             raise InvalidToolInput(f"{name}: {reasons}") from exc
 
-    async def run(self, name: str, arguments: BaseModel, *, user_id: int) -> ToolOutcome:
-        """Run a validated call in a worker thread; never raises for a failed call."""
+    async def run(self, name: str, arguments: BaseModel, *, target: CloudTarget) -> ToolOutcome:
+        """Run a validated call in ``target``'s account in a worker thread; never raises for a failed call."""
         tool = self.tools[name]
 
         def call() -> dict[str, Any]:
-            return tool.run(self.cloud.clients_for(user_id), arguments)
+            return tool.run(self.cloud.clients_for(target), arguments)
 
         try:
             result = await asyncio.to_thread(call)
