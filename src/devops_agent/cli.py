@@ -15,7 +15,7 @@ from devops_agent.billing.catalog_sync import open_missing_accounts, summarize, 
 from devops_agent.billing.periods import utcnow
 from devops_agent.config import get_settings
 from devops_agent.db import Database
-from devops_agent.migrate import upgrade
+from devops_agent.migrate import take_startup_lock, upgrade
 
 app = typer.Typer(
     help="DevOps Agent: cloud chores through chat, paid for with credits.",
@@ -42,6 +42,7 @@ async def initialize(db: Database) -> list[str]:
     await upgrade(db)
     catalog = load_catalog(settings.pricing_file)
     async with db.transaction() as session:
+        await take_startup_lock(session)  # a server's workers may be starting meanwhile
         report = await sync_catalog(session, catalog)
         report.accounts_opened = await open_missing_accounts(session, now=utcnow())
         summary = await summarize(session)
