@@ -3,6 +3,7 @@ connections cut with ``pg_terminate_backend``) instead of the session's shared o
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -57,6 +58,13 @@ async def terminate_backends(database: str) -> int:
         )
         for row in pids:
             await admin.execute("SELECT pg_terminate_backend($1)", row["pid"])
+        for _ in range(200):  # until the server has closed them all
+            gone = await admin.fetchval(
+                "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = ANY($1::int[])", [r["pid"] for r in pids]
+            )
+            if gone:
+                break
+            await asyncio.sleep(0.05)
         return len(pids)
     finally:
         await admin.close()

@@ -39,6 +39,7 @@ from typing import Any
 import aiosqlite
 import asyncpg
 from sqlalchemy import MetaData, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -102,6 +103,62 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _configure_postgres(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        # A connection whose server went away (restart, failover, pg_terminate_backend) is
+        # known closed by asyncpg as soon as the loop read its end: swap it for a new one
+        # now (the pool retries the checkout) instead of failing the request with it. No
+        # round trip, unlike pool_pre_ping. A connection cut while in use still fails
+        # that one request (503); SQLAlchemy then invalidates it and the pool's older
+        # connections.
+        if dbapi_connection.driver_connection.is_closed():
+            raise sa_exc.DisconnectionError("the pooled connection was closed by the server")
+
+
+class DatabaseBusy(Exception):
+    """Another process held SQLite's write lock for longer than we wait (a CLI command, a
+    backup). Nothing was written; retry in a moment."""
+
+
+# Raised by asyncpg (the hot path's pool, SQLAlchemy's adapter underneath) when the
+# server is out of reach: the connection was lost or refused, the server is shutting
+# down or restarting, or has no connection slot left.
+_ASYNCPG_UNAVAILABLE: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError,  # includes "connection was closed in the middle of operation"
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.InterfaceError,  # "connection is closed", a pool being closed
+)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database is out of reach for now, not a bug: a lost or
+    refused connection, a pool timeout, a lock held elsewhere. The request's transaction
+    did not commit; the same request can be retried in a moment (the web layer answers
+    503 with Retry-After)."""
+    if isinstance(exc, DatabaseBusy | sa_exc.TimeoutError | sa_exc.DisconnectionError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+            return True
+        return any(is_unavailable(e) for e in (exc.orig, exc.__cause__) if e is not None and e is not exc)
+    if isinstance(exc, _ASYNCPG_UNAVAILABLE):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):  # locked, busy, disk I/O, cannot open the file
+        return True
+    if isinstance(exc, ConnectionError | TimeoutError):  # refused, reset; connect or acquire timeout
+        return True
+    # SQLAlchemy's adapter wraps the driver's error in one of its own, raised from it.
+    cause = exc.__cause__
+    return (
+        cause is not None
+        and cause is not exc
+        and type(exc).__module__.startswith("sqlalchemy")
+        and is_unavailable(cause)
+    )
 
 
 # A unique constraint refused a row: from SQLAlchemy, or from sqlite3 on the raw hot path.
@@ -198,12 +255,15 @@ class Database:
                 pool_timeout=60,
             )
         else:
-            # No pre-ping: it costs a round trip on every checkout; stale connections are
-            # recycled by age instead.
+            # No pre-ping: it costs a round trip on every checkout. A connection the server
+            # closed is replaced at checkout (``_configure_postgres``), others are recycled
+            # by age.
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
         self.engine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+        else:
+            _configure_postgres(self.engine)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self._lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
         self._sqlite_path = self.url.database or ":memory:"
