@@ -42,6 +42,7 @@ def _upgrade(connection: Connection, cfg: Config) -> None:
     command.upgrade(cfg, "heads")
 
 
+SQLITE_MIGRATION_WAIT_SECONDS = 30.0
 # pg_advisory_xact_lock's key: any constant of our own ("DevOpsAg" as a 64-bit integer).
 STARTUP_LOCK_KEY = int.from_bytes(b"DevOpsAg", "big", signed=True)
 
@@ -62,6 +63,8 @@ async def upgrade(db: Database) -> None:
     """
     cfg = alembic_config()
     async with db.engine.connect() as connection:
+        if db.is_sqlite:  # another process may be writing: wait for it without blocking the loop
+            await db.wait_for_write_lock(connection, wait=max(db.write_wait, SQLITE_MIGRATION_WAIT_SECONDS))
         await take_startup_lock(connection)
         await connection.run_sync(_upgrade, cfg)
         await connection.commit()
