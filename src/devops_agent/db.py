@@ -146,6 +146,8 @@ _ASYNCPG_UNAVAILABLE: tuple[type[Exception], ...] = (
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash shutdown, cannot connect now
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
     asyncpg.InterfaceError,  # "connection is closed", a pool being closed
+    asyncpg.exceptions.LockNotAvailableError,  # lock_timeout, NOWAIT
+    asyncpg.exceptions.DeadlockDetectedError,  # the server rolled one side back: retry it
 )
 
 

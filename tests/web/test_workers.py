@@ -77,5 +77,8 @@ async def _serve_on_a_brand_new_database(workdir: Path) -> str:
 @pytest.mark.parametrize("start", [1, 2])
 async def test_several_workers_start_on_a_brand_new_postgres_database(start: int, tmp_path: Path) -> None:
     output = await _serve_on_a_brand_new_database(tmp_path)
-    assert output.count("Application startup complete") == WORKERS, output
+    # On a loaded machine uvicorn may replace a worker that is slow to answer its health
+    # check while it imports ("Child process died"): more start-ups, never a failed one.
+    assert output.count("Application startup complete") >= WORKERS, output
+    assert "Application startup failed" not in output, output
     assert "Traceback" not in output, output
