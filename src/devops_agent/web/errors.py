@@ -106,7 +106,7 @@ async def _tier_payload(request: Request, tier_id: int | None) -> dict[str, Any]
 
     if tier_id is None:
         return None
-    async with request.app.state.db.transaction() as session:
+    async with request.app.state.db.transaction(write=False) as session:
         tier = await session.get(SubscriptionTier, tier_id)
         return tier_out(tier).model_dump(mode="json") if tier is not None else None
 
