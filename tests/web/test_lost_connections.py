@@ -10,6 +10,7 @@ on the charge's hot path with its own asyncpg pool.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -154,3 +155,20 @@ async def test_a_connection_cut_mid_request_is_a_503_and_nothing_is_charged(
     assert after == before  # the cut transaction never committed
     retried = await client.post(path, json=body, headers={"Idempotency-Key": "cut-1"})
     assert retried.status_code == 200, retried.text
+
+
+async def test_a_database_that_refuses_connections_is_a_503(tmp_path: Path) -> None:
+    """PostgreSQL down (nothing listens on its port): every request that needs it is a 503."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again before use: nothing listens there
+    db = Database(f"postgresql://postgres@127.0.0.1:{port}/none", pool_size=1)
+    try:
+        app = build_app(db, tmp_path)
+        _add_tool_charge_route(app)
+        async with make_client(app) as client:
+            assert (await client.get("/healthz")).status_code == 200
+            _assert_retryable(await client.get("/api/subscription/tiers"))
+            _assert_retryable(await client.post("/api/auth/login", json={"username": "a", "password": "b"}))
+    finally:
+        await db.dispose()
