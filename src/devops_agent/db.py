@@ -68,7 +68,7 @@ NAMING_CONVENTION = {
 }
 
 # Short: a busy wait blocks the event loop (calls run inline). Waits for the write lock
-# happen at BEGIN IMMEDIATE, in ``_begin_sqlite``, with asyncio sleeps instead.
+# happen at BEGIN IMMEDIATE, in ``Database._sqlite_begun``, with asyncio sleeps instead.
 SQLITE_BUSY_TIMEOUT_MS = 20
 SERVER_WRITE_WAIT_SECONDS = 2.0
 # Every SQLite connection we open, pooled or not: WAL, foreign keys, a busy timeout, and
