@@ -183,17 +183,17 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (
 
 
 async def database_unavailable_handler(request: Request, exc: Exception) -> Response:
-    """The database is out of reach for now: a connection lost or refused (a restart, a
+    """The database is out of reach for now: 503 with Retry-After, to send again.
 
-    failover), the pool exhausted, a lock held by another process. 503 with Retry-After:
-    nothing was changed (the request's transaction never committed) and the same request
-    can be sent again. Any other database error is a bug and goes to the 500 handler.
+    A connection lost or refused (a restart, a failover), the pool exhausted, a lock
+    held by another process: nothing was changed (the request's transaction never
+    committed). Any other database error is a bug and goes to the 500 handler.
     """
     if not is_unavailable(exc):
         fallback = request.app.exception_handlers.get(Exception, unhandled_error_handler)
         response: Response = await fallback(request, exc)
         return response
-    log.warning("database unavailable: %s: %s", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+    log.warning("unavailable: %s: %s", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
     if isinstance(exc, DatabaseBusy):
         return error_response(
             503,
