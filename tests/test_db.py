@@ -1,11 +1,22 @@
-"""The database layer's own promises: durable SQLite commits."""
+"""The database layer's own promises: durable SQLite commits, migrations one process at a time."""
 
 from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from asyncio.subprocess import PIPE, STDOUT
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
+from devops_agent.billing.catalog import load_catalog
 from devops_agent.db import Database
+from devops_agent.migrate import is_current
+from tests.scratch_pg import brand_new_postgres
+
+CLI = Path(sys.executable).with_name("devops-agent")
 
 SQLITE = pytest.mark.parametrize("db", ["sqlite"], indirect=True)
 FULL = 2  # PRAGMA synchronous: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA
@@ -19,3 +30,30 @@ async def test_sqlite_commits_are_synced_to_disk_on_every_connection(db: Databas
     async with db.driver_transaction() as tx:  # the charge's hot path has a connection of its own
         assert tx.sqlite is not None
         assert tx.sqlite.execute("PRAGMA synchronous").fetchone()[0] == FULL
+
+
+@pytest.mark.postgres
+async def test_processes_starting_together_on_a_new_postgres_database_migrate_in_turn(tmp_path: Path) -> None:
+    """Four ``devops-agent init`` at once on a new database: one migrates and syncs the
+    catalog, the others wait for it and find nothing to do; none fails."""
+    async with brand_new_postgres() as url:
+        env = {**os.environ, "DATABASE_URL": url}
+
+        async def init() -> tuple[int, str]:
+            process = await asyncio.create_subprocess_exec(
+                str(CLI), "init", cwd=tmp_path, env=env, stdout=PIPE, stderr=STDOUT
+            )
+            output, _ = await asyncio.wait_for(process.communicate(), timeout=180)
+            return process.returncode or 0, output.decode()
+
+        results = await asyncio.gather(*(init() for _ in range(4)))
+        for code, output in results:
+            assert code == 0, output
+        db = Database(url)
+        try:
+            assert await is_current(db)
+            async with db.transaction() as session:
+                names = (await session.execute(text("SELECT name FROM subscription_tiers"))).scalars().all()
+            assert sorted(names) == sorted(t.name for t in load_catalog().tiers)
+        finally:
+            await db.dispose()

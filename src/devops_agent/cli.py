@@ -15,7 +15,7 @@ from devops_agent.billing.catalog_sync import open_missing_accounts, summarize, 
 from devops_agent.billing.periods import utcnow
 from devops_agent.config import get_settings
 from devops_agent.db import Database
-from devops_agent.migrate import upgrade
+from devops_agent.migrate import take_startup_lock, upgrade
 
 app = typer.Typer(
     help="DevOps Agent: cloud chores through chat, paid for with credits.",
@@ -25,9 +25,17 @@ app = typer.Typer(
 T = TypeVar("T")
 
 
+# A command waits this long for SQLite's write lock while the server writes (the server
+# holds it for milliseconds at a time); it writes in short transactions itself, so the
+# server's requests never wait long for it either.
+CLI_WRITE_WAIT_SECONDS = 30.0
+# Rows a command writes per transaction.
+BATCH = 200
+
+
 def _run(work: Callable[[Database], Awaitable[T]], database_url: str | None = None) -> T:
     async def runner() -> T:
-        db = Database(database_url or get_settings().database_url)
+        db = Database(database_url or get_settings().database_url, write_wait=CLI_WRITE_WAIT_SECONDS)
         try:
             return await work(db)
         finally:
@@ -42,8 +50,15 @@ async def initialize(db: Database) -> list[str]:
     await upgrade(db)
     catalog = load_catalog(settings.pricing_file)
     async with db.transaction() as session:
+        await take_startup_lock(session)  # a server's workers may be starting meanwhile
         report = await sync_catalog(session, catalog)
-        report.accounts_opened = await open_missing_accounts(session, now=utcnow())
+    while True:  # in short transactions: a server may be running on this database
+        async with db.transaction() as session:
+            opened = await open_missing_accounts(session, now=utcnow(), limit=BATCH)
+        report.accounts_opened += opened
+        if opened < BATCH:
+            break
+    async with db.transaction(write=False) as session:
         summary = await summarize(session)
     lines = []
     if report.changed:
@@ -90,7 +105,7 @@ def reset_due() -> None:
         now = utcnow()
         done = 0
         while True:
-            async with db.transaction() as session:
+            async with db.transaction(write=False) as session:
                 due = await credits.due_account_user_ids(session, now=now)
                 due_orgs = await credits.due_account_org_ids(session, now=now)
             if not due and not due_orgs:

@@ -15,8 +15,15 @@ is the embedded default; there a writer takes the whole database, so we
   thread. A SQLite statement takes microseconds, while each hop to the worker
   thread and back costs a GIL hand-off (measured: most of a charge's time). With
   transactions serialised and one pooled connection, nothing else could run
-  during those microseconds anyway. The cost: a busy wait on a lock held by
-  *another process* (a CLI command) blocks the loop for up to the busy timeout.
+  during those microseconds anyway;
+* never busy-wait on the loop for a lock held by *another process* (a cron
+  ``reset-due``, a backup, ``sqlite3`` in a shell): the busy timeout is a few
+  milliseconds, and a write transaction waits for the write lock with asyncio
+  sleeps between tries, without holding our own lock or connection meanwhile, for
+  at most ``write_wait`` seconds (2 in the server), then raises ``DatabaseBusy``
+  (503 with Retry-After). Read-only transactions (``write=False``) start with a
+  plain ``BEGIN``: in WAL mode they read on while another process writes. The CLI
+  waits longer (30 s) and writes in short transactions.
 
 Every balance change runs inside ``Database.transaction()``; services flush but
 never commit, the caller of ``transaction()`` commits by leaving the block. The one
@@ -39,6 +46,7 @@ from typing import Any
 import aiosqlite
 import asyncpg
 from sqlalchemy import MetaData, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -59,7 +67,10 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Short: a busy wait blocks the event loop (calls run inline). Waits for the write lock
+# happen at BEGIN IMMEDIATE, in ``Database._sqlite_begun``, with asyncio sleeps instead.
+SQLITE_BUSY_TIMEOUT_MS = 20
+SERVER_WRITE_WAIT_SECONDS = 2.0
 # Every SQLite connection we open, pooled or not: WAL, foreign keys, a busy timeout, and
 # an fsync of the WAL at every commit (synchronous=FULL). NORMAL syncs at checkpoints
 # only, so a power loss could undo purchases and charges we had already confirmed; a
@@ -89,10 +100,6 @@ def async_url(database_url: str) -> URL:
     raise ValueError(f"unsupported database URL {url.render_as_string()!r}: use sqlite or postgresql")
 
 
-# Execution option of a snapshot's connection (see ``Database.snapshot``).
-_READ_ONLY = "devops_agent_read_only"
-
-
 def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -105,8 +112,89 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        # A snapshot (``Database.snapshot``) only reads: a deferred BEGIN takes no writer lock.
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(_READ_ONLY) else "BEGIN IMMEDIATE")
+        # Database.transaction() has begun already (BEGIN IMMEDIATE for writers, waited
+        # for without blocking the loop). Anything else (readiness probe, migrations'
+        # own connection) reads first: a deferred BEGIN does not wait on another
+        # process's writer.
+        if not conn.connection.driver_connection.sqlite_connection.in_transaction:
+            conn.exec_driver_sql("BEGIN")
+
+
+def _configure_postgres(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        # A connection whose server went away (restart, failover, pg_terminate_backend) is
+        # known closed by asyncpg as soon as the loop read its end: swap it for a new one
+        # now (the pool retries the checkout) instead of failing the request with it. No
+        # round trip, unlike pool_pre_ping. A connection cut while in use still fails
+        # that one request (503); SQLAlchemy then invalidates it and the pool's older
+        # connections.
+        if dbapi_connection.driver_connection.is_closed():
+            raise sa_exc.DisconnectionError("the pooled connection was closed by the server")
+
+
+class DatabaseBusy(Exception):
+    """Another process held SQLite's write lock for longer than we wait (a CLI command, a
+    backup). Nothing was written; retry in a moment."""
+
+
+# Raised by asyncpg (the hot path's pool, SQLAlchemy's adapter underneath) when the
+# server is out of reach: the connection was lost or refused, the server is shutting
+# down or restarting, or has no connection slot left.
+_ASYNCPG_UNAVAILABLE: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError,  # includes "connection was closed in the middle of operation"
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash shutdown, cannot connect now
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.InterfaceError,  # "connection is closed", a pool being closed
+    asyncpg.exceptions.LockNotAvailableError,  # lock_timeout, NOWAIT
+    asyncpg.exceptions.DeadlockDetectedError,  # the server rolled one side back: retry it
+)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database is out of reach for now, not a bug: a lost or
+    refused connection, a pool timeout, a lock held elsewhere. The request's transaction
+    did not commit; the same request can be retried in a moment (the web layer answers
+    503 with Retry-After)."""
+    if isinstance(exc, DatabaseBusy | sa_exc.TimeoutError | sa_exc.DisconnectionError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+            return True
+        return any(is_unavailable(e) for e in (exc.orig, exc.__cause__) if e is not None and e is not exc)
+    if isinstance(exc, _ASYNCPG_UNAVAILABLE):
+        return True
+    if isinstance(exc, sqlite3.OperationalError):  # locked, busy, disk I/O, cannot open the file
+        return True
+    if isinstance(exc, ConnectionError | TimeoutError):  # refused, reset; connect or acquire timeout
+        return True
+    # SQLAlchemy's adapter wraps the driver's error in one of its own, raised from it.
+    cause = exc.__cause__
+    return (
+        cause is not None
+        and cause is not exc
+        and type(exc).__module__.startswith("sqlalchemy")
+        and is_unavailable(cause)
+    )
+
+
+def _is_sqlite_busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED (any extended code): another connection holds the lock."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return "locked" in str(exc) or "busy" in str(exc)
+    return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _try_begin(connection: sqlite3.Connection, *, write: bool) -> bool:
+    """Begin a transaction; False when another process holds the write lock (nothing begun)."""
+    try:
+        connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    except sqlite3.OperationalError as exc:
+        if _is_sqlite_busy(exc):
+            return False
+        raise
+    return True
 
 
 # A unique constraint refused a row: from SQLAlchemy, or from sqlite3 on the raw hot path.
@@ -176,6 +264,16 @@ class DriverTransaction:
     postgres: asyncpg.Connection | None = None
 
 
+async def _wait_for_writer(deadline: float, delay: float) -> float:
+    """Sleep before the next try at SQLite's write lock (backing off up to 50 ms); the
+    next delay. ``DatabaseBusy`` once ``deadline`` (loop time) has passed."""
+    remaining = deadline - asyncio.get_running_loop().time()
+    if remaining <= 0:
+        raise DatabaseBusy("another process holds the SQLite write lock")
+    await asyncio.sleep(min(delay, remaining))
+    return min(delay * 2, 0.05)
+
+
 # Set while the current task is inside Database.transaction().
 _inside_transaction: ContextVar[bool] = ContextVar("inside_transaction", default=False)
 
@@ -186,9 +284,21 @@ async def _keep_session(_connection: asyncpg.Connection) -> None:
 
 
 class Database:
-    """An engine, its session factory, and the in-process writer lock for SQLite."""
+    """An engine, its session factory, and the in-process writer lock for SQLite.
 
-    def __init__(self, database_url: str, *, echo: bool = False, pool_size: int = 20) -> None:
+    ``write_wait``: how long a SQLite write transaction waits for a write lock held by
+    another process before ``DatabaseBusy`` (short in the server, longer for the CLI).
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        echo: bool = False,
+        pool_size: int = 20,
+        write_wait: float = SERVER_WRITE_WAIT_SECONDS,
+    ) -> None:
+        self.write_wait = write_wait
         self.url = async_url(database_url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo}
@@ -203,12 +313,15 @@ class Database:
                 pool_timeout=60,
             )
         else:
-            # No pre-ping: it costs a round trip on every checkout; stale connections are
-            # recycled by age instead.
+            # No pre-ping: it costs a round trip on every checkout. A connection the server
+            # closed is replaced at checkout (``_configure_postgres``), others are recycled
+            # by age.
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
         self.engine = create_async_engine(self.url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+        else:
+            _configure_postgres(self.engine)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self._lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
         self._sqlite_path = self.url.database or ":memory:"
@@ -218,18 +331,60 @@ class Database:
         self._driver_pool_lock = asyncio.Lock()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """Open a session in one transaction: commit on success, roll back on error."""
+    async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
+        """Open a session in one transaction: commit on success, roll back on error.
+
+        ``write=False`` promises reads (mostly): on SQLite the transaction does not take
+        the write lock up front, so it runs while another process writes; a write in it
+        then fails at once if that process still holds the lock (503, not a wait).
+        PostgreSQL ignores it.
+        """
         token = _inside_transaction.set(True)
         try:
             if self._lock is None:
                 async with self.sessionmaker.begin() as session:
                     yield session
                 return
-            async with self._lock, self.sessionmaker.begin() as session:
+            async with (
+                self._sqlite_begun(write=write) as connection,
+                self.sessionmaker(bind=connection) as session,
+                session.begin(),
+            ):
                 yield session
         finally:
             _inside_transaction.reset(token)
+
+    @asynccontextmanager
+    async def _sqlite_begun(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+        """The pooled SQLite connection under our writer lock, its transaction begun.
+
+        While another process holds the write lock, neither our lock nor the connection
+        is held between tries: reads and ``/healthz`` go on meanwhile.
+        """
+        deadline = asyncio.get_running_loop().time() + self.write_wait
+        delay = 0.002
+        while True:
+            assert self._lock is not None
+            async with self._lock, self.engine.connect() as connection:
+                driver = await driver_sqlite_connection(connection)
+                if _try_begin(driver, write=write):
+                    try:
+                        yield connection
+                    finally:
+                        if driver.in_transaction:  # the session left without a statement
+                            driver.execute("ROLLBACK")
+                    return
+            delay = await _wait_for_writer(deadline, delay)
+
+    async def wait_for_write_lock(self, connection: AsyncConnection, *, wait: float) -> None:
+        """Begin ``connection``'s transaction with the SQLite write lock, waiting up to
+        ``wait`` seconds without blocking the loop (migrations at start-up). Caller holds
+        the connection; nothing else of ours can write meanwhile."""
+        driver = await driver_sqlite_connection(connection)
+        deadline = asyncio.get_running_loop().time() + wait
+        delay = 0.002
+        while not _try_begin(driver, write=True):
+            delay = await _wait_for_writer(deadline, delay)
 
     @asynccontextmanager
     async def driver_transaction(self) -> AsyncIterator[DriverTransaction]:
@@ -251,20 +406,25 @@ class Database:
             async with pool.acquire() as connection, connection.transaction():
                 yield DriverTransaction(postgres=connection)
             return
-        async with self._lock:
-            if self._sqlite_driver is None:
-                if self._sqlite_path == ":memory:":
-                    raise RuntimeError("an in-memory SQLite database has no second connection")
-                self._sqlite_driver = _sqlite_driver_connection(self._sqlite_path)
-            connection = self._sqlite_driver
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield DriverTransaction(sqlite=connection)
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
+        deadline = asyncio.get_running_loop().time() + self.write_wait
+        delay = 0.002
+        while True:
+            async with self._lock:
+                if self._sqlite_driver is None:
+                    if self._sqlite_path == ":memory:":
+                        raise RuntimeError("an in-memory SQLite database has no second connection")
+                    self._sqlite_driver = _sqlite_driver_connection(self._sqlite_path)
+                connection = self._sqlite_driver
+                if _try_begin(connection, write=True):
+                    try:
+                        yield DriverTransaction(sqlite=connection)
+                        connection.execute("COMMIT")
+                    except BaseException:
+                        if connection.in_transaction:
+                            connection.execute("ROLLBACK")
+                        raise
+                    return
+            delay = await _wait_for_writer(deadline, delay)
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[AsyncConnection]:
@@ -276,9 +436,7 @@ class Database:
         on SQLite (one pooled connection) use it from a process of its own (the CLI).
         """
         async with self.engine.connect() as connection:
-            if self.is_sqlite:
-                await connection.execution_options(**{_READ_ONLY: True})
-            else:
+            if not self.is_sqlite:  # SQLite's connection begins deferred outside ``transaction()``
                 await connection.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
             async with connection.begin():
                 yield connection

@@ -1,4 +1,12 @@
-"""Apply Alembic migrations from inside the app's event loop, and check they are current."""
+"""Apply Alembic migrations from inside the app's event loop, and check they are current.
+
+Every process that starts (each uvicorn worker, ``devops-agent init``, a second server
+during a deploy) migrates before it serves. On PostgreSQL they take turns under one
+advisory lock, held until the migrating transaction ends: the first migrates, the
+others wait for it and then find nothing to do. Without it, two workers on a new
+database race on ``CREATE TABLE alembic_version`` and uvicorn stops the server. The
+catalog sync that follows start-up takes the same lock (``take_startup_lock``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +16,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from devops_agent.db import Database
 
@@ -32,10 +42,30 @@ def _upgrade(connection: Connection, cfg: Config) -> None:
     command.upgrade(cfg, "heads")
 
 
+SQLITE_MIGRATION_WAIT_SECONDS = 30.0
+# pg_advisory_xact_lock's key: any constant of our own ("DevOpsAg" as a 64-bit integer).
+STARTUP_LOCK_KEY = int.from_bytes(b"DevOpsAg", "big", signed=True)
+
+
+async def take_startup_lock(connection: AsyncConnection | AsyncSession) -> None:
+    """On PostgreSQL, wait for the start-up lock, held until this transaction ends."""
+    bind = connection if isinstance(connection, AsyncConnection) else await connection.connection()
+    if bind.dialect.name == "postgresql":
+        await bind.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": STARTUP_LOCK_KEY})
+
+
 async def upgrade(db: Database) -> None:
-    """Bring the schema to the newest revision (never drops data)."""
+    """Bring the schema to the newest revision (never drops data); one process at a time.
+
+    The lock is taken in the transaction Alembic then runs in (it sees a transaction
+    already begun and leaves the commit to us), so the next process reads the new
+    ``alembic_version`` only once the whole upgrade is committed.
+    """
     cfg = alembic_config()
     async with db.engine.connect() as connection:
+        if db.is_sqlite:  # another process may be writing: wait for it without blocking the loop
+            await db.wait_for_write_lock(connection, wait=max(db.write_wait, SQLITE_MIGRATION_WAIT_SECONDS))
+        await take_startup_lock(connection)
         await connection.run_sync(_upgrade, cfg)
         await connection.commit()
 

@@ -62,6 +62,15 @@ async def test_prune_keeps_what_a_retry_or_a_window_still_needs(db: Database) ->
         await prune(db, now=now, keep=timedelta(0))
 
 
+async def test_prune_deletes_in_short_batches_until_nothing_is_left(db: Database) -> None:
+    """A batch a transaction (SQLite's write lock is held briefly each time), all of them in the end."""
+    now = T0 + timedelta(days=60)
+    await _fill(db, now)
+    pruned = await prune(db, now=now, keep=timedelta(days=7), batch=1)
+    assert (pruned.idempotency_records, pruned.login_throttle) == (2, 1)
+    assert await _left(db) == (["fresh"], ["address:10.0.0.1"])
+
+
 async def test_cli_prune_reports_what_it_deleted(db: Database, env: str) -> None:
     await _fill(db, utcnow())
     runner = CliRunner()

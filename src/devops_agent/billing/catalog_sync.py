@@ -62,14 +62,16 @@ async def sync_catalog(session: AsyncSession, catalog: Catalog) -> SyncReport:
     return report
 
 
-async def open_missing_accounts(session: AsyncSession, *, now: datetime) -> int:
-    """Put every user without a credit account on the Free tier; return how many."""
+async def open_missing_accounts(session: AsyncSession, *, now: datetime, limit: int | None = None) -> int:
+    """Put every user without a credit account (at most ``limit`` of them) on the Free tier; return how many."""
     users = (
         (
             await session.execute(
                 select(User.id)
                 .outerjoin(UserSubscription, UserSubscription.user_id == User.id)
                 .where(UserSubscription.id.is_(None))
+                .order_by(User.id)
+                .limit(limit)
             )
         )
         .scalars()

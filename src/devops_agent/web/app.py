@@ -26,7 +26,7 @@ from devops_agent.billing.catalog_sync import sync_catalog
 from devops_agent.billing.periods import utcnow
 from devops_agent.config import Settings, get_settings
 from devops_agent.db import Database
-from devops_agent.migrate import upgrade
+from devops_agent.migrate import take_startup_lock, upgrade
 from devops_agent.payments.gateway import get_gateway
 from devops_agent.web.api.subscription import TierCache
 from devops_agent.web.errors import error_body, install_error_handlers
@@ -122,6 +122,7 @@ def create_app(
         if owns_database:
             await upgrade(db)
             async with db.transaction() as session:
+                await take_startup_lock(session)  # workers starting together sync in turn
                 await sync_catalog(session, cached_catalog(settings.pricing_file))
         _app.state.notifier.start_periodic()  # retries of emails that failed for a while
         pool_sampler = asyncio.create_task(sample_pools_forever(db), name="metrics-pool-sampler")

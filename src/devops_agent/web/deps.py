@@ -76,9 +76,19 @@ async def get_now(request: Request) -> datetime:
 REQUEST_SESSION = "db_session"
 
 
+def _writes(request: Request) -> bool:
+    """Whether the request is expected to write: POST, PUT, PATCH and DELETE.
+
+    Reads (GET, HEAD) open their transaction without SQLite's write lock, so they answer
+    while another process (a cron command, a backup) writes; a GET that does write
+    (a due monthly reset) then gets a 503 to retry instead of waiting.
+    """
+    return request.method in UNSAFE_METHODS
+
+
 async def get_session(request: Request, db: Annotated[Database, Depends(get_database)]) -> AsyncIterator[AsyncSession]:
     """The request's one transaction; other dependencies of the request find and reuse it."""
-    async with db.transaction() as session:
+    async with db.transaction(write=_writes(request)) as session:
         setattr(request.state, REQUEST_SESSION, session)
         try:
             yield session
@@ -98,7 +108,7 @@ async def request_transaction(request: Request) -> AsyncIterator[AsyncSession]:
     if open_session is not None:
         yield open_session
         return
-    async with database_of(request).transaction() as session:
+    async with database_of(request).transaction(write=_writes(request)) as session:
         yield session
 
 
@@ -108,12 +118,16 @@ async def request_reads(request: Request) -> AsyncIterator[AsyncSession]:
 
     A session-cookie check is one SELECT; in autocommit it is one round trip instead
     of three (BEGIN, SELECT, COMMIT), on every request. SQLite keeps its serialised
-    transaction: its one connection must not be shared outside the lock.
+    transaction (its one connection must not be shared outside the lock), without
+    the write lock.
     """
     open_session: AsyncSession | None = getattr(request.state, REQUEST_SESSION, None)
     db = database_of(request)
-    if open_session is not None or db.is_sqlite:
-        async with request_transaction(request) as session:
+    if open_session is not None:
+        yield open_session
+        return
+    if db.is_sqlite:
+        async with db.transaction(write=False) as session:
             yield session
         return
     async with db.sessionmaker() as session:

@@ -11,9 +11,11 @@ that fails its schema is 422 ``validation_error`` with ``details``.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -24,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from devops_agent import metrics
 from devops_agent.billing import errors as billing_errors
 from devops_agent.billing.models import SubscriptionTier
+from devops_agent.db import DatabaseBusy, is_unavailable
 from devops_agent.payments.stripe_client import PaymentProviderError
 
 log = logging.getLogger("devops_agent.web")
@@ -106,7 +109,7 @@ async def _tier_payload(request: Request, tier_id: int | None) -> dict[str, Any]
 
     if tier_id is None:
         return None
-    async with request.app.state.db.transaction() as session:
+    async with request.app.state.db.transaction(write=False) as session:
         tier = await session.get(SubscriptionTier, tier_id)
         return tier_out(tier).model_dump(mode="json") if tier is not None else None
 
@@ -195,12 +198,38 @@ async def http_error_handler(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
 
 
-async def database_unavailable_handler(_request: Request, exc: Exception) -> JSONResponse:
-    """The database refused or timed out (too many connections, pool exhausted, locked): 503, retry soon.
+# Every class an infrastructure fault of the database can arrive as; ``is_unavailable``
+# then tells the faults (503) from the bugs (500) among them.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    sqlalchemy_exc.SQLAlchemyError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    sqlite3.Error,
+    DatabaseBusy,
+    ConnectionError,
+    TimeoutError,
+)
 
-    Nothing was changed: the request's transaction never committed.
+
+async def database_unavailable_handler(request: Request, exc: Exception) -> Response:
+    """The database is out of reach for now: 503 with Retry-After, to send again.
+
+    A connection lost or refused (a restart, a failover), the pool exhausted, a lock
+    held by another process: nothing was changed (the request's transaction never
+    committed). Any other database error is a bug and goes to the 500 handler.
     """
-    log.warning("database unavailable: %s", type(exc).__name__)
+    if not is_unavailable(exc):
+        fallback = request.app.exception_handlers.get(Exception, unhandled_error_handler)
+        response: Response = await fallback(request, exc)
+        return response
+    log.warning("unavailable: %s: %s", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+    if isinstance(exc, DatabaseBusy):
+        return error_response(
+            503,
+            "database_busy",
+            "The database is busy with maintenance; please retry in a moment.",
+            headers={"Retry-After": "2"},
+        )
     return error_response(
         503,
         "service_unavailable",
@@ -221,6 +250,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
-    for unavailable in (sqlalchemy_exc.OperationalError, sqlalchemy_exc.TimeoutError, sqlalchemy_exc.InterfaceError):
-        app.add_exception_handler(unavailable, database_unavailable_handler)
+    for database_error in DATABASE_ERRORS:
+        app.add_exception_handler(database_error, database_unavailable_handler)
     app.add_exception_handler(Exception, unhandled_error_handler)

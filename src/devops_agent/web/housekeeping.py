@@ -14,6 +14,8 @@ per address that registered) and ``user_sessions`` (one row per login not logged
   its cookie no longer verifies.
 
 Neither table holds money: the ledger, purchases and usage logs are never pruned.
+Rows go in batches of ``batch``, a transaction each, so that on SQLite the command never
+holds the write lock for long while the server runs.
 """
 
 from __future__ import annotations
@@ -22,14 +24,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, delete
+from sqlalchemy import ColumnElement, CursorResult, Result, delete, select
+from sqlalchemy.orm import InstrumentedAttribute
 
 from devops_agent.db import Database
-from devops_agent.web.models import IdempotencyRecord, LoginThrottle
+from devops_agent.web.models import IdempotencyRecord, LoginThrottle, UserSession
 from devops_agent.web.ratelimit import ACCOUNT_LIMIT, ADDRESS_LIMIT, REGISTRATION_WINDOW
-from devops_agent.web.sessions import prune_sessions
+from devops_agent.web.security import SESSION_MAX_AGE
 
 DEFAULT_KEEP = timedelta(days=30)
+BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -39,16 +43,34 @@ class Pruned:
     sessions: int = 0
 
 
-async def prune(db: Database, *, now: datetime, keep: timedelta = DEFAULT_KEEP) -> Pruned:
+async def prune(db: Database, *, now: datetime, keep: timedelta = DEFAULT_KEEP, batch: int = BATCH) -> Pruned:
     """Delete idempotency records older than ``keep``, throttle rows whose window has passed and expired sessions."""
     if keep <= timedelta(0):
         raise ValueError("keep must be a positive duration")
     longest_window = max(ACCOUNT_LIMIT.window, ADDRESS_LIMIT.window, REGISTRATION_WINDOW)
-    async with db.transaction() as session:
-        records = await session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < now - keep))
-        throttle = await session.execute(delete(LoginThrottle).where(LoginThrottle.window_start < now - longest_window))
-        sessions = await prune_sessions(session, now=now)
-    return Pruned(idempotency_records=_count(records), login_throttle=_count(throttle), sessions=sessions)
+    records = await _delete_in_batches(db, IdempotencyRecord.id, IdempotencyRecord.created_at < now - keep, batch=batch)
+    throttle = await _delete_in_batches(
+        db, LoginThrottle.bucket, LoginThrottle.window_start < now - longest_window, batch=batch
+    )
+    sessions = await _delete_in_batches(
+        db, UserSession.id_hash, UserSession.created_at < now - timedelta(seconds=SESSION_MAX_AGE), batch=batch
+    )
+    return Pruned(idempotency_records=records, login_throttle=throttle, sessions=sessions)
+
+
+async def _delete_in_batches(
+    db: Database, key: InstrumentedAttribute[Any], condition: ColumnElement[bool], *, batch: int
+) -> int:
+    """Delete the rows matching ``condition``, ``batch`` rows a transaction; how many went."""
+    table = key.class_
+    deleted = 0
+    while True:
+        async with db.transaction() as session:
+            chosen = select(key).where(condition).limit(batch)
+            done = _count(await session.execute(delete(table).where(key.in_(chosen))))
+        deleted += done
+        if done < batch:
+            return deleted
 
 
 def _count(result: Result[Any]) -> int:

@@ -8,6 +8,7 @@ and then runs the app's shutdown (which disposes the database engine).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -83,6 +84,25 @@ def metrics_directory(workers: int) -> Iterator[Path | None]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def migrate_before_workers(settings: Settings) -> None:
+    """Migrate once in the parent, so the workers start on a current schema.
+
+    Each worker still runs the (then empty) upgrade at start-up, under the advisory
+    lock of ``devops_agent.migrate``, which keeps any other starter safe too.
+    """
+    from devops_agent.db import Database
+    from devops_agent.migrate import upgrade
+
+    async def work() -> None:
+        db = Database(settings.database_url, pool_size=1)
+        try:
+            await upgrade(db)
+        finally:
+            await db.dispose()
+
+    asyncio.run(work())
+
+
 def run_server(host: str | None = None, port: int | None = None, workers: int = 1) -> None:
     """Serve until interrupted; ``HOST``/``PORT`` (settings) apply when not given."""
     settings = get_settings()
@@ -92,6 +112,8 @@ def run_server(host: str | None = None, port: int | None = None, workers: int = 
         raise SystemExit(2)
     host = host or settings.host
     port = port or settings.port
+    if workers > 1:
+        migrate_before_workers(settings)
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
     print(  # noqa: T201
         f"DevOps Agent listening on http://{host}:{port} (open http://{shown}:{port}) "

@@ -10,7 +10,7 @@ Like the services, these functions take an open session, flush and never commit.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from fastapi import Request, Response
 from sqlalchemy import Select, delete, select
@@ -21,7 +21,6 @@ from devops_agent.web.models import UserSession
 from devops_agent.web.security import (
     CSRF_COOKIE,
     SESSION_COOKIE,
-    SESSION_MAX_AGE,
     SessionData,
     new_csrf_token,
     new_session_id,
@@ -65,14 +64,6 @@ async def end_sessions(session: AsyncSession, *, user_id: int, keep: SessionData
     if keep is not None:
         statement = statement.where(UserSession.id_hash != session_id_hash(keep.session_id))
     await session.execute(statement)
-
-
-async def prune_sessions(session: AsyncSession, *, now: datetime) -> int:
-    """Delete sessions older than a cookie lives (their cookies no longer verify); how many."""
-    result = await session.execute(
-        delete(UserSession).where(UserSession.created_at < now - timedelta(seconds=SESSION_MAX_AGE))
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def current_session(request: Request) -> SessionData | None:

@@ -97,7 +97,7 @@ class TierCache:
             if isinstance(source, AsyncSession):
                 tiers = await active_tiers(source)
             else:
-                async with source.transaction() as session:
+                async with source.transaction(write=False) as session:
                     tiers = await active_tiers(session)
             self._tiers, self._loaded_at = tiers, time.monotonic()
         return self._tiers
