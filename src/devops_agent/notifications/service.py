@@ -227,9 +227,13 @@ class Notifier:
             user = await session.get(User, purchase.user_id)
             if user is None:
                 return []
-            account = (
-                await session.execute(select(UserSubscription).where(UserSubscription.user_id == user.id))
-            ).scalar_one_or_none()
+            # The balance the pack went to: the buyer's own, or the organization's pool.
+            paid_into = (
+                UserSubscription.organization_id == purchase.organization_id
+                if purchase.organization_id is not None
+                else UserSubscription.user_id == user.id
+            )
+            account = (await session.execute(select(UserSubscription).where(paid_into))).scalar_one_or_none()
             draft = emails.purchase_receipt(
                 username=user.username,
                 purchase_id=purchase.id,

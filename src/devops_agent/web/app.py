@@ -162,7 +162,19 @@ def create_app(
     import devops_agent.web.api.chat as agent_chat_api
     import devops_agent.web.api.templates as agent_templates_api
     from devops_agent.web import org_pages, pages
-    from devops_agent.web.api import admin, analytics, auth, credits, health, keys, orgs, stripe, subscription, usage
+    from devops_agent.web.api import (
+        admin,
+        analytics,
+        auth,
+        credits,
+        health,
+        keys,
+        org_billing,
+        orgs,
+        stripe,
+        subscription,
+        usage,
+    )
 
     # --- routers: one include_router per line; add yours here -----------------------
     app.include_router(health.router)
@@ -177,6 +189,7 @@ def create_app(
     app.include_router(stripe.router)
     app.include_router(orgs.router)
     app.include_router(orgs.admin_router)
+    app.include_router(org_billing.router)
     app.include_router(org_pages.router)
     app.include_router(agent_chat_api.router)
     app.include_router(agent_templates_api.router)

@@ -29,9 +29,8 @@ from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.models import SubscriptionTier, UsageLog, User, UserSubscription
 from devops_agent.billing.org_models import Organization, OrganizationInvitation, OrganizationMember, Role
 from devops_agent.db import Database
-from devops_agent.payments.gateway import PaymentGateway
 from devops_agent.web.api import AUTHED, PageLimit, PageOffset, errors
-from devops_agent.web.api.subscription import active_tiers
+from devops_agent.web.api.subscription import active_tiers, plan_body
 from devops_agent.web.deps import (
     AdminUser,
     ClockDep,
@@ -47,6 +46,7 @@ from devops_agent.web.errors import ApiError
 from devops_agent.web.idempotency import run_idempotent_post
 from devops_agent.web.schemas import (
     CancelOut,
+    CheckoutOut,
     PlanChangedOut,
     PurchaseCompletedOut,
     PurchaseIn,
@@ -251,23 +251,12 @@ async def _as_admin(session: AsyncSession, org_id: int, user: User) -> Organizat
     return member
 
 
-async def _as_owner(db: Database, org_id: int, user: User) -> None:
+async def as_owner(db: Database, org_id: int, user: User) -> None:
     """Billing is the owner's: refuse anyone else (404 for non-members, 403 for others)."""
     async with db.transaction() as session:
         _, member = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
     if member.role != Role.OWNER:
         raise ApiError(403, "forbidden", "Only the owner of the organization handles its billing.")
-
-
-def _demo_only(gateway: PaymentGateway) -> None:
-    # The payment gateway bills users; paying for an organization through Stripe needs
-    # its own checkout (customer, metadata, webhook routing) and is not built yet.
-    if gateway.mode != "demo":
-        raise ApiError(
-            409,
-            "conflict",
-            "Paying for an organization through Stripe is not available yet; contact support to upgrade a team.",
-        )
 
 
 # --- organizations --------------------------------------------------------------------
@@ -548,9 +537,9 @@ async def get_subscription(
 
 @router.post(
     "/{org_id}/subscription/upgrade",
-    response_model=PlanChangedOut,
-    summary="Move the organization to another tier: dearer at once, cheaper at the period's end (owner)",
-    responses=errors(*MEMBER_ROUTE, 409),
+    response_model=PlanChangedOut | CheckoutOut,
+    summary="Move the organization to another tier: at once (demo) or through Stripe Checkout (owner)",
+    responses=errors(*MEMBER_ROUTE, 409, 502),
 )
 async def upgrade(
     org_id: OrgId,
@@ -562,15 +551,15 @@ async def upgrade(
     gateway: GatewayDep,
     idempotency_key: IdempotencyKeyDep,
 ) -> JSONResponse:
-    await _as_owner(db, org_id, user)
-    _demo_only(gateway)
+    await as_owner(db, org_id, user)
 
     async def work() -> tuple[int, dict[str, Any]]:
         async with db.transaction() as session:
-            change = await credits.change_tier(session, user_id=user.id, org_id=org_id, tier_id=body.tier_id, now=now)
-            pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
-            out = PlanChangedOut(subscription=subscription_out(pool), message=change.message)
-        return 200, out.model_dump(mode="json")
+            tier = await credits.tier_by_id(session, body.tier_id, active_only=True)
+        result = await gateway.change_plan(
+            db, user=user, tier=tier, idempotency_key=idempotency_key, now=now, org_id=org_id
+        )
+        return 200, plan_body(result)
 
     return await run_idempotent_post(db, request, body, user_id=user.id, key=idempotency_key, now=now, work=work)
 
@@ -579,21 +568,20 @@ async def upgrade(
     "/{org_id}/subscription/cancel",
     response_model=CancelOut,
     summary="Move the organization back to Free when the period ends (owner)",
-    responses=errors(*MEMBER_ROUTE),
+    responses=errors(*MEMBER_ROUTE, 502),
 )
-async def cancel(org_id: OrgId, user: CurrentUser, db: DatabaseDep, now: ClockDep) -> CancelOut:
-    await _as_owner(db, org_id, user)
-    async with db.transaction() as session:
-        change = await credits.cancel(session, user_id=user.id, org_id=org_id, now=now)
-        pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
-        return CancelOut(subscription=subscription_out(pool), message=change.message)
+async def cancel(org_id: OrgId, user: CurrentUser, db: DatabaseDep, now: ClockDep, gateway: GatewayDep) -> CancelOut:
+    await as_owner(db, org_id, user)
+    result = await gateway.cancel_plan(db, user=user, now=now, org_id=org_id)
+    assert result.subscription is not None
+    return CancelOut(subscription=subscription_out(result.subscription), message=result.message or "")
 
 
 @router.post(
     "/{org_id}/credits/purchase",
-    response_model=PurchaseCompletedOut,
-    summary="Buy a credit pack for the organization's pool (owner)",
-    responses=errors(*MEMBER_ROUTE, 409),
+    response_model=PurchaseCompletedOut | CheckoutOut,
+    summary="Buy a credit pack for the organization's pool: at once (demo) or a checkout URL (Stripe) (owner)",
+    responses=errors(*MEMBER_ROUTE, 409, 502),
 )
 async def purchase(
     org_id: OrgId,
@@ -605,21 +593,20 @@ async def purchase(
     gateway: GatewayDep,
     idempotency_key: IdempotencyKeyDep,
 ) -> JSONResponse:
-    await _as_owner(db, org_id, user)
+    await as_owner(db, org_id, user)
     catalog: Catalog = request.app.state.catalog
     pack = catalog.require_pack(body.pack_size)
-    _demo_only(gateway)
 
     async def work() -> tuple[int, dict[str, Any]]:
-        # Demo payments, as for a user: recorded completed at its list price, credits granted.
-        async with db.transaction() as session:
-            await credits.apply_due_reset(session, user_id=None, org_id=org_id, now=now)
-            bought = await credits.create_purchase(
-                session, user_id=user.id, org_id=org_id, credits_amount=pack.credits, price_paid=pack.price, now=now
-            )
-            result = await credits.grant_purchase(session, purchase_id=bought.id, now=now)
-            await session.refresh(bought)
-            out = PurchaseCompletedOut(purchase=purchase_out(bought), credits_remaining=result.balance.total)
+        result = await gateway.purchase_pack(
+            db, user=user, pack=pack, idempotency_key=idempotency_key, now=now, org_id=org_id
+        )
+        if result.checkout_url is not None:
+            return 200, CheckoutOut(checkout_url=result.checkout_url).model_dump(mode="json")
+        assert result.purchase is not None
+        assert result.credits_remaining is not None
+        await notifications.after_purchase(db, purchase_id=result.purchase.id, now=now)  # committed: the receipt
+        out = PurchaseCompletedOut(purchase=purchase_out(result.purchase), credits_remaining=result.credits_remaining)
         return 200, out.model_dump(mode="json")
 
     return await run_idempotent_post(db, request, body, user_id=user.id, key=idempotency_key, now=now, work=work)
