@@ -43,6 +43,10 @@ class TierSpec:
     description: str
     features: tuple[str, ...]
     entitlements: frozenset[str]
+    # An organization on this tier: members included (None: no limit), price of each extra seat
+    # (None: none sold, joining beyond the included members is refused).
+    included_members: int | None = None
+    extra_seat_price: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,14 @@ def parse_catalog(data: dict[str, object]) -> Catalog:
                 description=str(t.get("description", "")),
                 features=tuple(str(f) for f in t.get("features", [])),
                 entitlements=entitlements,
+                included_members=(
+                    _positive_int(t["included_members"], f"{where}.included_members")
+                    if "included_members" in t
+                    else None
+                ),
+                extra_seat_price=(
+                    _price(t["extra_seat_price"], f"{where}.extra_seat_price") if "extra_seat_price" in t else None
+                ),
             )
         )
     names = [t.name for t in tiers]
