@@ -236,3 +236,50 @@ async def test_auto_recharge_refills_the_pool_once_with_cooldown_and_monthly_cap
     assert all(r.params["metadata"]["org_id"] == str(org_id) for r in intents)
     customer = await org_customer(db, org_id)
     assert all(r.params["customer"] == customer for r in intents)
+
+
+async def test_extra_seats_of_a_paid_pool_are_billed_by_a_seats_subscription(
+    db: Database, stripe_app: FastAPI, stripe_client: httpx.AsyncClient, edge: Edge
+) -> None:
+    await sync_prices(db, make_client(stripe_app.state.settings), load_catalog(), now=T0)
+    async with db.transaction() as session:
+        pro_id = (
+            await session.execute(select(SubscriptionTier.id).where(SubscriptionTier.name == "professional"))
+        ).scalar_one()
+    _, org_id = await team_owner(stripe_app, stripe_client)
+    response = await stripe_client.post(f"/api/orgs/{org_id}/subscription/upgrade", json={"tier_id": pro_id})
+    paid = await asyncio.to_thread(pay_checkout, edge, response.json()["checkout_url"].rsplit("/", 1)[1])
+    stripe_sdk = sdk(edge.url)
+    plan = await asyncio.to_thread(stripe_sdk.v1.subscriptions.retrieve, paid["subscription"])
+    first = (await asyncio.to_thread(stripe_sdk.v1.invoices.retrieve, str(plan.latest_invoice))).to_dict()
+    await deliver(stripe_client, make_event("checkout.session.completed", paid))
+    await deliver(stripe_client, make_event("invoice.paid", first))
+    assert (await pool(stripe_client, org_id))["tier"]["name"] == "professional"  # 5 members included, $15 a seat
+
+    async def join() -> None:
+        async with http_client(stripe_app) as client:
+            user = await register(client)
+            made = await stripe_client.post(f"/api/orgs/{org_id}/invitations", json={"email": user["email"]})
+            accepted = await client.post("/api/orgs/invitations/accept", json={"token": made.json()["token"]})
+            assert accepted.status_code == 200, accepted.text
+
+    for _ in range(4):
+        await join()
+    seat_calls = [r for r in edge.posted("/v1/subscriptions") if r.params.get("metadata", {}).get("kind") == "seats"]
+    assert seat_calls == []  # 5 members: nothing extra to bill
+    await join()
+    await join()
+    seats = (await stripe_client.get(f"/api/orgs/{org_id}/billing")).json()["seats"]
+    assert (seats["members"], seats["extra_seats"], seats["extra_seats_cost"]) == (7, 2, "30.00")
+
+    customer = await org_customer(db, org_id)
+    listed = await asyncio.to_thread(stripe_sdk.v1.subscriptions.list, params={"customer": customer})
+    billed = [s for s in (sub.to_dict() for sub in listed.data) if s["metadata"].get("kind") == "seats"]
+    assert len(billed) == 1
+    assert billed[0]["items"]["data"][0]["quantity"] == 2
+    assert billed[0]["metadata"]["org_id"] == str(org_id)
+    # Its events are not the plan's: the pool stays on Professional.
+    ended = billed[0] | {"status": "canceled"}
+    outcome = await deliver(stripe_client, make_event("customer.subscription.deleted", ended))
+    assert "extra seats" in outcome.json()["outcome"]
+    assert (await pool(stripe_client, org_id))["tier"]["name"] == "professional"

@@ -42,7 +42,7 @@ from devops_agent.db import Database
 from devops_agent.payments.gateway import GatewayMode, PackPurchaseResult, PlanChangeResult
 
 from .models import StripePrice
-from .stripe_client import PaymentProviderError, field, make_client, options
+from .stripe_client import SEATS_KIND, PaymentProviderError, field, line_price_id, make_client, options
 
 
 def cents(amount: Decimal) -> int:
@@ -327,6 +327,68 @@ class StripeGateway:
             change = await credits.cancel(session, user_id=user.id, now=now, org_id=org_id)
             account = await credits.get_account(session, user_id=user.id, now=now, org_id=org_id)
         return PlanChangeResult(subscription=account, message=change.message)
+
+    # --- seats ------------------------------------------------------------------------
+
+    async def sync_seats(self, db: Database, *, org_id: int, now: datetime) -> str:
+        """Bill the organization's extra seats: a subscription of its own, the tier's seat Price times their number.
+
+        Made beside the plan's subscription once a paid plan has seats beyond those it
+        includes; its quantity follows ``organizations.extra_seats`` (prorated); a pool
+        without a Stripe plan, or a tier without a seat Price (``stripe sync``), is not billed.
+        Call it outside any transaction, after the change of seats committed.
+        """
+        async with db.transaction() as session:
+            account = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
+            org = await session.get(Organization, org_id)
+            price_id = await session.scalar(
+                select(StripePrice.price_id).where(
+                    StripePrice.kind == "seat", StripePrice.key == account.tier.name, StripePrice.is_current.is_(True)
+                )
+            )
+        customer, plan = account.stripe_customer_id, account.stripe_subscription_id
+        if org is None or not customer or not plan or price_id is None:
+            return "not billed: no paid Stripe plan with a seat price"
+        wanted = org.extra_seats
+        try:
+            listed: Any = await self.client.v1.subscriptions.list_async(params={"customer": customer, "limit": 100})
+            current = next(
+                (
+                    sub
+                    for sub in field(listed, "data") or []
+                    if field(sub, "metadata", "kind") == SEATS_KIND and field(sub, "status") != "canceled"
+                ),
+                None,
+            )
+            if current is None:
+                if wanted == 0:
+                    return "no extra seats"
+                await self.client.v1.subscriptions.create_async(
+                    params={
+                        "customer": customer,
+                        "items": [{"price": price_id, "quantity": wanted}],
+                        "metadata": {"kind": SEATS_KIND, "org_id": str(org_id)},
+                    },
+                    options=options("seats", org_id, "create", wanted),  # type: ignore[arg-type]
+                )
+                return f"{wanted} extra seats billed"
+            item = field(current, "items", "data", 0)
+            if field(item, "quantity") == wanted and line_price_id(item) == price_id:
+                return f"{wanted} extra seats billed already"
+            if wanted == 0:
+                await self.client.v1.subscriptions.cancel_async(str(current["id"]))
+                return "no extra seats: their subscription is cancelled"
+            await self.client.v1.subscriptions.update_async(
+                str(current["id"]),
+                params={
+                    "items": [{"id": field(item, "id"), "price": price_id, "quantity": wanted}],
+                    "proration_behavior": "create_prorations",
+                },
+                options=options("seats", org_id, current["id"], wanted),  # type: ignore[arg-type]
+            )
+        except stripe.StripeError as exc:
+            raise PaymentProviderError(f"Stripe could not bill the extra seats: {exc.user_message or exc}") from exc
+        return f"{wanted} extra seats billed"
 
     # --- portal -----------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ from devops_agent.payments import auto_recharge
 
 from .models import StripeEvent, StripePrice, StripeSubscription
 from .stripe_client import (
+    SEATS_KIND,
     field,
     invoice_subscription_id,
     line_is_proration,
@@ -482,6 +483,8 @@ async def _subscription_changed(session: AsyncSession, obj: Any, event: Event, n
     subscription = field(obj, "id")
     if not subscription:
         return "ignored: no subscription id"
+    if field(obj, "metadata", "kind") == SEATS_KIND:
+        return f"ignored: {subscription} bills extra seats, not a plan"
     owner = await _owner_for_subscription(session, subscription, obj)
     if owner is None:
         return "ignored: subscription of an unknown customer"

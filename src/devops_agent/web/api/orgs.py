@@ -14,6 +14,7 @@ once; the database holds only the token's hash.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -29,6 +30,8 @@ from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.models import SubscriptionTier, UsageLog, User, UserSubscription
 from devops_agent.billing.org_models import Organization, OrganizationInvitation, OrganizationMember, Role
 from devops_agent.db import Database
+from devops_agent.payments.stripe_client import PaymentProviderError
+from devops_agent.payments.stripe_gateway import StripeGateway
 from devops_agent.web.api import AUTHED, PageLimit, PageOffset, errors
 from devops_agent.web.api.subscription import active_tiers, plan_body
 from devops_agent.web.deps import (
@@ -63,6 +66,7 @@ from devops_agent.web.schemas import (
     usage_log_out,
 )
 
+logger = logging.getLogger("devops_agent.orgs")
 router = APIRouter(prefix="/api/orgs", tags=["organizations"])
 admin_router = APIRouter(prefix="/api/admin/organizations", tags=["admin"])
 
@@ -307,10 +311,20 @@ async def preview_invitation(token: str, user: CurrentUser, session: SessionDep,
     summary="Join an organization with an invitation's token: once, before it expires, as the invited email",
     responses=errors(*MEMBER_ROUTE, 409, 410),
 )
-async def accept_invitation(body: AcceptIn, user: CurrentUser, session: SessionDep, now: ClockDep) -> OrgEnvelope:
-    member = await orgs.accept_invitation(session, token=body.token, user_id=user.id, now=now)
-    org, member = await orgs.get_organization(session, org_id=member.organization_id, user_id=user.id)
-    return OrgEnvelope(organization=await _detail(session, org, member, now))
+async def accept_invitation(
+    body: AcceptIn, user: CurrentUser, db: DatabaseDep, now: ClockDep, gateway: GatewayDep
+) -> OrgEnvelope:
+    async with db.transaction() as session:
+        joined = await orgs.accept_invitation(session, token=body.token, user_id=user.id, now=now)
+        org, member = await orgs.get_organization(session, org_id=joined.organization_id, user_id=user.id)
+        out = OrgEnvelope(organization=await _detail(session, org, member, now))
+    if isinstance(gateway, StripeGateway):
+        # Committed: a seat bought beyond the plan's goes on the bill (Stripe, outside the transaction).
+        try:
+            await gateway.sync_seats(db, org_id=org.id, now=now)
+        except PaymentProviderError:
+            logger.exception("the extra seats of organization %s could not be billed; the next join retries", org.id)
+    return out
 
 
 @router.get(
