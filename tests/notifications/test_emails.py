@@ -327,3 +327,33 @@ async def test_a_team_pool_running_low_then_empty_warns_its_owner_once_each(
     # The owner's personal balance was never touched: no personal low-credit email either.
     await notifier.after_balance_change(user_id=owner.id, now=T0)
     assert len(await outbox(db)) == 2
+
+
+async def test_a_team_pools_failed_renewal_is_emailed_to_its_owner_once(
+    db: Database, inbox: Inbox, make_notifier: MakeNotifier
+) -> None:
+    from devops_agent.billing.models import UserSubscription
+    from devops_agent.notifications.stripe_events import after_stripe_event
+
+    notifier = make_notifier(db)
+    async with db.transaction() as s:
+        owner = await make_user(s, username="olga")
+        org = await make_org(s, owner=owner, name="Acme Ops")
+        await add_member(s, org, owner=owner)
+        pool = (
+            await s.execute(select(UserSubscription).where(UserSubscription.organization_id == org.id))
+        ).scalar_one()
+        pool.stripe_customer_id = "cus_org"
+    failed = {
+        "id": "evt_failed",
+        "type": "invoice.payment_failed",
+        "data": {"object": {"id": "in_org", "customer": "cus_org", "amount_due": 7900}},
+    }
+    for _ in range(2):  # Stripe redelivers
+        await after_stripe_event(notifier, failed, now=T0)
+    await notifier.wait_idle()
+    assert inbox.subjects() == ["Acme Ops: the team's payment failed"]
+    assert inbox.messages[0]["To"] == "olga@example.com"
+    body = inbox.messages[0].get_payload(decode=True).decode()
+    assert "payment of $79.00 for the Free plan of Acme Ops" in body
+    assert f"http://agent.test/orgs/{org.id}" in body

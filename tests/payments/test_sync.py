@@ -37,11 +37,11 @@ async def test_sync_creates_once_then_only_what_changed(db: Database, stripe_app
     edited = dataclasses.replace(catalog, packs=(catalog.packs[0], dearer, *catalog.packs[2:]))
     changed = await sync_prices(db, client, edited, now=T0)
 
-    assert [line.split()[0] for line in first] == ["created"] * 7  # 3 paid tiers + 4 packs
-    assert [line.split()[0] for line in again] == ["unchanged"] * 7
+    assert [line.split()[0] for line in first] == ["created"] * 9  # 3 paid tiers + 2 seat prices + 4 packs
+    assert [line.split()[0] for line in again] == ["unchanged"] * 9
     assert [line.split()[:3] for line in changed if not line.startswith("unchanged")] == [["updated", "pack", "250:"]]
-    assert len(edge.posted("/v1/products")) == 7
-    assert len(edge.posted("/v1/prices")) == 8
+    assert len(edge.posted("/v1/products")) == 9
+    assert len(edge.posted("/v1/prices")) == 10
     assert all(r.idempotency_key for r in edge.posted("/v1/prices") + edge.posted("/v1/products"))
     async with db.transaction() as session:
         tiers = {t.name: t.stripe_price_id for t in (await session.execute(select(SubscriptionTier))).scalars()}
@@ -78,7 +78,7 @@ def test_sync_command_prints_what_it_did(stripe_env: None) -> None:
     assert first.exit_code == second.exit_code == 0, first.output
     assert "created    tier starter" in first.output
     assert "$19.00" in first.output
-    assert second.output.count("unchanged") == 7
+    assert second.output.count("unchanged") == 9
 
 
 @SQLITE_ONLY

@@ -61,6 +61,10 @@ class TierSpec:
     features: tuple[str, ...]
     entitlements: frozenset[str]
     limits: TierLimits | None = None  # None: the catalog sets no guardrails for this tier
+    # An organization on this tier: members included (None: no limit), price of each extra seat
+    # (None: none sold, joining beyond the included members is refused).
+    included_members: int | None = None
+    extra_seat_price: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,14 @@ def parse_catalog(data: dict[str, object]) -> Catalog:
                 features=tuple(str(f) for f in t.get("features", [])),
                 entitlements=entitlements,
                 limits=_limits(t.get("limits"), f"{where}.limits"),
+                included_members=(
+                    _positive_int(t["included_members"], f"{where}.included_members")
+                    if "included_members" in t
+                    else None
+                ),
+                extra_seat_price=(
+                    _price(t["extra_seat_price"], f"{where}.extra_seat_price") if "extra_seat_price" in t else None
+                ),
             )
         )
     names = [t.name for t in tiers]

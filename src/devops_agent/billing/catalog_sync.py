@@ -42,6 +42,8 @@ async def sync_catalog(session: AsyncSession, catalog: Catalog) -> SyncReport:
             "description": spec.description,
             "features": list(spec.features),
             "entitlements": sorted(spec.entitlements),
+            "included_members": spec.included_members,
+            "extra_seat_price": spec.extra_seat_price,
             "sort_order": order,
             "is_active": True,
         }

@@ -841,7 +841,7 @@ class TierChange:
 async def change_tier(
     session: AsyncSession,
     *,
-    user_id: int,
+    user_id: int | None,
     tier_id: int,
     now: datetime,
     org_id: int | None = None,
@@ -909,7 +909,7 @@ def _upgraded(target: SubscriptionTier) -> TierChange:
     return TierChange("now", f"Upgraded to {target.display_name}: {target.monthly_credits} credits this period.")
 
 
-async def cancel(session: AsyncSession, *, user_id: int, now: datetime, org_id: int | None = None) -> TierChange:
+async def cancel(session: AsyncSession, *, user_id: int | None, now: datetime, org_id: int | None = None) -> TierChange:
     """Go back to Free when the period ends; credits stay usable until then (``org_id``: the organization's plan)."""
     await apply_due_reset(session, user_id=user_id, now=now, org_id=org_id)
     sub = await _lock_account(session, user_id=user_id, org_id=org_id)
@@ -931,13 +931,14 @@ async def cancel(session: AsyncSession, *, user_id: int, now: datetime, org_id: 
 async def start_paid_period(
     session: AsyncSession,
     *,
-    user_id: int,
+    user_id: int | None,
     tier_id: int,
     start: datetime,
     end: datetime,
     now: datetime,
     subscription_ref: str | None,
     activate: bool = True,
+    org_id: int | None = None,
 ) -> bool:
     """Start the period a provider's paid invoice covers, with the tier's credits; once, only forward.
 
@@ -945,9 +946,9 @@ async def start_paid_period(
     changes the tier (an upgrade paid before a late webhook). A period already over,
     or the current one again, changes nothing but the payment status: a paid invoice
     leaves the account ``active`` (unless ``activate`` is false: the caller knows of a
-    newer failed payment). Returns whether a period started.
+    newer failed payment). Returns whether a period started. ``org_id``: an organization's pool.
     """
-    sub = await _lock_account(session, user_id=user_id)
+    sub = await _lock_account(session, user_id=user_id, org_id=org_id)
     tier = await tier_by_id(session, tier_id)
     if activate:
         sub.payment_status = PaymentStatus.ACTIVE
@@ -980,13 +981,15 @@ async def start_paid_period(
     return True
 
 
-async def end_paid_plan(session: AsyncSession, *, user_id: int, subscription_ref: str, now: datetime) -> bool:
+async def end_paid_plan(
+    session: AsyncSession, *, user_id: int | None, subscription_ref: str, now: datetime, org_id: int | None = None
+) -> bool:
     """The provider ended the subscription: move to Free now (purchased credits kept); once.
 
     Does nothing when the account is paid by another subscription (an old one ended)
-    or is on Free already. Returns whether the tier changed.
+    or is on Free already. Returns whether the tier changed. ``org_id``: an organization's pool.
     """
-    sub = await _lock_account(session, user_id=user_id)
+    sub = await _lock_account(session, user_id=user_id, org_id=org_id)
     if sub.stripe_subscription_id not in (None, subscription_ref):
         return False
     free = await tier_by_name(session, FREE_TIER)
@@ -1013,9 +1016,11 @@ async def end_paid_plan(session: AsyncSession, *, user_id: int, subscription_ref
     return True
 
 
-async def set_payment_status(session: AsyncSession, *, user_id: int, status: PaymentStatus, now: datetime) -> None:
+async def set_payment_status(
+    session: AsyncSession, *, user_id: int | None, status: PaymentStatus, now: datetime, org_id: int | None = None
+) -> None:
     """Record the provider's view of the plan's payments (``past_due`` after a failed renewal)."""
-    sub = await _lock_account(session, user_id=user_id)
+    sub = await _lock_account(session, user_id=user_id, org_id=org_id)
     sub.payment_status = status
     sub.updated_at = now
     await session.flush()

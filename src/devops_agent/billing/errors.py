@@ -80,6 +80,20 @@ class MemberCapReached(BillingError):
         self.required = required
 
 
+class SeatLimitReached(BillingError):
+    """The organization's plan includes no more members and sells no extra seat."""
+
+    code = "seat_limit_reached"
+
+    def __init__(self, *, included: int, used: int, tier: str) -> None:
+        super().__init__(
+            f"The {tier} plan of this organization includes {included} members and all {used} seats are taken "
+            "(pending invitations hold one each). The owner can move the organization to a bigger plan.",
+            included=included,
+            used=used,
+        )
+
+
 class OrgForbidden(BillingError):
     """The member's role does not allow this action in the organization."""
 

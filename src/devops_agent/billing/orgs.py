@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import credits
+from . import credits, seats
 from .errors import (
     AlreadyMember,
     InvalidAmount,
@@ -352,6 +352,7 @@ async def invite(
     ).first()
     if already is not None:
         raise AlreadyMember(f"{email.strip()} is a member already.")
+    await seats.check_invitation(session, org_id=org_id, now=now)
     token = secrets.token_urlsafe(32)
     invitation = OrganizationInvitation(
         organization_id=org_id,
@@ -465,6 +466,8 @@ async def accept_invitation(session: AsyncSession, *, token: str, user_id: int, 
     )
     if claimed.first() is None:
         raise InvitationUsed("This invitation has been used already.")
+    # Beyond the plan's seats: a paid extra seat, or 402 (the claim above rolls back with it).
+    await seats.take_seat(session, org_id=invitation.organization_id, now=now)
     member = OrganizationMember(
         organization_id=invitation.organization_id,
         user_id=user_id,

@@ -107,17 +107,25 @@ def purchase_receipt(
     )
 
 
-def payment_failed(*, username: str, tier: str, amount: Decimal | None, base_url: str) -> Draft:
-    """A subscription payment failed; the plan is at risk (always sent: it concerns money)."""
+def payment_failed(
+    *, username: str, tier: str, amount: Decimal | None, base_url: str, org: tuple[int, str] | None = None
+) -> Draft:
+    """A subscription payment failed; the plan is at risk (always sent: it concerns money).
+
+    ``org``: (id, name) of the organization whose pool the plan is (the email goes to its owner).
+    """
     charged = f" of ${amount:.2f}" if amount is not None else ""
+    plan = f"your {tier} plan" if org is None else f"the {tier} plan of {org[1]}"
+    page = f"{base_url}/billing" if org is None else f"{base_url}/orgs/{org[0]}"
+    keeps = "Credits you bought in packs stay yours" if org is None else "Credits bought in packs stay in the pool"
     return Draft(
-        subject="Your DevOps Agent payment failed",
+        subject="Your DevOps Agent payment failed" if org is None else f"{org[1]}: the team's payment failed",
         body=(
             f"Hello {username},\n\n"
-            f"We could not take the payment{charged} for your {tier} plan. "
+            f"We could not take the payment{charged} for {plan}. "
             "Please update your payment method so your plan and its monthly credits continue: "
-            f"{base_url}/billing\n\n"
-            "Credits you bought in packs stay yours whatever happens to the plan." + SIGNATURE
+            f"{page}\n\n"
+            f"{keeps} whatever happens to the plan." + SIGNATURE
         ),
     )
 

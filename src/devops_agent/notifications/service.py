@@ -227,9 +227,13 @@ class Notifier:
             user = await session.get(User, purchase.user_id)
             if user is None:
                 return []
-            account = (
-                await session.execute(select(UserSubscription).where(UserSubscription.user_id == user.id))
-            ).scalar_one_or_none()
+            # The balance the pack went to: the buyer's own, or the organization's pool.
+            paid_into = (
+                UserSubscription.organization_id == purchase.organization_id
+                if purchase.organization_id is not None
+                else UserSubscription.user_id == user.id
+            )
+            account = (await session.execute(select(UserSubscription).where(paid_into))).scalar_one_or_none()
             draft = emails.purchase_receipt(
                 username=user.username,
                 purchase_id=purchase.id,
@@ -244,22 +248,47 @@ class Notifier:
         return self._queued([outbox_id] if outbox_id else [])
 
     async def after_payment_failed(
-        self, *, user_id: int, now: datetime, reference: str, amount: Decimal | None = None
+        self,
+        *,
+        user_id: int | None,
+        now: datetime,
+        reference: str,
+        amount: Decimal | None = None,
+        org_id: int | None = None,
     ) -> list[int]:
-        """Queue the payment-failed email, once per failed payment (``reference``: the invoice id)."""
+        """Queue the payment-failed email, once per failed payment (``reference``: the invoice id).
+
+        With ``org_id`` the failed payment is a team pool's plan: the email goes to its owner.
+        """
+        query: Any  # (user, tier name) or, for a pool, (owner, tier name, organization name)
         async with self.db.transaction() as session:
-            row = (
-                await session.execute(
+            if org_id is None:
+                query = (
                     select(User, SubscriptionTier.display_name)
                     .join(UserSubscription, UserSubscription.user_id == User.id)
                     .join(SubscriptionTier, SubscriptionTier.id == UserSubscription.tier_id)
                     .where(User.id == user_id)
                 )
-            ).first()
+            else:
+                query = (
+                    select(User, SubscriptionTier.display_name, Organization.name)
+                    .join(OrganizationMember, OrganizationMember.user_id == User.id)
+                    .join(Organization, Organization.id == OrganizationMember.organization_id)
+                    .join(UserSubscription, UserSubscription.organization_id == Organization.id)
+                    .join(SubscriptionTier, SubscriptionTier.id == UserSubscription.tier_id)
+                    .where(Organization.id == org_id, OrganizationMember.role == Role.OWNER.value)
+                )
+            row = (await session.execute(query)).first()
             if row is None:
                 return []
-            user, tier_name = row
-            draft = emails.payment_failed(username=user.username, tier=tier_name, amount=amount, base_url=self.base_url)
+            user, tier_name = row[0], row[1]
+            draft = emails.payment_failed(
+                username=user.username,
+                tier=tier_name,
+                amount=amount,
+                base_url=self.base_url,
+                org=(org_id, row[2]) if org_id is not None else None,
+            )
             outbox_id = await self._enqueue(session, user, Cause.PAYMENT_FAILED, f"payment:{reference}", draft, now)
         return self._queued([outbox_id] if outbox_id else [])
 

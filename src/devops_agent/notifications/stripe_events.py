@@ -40,7 +40,7 @@ def _id(value: Any) -> str | None:
 
 
 async def after_stripe_event(notifier: Notifier, event: dict[str, Any], *, now: datetime) -> list[int]:
-    """Queue the receipt of a pack Stripe completed, or the email of a failed renewal."""
+    """Queue the receipt of a pack Stripe completed, or the email of a failed renewal (a pool's: to its owner)."""
     kind = str(event.get("type", ""))
     obj = _get(event, "data", "object") or {}
     if kind in PURCHASE_EVENTS:
@@ -70,11 +70,14 @@ async def after_stripe_event(notifier: Notifier, event: dict[str, Any], *, now: 
         if customer:
             matches.append(UserSubscription.stripe_customer_id == customer)
         async with notifier.db.transaction() as session:
-            owner = select(UserSubscription.user_id).where(UserSubscription.user_id.is_not(None), or_(*matches))
-            user_id = (await session.execute(owner.limit(1))).scalar_one_or_none()
-        if user_id is None:
+            paying = select(UserSubscription.user_id, UserSubscription.organization_id).where(or_(*matches))
+            found = (await session.execute(paying.limit(1))).first()
+        if found is None:
             return []
+        user_id, org_id = found
         due = obj.get("amount_due")
         amount = (Decimal(int(due)) / 100).quantize(Decimal("0.01")) if isinstance(due, int) else None
-        return await notifier.after_payment_failed(user_id=user_id, now=now, reference=invoice, amount=amount)
+        return await notifier.after_payment_failed(
+            user_id=user_id, org_id=org_id, now=now, reference=invoice, amount=amount
+        )
     return []

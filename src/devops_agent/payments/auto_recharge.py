@@ -13,6 +13,10 @@ Three steps, never a network call inside a transaction:
    A payment still processing keeps the flag until the ``payment_intent.*`` webhook
    (``webhooks.py``) grants or fails it; a flag older than ``IN_FLIGHT_TIMEOUT`` is
    considered lost and may be taken again.
+
+A rule watches one account: a user's own, or with ``org_id`` an organization's pool,
+which is charged to the organization's Stripe customer and its saved card; the
+purchase is recorded as bought by the organization's owner.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from devops_agent.billing import credits
 from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.models import CreditPurchase, PurchaseStatus, UserSubscription
+from devops_agent.billing.org_models import OrganizationMember, Role
 from devops_agent.db import Database
 
 from .models import AutoRecharge
@@ -54,9 +59,24 @@ class RechargeOutcome:
 @dataclass(frozen=True)
 class _Claim:
     purchase_id: int
+    buyer_id: int
     amount_cents: int
     customer: str
     payment_method: str
+
+
+def _rule_of(user_id: int | None, org_id: int | None) -> Any:
+    if org_id is not None:
+        return AutoRecharge.organization_id == org_id
+    if user_id is None:
+        raise ValueError("an auto-recharge rule belongs to a user or an organization")
+    return AutoRecharge.user_id == user_id
+
+
+def _account_of(user_id: int | None, org_id: int | None) -> Any:
+    if org_id is not None:
+        return UserSubscription.organization_id == org_id
+    return UserSubscription.user_id == user_id
 
 
 def month_start(now: datetime) -> datetime:
@@ -73,10 +93,11 @@ async def release(session: AsyncSession, *, purchase_id: int, error: str | None,
     )
 
 
-async def settings_for(session: AsyncSession, *, user_id: int) -> AutoRecharge | None:
+async def settings_for(session: AsyncSession, *, user_id: int | None, org_id: int | None = None) -> AutoRecharge | None:
+    """The rule of the user's account, or of the organization's pool with ``org_id``."""
     return (
         await session.execute(
-            select(AutoRecharge).where(AutoRecharge.user_id == user_id).execution_options(populate_existing=True)
+            select(AutoRecharge).where(_rule_of(user_id, org_id)).execution_options(populate_existing=True)
         )
     ).scalar_one_or_none()
 
@@ -84,7 +105,7 @@ async def settings_for(session: AsyncSession, *, user_id: int) -> AutoRecharge |
 async def save_settings(
     session: AsyncSession,
     *,
-    user_id: int,
+    user_id: int | None,
     enabled: bool,
     threshold: int,
     pack_credits: int,
@@ -92,11 +113,15 @@ async def save_settings(
     cooldown_minutes: int,
     payment_method_id: str | None,
     now: datetime,
+    org_id: int | None = None,
 ) -> AutoRecharge:
-    """Create or replace the user's rule; the in-flight state and this month's count are kept."""
-    row = await settings_for(session, user_id=user_id)
+    """Create or replace the account's rule; the in-flight state and this month's count are kept."""
+    row = await settings_for(session, user_id=user_id, org_id=org_id)
     if row is None:
-        row = AutoRecharge(user_id=user_id, in_flight=False, month_count=0)
+        if org_id is not None:
+            row = AutoRecharge(organization_id=org_id, in_flight=False, month_count=0)
+        else:
+            row = AutoRecharge(user_id=user_id, in_flight=False, month_count=0)
         session.add(row)
     row.enabled = enabled
     row.threshold = threshold
@@ -109,13 +134,29 @@ async def save_settings(
     return row
 
 
-async def _claim(session: AsyncSession, *, user_id: int, now: datetime, catalog: Catalog) -> _Claim | str:
-    rule = await settings_for(session, user_id=user_id)
+async def _buyer(session: AsyncSession, *, user_id: int | None, org_id: int | None) -> int | None:
+    """Who a recharge is bought by: the user, or the organization's owner (its billing role)."""
+    if org_id is None:
+        return user_id
+    owner = await session.execute(
+        select(OrganizationMember.user_id).where(
+            OrganizationMember.organization_id == org_id, OrganizationMember.role == Role.OWNER.value
+        )
+    )
+    found = owner.scalar_one_or_none()
+    return int(found) if found is not None else None
+
+
+async def _claim(
+    session: AsyncSession, *, user_id: int | None, now: datetime, catalog: Catalog, org_id: int | None = None
+) -> _Claim | str:
+    rule = await settings_for(session, user_id=user_id, org_id=org_id)
     if rule is None or not rule.enabled:
         return "auto-recharge is off"
-    account = (
-        await session.execute(select(UserSubscription).where(UserSubscription.user_id == user_id))
-    ).scalar_one_or_none()
+    buyer = await _buyer(session, user_id=user_id, org_id=org_id)
+    if buyer is None:
+        return "the organization has no owner to buy for it"
+    account = (await session.execute(select(UserSubscription).where(_account_of(user_id, org_id)))).scalar_one_or_none()
     if account is None or not account.stripe_customer_id or not rule.payment_method_id:
         return "no saved card"
     if account.balance >= rule.threshold:
@@ -153,13 +194,14 @@ async def _claim(session: AsyncSession, *, user_id: int, now: datetime, catalog:
     if not getattr(won, "rowcount", 0):
         return "a recharge is already in flight"
     purchase = await credits.create_purchase(
-        session, user_id=user_id, credits_amount=pack.credits, price_paid=pack.price, now=now
+        session, user_id=buyer, org_id=org_id, credits_amount=pack.credits, price_paid=pack.price, now=now
     )
     await session.execute(
         update(AutoRecharge).where(AutoRecharge.id == rule.id).values(in_flight_purchase_id=purchase.id)
     )
     return _Claim(
         purchase_id=purchase.id,
+        buyer_id=buyer,
         amount_cents=int(Decimal(pack.price) * 100),
         customer=account.stripe_customer_id,
         payment_method=rule.payment_method_id,
@@ -167,13 +209,25 @@ async def _claim(session: AsyncSession, *, user_id: int, now: datetime, catalog:
 
 
 async def maybe_recharge(
-    db: Database, client: stripe.StripeClient, *, user_id: int, now: datetime, catalog: Catalog
+    db: Database,
+    client: stripe.StripeClient,
+    *,
+    user_id: int | None,
+    now: datetime,
+    catalog: Catalog,
+    org_id: int | None = None,
 ) -> RechargeOutcome:
-    """Buy the user's auto-recharge pack if the rule says so; safe to call after every charge."""
+    """Buy the account's auto-recharge pack if the rule says so; safe to call after every charge.
+
+    ``org_id``: the organization's pool (``user_id`` is then not needed).
+    """
     async with db.transaction() as session:
-        claim = await _claim(session, user_id=user_id, now=now, catalog=catalog)
+        claim = await _claim(session, user_id=user_id, now=now, catalog=catalog, org_id=org_id)
     if isinstance(claim, str):
         return RechargeOutcome("skipped", claim)
+    metadata = {"kind": METADATA_KIND, "purchase_id": str(claim.purchase_id), "user_id": str(claim.buyer_id)}
+    if org_id is not None:
+        metadata["org_id"] = str(org_id)
     try:
         intent: Any = await client.v1.payment_intents.create_async(
             params={
@@ -183,7 +237,7 @@ async def maybe_recharge(
                 "payment_method": claim.payment_method,
                 "off_session": True,
                 "confirm": True,
-                "metadata": {"kind": METADATA_KIND, "purchase_id": str(claim.purchase_id), "user_id": str(user_id)},
+                "metadata": metadata,
             },
             options=options("auto-recharge", claim.purchase_id),  # type: ignore[arg-type]
         )
@@ -214,9 +268,15 @@ async def maybe_recharge(
 
 
 async def recharge_if_due(
-    db: Database, gateway: object, *, user_id: int, now: datetime, catalog: Catalog
+    db: Database,
+    gateway: object,
+    *,
+    user_id: int | None,
+    now: datetime,
+    catalog: Catalog,
+    org_id: int | None = None,
 ) -> RechargeOutcome | None:
-    """Run the user's auto-recharge after a charge: a no-op in demo mode, never raises.
+    """Run the account's auto-recharge after a charge (``org_id``: a pool's): a no-op in demo mode, never raises.
 
     Meant for a background task after the response (``BackgroundTasks.add_task``): the
     charge that lowered the balance has committed, and no transaction is held while
@@ -227,9 +287,9 @@ async def recharge_if_due(
     if not isinstance(gateway, StripeGateway):
         return None
     try:
-        return await maybe_recharge(db, gateway.client, user_id=user_id, now=now, catalog=catalog)
+        return await maybe_recharge(db, gateway.client, user_id=user_id, now=now, catalog=catalog, org_id=org_id)
     except Exception:  # a background task has no caller to tell; log it and let the next charge retry
-        log.exception("auto-recharge for user %s failed", user_id)
+        log.exception("auto-recharge for %s failed", f"organization {org_id}" if org_id else f"user {user_id}")
         return None
 
 

@@ -19,26 +19,47 @@ from devops_agent.payments.gateway import GatewayMode, PackPurchaseResult, PlanC
 
 
 class DemoGateway:
-    """A ``PaymentGateway`` that takes no money."""
+    """A ``PaymentGateway`` that takes no money (``org_id``: for an organization's pool)."""
 
     mode: GatewayMode = "demo"
 
     async def purchase_pack(
-        self, db: Database, *, user: User, pack: PackSpec, idempotency_key: str | None, now: datetime
+        self,
+        db: Database,
+        *,
+        user: User,
+        pack: PackSpec,
+        idempotency_key: str | None,
+        now: datetime,
+        org_id: int | None = None,
     ) -> PackPurchaseResult:
-        key = credits.request_key(user.id, idempotency_key)
+        key = credits.request_key(user.id, idempotency_key, org_id=org_id)
         async with db.transaction() as session:
-            await credits.apply_due_reset(session, user_id=user.id, now=now)  # the balance we answer is current
+            # The balance we answer is current.
+            await credits.apply_due_reset(session, user_id=user.id, now=now, org_id=org_id)
             # A retry of a request whose purchase committed before a crash answers that purchase.
             purchase = await credits.purchase_for_request(session, key, now=now) or await credits.create_purchase(
-                session, user_id=user.id, credits_amount=pack.credits, price_paid=pack.price, now=now, request_key=key
+                session,
+                user_id=user.id,
+                org_id=org_id,
+                credits_amount=pack.credits,
+                price_paid=pack.price,
+                now=now,
+                request_key=key,
             )
             # grant_purchase re-reads the row with populate_existing: ``purchase`` is current after it.
             result = await credits.grant_purchase(session, purchase_id=purchase.id, now=now)
         return PackPurchaseResult(purchase=purchase, credits_remaining=result.balance.total)
 
     async def change_plan(
-        self, db: Database, *, user: User, tier: SubscriptionTier, idempotency_key: str | None, now: datetime
+        self,
+        db: Database,
+        *,
+        user: User,
+        tier: SubscriptionTier,
+        idempotency_key: str | None,
+        now: datetime,
+        org_id: int | None = None,
     ) -> PlanChangeResult:
         async with db.transaction() as session:
             change = await credits.change_tier(
@@ -46,15 +67,18 @@ class DemoGateway:
                 user_id=user.id,
                 tier_id=tier.id,
                 now=now,
-                request_key=credits.request_key(user.id, idempotency_key),
+                org_id=org_id,
+                request_key=credits.request_key(user.id, idempotency_key, org_id=org_id),
             )
-            sub = await credits.get_account(session, user_id=user.id, now=now)
+            sub = await credits.get_account(session, user_id=user.id, now=now, org_id=org_id)
         return PlanChangeResult(subscription=sub, message=change.message)
 
-    async def cancel_plan(self, db: Database, *, user: User, now: datetime) -> PlanChangeResult:
+    async def cancel_plan(
+        self, db: Database, *, user: User, now: datetime, org_id: int | None = None
+    ) -> PlanChangeResult:
         async with db.transaction() as session:
-            change = await credits.cancel(session, user_id=user.id, now=now)
-            sub = await credits.get_account(session, user_id=user.id, now=now)
+            change = await credits.cancel(session, user_id=user.id, now=now, org_id=org_id)
+            sub = await credits.get_account(session, user_id=user.id, now=now, org_id=org_id)
         return PlanChangeResult(subscription=sub, message=change.message)
 
     async def preview_plan(self, db: Database, *, user: User, tier: SubscriptionTier, now: datetime) -> PlanPreview:

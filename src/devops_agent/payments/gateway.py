@@ -48,24 +48,44 @@ class PlanChangeResult:
 
 @runtime_checkable
 class PaymentGateway(Protocol):
-    """What the subscription and credits endpoints need from a payment provider."""
+    """What the subscription and credits endpoints need from a payment provider.
+
+    Every method pays for one account: the user's own, or with ``org_id`` the
+    organization's pool, which ``user`` (its owner; the caller checks the role) pays for.
+    """
 
     mode: GatewayMode
 
     async def purchase_pack(
-        self, db: Database, *, user: User, pack: PackSpec, idempotency_key: str | None, now: datetime
+        self,
+        db: Database,
+        *,
+        user: User,
+        pack: PackSpec,
+        idempotency_key: str | None,
+        now: datetime,
+        org_id: int | None = None,
     ) -> PackPurchaseResult:
-        """Sell ``pack`` to ``user``; raise ``billing.errors`` exceptions on refusal."""
+        """Sell ``pack`` to ``user`` (for the pool of ``org_id``); raise ``billing.errors`` exceptions on refusal."""
         ...
 
     async def change_plan(
-        self, db: Database, *, user: User, tier: SubscriptionTier, idempotency_key: str | None, now: datetime
+        self,
+        db: Database,
+        *,
+        user: User,
+        tier: SubscriptionTier,
+        idempotency_key: str | None,
+        now: datetime,
+        org_id: int | None = None,
     ) -> PlanChangeResult:
-        """Move ``user`` to ``tier`` (upgrade now, downgrade at period end)."""
+        """Move the account to ``tier`` (upgrade now, downgrade at period end)."""
         ...
 
-    async def cancel_plan(self, db: Database, *, user: User, now: datetime) -> PlanChangeResult:
-        """Return ``user`` to Free at the end of the period."""
+    async def cancel_plan(
+        self, db: Database, *, user: User, now: datetime, org_id: int | None = None
+    ) -> PlanChangeResult:
+        """Return the account to Free at the end of the period."""
         ...
 
     async def preview_plan(self, db: Database, *, user: User, tier: SubscriptionTier, now: datetime) -> PlanPreview:

@@ -23,6 +23,9 @@ from devops_agent.billing.errors import BillingError
 from devops_agent.config import Settings
 
 IDEMPOTENCY_PREFIX = "devops-agent"
+# The ``metadata.kind`` of the subscription that bills an organization's extra seats
+# (beside its plan's subscription; the webhooks leave its events to Stripe's billing).
+SEATS_KIND = "seats"
 
 
 class PaymentProviderError(BillingError):

@@ -1,4 +1,4 @@
-"""``devops-agent stripe sync``: one Stripe Product and Price per paid tier and per pack.
+"""``devops-agent stripe sync``: one Stripe Product and Price per paid tier, tier's extra seat, and pack.
 
 Idempotent: a tier or pack whose Price already charges the catalog's amount is left
 alone; a new amount gets a new Price (Stripe Prices are immutable) and the old one
@@ -28,7 +28,7 @@ from .stripe_gateway import cents
 
 @dataclass(frozen=True)
 class Sellable:
-    kind: str  # "tier" or "pack"
+    kind: str  # "tier", "seat" (a tier's extra team seat, monthly) or "pack"
     key: str  # the tier's name or the pack's credits
     name: str
     amount: Decimal
@@ -36,11 +36,16 @@ class Sellable:
 
 
 def sellables(catalog: Catalog) -> list[Sellable]:
-    """What Stripe must sell: every paid tier (monthly) and every pack (once)."""
+    """What Stripe must sell: every paid tier and its extra seats (monthly), and every pack (once)."""
     items = [
         Sellable("tier", t.name, f"DevOps Agent {t.display_name}", t.monthly_price, True)
         for t in catalog.tiers
         if t.monthly_price > 0
+    ]
+    items += [
+        Sellable("seat", t.name, f"DevOps Agent {t.display_name}: extra team seat", t.extra_seat_price, True)
+        for t in catalog.tiers
+        if t.extra_seat_price is not None and t.extra_seat_price > 0
     ]
     items += [
         Sellable("pack", str(p.credits), f"{p.credits} DevOps Agent credits", p.price, False) for p in catalog.packs

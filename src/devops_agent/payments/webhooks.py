@@ -23,6 +23,10 @@ with the outcome ``rejected: <why>`` so an operator sees it, and the endpoint an
 400 ``invalid_event`` to it and to every redelivery (answering 500 would have Stripe
 retry it for days to the same end).
 
+Whose account an event is for: a user's own or an organization's pool (``Owner``).
+Our metadata names it (``org_id`` first, then ``user_id``), else the Stripe customer
+or subscription we recorded for the account; packs know it from their purchase row.
+
 Nothing here calls Stripe: everything an event needs is in its payload.
 """
 
@@ -37,7 +41,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import stripe
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -55,6 +59,7 @@ from devops_agent.payments import auto_recharge
 
 from .models import StripeEvent, StripePrice, StripeSubscription
 from .stripe_client import (
+    SEATS_KIND,
     field,
     invoice_subscription_id,
     line_is_proration,
@@ -98,6 +103,29 @@ class MalformedEvent(Exception):
     """A signed event with a field we cannot use; nothing changed, the event is recorded as rejected."""
 
     code = "invalid_event"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The account a Stripe object pays for: a user's own (``user_id``) or an organization's pool (``org_id``)."""
+
+    user_id: int | None = None
+    org_id: int | None = None
+
+    def __str__(self) -> str:
+        return f"organization {self.org_id}" if self.org_id is not None else f"user {self.user_id}"
+
+    @classmethod
+    def of(cls, account: UserSubscription | CreditPurchase | StripeSubscription) -> Owner:
+        """The owner of an account, of the account a purchase fills, or of a tracked subscription."""
+        if account.organization_id is not None:
+            return cls(org_id=account.organization_id)
+        return cls(user_id=account.user_id)
+
+    def where(self) -> ColumnElement[bool]:
+        if self.org_id is not None:
+            return UserSubscription.organization_id == self.org_id
+        return UserSubscription.user_id == self.user_id
 
 
 @dataclass(frozen=True)
@@ -246,25 +274,31 @@ async def _apply_once(db: Database, event: Event, event_id: str, event_type: str
 # --- lookups ----------------------------------------------------------------------------
 
 
-async def _user_for_customer(session: AsyncSession, customer: Any) -> int | None:
+async def _owner_for_customer(session: AsyncSession, customer: Any) -> Owner | None:
     customer_id = object_id(customer)
     if not customer_id:
         return None
-    row = await session.execute(
-        select(UserSubscription.user_id).where(UserSubscription.stripe_customer_id == customer_id).limit(1)
-    )
-    user_id = row.scalar_one_or_none()
-    return int(user_id) if user_id is not None else None
+    account = (
+        await session.execute(
+            select(UserSubscription).where(UserSubscription.stripe_customer_id == customer_id).limit(1)
+        )
+    ).scalar_one_or_none()
+    return Owner.of(account) if account is not None else None
 
 
-async def _user_for(session: AsyncSession, obj: Any) -> int | None:
-    """The user an object belongs to: our metadata first, then the Stripe customer."""
-    user_id = _row_id(field(obj, "metadata", "user_id") or field(obj, "client_reference_id"))
-    if user_id is not None:
-        found = await session.execute(select(UserSubscription.user_id).where(UserSubscription.user_id == user_id))
-        if found.scalar_one_or_none() is not None:
-            return user_id
-    return await _user_for_customer(session, field(obj, "customer"))
+async def _owner_for(session: AsyncSession, obj: Any) -> Owner | None:
+    """The account an object belongs to: our metadata first (an organization, else a user), then the customer."""
+    for key, column in (("org_id", UserSubscription.organization_id), ("user_id", UserSubscription.user_id)):
+        raw = field(obj, "metadata", key)
+        if raw is None and key == "user_id":
+            raw = field(obj, "client_reference_id")
+        row_id = _row_id(raw)
+        if row_id is not None:
+            found = await session.execute(select(UserSubscription).where(column == row_id))
+            account = found.scalar_one_or_none()
+            if account is not None:
+                return Owner.of(account)
+    return await _owner_for_customer(session, field(obj, "customer"))
 
 
 async def _tier_for_price(session: AsyncSession, price_id: str | None) -> SubscriptionTier | None:
@@ -309,15 +343,13 @@ async def _purchase_for_payment_intent(session: AsyncSession, payment_intent: An
     return found.scalars().first()
 
 
-async def _account(session: AsyncSession, user_id: int) -> UserSubscription:
-    row = await session.execute(
-        select(UserSubscription).where(UserSubscription.user_id == user_id).execution_options(populate_existing=True)
-    )
+async def _account(session: AsyncSession, owner: Owner) -> UserSubscription:
+    row = await session.execute(select(UserSubscription).where(owner.where()).execution_options(populate_existing=True))
     return row.scalar_one()
 
 
 async def _set_stripe_ids(
-    session: AsyncSession, user_id: int, *, customer: str | None = None, subscription: str | None = None
+    session: AsyncSession, owner: Owner, *, customer: str | None = None, subscription: str | None = None
 ) -> None:
     """Remember which Stripe customer and subscription pay for an account (no balance moves)."""
     values: dict[str, Any] = {}
@@ -326,7 +358,7 @@ async def _set_stripe_ids(
     if subscription:
         values["stripe_subscription_id"] = subscription
     if values:
-        await session.execute(update(UserSubscription).where(UserSubscription.user_id == user_id).values(**values))
+        await session.execute(update(UserSubscription).where(owner.where()).values(**values))
 
 
 async def _fail_purchase(session: AsyncSession, purchase_id: int) -> bool:
@@ -356,7 +388,7 @@ async def _checkout_completed(session: AsyncSession, obj: Any, event: Event, now
     purchase.stripe_checkout_session_id = purchase.stripe_checkout_session_id or field(obj, "id")
     purchase.stripe_payment_intent_id = object_id(field(obj, "payment_intent")) or purchase.stripe_payment_intent_id
     await session.flush()
-    await _set_stripe_ids(session, purchase.user_id, customer=object_id(field(obj, "customer")))
+    await _set_stripe_ids(session, Owner.of(purchase), customer=object_id(field(obj, "customer")))
     if field(obj, "payment_status") != "paid" and event["type"] != "checkout.session.async_payment_succeeded":
         return f"purchase {purchase.id}: waiting for the payment to clear"
     return await _grant(session, purchase, now)
@@ -427,20 +459,20 @@ async def _claw_back(session: AsyncSession, obj: Any, event: Event, now: datetim
 
 
 async def _subscription_checkout_completed(session: AsyncSession, obj: Any, now: datetime) -> str:
-    user_id = await _user_for(session, obj)
+    owner = await _owner_for(session, obj)
     subscription = object_id(field(obj, "subscription"))
-    if user_id is None or not subscription:
+    if owner is None or not subscription:
         return "ignored: subscription checkout without a known user"
-    await _set_stripe_ids(session, user_id, customer=object_id(field(obj, "customer")))
-    await _track_subscription(session, subscription, user_id, status="active")
-    return f"user {user_id} subscribed ({subscription}); credits come with the paid invoice"
+    await _set_stripe_ids(session, owner, customer=object_id(field(obj, "customer")))
+    await _track_subscription(session, subscription, owner, status="active")
+    return f"{owner} subscribed ({subscription}); credits come with the paid invoice"
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 async def _track_subscription(
-    session: AsyncSession, subscription: str, user_id: int, *, status: str
+    session: AsyncSession, subscription: str, owner: Owner, *, status: str
 ) -> StripeSubscription:
     """The row remembering a subscription's applied state, locked; made (as of no event yet) on first sight.
 
@@ -459,7 +491,13 @@ async def _track_subscription(
     try:
         async with session.begin_nested():
             session.add(
-                StripeSubscription(subscription_id=subscription, user_id=user_id, status=status, last_event_at=EPOCH)
+                StripeSubscription(
+                    subscription_id=subscription,
+                    user_id=owner.user_id,
+                    organization_id=owner.org_id,
+                    status=status,
+                    last_event_at=EPOCH,
+                )
             )
             await session.flush()
     except IntegrityError:
@@ -488,15 +526,15 @@ async def _invoice_paid(session: AsyncSession, obj: Any, event: Event, now: date
     subscription = invoice_subscription_id(obj)
     if not subscription:
         return "ignored: not a subscription invoice"
-    user_id = await _user_for_subscription(session, subscription, obj)
-    if user_id is None:
+    owner = await _owner_for_subscription(session, subscription, obj)
+    if owner is None:
         return "ignored: invoice for an unknown customer"
     line = _paid_line(obj)
     tier = await _tier_for_price(session, line_price_id(line))
     start, end = field(line, "period", "start"), field(line, "period", "end")
     if tier is None or start is None or end is None:
         return "ignored: invoice line without a known tier price"
-    row = await _track_subscription(session, subscription, user_id, status="active")
+    row = await _track_subscription(session, subscription, owner, status="active")
     if row.status == "canceled":
         return f"ignored: subscription {subscription} has ended"
     # A paid invoice older than the newest state applied (say a failed renewal since)
@@ -504,7 +542,8 @@ async def _invoice_paid(session: AsyncSession, obj: Any, event: Event, now: date
     newest = _advance(row, event, now, status="active")
     started = await credits.start_paid_period(
         session,
-        user_id=user_id,
+        user_id=owner.user_id,
+        org_id=owner.org_id,
         tier_id=tier.id,
         start=_ts(start),
         end=_ts(end),
@@ -513,52 +552,53 @@ async def _invoice_paid(session: AsyncSession, obj: Any, event: Event, now: date
         activate=newest,
     )
     if started:
-        return f"user {user_id}: paid period {_ts(start).date()}..{_ts(end).date()} on {tier.name} started"
-    return f"user {user_id}: invoice for a period already started (or over)" + ("; payment active" if newest else "")
+        return f"{owner}: paid period {_ts(start).date()}..{_ts(end).date()} on {tier.name} started"
+    return f"{owner}: invoice for a period already started (or over)" + ("; payment active" if newest else "")
 
 
-async def _user_for_subscription(session: AsyncSession, subscription: str, obj: Any) -> int | None:
+async def _owner_for_subscription(session: AsyncSession, subscription: str, obj: Any) -> Owner | None:
     tracked = (
-        await session.execute(
-            select(StripeSubscription.user_id).where(StripeSubscription.subscription_id == subscription)
-        )
+        await session.execute(select(StripeSubscription).where(StripeSubscription.subscription_id == subscription))
     ).scalar_one_or_none()
     if tracked is not None:
-        return int(tracked)
-    owner = await session.execute(
-        select(UserSubscription.user_id).where(UserSubscription.stripe_subscription_id == subscription)
-    )
-    found = owner.scalar_one_or_none()
-    if found is not None:
-        return int(found)
-    return await _user_for(session, obj)
+        return Owner.of(tracked)
+    account = (
+        await session.execute(select(UserSubscription).where(UserSubscription.stripe_subscription_id == subscription))
+    ).scalar_one_or_none()
+    if account is not None:
+        return Owner.of(account)
+    return await _owner_for(session, obj)
 
 
 async def _invoice_payment_failed(session: AsyncSession, obj: Any, event: Event, now: datetime) -> str:
     subscription = invoice_subscription_id(obj)
     if not subscription:
         return "ignored: not a subscription invoice"
-    user_id = await _user_for_subscription(session, subscription, obj)
-    if user_id is None:
+    owner = await _owner_for_subscription(session, subscription, obj)
+    if owner is None:
         return "ignored: invoice for an unknown customer"
-    account = await _account(session, user_id)
+    account = await _account(session, owner)
     if account.stripe_subscription_id not in (None, subscription):
-        return f"ignored: user {user_id} is paid by another subscription"
-    row = await _track_subscription(session, subscription, user_id, status="active")
+        return f"ignored: {owner} is paid by another subscription"
+    row = await _track_subscription(session, subscription, owner, status="active")
     if row.status == "canceled" or not _advance(row, event, now, status="past_due"):
         return f"ignored: older than the state already applied to {subscription}"
-    await credits.set_payment_status(session, user_id=user_id, status=PaymentStatus.PAST_DUE, now=now)
-    return f"user {user_id}: renewal payment failed, past_due"
+    await credits.set_payment_status(
+        session, user_id=owner.user_id, org_id=owner.org_id, status=PaymentStatus.PAST_DUE, now=now
+    )
+    return f"{owner}: renewal payment failed, past_due"
 
 
 async def _subscription_changed(session: AsyncSession, obj: Any, event: Event, now: datetime) -> str:
     subscription = field(obj, "id")
     if not subscription:
         return "ignored: no subscription id"
-    user_id = await _user_for_subscription(session, subscription, obj)
-    if user_id is None:
+    if field(obj, "metadata", "kind") == SEATS_KIND:
+        return f"ignored: {subscription} bills extra seats, not a plan"
+    owner = await _owner_for_subscription(session, subscription, obj)
+    if owner is None:
         return "ignored: subscription of an unknown customer"
-    row = await _track_subscription(session, subscription, user_id, status="unknown")
+    row = await _track_subscription(session, subscription, owner, status="unknown")
     if row.status == "canceled":
         return f"ignored: subscription {subscription} has ended"
     if not _advance(row, event, now, status=str(field(obj, "status"))):
@@ -566,20 +606,24 @@ async def _subscription_changed(session: AsyncSession, obj: Any, event: Event, n
     if event["type"] == "customer.subscription.deleted" or row.status == "canceled":
         row.status = "canceled"
         await session.flush()
-        ended = await credits.end_paid_plan(session, user_id=user_id, subscription_ref=subscription, now=now)
-        return f"user {user_id}: subscription ended" + ("; back to Free" if ended else "")
+        ended = await credits.end_paid_plan(
+            session, user_id=owner.user_id, org_id=owner.org_id, subscription_ref=subscription, now=now
+        )
+        return f"{owner}: subscription ended" + ("; back to Free" if ended else "")
     await session.flush()
-    account = await _account(session, user_id)
+    account = await _account(session, owner)
     if account.stripe_subscription_id not in (None, subscription):
-        return f"ignored: user {user_id} is paid by another subscription"
+        return f"ignored: {owner} is paid by another subscription"
     notes = []
     payment_status = STATUS_MAP.get(row.status)
     stripe_paid = account.stripe_subscription_id == subscription
     if payment_status is not None and stripe_paid and account.payment_status != payment_status:
-        await credits.set_payment_status(session, user_id=user_id, status=payment_status, now=now)
+        await credits.set_payment_status(
+            session, user_id=owner.user_id, org_id=owner.org_id, status=payment_status, now=now
+        )
         notes.append(f"payment {payment_status.value}")
     notes.extend(await _apply_plan_intent(session, account, obj, now))
-    return f"user {user_id}: subscription {row.status}" + (f" ({', '.join(notes)})" if notes else "")
+    return f"{owner}: subscription {row.status}" + (f" ({', '.join(notes)})" if notes else "")
 
 
 async def _apply_plan_intent(session: AsyncSession, account: UserSubscription, obj: Any, now: datetime) -> list[str]:
@@ -590,12 +634,13 @@ async def _apply_plan_intent(session: AsyncSession, account: UserSubscription, o
     if current.name == credits.FREE_TIER:
         return []
     wants_cancel = bool(field(obj, "cancel_at_period_end"))
+    user_id, org_id = account.user_id, account.organization_id
     try:
         if wants_cancel and not account.cancel_at_period_end:
-            await credits.cancel(session, user_id=account.user_id or 0, now=now)
+            await credits.cancel(session, now=now, user_id=user_id, org_id=org_id)
             return ["cancels at period end"]
         if not wants_cancel and account.cancel_at_period_end:
-            await credits.change_tier(session, user_id=account.user_id or 0, tier_id=current.id, now=now)
+            await credits.change_tier(session, tier_id=current.id, now=now, user_id=user_id, org_id=org_id)
             return ["cancellation withdrawn"]
         target = await _tier_for_price(session, subscription_price_id(obj))
         if (
@@ -603,7 +648,7 @@ async def _apply_plan_intent(session: AsyncSession, account: UserSubscription, o
             and target.id not in (current.id, account.scheduled_tier_id)
             and not credits.is_upgrade(current, target)
         ):
-            await credits.change_tier(session, user_id=account.user_id or 0, tier_id=target.id, now=now)
+            await credits.change_tier(session, tier_id=target.id, now=now, user_id=user_id, org_id=org_id)
             return [f"moves to {target.name} at period end"]
     except AlreadyOnTier:
         return []

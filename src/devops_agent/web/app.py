@@ -179,6 +179,7 @@ def create_app(
         keys,
         ledger,
         metrics,
+        org_billing,
         orgs,
         stripe,
         subscription,
@@ -202,6 +203,7 @@ def create_app(
     app.include_router(stripe.router)
     app.include_router(orgs.router)
     app.include_router(orgs.admin_router)
+    app.include_router(org_billing.router)
     app.include_router(org_pages.router)
     app.include_router(agent_chat_api.router)
     app.include_router(agent_templates_api.router)

@@ -57,6 +57,7 @@ BILLING_STATUS: dict[type[billing_errors.BillingError], int] = {
     billing_errors.InvalidAmount: 400,
     billing_errors.ChargeNotFound: 404,
     billing_errors.MemberCapReached: 402,
+    billing_errors.SeatLimitReached: 402,
     billing_errors.OrganizationNotFound: 404,
     billing_errors.OrgForbidden: 403,
     billing_errors.MemberNotFound: 404,

@@ -196,10 +196,16 @@ async def chat_reply(
         await notifications.after_balance_change(db, user_id=user_id, now=clock(), balance=balance)
     else:
         await notifications.after_pool_change(db, org_id=org_id, now=clock(), balance=balance)
-    if background is not None and request is not None and org_id is None:
+    if background is not None and request is not None:
         state = request.app.state
         background.add_task(
-            auto_recharge.recharge_if_due, db, state.gateway, user_id=user_id, now=clock(), catalog=state.catalog
+            auto_recharge.recharge_if_due,
+            db,
+            state.gateway,
+            user_id=None if org_id is not None else user_id,
+            org_id=org_id,
+            now=clock(),
+            catalog=state.catalog,
         )
     return reply
 

@@ -14,6 +14,7 @@ once; the database holds only the token's hash.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -29,9 +30,10 @@ from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.models import SubscriptionTier, UsageLog, User, UserSubscription
 from devops_agent.billing.org_models import Organization, OrganizationInvitation, OrganizationMember, Role
 from devops_agent.db import Database
-from devops_agent.payments.gateway import PaymentGateway
+from devops_agent.payments.stripe_client import PaymentProviderError
+from devops_agent.payments.stripe_gateway import StripeGateway
 from devops_agent.web.api import AUTHED, PageLimit, PageOffset, errors
-from devops_agent.web.api.subscription import active_tiers
+from devops_agent.web.api.subscription import active_tiers, plan_body
 from devops_agent.web.deps import (
     AdminUser,
     ClockDep,
@@ -47,6 +49,7 @@ from devops_agent.web.errors import ApiError
 from devops_agent.web.idempotency import run_idempotent_post
 from devops_agent.web.schemas import (
     CancelOut,
+    CheckoutOut,
     PlanChangedOut,
     PurchaseCompletedOut,
     PurchaseIn,
@@ -63,6 +66,7 @@ from devops_agent.web.schemas import (
     usage_log_out,
 )
 
+logger = logging.getLogger("devops_agent.orgs")
 router = APIRouter(prefix="/api/orgs", tags=["organizations"])
 admin_router = APIRouter(prefix="/api/admin/organizations", tags=["admin"])
 
@@ -251,23 +255,12 @@ async def _as_admin(session: AsyncSession, org_id: int, user: User) -> Organizat
     return member
 
 
-async def _as_owner(db: Database, org_id: int, user: User) -> None:
+async def as_owner(db: Database, org_id: int, user: User) -> None:
     """Billing is the owner's: refuse anyone else (404 for non-members, 403 for others)."""
     async with db.transaction() as session:
         _, member = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
     if member.role != Role.OWNER:
         raise ApiError(403, "forbidden", "Only the owner of the organization handles its billing.")
-
-
-def _demo_only(gateway: PaymentGateway) -> None:
-    # The payment gateway bills users; paying for an organization through Stripe needs
-    # its own checkout (customer, metadata, webhook routing) and is not built yet.
-    if gateway.mode != "demo":
-        raise ApiError(
-            409,
-            "conflict",
-            "Paying for an organization through Stripe is not available yet; contact support to upgrade a team.",
-        )
 
 
 # --- organizations --------------------------------------------------------------------
@@ -318,10 +311,20 @@ async def preview_invitation(token: str, user: CurrentUser, session: SessionDep,
     summary="Join an organization with an invitation's token: once, before it expires, as the invited email",
     responses=errors(*MEMBER_ROUTE, 409, 410),
 )
-async def accept_invitation(body: AcceptIn, user: CurrentUser, session: SessionDep, now: ClockDep) -> OrgEnvelope:
-    member = await orgs.accept_invitation(session, token=body.token, user_id=user.id, now=now)
-    org, member = await orgs.get_organization(session, org_id=member.organization_id, user_id=user.id)
-    return OrgEnvelope(organization=await _detail(session, org, member, now))
+async def accept_invitation(
+    body: AcceptIn, user: CurrentUser, db: DatabaseDep, now: ClockDep, gateway: GatewayDep
+) -> OrgEnvelope:
+    async with db.transaction() as session:
+        joined = await orgs.accept_invitation(session, token=body.token, user_id=user.id, now=now)
+        org, member = await orgs.get_organization(session, org_id=joined.organization_id, user_id=user.id)
+        out = OrgEnvelope(organization=await _detail(session, org, member, now))
+    if isinstance(gateway, StripeGateway):
+        # Committed: a seat bought beyond the plan's goes on the bill (Stripe, outside the transaction).
+        try:
+            await gateway.sync_seats(db, org_id=org.id, now=now)
+        except PaymentProviderError:
+            logger.exception("the extra seats of organization %s could not be billed; the next join retries", org.id)
+    return out
 
 
 @router.get(
@@ -548,9 +551,9 @@ async def get_subscription(
 
 @router.post(
     "/{org_id}/subscription/upgrade",
-    response_model=PlanChangedOut,
-    summary="Move the organization to another tier: dearer at once, cheaper at the period's end (owner)",
-    responses=errors(*MEMBER_ROUTE, 409),
+    response_model=PlanChangedOut | CheckoutOut,
+    summary="Move the organization to another tier: at once (demo) or through Stripe Checkout (owner)",
+    responses=errors(*MEMBER_ROUTE, 409, 502),
 )
 async def upgrade(
     org_id: OrgId,
@@ -562,22 +565,15 @@ async def upgrade(
     gateway: GatewayDep,
     idempotency_key: IdempotencyKeyDep,
 ) -> JSONResponse:
-    await _as_owner(db, org_id, user)
-    _demo_only(gateway)
+    await as_owner(db, org_id, user)
 
     async def work() -> tuple[int, dict[str, Any]]:
         async with db.transaction() as session:
-            change = await credits.change_tier(
-                session,
-                user_id=user.id,
-                org_id=org_id,
-                tier_id=body.tier_id,
-                now=now,
-                request_key=credits.request_key(user.id, idempotency_key, org_id=org_id),
-            )
-            pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
-            out = PlanChangedOut(subscription=subscription_out(pool), message=change.message)
-        return 200, out.model_dump(mode="json")
+            tier = await credits.tier_by_id(session, body.tier_id, active_only=True)
+        result = await gateway.change_plan(
+            db, user=user, tier=tier, idempotency_key=idempotency_key, now=now, org_id=org_id
+        )
+        return 200, plan_body(result)
 
     return await run_idempotent_post(db, request, body, user_id=user.id, key=idempotency_key, now=now, work=work)
 
@@ -586,21 +582,20 @@ async def upgrade(
     "/{org_id}/subscription/cancel",
     response_model=CancelOut,
     summary="Move the organization back to Free when the period ends (owner)",
-    responses=errors(*MEMBER_ROUTE),
+    responses=errors(*MEMBER_ROUTE, 502),
 )
-async def cancel(org_id: OrgId, user: CurrentUser, db: DatabaseDep, now: ClockDep) -> CancelOut:
-    await _as_owner(db, org_id, user)
-    async with db.transaction() as session:
-        change = await credits.cancel(session, user_id=user.id, org_id=org_id, now=now)
-        pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
-        return CancelOut(subscription=subscription_out(pool), message=change.message)
+async def cancel(org_id: OrgId, user: CurrentUser, db: DatabaseDep, now: ClockDep, gateway: GatewayDep) -> CancelOut:
+    await as_owner(db, org_id, user)
+    result = await gateway.cancel_plan(db, user=user, now=now, org_id=org_id)
+    assert result.subscription is not None
+    return CancelOut(subscription=subscription_out(result.subscription), message=result.message or "")
 
 
 @router.post(
     "/{org_id}/credits/purchase",
-    response_model=PurchaseCompletedOut,
-    summary="Buy a credit pack for the organization's pool (owner)",
-    responses=errors(*MEMBER_ROUTE, 409),
+    response_model=PurchaseCompletedOut | CheckoutOut,
+    summary="Buy a credit pack for the organization's pool: at once (demo) or a checkout URL (Stripe) (owner)",
+    responses=errors(*MEMBER_ROUTE, 409, 502),
 )
 async def purchase(
     org_id: OrgId,
@@ -612,28 +607,20 @@ async def purchase(
     gateway: GatewayDep,
     idempotency_key: IdempotencyKeyDep,
 ) -> JSONResponse:
-    await _as_owner(db, org_id, user)
+    await as_owner(db, org_id, user)
     catalog: Catalog = request.app.state.catalog
     pack = catalog.require_pack(body.pack_size)
-    _demo_only(gateway)
 
     async def work() -> tuple[int, dict[str, Any]]:
-        # Demo payments, as for a user: recorded completed at its list price, credits granted.
-        async with db.transaction() as session:
-            await credits.apply_due_reset(session, user_id=None, org_id=org_id, now=now)
-            key = credits.request_key(user.id, idempotency_key, org_id=org_id)
-            bought = await credits.purchase_for_request(session, key, now=now) or await credits.create_purchase(
-                session,
-                user_id=user.id,
-                org_id=org_id,
-                credits_amount=pack.credits,
-                price_paid=pack.price,
-                now=now,
-                request_key=key,
-            )
-            result = await credits.grant_purchase(session, purchase_id=bought.id, now=now)
-            await session.refresh(bought)
-            out = PurchaseCompletedOut(purchase=purchase_out(bought), credits_remaining=result.balance.total)
+        result = await gateway.purchase_pack(
+            db, user=user, pack=pack, idempotency_key=idempotency_key, now=now, org_id=org_id
+        )
+        if result.checkout_url is not None:
+            return 200, CheckoutOut(checkout_url=result.checkout_url).model_dump(mode="json")
+        assert result.purchase is not None
+        assert result.credits_remaining is not None
+        await notifications.after_purchase(db, purchase_id=result.purchase.id, now=now)  # committed: the receipt
+        out = PurchaseCompletedOut(purchase=purchase_out(result.purchase), credits_remaining=result.credits_remaining)
         return 200, out.model_dump(mode="json")
 
     return await run_idempotent_post(db, request, body, user_id=user.id, key=idempotency_key, now=now, work=work)

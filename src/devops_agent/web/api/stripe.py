@@ -69,13 +69,14 @@ class AutoRechargeOut(BaseModel):
     last_error: str | None
 
 
-def _stripe(gateway: Any) -> StripeGateway:
+def stripe_only(gateway: Any) -> StripeGateway:
+    """The Stripe gateway, or 400 ``payments_not_configured`` in demo mode."""
     if not isinstance(gateway, StripeGateway):
         raise ApiError(400, "payments_not_configured", "Payments run in demo mode: Stripe is not configured.")
     return gateway
 
 
-def _out(row: AutoRecharge | None, now: datetime) -> AutoRechargeOut:
+def auto_recharge_out(row: AutoRecharge | None, now: datetime) -> AutoRechargeOut:
     if row is None:
         return AutoRechargeOut(
             enabled=False,
@@ -136,7 +137,7 @@ async def webhook(request: Request, db: DatabaseDep, settings: SettingsDep, now:
     responses=errors(*AUTHED),
 )
 async def portal(user: CurrentUser, db: DatabaseDep, gateway: GatewayDep) -> PortalOut:
-    return PortalOut(url=await _stripe(gateway).portal_url(db, user=user))
+    return PortalOut(url=await stripe_only(gateway).portal_url(db, user=user))
 
 
 @router.get(
@@ -148,7 +149,7 @@ async def portal(user: CurrentUser, db: DatabaseDep, gateway: GatewayDep) -> Por
 async def get_auto_recharge(user: CurrentUser, db: DatabaseDep, now: ClockDep) -> AutoRechargeOut:
     async with db.transaction() as session:
         row = await auto_recharge.settings_for(session, user_id=user.id)
-    return _out(row, now)
+    return auto_recharge_out(row, now)
 
 
 @router.put(
@@ -160,7 +161,7 @@ async def get_auto_recharge(user: CurrentUser, db: DatabaseDep, now: ClockDep) -
 async def put_auto_recharge(
     body: AutoRechargeIn, request: Request, user: CurrentUser, db: DatabaseDep, gateway: GatewayDep, now: ClockDep
 ) -> AutoRechargeOut:
-    stripe_gateway = _stripe(gateway)
+    stripe_gateway = stripe_only(gateway)
     catalog: Catalog = request.app.state.catalog
     catalog.require_pack(body.pack_size)
     card = await stripe_gateway.saved_card(db, user=user)  # network: before the transaction
@@ -178,4 +179,4 @@ async def put_auto_recharge(
             payment_method_id=card,
             now=now,
         )
-    return _out(row, now)
+    return auto_recharge_out(row, now)

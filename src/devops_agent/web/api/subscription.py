@@ -118,7 +118,8 @@ async def list_tiers(request: Request, db: DatabaseDep, gateway: GatewayDep) -> 
     return TiersOut(tiers=tiers, payments_mode=gateway.mode)
 
 
-def _plan_body(result: PlanChangeResult) -> dict[str, Any]:
+def plan_body(result: PlanChangeResult) -> dict[str, Any]:
+    """The answer to a plan change: a checkout URL (Stripe), or the account after it (demo)."""
     if result.checkout_url is not None:
         return CheckoutOut(checkout_url=result.checkout_url).model_dump(mode="json")
     assert result.subscription is not None
@@ -146,7 +147,7 @@ async def upgrade(
         async with db.transaction() as session:
             tier = await credits.tier_by_id(session, body.tier_id, active_only=True)
         result = await gateway.change_plan(db, user=user, tier=tier, idempotency_key=idempotency_key, now=now)
-        return 200, _plan_body(result)
+        return 200, plan_body(result)
 
     return await run_idempotent_post(db, request, body, user_id=user.id, key=idempotency_key, now=now, work=work)
 

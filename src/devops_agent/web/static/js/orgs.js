@@ -253,7 +253,9 @@ async function orgPage(root) {
   });
   onSubmit("[data-org-upgrade]", async (values) => {
     const result = await api("POST", `${base}/subscription/upgrade`, { tier_id: Number(values.tier_id) });
-    if (result.ok) {
+    if (result.ok && result.data.checkout_url) {
+      window.location.assign(result.data.checkout_url); // Stripe Checkout; the webhook changes the plan
+    } else if (result.ok) {
       say(status, result.data.message);
       refreshPool();
     }
@@ -261,12 +263,53 @@ async function orgPage(root) {
   });
   onSubmit("[data-org-pack]", async (values) => {
     const result = await api("POST", `${base}/credits/purchase`, { pack_size: Number(values.pack_size) });
-    if (result.ok) {
+    if (result.ok && result.data.checkout_url) {
+      window.location.assign(result.data.checkout_url); // Stripe Checkout; the webhook credits the pool
+    } else if (result.ok) {
       say(status, `Bought ${result.data.purchase.credits_amount} credits for the team.`);
       refreshPool();
     }
     return result;
   });
+  $("[data-org-portal]", root)?.addEventListener("click", async () => {
+    const result = await api("POST", `${base}/billing/portal`);
+    if (result.ok) window.location.assign(result.data.url);
+    else say(status, errorMessage(result), "error");
+  });
+
+  async function loadSeats() {
+    if (me.role !== "owner" && me.role !== "admin") return;
+    const result = await api("GET", `${base}/billing`);
+    if (!result.ok) return;
+    const seats = result.data.seats;
+    const held = seats.pending_invitations ? ` (+${seats.pending_invitations} invited)` : "";
+    $("[data-seats-used]", root).textContent = `${seats.members}${held}`;
+    $("[data-seats-included]", root).textContent = seats.included === null ? "No limit" : String(seats.included);
+    $("[data-seats-extra]", root).textContent = seats.extra_seat_price === null
+      ? (seats.extra_seats ? String(seats.extra_seats) : "Not sold on this plan")
+      : `${seats.extra_seats} at $${seats.extra_seat_price}/month`;
+    $("[data-billing-members]", root).replaceChildren(
+      ...result.data.members.map((m) =>
+        el(
+          "tr",
+          { "data-billing-member": m.username },
+          el("td", { text: m.username }),
+          el("td", { text: m.role }),
+          el("td", { class: "num", text: String(m.credits_used) }),
+          el("td", { class: "num", text: capText(m.cap) }),
+        ),
+      ),
+    );
+  }
+
+  async function showPaymentsMode() {
+    const result = await api("GET", `${base}/subscription`);
+    if (!result.ok) return;
+    for (const node of $$("[data-stripe-only]", root)) node.hidden = me.role !== "owner" || result.data.payments_mode !== "stripe";
+    const checkout = new URLSearchParams(window.location.search).get("checkout");
+    if (checkout === "success") say(status, "Stripe has your payment: the team's credits arrive as soon as Stripe confirms it.");
+    if (checkout === "cancelled") say(status, "The payment was cancelled; nothing was charged.", "error");
+  }
   onSubmit("[data-transfer]", async (values) => {
     const result = await api("POST", `${base}/transfer`, { user_id: Number(values.user_id) });
     if (result.ok) window.location.reload();
@@ -289,7 +332,7 @@ async function orgPage(root) {
   });
 
   showPool(detail.data.organization);
-  await Promise.all([loadMembers(), loadInvitations(), loadUsage(), loadTiers()]);
+  await Promise.all([loadMembers(), loadInvitations(), loadUsage(), loadTiers(), loadSeats(), showPaymentsMode()]);
 }
 
 // --- the billing page's team pools, the admin dashboard's organizations --------------
