@@ -2,7 +2,7 @@
 // (/orgs/join/<token>) and one team's workspace (/orgs/<id>). Every number and every
 // change goes through the /api/orgs endpoints; what a role may not do is hidden here
 // and refused by the API anyway.
-import { api, clearErrors, el, errorMessage, formValues, shortDate, showErrors } from "./common.js";
+import { actionLabel, api, clearErrors, el, errorMessage, formValues, shortDate, showErrors } from "./common.js";
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];
@@ -114,8 +114,11 @@ async function orgPage(root) {
 
   function memberRow(m) {
     const admin = me.role === "owner" || me.role === "admin";
-    const actions = el("td", {});
-    const capCell = el("td", { text: m.monthly_cap === null ? `default (${capText(m.effective_cap)})` : capText(m.monthly_cap) });
+    const actions = el("td", { "data-label": "Actions" });
+    const capCell = el("td", {
+      "data-label": "Cap",
+      text: m.monthly_cap === null ? `default (${capText(m.effective_cap)})` : capText(m.monthly_cap),
+    });
     if (admin) {
       const input = el("input", {
         type: "number",
@@ -146,9 +149,14 @@ async function orgPage(root) {
     return el(
       "tr",
       { "data-member": m.username },
-      el("td", {}, el("strong", { text: m.username }), m.email ? el("span", { class: "muted small", text: ` ${m.email}` }) : null),
-      el("td", { text: m.role }),
-      el("td", { class: "num", text: m.credits_used === null ? "—" : String(m.credits_used) }),
+      el(
+        "td",
+        { "data-label": "Member" },
+        el("strong", { text: m.username }),
+        m.email ? el("span", { class: "muted small member-email", text: m.email }) : null,
+      ),
+      el("td", { "data-label": "Role", text: m.role }),
+      el("td", { "data-label": "Used this period", class: "num", text: m.credits_used === null ? "—" : String(m.credits_used) }),
       capCell,
       actions,
     );
@@ -158,9 +166,15 @@ async function orgPage(root) {
     $("[data-members-body]", root).replaceChildren(...members.map(memberRow));
     const select = $("#transfer-to", root);
     if (select) {
-      select.replaceChildren(
-        ...members.filter((m) => m.role !== "owner").map((m) => el("option", { value: m.user_id, text: m.username })),
-      );
+      const others = members.filter((m) => m.role !== "owner");
+      select.replaceChildren(...others.map((m) => el("option", { value: m.user_id, text: m.username })));
+      // No one to hand the team to: a sentence instead of an empty list.
+      const form = $("[data-transfer]", root);
+      const none = $("[data-transfer-none]", root);
+      if (me.role === "owner") {
+        form.hidden = others.length === 0;
+        none.hidden = others.length > 0;
+      }
     }
   }
 
@@ -182,9 +196,10 @@ async function orgPage(root) {
           say(status, done.ok ? `The invitation to ${inv.email} was revoked.` : errorMessage(done), done.ok ? "ok" : "error");
           loadInvitations();
         });
-        return el("li", {}, `${inv.email} (${inv.role}, expires ${shortDate(inv.expires_at)}) `, revoke);
+        return el("li", { class: "invitation" }, el("span", { text: `${inv.email} (${inv.role}, expires ${shortDate(inv.expires_at)})` }), revoke);
       }),
     );
+    $("[data-invitations-empty]", root).hidden = result.data.invitations.length > 0;
   }
 
   async function loadUsage() {
@@ -199,9 +214,12 @@ async function orgPage(root) {
         el(
           "tr",
           { "data-usage-member": m.username },
-          el("td", { text: m.username }),
-          el("td", { class: "num", text: String(m.credits_used) }),
-          el("td", { text: m.tool_usage_breakdown.map((t) => `${t.tool}: ${t.count}`).join(", ") || "—" }),
+          el("td", { "data-label": "Member", text: m.username }),
+          el("td", { "data-label": "Credits this period", class: "num", text: String(m.credits_used) }),
+          el("td", {
+            "data-label": "Actions per tool",
+            text: m.tool_usage_breakdown.map((t) => `${actionLabel(t.tool)}: ${t.count}`).join(", ") || "None yet",
+          }),
         ),
       ),
     );
