@@ -82,7 +82,9 @@ def test_pages_signed_out_fit_a_phone(phone: BrowserContext, screenshots: Path) 
 def test_pages_of_a_customer_fit_a_phone(phone: BrowserContext, screenshots: Path) -> None:
     page = phone.new_page()
     sign_up(page, unique_name("phonecustomer_with_a_long_name"))
-    assert page.request.post("/api/chat", data={"message": "list my EC2 instances"}, headers=_csrf(phone)).ok
+    # A long message makes a long conversation title (the list and the chat's heading show it).
+    long = "create a t3.micro instance named web-1 and tell me everything about it please"
+    assert page.request.post("/api/chat", data={"message": long}, headers=_csrf(phone)).ok
     problems: list[str] = []
     for path in ("/chat", "/billing", "/account", "/orgs", "/logout"):
         problems += check_page(page, path, screenshots)

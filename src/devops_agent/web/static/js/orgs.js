@@ -2,7 +2,7 @@
 // (/orgs/join/<token>) and one team's workspace (/orgs/<id>). Every number and every
 // change goes through the /api/orgs endpoints; what a role may not do is hidden here
 // and refused by the API anyway.
-import { actionLabel, api, clearErrors, el, errorMessage, formValues, shortDate, showErrors } from "./common.js";
+import { actionLabel, api, clearErrors, el, errorMessage, formValues, plural, shortDate, showErrors } from "./common.js";
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];
@@ -75,7 +75,7 @@ async function joinPage(root) {
 // --- /orgs/<id> --------------------------------------------------------------------
 
 function capText(cap) {
-  return cap === null || cap === undefined ? "no cap" : `${cap} credits`;
+  return cap === null || cap === undefined ? "no cap" : plural(cap, "credit");
 }
 
 async function orgPage(root) {
@@ -97,7 +97,7 @@ async function orgPage(root) {
     $("[data-pool-credits]", root).textContent = String(org.credits_remaining);
     $("[data-pool-tier]", root).textContent = org.tier.display_name;
     $("[data-pool-period-end]", root).textContent = shortDate(org.current_period_end);
-    $("[data-my-used]", root).textContent = `${org.my_credits_used} credits`;
+    $("[data-my-used]", root).textContent = plural(org.my_credits_used, "credit");
     $("[data-my-cap]", root).textContent = capText(org.my_cap);
     const admin = org.role === "owner" || org.role === "admin";
     for (const node of $$("[data-admin-only]", root)) node.hidden = !admin;
@@ -207,7 +207,7 @@ async function orgPage(root) {
     if (!result.ok) return;
     const admin = me.role === "owner" || me.role === "admin";
     $("[data-usage-scope]", root).textContent = admin
-      ? `Every member's use of the pool this period (${result.data.credits_used_this_month} credits in all).`
+      ? `Every member's use of the pool this period (${plural(result.data.credits_used_this_month, "credit")} in all).`
       : "Your own use of the pool; admins see everyone's.";
     $("[data-usage-body]", root).replaceChildren(
       ...result.data.members.map((m) =>
@@ -232,7 +232,7 @@ async function orgPage(root) {
     if (!result.ok) return;
     select.replaceChildren(
       ...result.data.available_tiers.map((t) =>
-        el("option", { value: t.id, text: `${t.display_name} · ${t.monthly_credits} credits/month`, selected: t.id === result.data.subscription.tier.id }),
+        el("option", { value: t.id, text: `${t.display_name} · ${plural(t.monthly_credits, "credit")} a month`, selected: t.id === result.data.subscription.tier.id }),
       ),
     );
   }
@@ -279,7 +279,7 @@ async function orgPage(root) {
   onSubmit("[data-org-pack]", async (values) => {
     const result = await api("POST", `${base}/credits/purchase`, { pack_size: Number(values.pack_size) });
     if (result.ok) {
-      say(status, `Bought ${result.data.purchase.credits_amount} credits for the team.`);
+      say(status, `Bought ${plural(result.data.purchase.credits_amount, "credit")} for the team.`);
       refreshPool();
     }
     return result;
@@ -323,7 +323,7 @@ async function billingTeams(root) {
           "li",
           {},
           el("a", { href: `/orgs/${org.id}`, text: org.name }),
-          ` · ${org.tier.display_name} · ${org.credits_remaining} credits in the pool · you: ${org.role}`,
+          ` · ${org.tier.display_name} · ${plural(org.credits_remaining, "credit")} in the pool · you: ${org.role}`,
         ),
       ),
   );
