@@ -6,6 +6,9 @@ reply) make the reply's cost line survive a reload. ``agent`` is the backend tha
 answered ("offline", "claude"), shown as a label beside the reply. All three are null
 on user messages and on replies stored before this revision.
 
+Two indexes serve the customer's ledger, which groups a message's charges: a tool's
+usage log finds its message's by conversation, and a usage log its ledger row.
+
 Revision ID: 0012
 Revises: 0011
 Create Date: 2026-11-30 21:20:00
@@ -27,9 +30,13 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("credits_used", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("balance_after", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("agent", sa.String(length=64), nullable=True))
+    op.create_index("ix_usage_logs_conversation_id_id", "usage_logs", ["conversation_id", "id"], unique=False)
+    op.create_index("ix_credit_ledger_usage_log_id", "credit_ledger", ["usage_log_id"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_credit_ledger_usage_log_id", table_name="credit_ledger")
+    op.drop_index("ix_usage_logs_conversation_id_id", table_name="usage_logs")
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.drop_column("agent")
         batch_op.drop_column("balance_after")

@@ -72,3 +72,10 @@ async def test_it_is_deterministic() -> None:
     backend = OfflineBackend()
     turns = [await backend.next_turn([UserTurn("create a t3.small instance named db-1")], TOOL_LIST) for _ in range(2)]
     assert turns[0] == turns[1]
+
+
+async def test_counts_read_as_words() -> None:
+    one = ToolResults((ToolResult("1", "get_s3_buckets", json.dumps({"buckets": [{"name": "a-bucket"}]})),))
+    two = ToolResults((ToolResult("1", "get_s3_buckets", json.dumps({"buckets": [{"name": "a"}, {"name": "b"}]})),))
+    assert (await OfflineBackend().next_turn([UserTurn("x"), one], TOOL_LIST)).text.startswith("You have 1 S3 bucket:")
+    assert (await OfflineBackend().next_turn([UserTurn("x"), two], TOOL_LIST)).text.startswith("You have 2 S3 buckets:")

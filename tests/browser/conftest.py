@@ -58,7 +58,15 @@ def serve(workdir: Path, *, port: int | None = None, **settings: Any) -> Iterato
     from devops_agent.web.app import create_app
 
     # Offline agent, demo payments and sandbox cloud unless the caller says otherwise.
-    values: dict[str, Any] = {"anthropic_api_key": None, "stripe_secret_key": None, "cloud": "sandbox", **settings}
+    # Every test signs up its own people from 127.0.0.1: lift the per-address sign-up limit
+    # (10 an hour) that a real visitor meets; its own tests are in tests/web.
+    values: dict[str, Any] = {
+        "anthropic_api_key": None,
+        "stripe_secret_key": None,
+        "cloud": "sandbox",
+        "registration_limit_per_hour": 10_000,
+        **settings,
+    }
     app_settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         database_url=f"sqlite:///{workdir / 'app.db'}",

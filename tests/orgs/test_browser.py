@@ -88,7 +88,7 @@ def test_owner_invites_member_chats_in_team_workspace_owner_sees_usage(
         owner.goto(org_path)
         row = owner.locator(f'[data-usage-member="{member_name}"]')
         expect(row).to_contain_text("2")
-        expect(row).to_contain_text("get_ec2_instances: 1")
+        expect(row).to_contain_text("List EC2 instances: 1")
         expect(owner.locator("[data-pool-credits]")).to_have_text("18")
         expect(owner.locator(f'[data-member="{member_name}"]')).to_contain_text("member")
 

@@ -8,7 +8,8 @@ with the total), which is how the chat showed the reply's cost.
 How a tool's charge finds its message: it is the latest message charge of the same user
 in the same conversation before it (a message's tools are charged after the message and
 before the reply, and the chat sends one message of a conversation at a time). The
-ledger itself is not changed: the grouping is computed when read.
+ledger itself is not changed: the grouping is computed when read, in one window pass
+over the account's charges.
 
 Pages are cut between groups, newest first; the cursor is the id of the last group's
 first row, so a group is never split across two pages. The credits of every movement
@@ -23,7 +24,6 @@ from typing import Any
 
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from .models import ActionType, CreditLedger, LedgerKind, UsageLog
 
@@ -59,38 +59,32 @@ class MovementPage:
     next_cursor: int | None
 
 
-def _group_key() -> Any:
-    """Per ledger row: the id of the message charge it belongs to, else its own id."""
-    tool = aliased(UsageLog)
-    msg = aliased(UsageLog)
-    msg_ledger = aliased(CreditLedger)
-    parent_usage = (
-        select(func.max(msg.id))
-        .where(
-            msg.user_id == tool.user_id,
-            msg.conversation_id == tool.conversation_id,
-            msg.action_type == ActionType.AGENT_MESSAGE.value,
-            msg.id < tool.id,
-        )
-        .correlate(tool)
-        .scalar_subquery()
+def _grouped(subscription_id: int, start: datetime | None, end: datetime | None, kind: LedgerKind | None) -> Any:
+    """The account's ledger rows (filtered), each with the id of its movement (``group_id``).
+
+    A tool's charge belongs to the latest message charge of the same user and
+    conversation at or before it: one window pass over the rows (both databases run
+    window functions), no join against a derived table (which a planner without
+    statistics turns into a nested loop over every pair of rows).
+    """
+    charge = CreditLedger.kind == LedgerKind.CHARGE.value
+    latest_message = func.max(
+        case((and_(charge, UsageLog.action_type == ActionType.AGENT_MESSAGE.value), CreditLedger.id), else_=None)
+    ).over(partition_by=(UsageLog.user_id, UsageLog.conversation_id), order_by=CreditLedger.id, rows=(None, 0))
+    tool_charge = and_(charge, UsageLog.action_type == ActionType.TOOL_USE.value, UsageLog.conversation_id.is_not(None))
+    group = func.coalesce(case((tool_charge, latest_message), else_=None), CreditLedger.id)
+    rows = (
+        select(CreditLedger.id.label("ledger_id"), group.label("group_id"))
+        .outerjoin(UsageLog, UsageLog.id == CreditLedger.usage_log_id)
+        .where(CreditLedger.subscription_id == subscription_id)
     )
-    parent_ledger = (
-        select(func.min(msg_ledger.id))
-        .select_from(tool)
-        .where(
-            tool.id == CreditLedger.usage_log_id,
-            tool.action_type == ActionType.TOOL_USE.value,
-            tool.conversation_id.is_not(None),
-            msg_ledger.usage_log_id == parent_usage,
-            msg_ledger.kind == LedgerKind.CHARGE.value,
-            msg_ledger.subscription_id == CreditLedger.subscription_id,
-        )
-        .correlate(CreditLedger)
-        .scalar_subquery()
-    )
-    is_tool_charge = and_(CreditLedger.kind == LedgerKind.CHARGE.value, CreditLedger.usage_log_id.is_not(None))
-    return case((is_tool_charge, func.coalesce(parent_ledger, CreditLedger.id)), else_=CreditLedger.id)
+    if start is not None:
+        rows = rows.where(CreditLedger.created_at >= start)
+    if end is not None:
+        rows = rows.where(CreditLedger.created_at < end)
+    if kind is not None:
+        rows = rows.where(CreditLedger.kind == kind.value)
+    return rows.subquery()
 
 
 async def movements(
@@ -104,15 +98,7 @@ async def movements(
     kind: LedgerKind | None = None,
 ) -> MovementPage:
     """One page of an account's movements, newest first (see the module doc)."""
-    group = _group_key().label("group_id")
-    rows = select(CreditLedger.id.label("ledger_id"), group).where(CreditLedger.subscription_id == subscription_id)
-    if start is not None:
-        rows = rows.where(CreditLedger.created_at >= start)
-    if end is not None:
-        rows = rows.where(CreditLedger.created_at < end)
-    if kind is not None:
-        rows = rows.where(CreditLedger.kind == kind.value)
-    listed = rows.subquery()
+    listed = _grouped(subscription_id, start, end, kind)
     keys_query = select(listed.c.group_id).distinct().order_by(listed.c.group_id.desc()).limit(limit + 1)
     if cursor is not None:
         keys_query = keys_query.where(listed.c.group_id < cursor)
@@ -121,16 +107,21 @@ async def movements(
     keys = keys[:limit]
     if not keys:
         return MovementPage([], None)
+    members = dict(
+        (int(row_id), int(key))
+        for row_id, key in await session.execute(
+            select(listed.c.ledger_id, listed.c.group_id).where(listed.c.group_id.in_(keys))
+        )
+    )
     found = await session.execute(
-        select(CreditLedger, UsageLog, listed.c.group_id)
-        .join(listed, listed.c.ledger_id == CreditLedger.id)
+        select(CreditLedger, UsageLog)
         .outerjoin(UsageLog, UsageLog.id == CreditLedger.usage_log_id)
-        .where(listed.c.group_id.in_(keys))
+        .where(CreditLedger.id.in_(list(members)))
         .order_by(CreditLedger.id)
     )
     groups: dict[int, list[tuple[CreditLedger, UsageLog | None]]] = {}
-    for ledger, usage, key in found:
-        groups.setdefault(int(key), []).append((ledger, usage))
+    for ledger, usage in found:
+        groups.setdefault(members[ledger.id], []).append((ledger, usage))
     page = [_movement(key, groups[key]) for key in keys if key in groups]
     return MovementPage(page, keys[-1] if more else None)
 

@@ -200,6 +200,8 @@ class UsageLog(Base):
     __table_args__ = (
         CheckConstraint("credits_used >= 0", name="credits_used_non_negative"),
         Index("ix_usage_logs_user_created", "user_id", "created_at"),
+        # A tool's charge finds its message's in the same conversation (billing.activity).
+        Index("ix_usage_logs_conversation_id_id", "conversation_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -223,6 +225,8 @@ class CreditLedger(Base):
         CheckConstraint("monthly_balance_after >= 0", name="monthly_after_non_negative"),
         CheckConstraint("purchased_balance_after >= 0", name="purchased_after_non_negative"),
         Index("ix_credit_ledger_subscription_id_id", "subscription_id", "id"),
+        # The ledger row of a usage log: a refund's lookup, and the activity's grouping.
+        Index("ix_credit_ledger_usage_log_id", "usage_log_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

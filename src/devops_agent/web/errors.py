@@ -28,6 +28,7 @@ from devops_agent.billing import errors as billing_errors
 from devops_agent.billing.models import SubscriptionTier
 from devops_agent.db import DatabaseBusy, is_unavailable
 from devops_agent.payments.stripe_client import PaymentProviderError
+from devops_agent.web import messages
 
 log = logging.getLogger("devops_agent.web")
 
@@ -138,13 +139,20 @@ async def api_error_handler(_request: Request, exc: Exception) -> JSONResponse:
 
 
 def _detail(error: Any) -> dict[str, Any]:
+    """One failed field: a sentence for people (``message``), the rest for programs."""
     loc = [str(part) for part in error.get("loc", ())]
-    return {
-        "field": ".".join(loc[1:]) or (loc[0] if loc else ""),
+    field = ".".join(loc[1:]) or (loc[0] if loc else "")
+    error_type = str(error.get("type", ""))
+    ctx = error.get("ctx")
+    detail: dict[str, Any] = {
+        "field": field,
         "location": loc[0] if loc else "",
-        "message": error.get("msg", ""),
-        "type": error.get("type", ""),
+        "message": messages.sentence(error_type, field.split(".")[-1], ctx, str(error.get("msg", ""))),
+        "type": error_type,
     }
+    if constraint := messages.machine_ctx(ctx):
+        detail["ctx"] = constraint
+    return detail
 
 
 async def validation_error_handler(_request: Request, exc: Exception) -> JSONResponse:
@@ -160,9 +168,8 @@ async def validation_error_handler(_request: Request, exc: Exception) -> JSONRes
     if any(tuple(e.get("loc", ())) == ("body",) for e in errors):
         return error_response(400, "invalid_request", "The request body must be a JSON object.", details=details)
     if errors and all(d["location"] in ("query", "path", "header", "cookie") for d in details):
-        fields = ", ".join(sorted({d["field"] for d in details}))
-        return error_response(400, "invalid_request", f"Invalid value for: {fields}.", details=details)
-    return error_response(422, "validation_error", "The request body does not match the schema.", details=details)
+        return error_response(400, "invalid_request", messages.summary(details), details=details)
+    return error_response(422, "validation_error", messages.summary(details), details=details)
 
 
 class BadRequestOnInvalidBody(APIRoute):

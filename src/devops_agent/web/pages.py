@@ -70,6 +70,7 @@ def _layout_context(request: Request) -> dict[str, Any]:
 
 templates = Jinja2Templates(directory=TEMPLATES_DIR, context_processors=[_layout_context])
 templates.env.filters["usd"] = usd
+templates.env.filters["credits"] = lambda n: f"{n:,} credit" if n == 1 else f"{n:,} credits"
 
 router = APIRouter(include_in_schema=False)
 

@@ -103,7 +103,7 @@ def describe_result(name: str, result: dict[str, Any], is_error: bool) -> str:
         if not items:
             return "You have no EC2 instances."
         lines = [f"- {i['instance_id']} {i['name'] or '(no name)'} {i['instance_type']} {i['state']}" for i in items]
-        return f"You have {len(items)} EC2 instance(s):\n" + "\n".join(lines)
+        return f"You have {_count(len(items), 'EC2 instance')}:\n" + "\n".join(lines)
     if name == "create_ec2_instance":
         i = result["instance"]
         return f"Launched EC2 instance {i['instance_id']} named {i['name']} ({i['instance_type']}, {i['state']})."
@@ -114,7 +114,7 @@ def describe_result(name: str, result: dict[str, Any], is_error: bool) -> str:
         if not dbs:
             return "You have no RDS databases."
         lines = [f"- {d['identifier']} {d['engine']} {d['instance_class']} {d['status']}" for d in dbs]
-        return f"You have {len(dbs)} RDS database(s):\n" + "\n".join(lines)
+        return f"You have {_count(len(dbs), 'RDS database')}:\n" + "\n".join(lines)
     if name == "create_rds_instance":
         d = result["database"]
         return f"Creating RDS database {d['identifier']} ({d['engine']}, {d['instance_class']}): {d['status']}."
@@ -122,10 +122,15 @@ def describe_result(name: str, result: dict[str, Any], is_error: bool) -> str:
         buckets = result["buckets"]
         if not buckets:
             return "You have no S3 buckets."
-        return f"You have {len(buckets)} S3 bucket(s):\n" + "\n".join(f"- {b['name']}" for b in buckets)
+        return f"You have {_count(len(buckets), 'S3 bucket')}:\n" + "\n".join(f"- {b['name']}" for b in buckets)
     if name == "create_s3_bucket":
         return f"Created S3 bucket {result['bucket']['name']}."
     return f"{name}: {json.dumps(result, default=str)}"
+
+
+def _count(n: int, noun: str) -> str:
+    """ "1 S3 bucket", "2 S3 buckets"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 class OfflineBackend:

@@ -1,7 +1,7 @@
 // The admin dashboard: revenue, usage, the projection calculator, user lookup with
 // adjustments and suspensions, the email outbox and the audit log, all from
 // /api/admin/*. Charts are drawn by charts.js; each has its numbers in a table too.
-import { api, clearErrors, dateTime, el, errorMessage, formValues, showErrors } from "./common.js";
+import { api, clearErrors, dateTime, el, errorMessage, formValues, plural, showErrors } from "./common.js";
 import { baseOptions, dayLabel, draw, fillRows, money } from "./charts.js";
 
 const $ = (selector) => document.querySelector(selector);
@@ -246,7 +246,7 @@ async function adjust(event) {
   });
   if (!result.ok) return showErrors(form, result);
   form.reset();
-  say(`Adjusted ${currentUser.username}: balance now ${result.data.balance.total} credits.`);
+  say(`Adjusted ${currentUser.username}: balance now ${plural(result.data.balance.total, "credit")}.`);
   await Promise.all([openUser(currentUser.id), loadAudit()]);
 }
 

@@ -307,7 +307,7 @@ async function awaitConfirmation() {
     await refresh();
     if (current && fingerprint(current) !== before) {
       changed(current);
-      say(`Payment confirmed. You now have ${current.credits_remaining} credits on the ${current.tier.display_name} plan.`);
+      say(`Payment confirmed. You now have ${plural(current.credits_remaining, "credit")} on the ${current.tier.display_name} plan.`);
       return;
     }
   }

@@ -2,7 +2,7 @@
 // (/orgs/join/<token>) and one team's workspace (/orgs/<id>). Every number and every
 // change goes through the /api/orgs endpoints; what a role may not do is hidden here
 // and refused by the API anyway.
-import { api, clearErrors, el, errorMessage, formValues, shortDate, showErrors } from "./common.js";
+import { actionLabel, api, clearErrors, el, errorMessage, formValues, plural, shortDate, showErrors } from "./common.js";
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];
@@ -75,7 +75,7 @@ async function joinPage(root) {
 // --- /orgs/<id> --------------------------------------------------------------------
 
 function capText(cap) {
-  return cap === null || cap === undefined ? "no cap" : `${cap} credits`;
+  return cap === null || cap === undefined ? "no cap" : plural(cap, "credit");
 }
 
 async function orgPage(root) {
@@ -97,7 +97,7 @@ async function orgPage(root) {
     $("[data-pool-credits]", root).textContent = String(org.credits_remaining);
     $("[data-pool-tier]", root).textContent = org.tier.display_name;
     $("[data-pool-period-end]", root).textContent = shortDate(org.current_period_end);
-    $("[data-my-used]", root).textContent = `${org.my_credits_used} credits`;
+    $("[data-my-used]", root).textContent = plural(org.my_credits_used, "credit");
     $("[data-my-cap]", root).textContent = capText(org.my_cap);
     const admin = org.role === "owner" || org.role === "admin";
     for (const node of $$("[data-admin-only]", root)) node.hidden = !admin;
@@ -115,8 +115,11 @@ async function orgPage(root) {
   function memberRow(m) {
     // The owner manages everyone else; an admin manages members only (never another admin or the owner).
     const manages = me.role === "owner" || (me.role === "admin" && m.role === "member");
-    const actions = el("td", {});
-    const capCell = el("td", { text: m.monthly_cap === null ? `default (${capText(m.effective_cap)})` : capText(m.monthly_cap) });
+    const actions = el("td", { "data-label": "Actions" });
+    const capCell = el("td", {
+      "data-label": "Cap",
+      text: m.monthly_cap === null ? `default (${capText(m.effective_cap)})` : capText(m.monthly_cap),
+    });
     if (manages) {
       const input = el("input", {
         type: "number",
@@ -147,9 +150,14 @@ async function orgPage(root) {
     return el(
       "tr",
       { "data-member": m.username },
-      el("td", {}, el("strong", { text: m.username }), m.email ? el("span", { class: "muted small", text: ` ${m.email}` }) : null),
-      el("td", { text: m.role }),
-      el("td", { class: "num", text: m.credits_used === null ? "—" : String(m.credits_used) }),
+      el(
+        "td",
+        { "data-label": "Member" },
+        el("strong", { text: m.username }),
+        m.email ? el("span", { class: "muted small member-email", text: m.email }) : null,
+      ),
+      el("td", { "data-label": "Role", text: m.role }),
+      el("td", { "data-label": "Used this period", class: "num", text: m.credits_used === null ? "—" : String(m.credits_used) }),
       capCell,
       actions,
     );
@@ -159,9 +167,15 @@ async function orgPage(root) {
     $("[data-members-body]", root).replaceChildren(...members.map(memberRow));
     const select = $("#transfer-to", root);
     if (select) {
-      select.replaceChildren(
-        ...members.filter((m) => m.role !== "owner").map((m) => el("option", { value: m.user_id, text: m.username })),
-      );
+      const others = members.filter((m) => m.role !== "owner");
+      select.replaceChildren(...others.map((m) => el("option", { value: m.user_id, text: m.username })));
+      // No one to hand the team to: a sentence instead of an empty list.
+      const form = $("[data-transfer]", root);
+      const none = $("[data-transfer-none]", root);
+      if (me.role === "owner") {
+        form.hidden = others.length === 0;
+        none.hidden = others.length > 0;
+      }
     }
   }
 
@@ -183,9 +197,10 @@ async function orgPage(root) {
           say(status, done.ok ? `The invitation to ${inv.email} was revoked.` : errorMessage(done), done.ok ? "ok" : "error");
           loadInvitations();
         });
-        return el("li", {}, `${inv.email} (${inv.role}, expires ${shortDate(inv.expires_at)}) `, revoke);
+        return el("li", { class: "invitation" }, el("span", { text: `${inv.email} (${inv.role}, expires ${shortDate(inv.expires_at)})` }), revoke);
       }),
     );
+    $("[data-invitations-empty]", root).hidden = result.data.invitations.length > 0;
   }
 
   async function loadUsage() {
@@ -193,16 +208,19 @@ async function orgPage(root) {
     if (!result.ok) return;
     const admin = me.role === "owner" || me.role === "admin";
     $("[data-usage-scope]", root).textContent = admin
-      ? `Every member's use of the pool this period (${result.data.credits_used_this_month} credits in all).`
+      ? `Every member's use of the pool this period (${plural(result.data.credits_used_this_month, "credit")} in all).`
       : "Your own use of the pool; admins see everyone's.";
     $("[data-usage-body]", root).replaceChildren(
       ...result.data.members.map((m) =>
         el(
           "tr",
           { "data-usage-member": m.username },
-          el("td", { text: m.username }),
-          el("td", { class: "num", text: String(m.credits_used) }),
-          el("td", { text: m.tool_usage_breakdown.map((t) => `${t.tool}: ${t.count}`).join(", ") || "—" }),
+          el("td", { "data-label": "Member", text: m.username }),
+          el("td", { "data-label": "Credits this period", class: "num", text: String(m.credits_used) }),
+          el("td", {
+            "data-label": "Actions per tool",
+            text: m.tool_usage_breakdown.map((t) => `${actionLabel(t.tool)}: ${t.count}`).join(", ") || "None yet",
+          }),
         ),
       ),
     );
@@ -215,7 +233,7 @@ async function orgPage(root) {
     if (!result.ok) return;
     select.replaceChildren(
       ...result.data.available_tiers.map((t) =>
-        el("option", { value: t.id, text: `${t.display_name} · ${t.monthly_credits} credits/month`, selected: t.id === result.data.subscription.tier.id }),
+        el("option", { value: t.id, text: `${t.display_name} · ${plural(t.monthly_credits, "credit")} a month`, selected: t.id === result.data.subscription.tier.id }),
       ),
     );
   }
@@ -266,7 +284,7 @@ async function orgPage(root) {
     if (result.ok && result.data.checkout_url) {
       window.location.assign(result.data.checkout_url); // Stripe Checkout; the webhook credits the pool
     } else if (result.ok) {
-      say(status, `Bought ${result.data.purchase.credits_amount} credits for the team.`);
+      say(status, `Bought ${plural(result.data.purchase.credits_amount, "credit")} for the team.`);
       refreshPool();
     }
     return result;
@@ -349,7 +367,7 @@ async function billingTeams(root) {
           "li",
           {},
           el("a", { href: `/orgs/${org.id}`, text: org.name }),
-          ` · ${org.tier.display_name} · ${org.credits_remaining} credits in the pool · you: ${org.role}`,
+          ` · ${org.tier.display_name} · ${plural(org.credits_remaining, "credit")} in the pool · you: ${org.role}`,
         ),
       ),
   );

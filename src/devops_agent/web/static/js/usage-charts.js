@@ -4,7 +4,7 @@
 // low-credit email switch. A plan without a feature is told which plans have it,
 // from the plans' features the page carries: no request is made that would answer 403.
 // An upgrade on the page ("subscription:changed") shows what it brought at once.
-import { actionLabel, api, errorMessage, loadSubscription, shortDate } from "./common.js";
+import { actionLabel, api, errorMessage, loadSubscription, plural, shortDate } from "./common.js";
 import { baseOptions, dayLabel, draw, fillRows } from "./charts.js";
 
 const $ = (selector) => document.querySelector(selector);
@@ -43,7 +43,7 @@ async function loadCharts(sub) {
   const data = result.data;
   const last = new Date(new Date(data.end).getTime() - 1);
   $("[data-analytics-window]").textContent =
-    `${shortDate(data.start)} – ${shortDate(last.toISOString())}: ${data.total_credits} credits`;
+    `${shortDate(data.start)} – ${shortDate(last.toISOString())}: ${plural(data.total_credits, "credit")}`;
   $("[data-analytics-charts]").hidden = false;
   fillRows($("[data-customer-daily-rows]"), data.per_day.map((d) => [d.day, d.credits]), [1]);
   draw($("[data-customer-daily-chart]"), (c) => ({
