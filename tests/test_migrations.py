@@ -72,7 +72,7 @@ async def test_a_keyed_turn_an_older_version_left_unanswered_is_recovered_after_
     db = Database(f"sqlite:///{tmp_path / 'old.db'}")
     try:
         async with db.engine.connect() as conn:
-            await conn.run_sync(_to("0007"))
+            await conn.run_sync(_to("0012"))
             await conn.commit()
         async with db.transaction() as s:  # a turn charged, then its process died (the old key scheme)
             await sync_catalog(s, load_catalog())

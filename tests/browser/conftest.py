@@ -104,6 +104,13 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         yield server
 
 
+@pytest.fixture(scope="session")
+def auto_approve_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The app with creates run at once (``AUTO_APPROVE_ACTIONS``): for tests of what replies cost."""
+    with serve(tmp_path_factory.mktemp("auto-approve-server"), auto_approve_actions=True) as server:
+        yield server
+
+
 class _SharedChromium:
     """One Playwright and one Chromium per test session, however many suites ask.
 

@@ -53,6 +53,9 @@ def test_change_the_password_then_log_out_everywhere(browser: Browser, live_serv
         other.get_by_label("Password").fill(NEW_PASSWORD)
         other.get_by_role("button", name="Log in").click()
         other.wait_for_url("**/account")
+        # Leave the other page idle: its scripts' next call would be answered 401 and
+        # redirect it to /login on their own, racing the navigation below.
+        other.goto("about:blank")
         page.get_by_role("button", name="Log out everywhere").click()
         page.wait_for_url("**/login")
         for browser_page in (page, other):

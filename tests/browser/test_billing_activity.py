@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.conftest import LiveServer, serve
+from tests.browser.conftest import LiveServer
 from tests.browser.helpers import DESKTOP, PHONE, assert_accessible, sign_up, uncaught_errors, unique_name
 
 
-@pytest.fixture(scope="module")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """The app with creates approved at once: these tests are about what a reply cost, not approval."""
-    with serve(tmp_path_factory.mktemp("auto-approve-server"), auto_approve_actions=True) as server:
-        yield server
+@pytest.fixture
+def live_server(auto_approve_server: LiveServer) -> LiveServer:
+    """Creates run at once here: these tests are about what a reply cost, not approval."""
+    return auto_approve_server
 
 
 def chat(page: Page, text: str) -> None:

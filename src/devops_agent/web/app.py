@@ -30,7 +30,7 @@ from devops_agent.migrate import take_startup_lock, upgrade
 from devops_agent.payments.gateway import get_gateway
 from devops_agent.web.api.subscription import TierCache
 from devops_agent.web.errors import error_body, install_error_handlers
-from devops_agent.web.instrumentation import MetricsMiddleware, sample_pools_forever
+from devops_agent.web.instrumentation import sample_pools_forever
 from devops_agent.web.logging import RequestLogMiddleware, configure_logging
 from devops_agent.web.ratelimit import LoginLimiter, RegistrationLimiter
 from devops_agent.web.security import Passwords, SessionSigner, load_secret_key
@@ -165,7 +165,6 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware)
     app.add_middleware(RequestLogMiddleware)
-    app.add_middleware(MetricsMiddleware)
 
     import devops_agent.web.api.chat as agent_chat_api
     import devops_agent.web.api.templates as agent_templates_api

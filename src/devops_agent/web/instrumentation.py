@@ -1,8 +1,8 @@
 """What the web process feeds into ``devops_agent.metrics``: request latencies and pool use.
 
-The request histogram is observed by a pure ASGI middleware once the answer is sent:
-one clock read at each end and one histogram observation, no database, no body
-buffering. The route label is the template Starlette matched (``scope["route"]``).
+The request histogram is observed by the request log's pure ASGI middleware once the
+answer is sent: one clock read at each end and one histogram observation, no database,
+no body buffering. The route label is the template Starlette matched (``scope["route"]``).
 
 Pool use is sampled by a background task of each worker every ``POOL_SAMPLE_SECONDS``
 (and before each scrape), never on the request path.
@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from devops_agent import metrics
 from devops_agent.db import Database
@@ -23,33 +22,15 @@ from devops_agent.db import Database
 POOL_SAMPLE_SECONDS = 5.0
 
 
-class MetricsMiddleware:
-    """Observes each HTTP request's duration under its method, route template and status."""
+def observe_request(scope: Scope, status: int, seconds: float) -> None:
+    """Observe one answered request under its method, route template and status.
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or metrics.UNMATCHED
-            metrics.REQUEST_SECONDS.labels(scope["method"], template, str(status)).observe(
-                time.perf_counter() - started
-            )
+    Called by the request log's middleware (``web.logging``), which already times every
+    request: one middleware, one clock pair, one histogram observation.
+    """
+    route = scope.get("route")
+    template = getattr(route, "path", None) or metrics.UNMATCHED
+    metrics.REQUEST_SECONDS.labels(scope["method"], template, str(status)).observe(seconds)
 
 
 def sample_pools(db: Database) -> None:

@@ -22,6 +22,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from devops_agent.web.instrumentation import observe_request
+
 LOGGER = "devops_agent"
 LOG_FILE = "devops_agent.log"
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -98,7 +100,8 @@ def configure_logging(log_dir: Path, *, level: int = logging.INFO) -> None:
 
 
 class RequestLogMiddleware:
-    """Logs each HTTP request once it has been answered (pure ASGI: no body buffering)."""
+    """Logs each HTTP request once it has been answered, and observes its latency for the
+    metrics (pure ASGI: no body buffering)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -120,6 +123,8 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            elapsed = time.perf_counter() - started
+            observe_request(scope, status, elapsed)
             state = scope.get("state") or {}
             client = scope.get("client")
             self.log.info(
@@ -128,7 +133,7 @@ class RequestLogMiddleware:
                     "method": scope["method"],
                     "path": scope["path"],
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "duration_ms": round(elapsed * 1000, 2),
                     "client": client[0] if client else None,
                     "user_id": state.get("user_id"),
                 },
