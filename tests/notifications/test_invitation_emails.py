@@ -165,3 +165,24 @@ async def test_accepted_revoked_and_expired_invitations_cannot_be_resent(
         await notifier.wait_idle()
     notifications.forget(db)
     assert len(inbox.messages) == sent + 1  # only the fresh invitation's email
+
+
+async def test_a_revoked_invitation_whose_email_still_waits_is_never_sent(
+    db: Database, tmp_path: Path, inbox: Inbox, make_notifier: Callable[..., Notifier]
+) -> None:
+    app = build_app(db, tmp_path)
+    notifier = notifications.install(db, make_notifier(db))
+    inbox.replies = ["421 Service not available"] * 3  # the SMTP server is down: the email waits
+    async with make_client(app) as owner:
+        org_id = await team(app, owner)
+        made = await owner.post(f"/api/orgs/{org_id}/invitations", json={"email": "dev@example.com"})
+        await notifier.wait_idle()
+        revoked = await owner.delete(f"/api/orgs/{org_id}/invitations/{made.json()['invitation']['id']}")
+        assert revoked.status_code == 204
+    async with db.transaction() as s:
+        row = (await s.execute(select(EmailOutbox))).scalar_one()
+        assert (row.status, row.sealed_token) == (OutboxStatus.SKIPPED, None)
+        row.next_attempt_at = row.created_at
+    report = await notifier.drain()  # the server is back: nothing is due
+    notifications.forget(db)
+    assert (report.sent, inbox.messages) == (0, [])

@@ -283,3 +283,28 @@ async def test_extra_seats_of_a_paid_pool_are_billed_by_a_seats_subscription(
     outcome = await deliver(stripe_client, make_event("customer.subscription.deleted", ended))
     assert "extra seats" in outcome.json()["outcome"]
     assert (await pool(stripe_client, org_id))["tier"]["name"] == "professional"
+
+
+async def test_a_team_chat_that_leaves_the_pool_low_runs_the_pools_auto_recharge(
+    db: Database, stripe_app: FastAPI, stripe_client: httpx.AsyncClient, edge: Edge
+) -> None:
+    _, org_id = await team_owner(stripe_app, stripe_client)
+    assert (await stripe_client.post(f"/api/orgs/{org_id}/billing/portal")).status_code == 200
+    await asyncio.to_thread(card, sdk(edge.url), await org_customer(db, org_id))
+    rule = {"enabled": True, "threshold": 16, "pack_size": 100, "monthly_cap": 3, "cooldown_minutes": 60}
+    assert (await stripe_client.put(f"/api/orgs/{org_id}/auto-recharge", json=rule)).status_code == 200
+    async with db.transaction() as session:  # the pool holds 16 of its 20 Free credits
+        await credits.adjust(session, user_id=None, org_id=org_id, amount=-4, reason="spent", admin_id=None, now=T0)
+
+    async with http_client(stripe_app) as member:
+        user = await register(member)
+        made = await stripe_client.post(f"/api/orgs/{org_id}/invitations", json={"email": user["email"]})
+        await member.post("/api/orgs/invitations/accept", json={"token": made.json()["token"]})
+        reply = await member.post("/api/chat", json={"message": "hello", "org_id": org_id})
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["credits_remaining"] == 15
+    # The reply's background task bought the pool's pack with the organization's card.
+    account = await pool(stripe_client, org_id)
+    assert (account["credits_remaining"], account["purchased_credits_remaining"]) == (115, 100)
+    intent = edge.posted("/v1/payment_intents")[-1].params
+    assert (intent["customer"], intent["metadata"]["org_id"]) == (await org_customer(db, org_id), str(org_id))

@@ -17,7 +17,7 @@ from weakref import WeakKeyDictionary
 from devops_agent.config import get_settings
 from devops_agent.db import Database
 
-from .invitations import queue_invitation
+from .invitations import queue_invitation, void_invitation_emails
 from .models import Cause, EmailOutbox, OutboxStatus
 from .service import DrainReport, Notifier, recent_outbox
 from .stripe_events import after_stripe_event as _after_stripe_event
@@ -87,6 +87,14 @@ async def after_invitation(db: Database, *, invitation_id: int, token: str, now:
         logger.exception("could not queue the email of invitation %s", invitation_id)
 
 
+async def after_invitation_revoked(db: Database, *, invitation_id: int) -> None:
+    """Call after an invitation's revocation committed: its email, if still waiting, is not sent."""
+    try:
+        await void_invitation_emails(notifier_for(db), invitation_id=invitation_id)
+    except Exception:
+        logger.exception("could not void the email of invitation %s", invitation_id)
+
+
 async def after_stripe_event(db: Database, event: dict[str, Any], *, now: datetime) -> None:
     """Call after ``payments.webhooks.handle_event`` returned: receipts and failed renewals."""
     try:
@@ -103,6 +111,7 @@ __all__ = [
     "OutboxStatus",
     "after_balance_change",
     "after_invitation",
+    "after_invitation_revoked",
     "after_pool_change",
     "after_payment_failed",
     "after_purchase",

@@ -79,3 +79,14 @@ async def queue_invitation(notifier: Notifier, *, invitation_id: int, token: str
         outbox_id = outbox.id
     notifier.kick()
     return [outbox_id]
+
+
+async def void_invitation_emails(notifier: Notifier, *, invitation_id: int) -> int:
+    """Skip the invitation's emails still waiting (it was revoked): their link no longer works."""
+    async with notifier.db.transaction() as session:
+        result = await session.execute(
+            update(EmailOutbox)
+            .where(EmailOutbox.invitation_id == invitation_id, EmailOutbox.status == OutboxStatus.PENDING.value)
+            .values(status=OutboxStatus.SKIPPED.value, sealed_token=None)
+        )
+    return int(getattr(result, "rowcount", 0) or 0)

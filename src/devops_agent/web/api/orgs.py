@@ -523,10 +523,12 @@ async def revoke_invitation(
     org_id: OrgId,
     invitation_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
     user: CurrentUser,
-    session: SessionDep,
+    db: DatabaseDep,
     now: ClockDep,
 ) -> Response:
-    await orgs.revoke_invitation(session, org_id=org_id, actor_id=user.id, invitation_id=invitation_id, now=now)
+    async with db.transaction() as session:
+        await orgs.revoke_invitation(session, org_id=org_id, actor_id=user.id, invitation_id=invitation_id, now=now)
+    await notifications.after_invitation_revoked(db, invitation_id=invitation_id)  # committed: a waiting email stays
     return Response(status_code=204)
 
 
