@@ -12,7 +12,7 @@
 
 The tool names are the seed's (``get_ec2_instances``, ``create_ec2_instance``,
 ``create_rds_instance``, ...). Other providers join by adding a module like this
-one and listing its tools in ``tools.build_toolbox``.
+one and listing its tools in ``tools.ALL_TOOLS`` (which the pricing file is checked against).
 """
 
 from __future__ import annotations
