@@ -205,11 +205,8 @@ def serve(
     workers: Annotated[int, typer.Option(help="Worker processes (PostgreSQL only).")] = 1,
 ) -> None:
     """Start the web service."""
-    try:
-        from devops_agent.web.server import run_server
-    except ImportError:
-        typer.echo("The web service arrives with the next milestone; run `devops-agent init` for now.")
-        raise typer.Exit(0) from None
+    from devops_agent.web.server import run_server
+
     run_server(host=host, port=port, workers=workers)
 
 
