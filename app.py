@@ -1,4 +1,4 @@
-"""The seed's start command: `python app.py` serves DevOps Agent on http://127.0.0.1:5000."""
+"""`python app.py` (= `devops-agent serve`) serves DevOps Agent on http://127.0.0.1:5000."""
 
 from devops_agent.cli import serve
 

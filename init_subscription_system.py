@@ -1,4 +1,4 @@
-"""The seed's set-up command: migrate, sync the pricing catalog, move users to Free, print a summary."""
+"""`devops-agent init` as a script: migrate, sync the pricing catalog, move users to Free, print a summary."""
 
 from devops_agent.cli import init
 

@@ -12,7 +12,7 @@ of one charge three ways:
   (``billing.charge_sql``): lock/read the account, the conditional UPDATE ... RETURNING,
   the usage log INSERT and the ledger INSERT, in one transaction.
 
-The ratio engine/raw is the figure the foundation issue asks for (target: at least 0.5);
+The ratio engine/raw is the figure the charge path is held to (target: at least 0.5);
 the session ratio shows what the ORM transaction costs.
 """
 

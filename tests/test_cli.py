@@ -115,3 +115,13 @@ def test_bad_pricing_file_is_refused_with_a_clear_message(
     result = runner.invoke(app, ["init"])
     assert result.exit_code == 1
     assert "must be a non-negative amount" in result.output
+
+
+def test_init_refuses_a_pricing_file_naming_no_tool(env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pricing = tmp_path / "pricing.toml"
+    pricing.write_text(DEFAULT_PRICING_FILE.read_text().replace("create_rds_instance = 5", "create_rds_instace = 5"))
+    monkeypatch.setenv("PRICING_FILE", str(pricing))
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["init"])
+    assert result.exit_code == 1
+    assert "[costs] names no tool: create_rds_instace" in result.output

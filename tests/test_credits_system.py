@@ -1,4 +1,4 @@
-"""The seed's story, played end to end on the credits engine (SQLite and PostgreSQL).
+"""A customer's first month, played end to end on the credits engine (SQLite and PostgreSQL).
 
 New user gets 20 credits -> spends them -> buys 250 -> the monthly reset keeps the 250 ->
 upgrades to Starter. Every balance is checked against the ledger at each step.

@@ -10,10 +10,10 @@ from typing import Annotated, TypeVar
 import typer
 
 from devops_agent.billing import credits
-from devops_agent.billing.catalog import CatalogError, load_catalog
+from devops_agent.billing.catalog import Catalog, CatalogError, load_catalog
 from devops_agent.billing.catalog_sync import open_missing_accounts, summarize, sync_catalog
 from devops_agent.billing.periods import utcnow
-from devops_agent.config import get_settings
+from devops_agent.config import Settings, get_settings
 from devops_agent.db import Database
 from devops_agent.migrate import take_startup_lock, upgrade
 
@@ -44,11 +44,20 @@ def _run(work: Callable[[Database], Awaitable[T]], database_url: str | None = No
     return asyncio.run(runner())
 
 
+def checked_catalog(settings: Settings) -> Catalog:
+    """The pricing file, its tool names checked against the agent's tools (``CatalogError`` if not)."""
+    from devops_agent.agent.tools import check_catalog_tools  # the cloud SDKs load only when needed
+
+    catalog = load_catalog(settings.pricing_file)
+    check_catalog_tools(catalog)
+    return catalog
+
+
 async def initialize(db: Database) -> list[str]:
     """Migrate, sync the catalog, open missing accounts; return the lines of a summary."""
     settings = get_settings()
     await upgrade(db)
-    catalog = load_catalog(settings.pricing_file)
+    catalog = checked_catalog(settings)
     async with db.transaction() as session:
         await take_startup_lock(session)  # a server's workers may be starting meanwhile
         report = await sync_catalog(session, catalog)
@@ -196,11 +205,8 @@ def serve(
     workers: Annotated[int, typer.Option(help="Worker processes (PostgreSQL only).")] = 1,
 ) -> None:
     """Start the web service."""
-    try:
-        from devops_agent.web.server import run_server
-    except ImportError:
-        typer.echo("The web service arrives with the next milestone; run `devops-agent init` for now.")
-        raise typer.Exit(0) from None
+    from devops_agent.web.server import run_server
+
     run_server(host=host, port=port, workers=workers)
 
 
@@ -233,12 +239,15 @@ def stripe_sync() -> None:
 
     async def work(db: Database) -> list[str]:
         await upgrade(db)
-        return await sync_prices(db, make_client(settings), load_catalog(settings.pricing_file), now=utcnow())
+        return await sync_prices(db, make_client(settings), checked_catalog(settings), now=utcnow())
 
     try:
         lines = _run(work)
     except PaymentProviderError as exc:
         typer.echo(exc.message, err=True)
+        raise typer.Exit(1) from None
+    except CatalogError as exc:
+        typer.echo(f"error: the pricing catalog is invalid: {exc}", err=True)
         raise typer.Exit(1) from None
     for line in lines:
         typer.echo(line)
@@ -269,6 +278,9 @@ def create_admin(
         result = _run(work)
     except admins.AdminInputError as exc:
         typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except CatalogError as exc:
+        typer.echo(f"error: the pricing catalog is invalid: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"Admin {result.username} (user {result.user_id}): {result.outcome}.")
 

@@ -155,9 +155,9 @@ def test_admin_dashboard_renders_the_figures_and_its_tools_work(browser: Browser
         assert_accessible(page)
         page.screenshot(path=str(DOCS / "admin.png"), full_page=True)
 
-        page.get_by_role("button", name="The seed's 100 users").click()
+        page.get_by_role("button", name="Conservative: 100 users").click()
         expect(page.locator("[data-projection-result]")).to_have_text("Expected MRR: $800.00 a month (100 users)")
-        page.get_by_role("button", name="the seed's 1,000 users").click()
+        page.get_by_role("button", name="growth: 1,000 users").click()
         expect(page.locator("[data-projection-result]")).to_contain_text("$14,100.00")
         expect(page.locator("[data-projection-by-tier]")).to_contain_text("Professional: $6,320.00")
 

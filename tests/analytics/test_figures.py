@@ -112,9 +112,9 @@ SEED_PRICES = {t.name: t.monthly_price for t in load_catalog().tiers}
 @pytest.mark.parametrize(
     ("users", "mix", "expected"),
     [
-        # The seed's conservative estimate: 100 users.
+        # The conservative estimate (the admin page's preset): 100 users.
         (100, {"starter": 15, "professional": 4, "business": 1}, Decimal("800.00")),
-        # The seed's growth scenario: 1,000 users.
+        # The growth scenario (the admin page's preset): 1,000 users.
         (1000, {"free": 700, "starter": 200, "professional": 80, "business": 20}, Decimal("14100.00")),
     ],
 )

@@ -1,4 +1,4 @@
-"""The seed's story in a real browser, on a desktop and on a phone.
+"""A customer's first month in a real browser, on a desktop and on a phone.
 
 Sign up -> chat until the low-credit warning -> the out-of-credits modal -> billing ->
 buy a pack -> the counter updates without a reload -> upgrade -> the badge and the

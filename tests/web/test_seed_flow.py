@@ -1,4 +1,4 @@
-"""The seed's manual test plan over HTTP, end to end, and the tier moves of the contract.
+"""The manual test plan (below) over HTTP, end to end, and the tier moves of the contract.
 
 1. create an account  2. it has 20 credits  3. actions spend them  4. buy a pack
 5. upgrade to a paid tier  6. usage stats and history tell the story.

@@ -1,7 +1,7 @@
 """The real server process: `python app.py` on a free port with a fresh SQLite file.
 
 One server is started for this module. Over real HTTP it registers and buys a pack
-(the seed's start command works on a fresh machine), serves the schemathesis run
+(``python app.py`` works on a fresh machine), serves the schemathesis run
 over ``/openapi.json`` (authenticated; no 5xx, no response that breaks the schema),
 and stops gracefully on SIGTERM with its JSON request log written and free of secrets.
 """

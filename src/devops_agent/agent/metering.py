@@ -1,6 +1,6 @@
 """Credits for one agent run: the message, then each tool call, each in its own transaction.
 
-The order is the seed's: check, charge BEFORE doing, do, record. A charge commits
+The order never changes: check, charge BEFORE doing, do, record. A charge commits
 in a short ``Database.transaction()`` of its own before the cloud API (or the LLM)
 is called, and the outcome is written in a new one afterwards, so no transaction
 is ever open while we wait on the network (on SQLite it would stop every writer).

@@ -1,4 +1,4 @@
-"""Chat with the agent: the seed's "How It Works", with every step in its own transaction.
+"""Chat with the agent: check, charge, act, record, with every step in its own transaction.
 
 ``send_message`` runs one message through three phases:
 

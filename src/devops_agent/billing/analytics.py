@@ -4,9 +4,9 @@ Read-only queries over the credits engine's tables: nothing here moves a balance
 A dashboard is only useful when each figure means one thing, so the definitions are:
 
 * **MRR**: the sum, over subscriptions whose ``payment_status`` is ``active``, of
-  their tier's *current* monthly price (the seed's query, minus its two mistakes:
-  ``past_due``/``unpaid``/``cancelled`` accounts do not pay, and a price change
-  applies to everyone at once). Free accounts add $0.
+  their tier's *current* monthly price (not every subscription's:
+  ``past_due``/``unpaid``/``cancelled`` accounts do not pay; and today's price, so a
+  price change applies to everyone at once). Free accounts add $0.
 * **Pack revenue**: in the month a pack purchase completes, its price; in the month
   it is refunded (its clawback ledger row), minus its price. ``net = gross - refunds``.
 * **Credits spent**: ``usage_logs.credits_used`` minus what the engine refunded for
@@ -265,8 +265,8 @@ def project_mrr(prices: Mapping[str, Decimal], tier_mix: Mapping[str, int], *, u
     """Expected MRR for ``tier_mix`` (users per tier name) at ``prices``.
 
     With ``users``, the users the mix does not place are on the cheapest (free) tier,
-    as in the seed's scenarios: 100 users with 15 Starter, 4 Professional and
-    1 Business make $800/month.
+    as in the admin page's conservative preset: 100 users with 15 Starter,
+    4 Professional and 1 Business make $800/month.
     """
     unknown = sorted(set(tier_mix) - set(prices))
     if unknown:

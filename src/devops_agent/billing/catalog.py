@@ -1,9 +1,11 @@
 """The pricing catalog: tiers, credit packs and per-action credit costs.
 
 The catalog is data, not code: it is read from a TOML file shipped with the
-package (``pricing.toml``, the seed's figures) or from ``PRICING_FILE``. The
+package (``pricing.toml``, the prices on sale) or from ``PRICING_FILE``. The
 database holds the tiers too (subscriptions point at them), and
-``subscriptions.sync_catalog`` brings the table in line with the file.
+``catalog_sync.sync_catalog`` brings the table in line with the file. The names in
+``[costs]`` and ``[size_costs]`` are the agent's tools; this package cannot see them,
+so the app and the command line check them at start (``agent.tools.check_catalog_tools``).
 """
 
 from __future__ import annotations

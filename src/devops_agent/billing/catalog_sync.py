@@ -1,6 +1,6 @@
 """Bring the database in line with the pricing catalog, and give every user an account.
 
-This is what ``devops-agent init`` (and the seed's ``init_subscription_system.py``)
+This is what ``devops-agent init`` (and its alias ``python init_subscription_system.py``)
 runs after the migrations. It is idempotent: a second run changes nothing and the
 summary says so.
 """

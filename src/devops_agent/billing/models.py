@@ -1,4 +1,4 @@
-"""Tables of the credits system: the seed's four, users and conversations, and the ledger.
+"""Tables of the credits system: tiers, accounts, purchases, usage, users, conversations, the ledger.
 
 Rules the database enforces (CHECK constraints), not just the code:
 
@@ -117,7 +117,21 @@ class SubscriptionTier(Base):
 
 
 class UserSubscription(Base):
-    """A credit account: one per user. ``credits_remaining`` is the monthly allowance."""
+    """A credit account: a user's own, or an organization's pool that its members spend from.
+
+    Despite the table's name it is an account, not only a subscription: exactly one owner
+    (``user_id`` or ``organization_id``, the ``one_owner`` constraint), one per owner,
+    holding the plan (``tier``) and both balances.
+
+    Two balances, and one name that means two things:
+
+    * the column ``credits_remaining`` is the **monthly** balance (the plan's allowance,
+      spent first, reset at each period's end);
+    * ``purchased_credits_remaining`` holds pack credits (spent after, never expire);
+    * ``balance`` is their sum, and that total is what the API calls ``credits_remaining``
+      (``GET /api/subscription``, the chat reply, the 402 body); the API names the column's
+      figure ``monthly_credits_remaining``. Read the column as "monthly credits remaining".
+    """
 
     __tablename__ = "user_subscriptions"
     __table_args__ = (
@@ -157,6 +171,7 @@ class UserSubscription(Base):
 
     @property
     def balance(self) -> int:
+        """Monthly plus purchased credits: what the API calls ``credits_remaining``."""
         return self.credits_remaining + self.purchased_credits_remaining
 
 

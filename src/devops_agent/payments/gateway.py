@@ -96,8 +96,8 @@ class PaymentGateway(Protocol):
 def get_gateway(settings: Settings) -> PaymentGateway:
     """The gateway for these settings: Stripe when ``STRIPE_SECRET_KEY`` is set, else demo.
 
-    The Stripe gateway plugs in here (``payments.stripe_gateway``); until it exists
-    a configured key still falls back to demo, and the API says ``payments_mode: demo``.
+    ``payments.demo`` and ``payments.stripe_gateway`` import this module (for the
+    result types), so they are imported here, inside the function, not at the top.
     """
     from devops_agent.payments.demo import DemoGateway
 

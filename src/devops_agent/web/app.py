@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from devops_agent import notifications
 from devops_agent.agent import turns
+from devops_agent.agent.tools import check_catalog_tools
 from devops_agent.billing.catalog import cached_catalog
 from devops_agent.billing.catalog_sync import sync_catalog
 from devops_agent.billing.periods import utcnow
@@ -154,6 +155,7 @@ def create_app(
     app.state.clock = clock or utcnow
     app.state.gateway = get_gateway(settings)
     app.state.catalog = cached_catalog(settings.pricing_file)
+    check_catalog_tools(app.state.catalog)  # a misspelled tool in the pricing file stops the start
     app.state.passwords = Passwords()
     secret = load_secret_key(settings)
     app.state.sessions = SessionSigner(secret)

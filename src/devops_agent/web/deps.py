@@ -138,6 +138,8 @@ async def request_reads(request: Request) -> AsyncIterator[AsyncSession]:
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 GatewayDep = Annotated[PaymentGateway, Depends(get_gateway)]
+# ``ClockDep`` is a moment (one reading of the app's clock, a datetime), not a clock: a
+# handler that reads the time more than once (a chat turn) takes ``api.chat.ClockFnDep``.
 ClockDep = Annotated[datetime, Depends(get_now)]
 # scope="function": the transaction ends (commits) before the response is sent, not after.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

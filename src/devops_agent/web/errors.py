@@ -175,7 +175,7 @@ async def validation_error_handler(_request: Request, exc: Exception) -> JSONRes
 class BadRequestOnInvalidBody(APIRoute):
     """A route whose contract answers a body that fails its schema with 400 ``validation_error``, not 422.
 
-    The second round's endpoints pin 400 (``POST /api/account/password``); the body is
+    Some endpoints answer 400 by contract (``POST /api/account/password``); the body is
     the same ``validation_error`` with ``details`` as everywhere else.
     """
 

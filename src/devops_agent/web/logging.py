@@ -1,6 +1,6 @@
 """Structured request logs: one JSON line per request, to stdout and ``logs/devops_agent.log``.
 
-The seed's troubleshooting reads ``logs/``; operators read stdout. A line carries
+The file under ``logs/`` is for reading on the machine; operators collect stdout. A line carries
 method, path (never the query string, which may carry tokens), status, duration,
 the client address and the user id when known. Headers, bodies, cookies, API keys
 and password hashes are never logged, and secrets that travel in a path (an

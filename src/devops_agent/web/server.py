@@ -20,7 +20,8 @@ from pathlib import Path
 import uvicorn
 from sqlalchemy.engine import make_url
 
-from devops_agent.agent.tools import sandbox_server
+from devops_agent.agent.tools import check_catalog_tools, sandbox_server
+from devops_agent.billing.catalog import CatalogError, load_catalog
 from devops_agent.config import Settings, get_settings
 
 GRACEFUL_SHUTDOWN_SECONDS = 20
@@ -47,6 +48,15 @@ def check_workers(settings: Settings, workers: int) -> str | None:
             "SQLite serves one process only (its locking is unfair across processes): "
             "run with --workers 1, or set DATABASE_URL to PostgreSQL for several workers."
         )
+    return None
+
+
+def check_catalog(settings: Settings) -> str | None:
+    """Why the pricing file cannot be served (each worker would fail on it at start), or None."""
+    try:
+        check_catalog_tools(load_catalog(settings.pricing_file))
+    except CatalogError as exc:
+        return f"error: the pricing catalog is invalid: {exc}"
     return None
 
 
@@ -106,7 +116,7 @@ def migrate_before_workers(settings: Settings) -> None:
 def run_server(host: str | None = None, port: int | None = None, workers: int = 1) -> None:
     """Serve until interrupted; ``HOST``/``PORT`` (settings) apply when not given."""
     settings = get_settings()
-    problem = check_workers(settings, workers)
+    problem = check_workers(settings, workers) or check_catalog(settings)
     if problem:
         print(problem, file=sys.stderr)  # noqa: T201
         raise SystemExit(2)

@@ -10,9 +10,10 @@
   IAM role they connected (``sts:AssumeRole`` with their external id); the operator's
   credentials boto3 finds in the environment are used for AssumeRole alone.
 
-The tool names are the seed's (``get_ec2_instances``, ``create_ec2_instance``,
-``create_rds_instance``, ...). Other providers join by adding a module like this
-one and listing its tools in ``tools.build_toolbox``.
+The tool names (``get_ec2_instances``, ``create_ec2_instance``, ``create_rds_instance``,
+...) are data: the pricing file prices them and usage logs store them, so a rename
+needs both changed. Other providers join by adding a module like this
+one and listing its tools in ``tools.ALL_TOOLS`` (which the pricing file is checked against).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ defines each of them; a credit adjustment goes through ``billing.credits.adjust`
 (a ledger row with the admin's id and reason) and, like a suspension or a restore,
 appends an ``admin_audit`` row in the same transaction.
 
-Shapes scripts rely on (issue 7): ``GET /revenue`` -> ``{mrr, pack_revenue,
+Shapes scripts rely on (keep them): ``GET /revenue`` -> ``{mrr, pack_revenue,
 subscribers_by_tier}``; ``POST /revenue/projection`` -> ``{mrr, by_tier}``;
 ``GET /usage/top-users`` and ``/usage/top-tools`` -> lists of ``{name, credits_used}``
 and ``{name, count}``.

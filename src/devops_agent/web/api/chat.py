@@ -64,6 +64,7 @@ async def get_clock(request: Request) -> Callable[[], datetime]:
 
 
 RuntimeDep = Annotated[AgentRuntime, Depends(get_runtime)]
+# The clock itself (a callable); ``deps.ClockDep`` is one reading of it (a datetime).
 ClockFnDep = Annotated[Callable[[], datetime], Depends(get_clock)]
 IdPath = Annotated[int, Path(ge=1, le=2**62)]
 

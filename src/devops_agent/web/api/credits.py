@@ -1,4 +1,4 @@
-"""The seed's credit pack endpoints: the packs on sale and buying one.
+"""The credit pack endpoints (``/api/credits``): the packs on sale and buying one.
 
 A purchase goes through the payment gateway: demo mode completes it at once
 (recorded as completed with its list price), Stripe mode answers a checkout URL.

@@ -1,4 +1,4 @@
-"""The seed's subscription endpoints: current plan, tiers, upgrade, cancel.
+"""The subscription endpoints (``/api/subscription``): current plan, tiers, upgrade, cancel.
 
 Reads go through ``billing.credits.get_account``, which applies a due monthly reset
 first. Changes go through the payment gateway (demo: at once; Stripe: a checkout URL).

@@ -1,4 +1,4 @@
-"""The seed's usage analytics: totals with a per-tool breakdown, and the paginated log."""
+"""Usage analytics (``/api/usage``): totals with a per-tool breakdown, and the paginated log."""
 
 from __future__ import annotations
 
