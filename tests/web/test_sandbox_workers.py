@@ -42,9 +42,10 @@ def _fresh(url: str, cookies: httpx.Cookies, csrf: str) -> httpx.Client:
     return httpx.Client(base_url=url, cookies=cookies, headers=headers, timeout=120)
 
 
+# Several workers run on PostgreSQL only (serve refuses them on SQLite).
+@pytest.mark.postgres
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
 def test_two_workers_share_one_sandbox(db: Database, database_url: str, tmp_path: Path) -> None:
-    if db.url.get_backend_name() == "sqlite":
-        pytest.skip("several workers run on PostgreSQL only (serve refuses them on SQLite)")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
