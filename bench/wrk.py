@@ -49,6 +49,7 @@ from sqlalchemy import text
 from bench.common import free_port, scratch_postgres, server_env, wait_ready
 from devops_agent.billing import credits
 from devops_agent.db import Database
+from devops_agent.migrate import upgrade
 
 CONNECTIONS = 64
 THREADS = 2
@@ -289,6 +290,9 @@ def _serve(url: str, port: int, workers: int, workdir: Path) -> subprocess.Popen
 
 
 async def _backend(name: str, url: str, workers: int, workdir: Path) -> dict[str, Any]:
+    db = Database(url)  # migrated before the server starts: the bench measures serving, not start-up
+    await upgrade(db)
+    await db.dispose()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = _serve(url, port, workers, workdir)
