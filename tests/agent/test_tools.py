@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 
 import boto3
 import pytest
@@ -156,3 +160,42 @@ async def test_a_shared_sandbox_server_keeps_each_customers_cloud_across_restart
     # It really was that server: with it gone, the sandbox cannot be reached.
     gone = await after.run("get_ec2_instances", after.validate("get_ec2_instances", {}), target=CloudTarget(1))
     assert (gone.ok, gone.our_side) == (False, True)
+
+
+def test_the_sandbox_server_ends_when_the_process_that_started_it_is_killed(tmp_path: Path) -> None:
+    """A SIGKILLed ``serve`` cannot stop its sandbox itself: the sandbox must not outlive it."""
+    starter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from devops_agent.agent.tools import sandbox_server\n"
+            "process, url = sandbox_server.start()\n"
+            "print(process.pid, flush=True)\n"
+            "time.sleep(600)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert starter.stdout is not None
+        sandbox_pid = int(starter.stdout.readline())
+        assert _alive(sandbox_pid)
+        starter.kill()
+        starter.wait()
+        for _ in range(200):  # an event, not a duration: wait until the sandbox is gone (20 s at most)
+            if not _alive(sandbox_pid):
+                break
+            time.sleep(0.1)
+        assert not _alive(sandbox_pid), "the sandbox server outlived the process that started it"
+    finally:
+        starter.kill()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie left for init to reap counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"

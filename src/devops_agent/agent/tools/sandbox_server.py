@@ -10,6 +10,9 @@ runs the same server on its own, so the sandbox also outlives restarts of the se
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +21,15 @@ import urllib.error
 import urllib.request
 
 READY_TIMEOUT_SECONDS = 60.0
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+
+
+def _die_with(parent: int) -> None:
+    """In the moto child, before it runs: on Linux, end it when the process that started it
+    dies, even by SIGKILL (otherwise a killed ``serve`` leaves its sandbox running forever)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(0)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -49,7 +61,13 @@ def wait_ready(url: str, process: subprocess.Popen[bytes] | None = None) -> None
 def start(host: str = "127.0.0.1", port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
     """Start a moto server process and wait until it answers; the process and its URL."""
     port = port or free_port(host)
-    process = subprocess.Popen(command(host, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    parent = os.getpid()
+    process = subprocess.Popen(  # noqa: S603
+        command(host, port),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=(lambda: _die_with(parent)) if sys.platform.startswith("linux") else None,  # noqa: PLW1509
+    )
     url = f"http://{host}:{port}"
     try:
         wait_ready(url, process)
