@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent.billing import credits
 from devops_agent.billing.models import User, UserSubscription
+from devops_agent.db import Database
 
 R = TypeVar("R")
 T0 = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
@@ -56,3 +57,12 @@ async def gather_all(*aws: Awaitable[R]) -> list[R]:
         if isinstance(result, BaseException):
             raise result
     return results  # type: ignore[return-value]
+
+
+async def balance_matching_ledger(db: Database, user_id: int, now: datetime = T0) -> int:
+    """The user's balance, after asserting that it equals the ledger's sums."""
+    async with db.transaction() as session:
+        sub = await account(session, user_id, now)
+        sums = await credits.ledger_sums(session, subscription_id=sub.id)
+        assert (sums.monthly, sums.purchased) == (sub.credits_remaining, sub.purchased_credits_remaining)
+        return sub.balance

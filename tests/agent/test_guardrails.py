@@ -17,7 +17,7 @@ from devops_agent.billing import credits
 from devops_agent.billing.catalog import load_catalog
 from devops_agent.billing.models import SubscriptionTier, UsageLog, UserSubscription
 from devops_agent.db import Database
-from tests.factories import T0, make_user
+from tests.factories import T0, balance_matching_ledger, make_user
 
 
 def clock() -> Any:
@@ -54,14 +54,6 @@ async def _logs(db: Database, user_id: int) -> list[tuple[str, str | None, bool,
         return [tuple(r) for r in rows]  # type: ignore[misc]
 
 
-async def _balance(db: Database, user_id: int) -> int:
-    async with db.transaction() as session:
-        account = await credits.get_account(session, user_id=user_id, now=T0)
-        sums = await credits.ledger_sums(session, subscription_id=account.id)
-        assert (sums.monthly, sums.purchased) == (account.credits_remaining, account.purchased_credits_remaining)
-        return account.balance
-
-
 def test_the_catalog_gives_each_tier_its_limits_and_prices_by_size() -> None:
     catalog = load_catalog()
     free = catalog.tier("free")
@@ -96,7 +88,7 @@ async def test_an_instance_type_outside_the_plan_is_refused_and_nothing_is_charg
     assert (kind, tool, success) == ("agent_message", None, False)
     assert reason is not None
     assert "p5.48xlarge" in reason
-    assert await _balance(db, user_id) == 20
+    assert await balance_matching_ledger(db, user_id) == 20
     listed = await auto_runtime.toolbox.run(
         "get_ec2_instances", auto_runtime.toolbox.validate("get_ec2_instances", {}), target=CloudTarget(user_id)
     )
@@ -141,7 +133,7 @@ async def test_a_bigger_plan_allows_bigger_sizes_at_their_price(db: Database, au
     reply = await _chat(db, auto_runtime, user_id, "create a m7i.large instance named app-1")
     assert [(t.tool, t.credits_used, t.success) for t in reply.tool_calls] == [("create_ec2_instance", 10, True)]
     assert (reply.credits_used, reply.credits_remaining) == (11, 89)
-    assert await _balance(db, user_id) == 89
+    assert await balance_matching_ledger(db, user_id) == 89
 
 
 async def test_the_monthly_number_of_creates_is_bounded(db: Database, auto_runtime: AgentRuntime) -> None:
@@ -158,7 +150,7 @@ async def test_the_monthly_number_of_creates_is_bounded(db: Database, auto_runti
     refused = await _chat(db, runtime, user_id, f"create a bucket named cap-{user_id}-3-{id(runtime)}")
     assert "allows 2 creates a month and this account has made 2" in refused.tool_calls[0].summary
     assert refused.credits_used == 0
-    assert await _balance(db, user_id) == 20 - 2 * 2
+    assert await balance_matching_ledger(db, user_id) == 20 - 2 * 2
 
 
 async def test_turns_that_could_not_act_are_free_and_the_log_says_why(db: Database, auto_runtime: AgentRuntime) -> None:
@@ -173,7 +165,7 @@ async def test_turns_that_could_not_act_are_free_and_the_log_says_why(db: Databa
     assert [(kind, success) for kind, _, success, _ in logs] == [("agent_message", False), ("agent_message", False)]
     assert "costs 5 credits" in (logs[0][3] or "")
     assert "not understood" in (logs[1][3] or "")
-    assert await _balance(db, user_id) == 3
+    assert await balance_matching_ledger(db, user_id) == 3
 
 
 async def test_listing_and_explaining_still_cost_their_message(db: Database, auto_runtime: AgentRuntime) -> None:
@@ -181,4 +173,4 @@ async def test_listing_and_explaining_still_cost_their_message(db: Database, aut
     helped = await _chat(db, auto_runtime, user_id, "help")
     listed = await _chat(db, auto_runtime, user_id, "list S3 buckets")
     assert (helped.credits_used, listed.credits_used) == (1, 2)
-    assert await _balance(db, user_id) == 17
+    assert await balance_matching_ledger(db, user_id) == 17

@@ -29,7 +29,7 @@ from devops_agent.billing import credits
 from devops_agent.billing.models import CreditLedger, UsageLog
 from devops_agent.db import Database
 from tests.agent.test_tools import UnreachableCloud
-from tests.factories import T0, make_user
+from tests.factories import T0, balance_matching_ledger, make_user
 
 
 def clock() -> Any:
@@ -60,21 +60,13 @@ async def _logs(db: Database, user_id: int) -> list[tuple[str, str | None, int, 
         return [tuple(r) for r in rows]  # type: ignore[misc]
 
 
-async def _balance_matches_ledger(db: Database, user_id: int) -> int:
-    async with db.transaction() as session:
-        account = await credits.get_account(session, user_id=user_id, now=T0)
-        sums = await credits.ledger_sums(session, subscription_id=account.id)
-        assert (sums.monthly, sums.purchased) == (account.credits_remaining, account.purchased_credits_remaining)
-        return account.balance
-
-
 async def test_a_message_costs_one_credit_charged_and_logged(db: Database, runtime: AgentRuntime) -> None:
     user_id = await _user(db)
     reply = await _chat(db, runtime, user_id, "hello")
     assert reply.response == "Hello! I can list and create EC2 instances, RDS databases and S3 buckets. Say 'help'."
     assert (reply.credits_used, reply.credits_remaining, reply.low_credits, reply.tool_calls) == (1, 19, False, [])
     assert await _logs(db, user_id) == [("agent_message", None, 1, True)]
-    assert await _balance_matches_ledger(db, user_id) == 19
+    assert await balance_matching_ledger(db, user_id) == 19
     async with db.transaction() as session:
         roles = (
             await session.execute(
@@ -98,7 +90,7 @@ async def test_tools_cost_their_catalog_price(db: Database, auto_runtime: AgentR
         ("agent_message", None, 1, True),
         ("tool_use", "get_ec2_instances", 1, True),
     ]
-    assert await _balance_matches_ledger(db, user_id) == 12
+    assert await balance_matching_ledger(db, user_id) == 12
 
 
 async def test_a_heavy_tool_the_balance_cannot_pay_is_not_run(
@@ -125,7 +117,7 @@ async def test_max_credits_caps_what_one_message_spends(db: Database, auto_runti
     assert (reply.credits_used, reply.credits_remaining) == (0, 20)  # nothing could be done: free
     with pytest.raises(InvalidChatRequest):
         await _chat(db, auto_runtime, user_id, "hello", max_credits=0)
-    assert await _balance_matches_ledger(db, user_id) == 20
+    assert await balance_matching_ledger(db, user_id) == 20
 
 
 async def test_the_per_message_tool_call_cap(db: Database, runtime: AgentRuntime) -> None:
@@ -147,7 +139,7 @@ async def test_a_request_aws_refuses_is_charged_and_logged_as_failed(db: Databas
     assert [(t.tool, t.credits_used, t.success) for t in reply.tool_calls] == [("stop_ec2_instance", 1, False)]
     assert "did not succeed" in reply.response
     assert await _logs(db, user_id) == [("agent_message", None, 1, True), ("tool_use", "stop_ec2_instance", 1, False)]
-    assert reply.credits_remaining == await _balance_matches_ledger(db, user_id) == 18
+    assert reply.credits_remaining == await balance_matching_ledger(db, user_id) == 18
 
 
 async def test_a_tool_that_fails_on_our_side_is_refunded(db: Database, runtime: AgentRuntime) -> None:
@@ -160,7 +152,7 @@ async def test_a_tool_that_fails_on_our_side_is_refunded(db: Database, runtime: 
     async with db.transaction() as session:
         kinds = (await session.execute(select(CreditLedger.kind).order_by(CreditLedger.id))).scalars()
         assert list(kinds) == ["monthly_grant", "charge", "charge", "refund"]
-    assert await _balance_matches_ledger(db, user_id) == 19
+    assert await balance_matching_ledger(db, user_id) == 19
 
 
 async def test_an_idempotent_retry_returns_the_first_reply_and_charges_nothing(
@@ -173,7 +165,7 @@ async def test_an_idempotent_retry_returns_the_first_reply_and_charges_nothing(
     assert again == first
     assert first.credits_remaining == 18
     assert await _logs(db, user_id) == [("agent_message", None, 1, True), ("tool_use", "create_s3_bucket", 1, True)]
-    assert await _balance_matches_ledger(db, user_id) == 18
+    assert await balance_matching_ledger(db, user_id) == 18
 
 
 async def test_concurrent_retries_with_one_key_run_once(db: Database, runtime: AgentRuntime) -> None:

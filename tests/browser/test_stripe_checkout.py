@@ -26,18 +26,13 @@ from devops_agent.payments.sync import sync_prices
 from tests.browser.conftest import LiveServer, serve
 from tests.browser.helpers import DESKTOP, assert_accessible, expect_counter, sign_up, uncaught_errors, unique_name
 from tests.payments.conftest import make_event, signed, stripe_settings
-from tests.payments.edge import Edge, free_port, pay_checkout, start_localstripe
+from tests.payments.edge import Edge, free_port, pay_checkout, running_edge
 
 
 @pytest.fixture(scope="module")
 def edge() -> Iterator[Edge]:
-    port = free_port()
-    proc = start_localstripe(port)
-    server = Edge(upstream=f"http://127.0.0.1:{port}").start()
-    yield server
-    server.stop()
-    proc.terminate()
-    proc.wait(timeout=10)
+    with running_edge() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

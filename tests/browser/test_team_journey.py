@@ -28,7 +28,7 @@ from tests.browser.conftest import LiveServer, serve
 from tests.browser.helpers import DESKTOP, assert_accessible, sign_up, uncaught_errors, unique_name
 from tests.browser.test_stripe_checkout import deliver
 from tests.payments.conftest import stripe_settings
-from tests.payments.edge import Edge, free_port, pay_checkout, start_localstripe
+from tests.payments.edge import Edge, free_port, pay_checkout, running_edge
 
 
 class Inbox:
@@ -60,13 +60,8 @@ def inbox() -> Iterator[tuple[Inbox, int]]:
 
 @pytest.fixture(scope="module")
 def edge() -> Iterator[Edge]:
-    port = free_port()
-    proc = start_localstripe(port)
-    server = Edge(upstream=f"http://127.0.0.1:{port}").start()
-    yield server
-    server.stop()
-    proc.terminate()
-    proc.wait(timeout=10)
+    with running_edge() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -19,19 +19,14 @@ import stripe
 from fastapi import FastAPI
 
 from devops_agent.db import Database
-from tests.payments.edge import SECRET_KEY, WEBHOOK_SECRET, Edge, free_port, start_localstripe
+from tests.payments.edge import SECRET_KEY, WEBHOOK_SECRET, Edge, running_edge
 from tests.web.conftest import build_app, make_client
 
 
 @pytest.fixture(scope="session")
 def edge() -> Iterator[Edge]:
-    port = free_port()
-    proc = start_localstripe(port)
-    server = Edge(upstream=f"http://127.0.0.1:{port}").start()
-    yield server
-    server.stop()
-    proc.terminate()
-    proc.wait(timeout=10)
+    with running_edge() as server:
+        yield server
 
 
 @pytest.fixture(autouse=True)

@@ -24,6 +24,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -359,3 +361,17 @@ def pay_checkout(edge: Edge, session_id: str, *, number: str = "4242424242424242
         )
         session.update(subscription=sub.id, payment_status="paid", status="complete")
     return dict(session)
+
+
+@contextmanager
+def running_edge() -> Iterator[Edge]:
+    """localstripe on a free port with the edge server in front of it, until the block ends."""
+    port = free_port()
+    proc = start_localstripe(port)
+    server = Edge(upstream=f"http://127.0.0.1:{port}").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        proc.terminate()
+        proc.wait(timeout=10)
