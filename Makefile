@@ -43,7 +43,7 @@ format: install ## Format and fix what ruff can
 	$(BIN)/ruff format src tests bench app.py init_subscription_system.py
 	$(BIN)/ruff check --fix src tests bench migrations app.py init_subscription_system.py
 
-bench: install ## Measure the charge path and the HTTP paths (wrk, pgbench); writes bench/results/*.json
+bench: install ## Measure the HTTP paths with wrk against the running server, beside the database limit (pgbench, sqlite3); writes bench/results/*.json
 	@bash scripts/ensure-command wrk wrk
 	@bash scripts/ensure-command pgbench postgresql-client
 	$(BIN)/python -m bench

@@ -1,7 +1,7 @@
 """`make bench`: run every benchmark section, print its table, write bench/results/*.json.
 
 Sections are modules of this package with ``async def run() -> dict`` and
-``def report(results) -> list[str]``; pick some with ``python -m bench charge wrk``.
+``def report(results) -> list[str]``; pick some with ``python -m bench wrk``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-SECTIONS = ("charge", "wrk")
+SECTIONS = ("wrk",)
 RESULTS = Path(__file__).with_name("results")
 
 

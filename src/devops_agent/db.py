@@ -26,11 +26,7 @@ is the embedded default; there a writer takes the whole database, so we
   waits longer (30 s) and writes in short transactions.
 
 Every balance change runs inside ``Database.transaction()``; services flush but
-never commit, the caller of ``transaction()`` commits by leaving the block. The one
-exception is the charge's hot path, which needs neither the ORM nor a session:
-``driver_transaction()`` gives it the bare driver connection in a transaction of its
-own (same writer lock on SQLite), because SQLAlchemy's session and begin/commit cost
-several times the four statements of a charge.
+never commit, the caller of ``transaction()`` commits by leaving the block.
 """
 
 from __future__ import annotations
@@ -39,8 +35,6 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Any
 
 import aiosqlite
@@ -138,7 +132,7 @@ class DatabaseBusy(Exception):
     backup). Nothing was written; retry in a moment."""
 
 
-# Raised by asyncpg (the hot path's pool, SQLAlchemy's adapter underneath) when the
+# Raised by asyncpg (under SQLAlchemy's adapter) when the
 # server is out of reach: the connection was lost or refused, the server is shutting
 # down or restarting, or has no connection slot left.
 _ASYNCPG_UNAVAILABLE: tuple[type[Exception], ...] = (
@@ -197,8 +191,8 @@ def _try_begin(connection: sqlite3.Connection, *, write: bool) -> bool:
     return True
 
 
-# A unique constraint refused a row: from SQLAlchemy, or from sqlite3 on the raw hot path.
-UNIQUE_VIOLATIONS: tuple[type[Exception], ...] = (IntegrityError, sqlite3.IntegrityError)
+# A unique constraint refused a row.
+UNIQUE_VIOLATIONS: tuple[type[Exception], ...] = (IntegrityError,)
 
 
 class _InlineCalls:
@@ -248,22 +242,6 @@ def _inline_sqlite_creator(path: str) -> Callable[[], Awaitable[aiosqlite.Connec
     return connect
 
 
-def _sqlite_driver_connection(path: str) -> sqlite3.Connection:
-    """A sqlite3 connection set up like the pool's, for the charge's hot path."""
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    for pragma in SQLITE_PRAGMAS:
-        connection.execute(pragma)
-    return connection
-
-
-@dataclass(frozen=True)
-class DriverTransaction:
-    """A driver connection inside an open transaction: exactly one of the two is set."""
-
-    sqlite: sqlite3.Connection | None = None
-    postgres: asyncpg.Connection | None = None
-
-
 async def _wait_for_writer(deadline: float, delay: float) -> float:
     """Sleep before the next try at SQLite's write lock (backing off up to 50 ms); the
     next delay. ``DatabaseBusy`` once ``deadline`` (loop time) has passed."""
@@ -272,15 +250,6 @@ async def _wait_for_writer(deadline: float, delay: float) -> float:
         raise DatabaseBusy("another process holds the SQLite write lock")
     await asyncio.sleep(min(delay, remaining))
     return min(delay * 2, 0.05)
-
-
-# Set while the current task is inside Database.transaction().
-_inside_transaction: ContextVar[bool] = ContextVar("inside_transaction", default=False)
-
-
-async def _keep_session(_connection: asyncpg.Connection) -> None:
-    """No reset query on release: the hot path leaves no session state behind, only a
-    finished transaction (asyncpg rolls back an open one itself). Saves a round trip."""
 
 
 class Database:
@@ -324,11 +293,6 @@ class Database:
             _configure_postgres(self.engine)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self._lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
-        self._sqlite_path = self.url.database or ":memory:"
-        self._sqlite_driver: sqlite3.Connection | None = None
-        self._pool_size = pool_size
-        self._driver_pool: asyncpg.Pool | None = None
-        self._driver_pool_lock = asyncio.Lock()
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
@@ -339,20 +303,16 @@ class Database:
         then fails at once if that process still holds the lock (503, not a wait).
         PostgreSQL ignores it.
         """
-        token = _inside_transaction.set(True)
-        try:
-            if self._lock is None:
-                async with self.sessionmaker.begin() as session:
-                    yield session
-                return
-            async with (
-                self._sqlite_begun(write=write) as connection,
-                self.sessionmaker(bind=connection) as session,
-                session.begin(),
-            ):
+        if self._lock is None:
+            async with self.sessionmaker.begin() as session:
                 yield session
-        finally:
-            _inside_transaction.reset(token)
+            return
+        async with (
+            self._sqlite_begun(write=write) as connection,
+            self.sessionmaker(bind=connection) as session,
+            session.begin(),
+        ):
+            yield session
 
     @asynccontextmanager
     async def _sqlite_begun(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
@@ -387,46 +347,6 @@ class Database:
             delay = await _wait_for_writer(deadline, delay)
 
     @asynccontextmanager
-    async def driver_transaction(self) -> AsyncIterator[DriverTransaction]:
-        """A transaction on the bare driver connection: commit on success, roll back on error.
-
-        For the charge's hot path only (see the module docstring). SQLite: a second
-        connection of our own under the same writer lock, its statements run inline
-        (nothing else can write meanwhile). PostgreSQL: a small asyncpg pool of its own
-        beside the engine's, because checking a connection out of SQLAlchemy's pool and
-        back costs about 0.3 ms, as much as two of the charge's statements. A quarter of
-        ``pool_size`` connections at most: a charge holds one for about a millisecond
-        (measured: 16 workers charging through 4 connections keep the raw loop's rate).
-        """
-        if _inside_transaction.get():
-            # It would wait for the caller's own writer lock (SQLite) or row lock (PostgreSQL).
-            raise RuntimeError("a driver transaction cannot be opened inside Database.transaction()")
-        if self._lock is None:
-            pool = self._driver_pool or await self._open_driver_pool()
-            async with pool.acquire() as connection, connection.transaction():
-                yield DriverTransaction(postgres=connection)
-            return
-        deadline = asyncio.get_running_loop().time() + self.write_wait
-        delay = 0.002
-        while True:
-            async with self._lock:
-                if self._sqlite_driver is None:
-                    if self._sqlite_path == ":memory:":
-                        raise RuntimeError("an in-memory SQLite database has no second connection")
-                    self._sqlite_driver = _sqlite_driver_connection(self._sqlite_path)
-                connection = self._sqlite_driver
-                if _try_begin(connection, write=True):
-                    try:
-                        yield DriverTransaction(sqlite=connection)
-                        connection.execute("COMMIT")
-                    except BaseException:
-                        if connection.in_transaction:
-                            connection.execute("ROLLBACK")
-                        raise
-                    return
-            delay = await _wait_for_writer(deadline, delay)
-
-    @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[AsyncConnection]:
         """A read-only connection whose statements all see one consistent state, for long reads.
 
@@ -441,28 +361,5 @@ class Database:
             async with connection.begin():
                 yield connection
 
-    @property
-    def driver_pool(self) -> asyncpg.Pool | None:
-        """The charge's asyncpg pool once opened (PostgreSQL), for the metrics of pool use."""
-        return self._driver_pool
-
-    async def _open_driver_pool(self) -> asyncpg.Pool:
-        """The hot path's asyncpg pool, opened on first use (it needs the running loop)."""
-        async with self._driver_pool_lock:
-            if self._driver_pool is None:
-                self._driver_pool = await asyncpg.create_pool(
-                    self.url.set(drivername="postgresql").render_as_string(hide_password=False),
-                    min_size=0,
-                    max_size=max(1, self._pool_size // 4),
-                    reset=_keep_session,
-                )
-            return self._driver_pool
-
     async def dispose(self) -> None:
-        if self._driver_pool is not None:
-            await self._driver_pool.close()
-            self._driver_pool = None
-        if self._sqlite_driver is not None:
-            self._sqlite_driver.close()
-            self._sqlite_driver = None
         await self.engine.dispose()

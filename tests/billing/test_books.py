@@ -58,8 +58,8 @@ async def _keep_books(db: Database) -> Books:
             await credits.charge(
                 s, user_id=member.id, org_id=org.id, amount=amount, action_type=ActionType.TOOL_USE, now=T0
             )
-    # The hot path too (its own transaction, raw SQL).
-    await credits.charge_alone(db, user_id=user.id, amount=1, action_type=ActionType.AGENT_MESSAGE, now=T0)
+    async with db.transaction() as s:  # a charge in a transaction of its own, as the agent makes it
+        await credits.charge(s, user_id=user.id, amount=1, action_type=ActionType.AGENT_MESSAGE, now=T0)
     return Books(user.id, kept.usage_log_id, org.id, member.id, pending.id)
 
 

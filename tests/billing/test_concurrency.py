@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import pytest
 from sqlalchemy import func, select
 
 from devops_agent.billing import credits
@@ -14,14 +13,9 @@ from devops_agent.db import Database
 from tests.factories import T0, gather_all, make_user
 
 
-async def _charge_once(db: Database, user_id: int, key: str | None = None, *, alone: bool = False) -> bool:
-    """One charge, in a session (as the chat's message) or alone (as a tool call, the hot path)."""
+async def _charge_once(db: Database, user_id: int, key: str | None = None) -> bool:
+    """One charge in a transaction of its own, as the agent charges a message or a tool call."""
     try:
-        if alone:
-            await credits.charge_alone(
-                db, user_id=user_id, amount=1, action_type="agent_message", now=T0, idempotency_key=key
-            )
-            return True
         async with db.transaction() as s:
             await credits.charge(s, user_id=user_id, amount=1, action_type="agent_message", now=T0, idempotency_key=key)
     except InsufficientCredits:
@@ -29,14 +23,10 @@ async def _charge_once(db: Database, user_id: int, key: str | None = None, *, al
     return True
 
 
-BOTH_WAYS = pytest.mark.parametrize("alone", [False, True], ids=["in_session", "alone"])
-
-
-@BOTH_WAYS
-async def test_fifty_concurrent_charges_on_twenty_credits(db: Database, alone: bool) -> None:
+async def test_fifty_concurrent_charges_on_twenty_credits(db: Database) -> None:
     async with db.transaction() as s:
         user = await make_user(s)
-    outcomes = await gather_all(*(_charge_once(db, user.id, alone=alone) for _ in range(50)))
+    outcomes = await gather_all(*(_charge_once(db, user.id) for _ in range(50)))
     assert outcomes.count(True) == 20
     assert outcomes.count(False) == 30
     async with db.transaction() as s:
@@ -49,11 +39,10 @@ async def test_fifty_concurrent_charges_on_twenty_credits(db: Database, alone: b
         assert sums.total == 0
 
 
-@BOTH_WAYS
-async def test_concurrent_retries_with_one_key_charge_once(db: Database, alone: bool) -> None:
+async def test_concurrent_retries_with_one_key_charge_once(db: Database) -> None:
     async with db.transaction() as s:
         user = await make_user(s)
-    outcomes = await gather_all(*(_charge_once(db, user.id, key="msg-1", alone=alone) for _ in range(10)))
+    outcomes = await gather_all(*(_charge_once(db, user.id, key="msg-1") for _ in range(10)))
     assert all(outcomes)
     async with db.transaction() as s:
         sub = await credits.get_account(s, user_id=user.id, now=T0)
@@ -81,8 +70,7 @@ async def test_concurrent_grants_of_one_purchase_grant_once(db: Database) -> Non
         assert sub.purchased_credits_remaining == 250
 
 
-@BOTH_WAYS
-async def test_spending_and_granting_at_once_loses_nothing(db: Database, alone: bool) -> None:
+async def test_spending_and_granting_at_once_loses_nothing(db: Database) -> None:
     """Charges racing with purchases and adjustments: the ledger still explains every credit."""
     async with db.transaction() as s:
         user = await make_user(s)
@@ -99,7 +87,7 @@ async def test_spending_and_granting_at_once_loses_nothing(db: Database, alone: 
         async with db.transaction() as s:
             await credits.adjust(s, user_id=user.id, amount=n, reason="goodwill", admin_id=None, now=T0)
 
-    tasks = [_charge_once(db, user.id, alone=alone) for _ in range(400)]
+    tasks = [_charge_once(db, user.id) for _ in range(400)]
     tasks += [grant(p.id) for p in purchases]
     tasks += [give(5) for _ in range(4)]
     results = await gather_all(*tasks)

@@ -18,7 +18,6 @@ from tests.factories import T0, make_user
 
 operation = st.one_of(
     st.tuples(st.just("charge"), st.integers(1, 30)),
-    st.tuples(st.just("charge_alone"), st.integers(1, 30)),
     st.tuples(st.just("refund"), st.just(0)),
     st.tuples(st.just("purchase"), st.sampled_from([100, 250, 500, 1000])),
     st.tuples(st.just("advance"), st.integers(1, 75)),
@@ -37,12 +36,6 @@ async def test_balances_always_match_the_ledger(db: Database, ops: list[tuple[st
         tiers = {t.name: t.id for t in (await s.execute(select(SubscriptionTier))).scalars()}
     charges: list[int] = []
     for op, arg in ops:
-        if op == "charge_alone":  # its own transaction, the hot path
-            try:
-                result = await credits.charge_alone(db, user_id=user.id, amount=arg, action_type="tool_use", now=now)
-                charges.append(result.usage_log_id)
-            except InsufficientCredits:
-                pass
         async with db.transaction() as s:
             try:
                 if op == "charge":

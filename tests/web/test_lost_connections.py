@@ -3,8 +3,8 @@
 The app runs on a database of its own (so cutting its connections touches no other
 test). ``pg_terminate_backend`` stands in for a database restart or a failover:
 between requests (pooled connections die while idle) and mid-request (the request's
-statement is waiting on a row lock when its connection is cut), on the ORM path and
-on the charge's hot path with its own asyncpg pool.
+statement is waiting on a row lock when its connection is cut), on a purchase and
+on a charge in a transaction of its own (as the agent charges a tool call).
 """
 
 from __future__ import annotations
@@ -49,10 +49,11 @@ async def own_db() -> AsyncIterator[tuple[Database, str]]:
 
 
 def _add_tool_charge_route(app: FastAPI) -> None:
-    """A tool call's charge as the agent makes it: ``charge_alone`` (the hot path on the bare driver)."""
+    """A tool call's charge as the agent makes it: a charge in a transaction of its own."""
 
     async def tool_charge(user: CurrentUser, db: DatabaseDep, now: ClockDep) -> dict[str, int]:
-        result = await credits.charge_alone(db, user_id=user.id, amount=1, action_type="tool_call", now=now)
+        async with db.transaction() as session:
+            result = await credits.charge(session, user_id=user.id, amount=1, action_type="tool_call", now=now)
         return {"credits_remaining": result.balance.total}
 
     app.add_api_route("/api/test-tool-charge", tool_charge, methods=["POST"])
@@ -95,10 +96,10 @@ async def test_connections_closed_by_the_server_between_requests_are_replaced_wi
 ) -> None:
     """A restart while the pools sit idle: the next requests get new connections, no error."""
     _db, url = own_db
-    for _ in range(3):  # warm both pools: the ORM's and the hot path's
+    for _ in range(3):  # warm the pool
         assert (await client.get("/api/subscription")).status_code == 200
         assert (await client.post("/api/test-tool-charge")).status_code == 200
-    assert await terminate_backends(_database_name(url)) >= 2
+    assert await terminate_backends(_database_name(url)) >= 1
     await asyncio.sleep(0.2)  # the loop reads the closed sockets
     balance = (await client.get("/api/subscription")).json()["subscription"]["credits_remaining"]
     for n in range(1, POOL_SIZE + 2):
@@ -137,13 +138,13 @@ async def _cut_while_waiting_on_the_account(url: str, user_id: int, request: Any
         await holder.close(timeout=5)
 
 
-@pytest.mark.parametrize("path", ["/api/credits/purchase", "/api/test-tool-charge"], ids=["orm_session", "hot_path"])
+@pytest.mark.parametrize("path", ["/api/credits/purchase", "/api/test-tool-charge"], ids=["purchase", "tool_charge"])
 async def test_a_connection_cut_mid_request_is_a_503_and_nothing_is_charged(
     own_db: tuple[Database, str], client: httpx.AsyncClient, path: str
 ) -> None:
     _db, url = own_db
     user_id = client.user["id"]  # type: ignore[attr-defined]
-    assert (await client.post("/api/test-tool-charge")).status_code == 200  # the hot path's pool is open
+    assert (await client.post("/api/test-tool-charge")).status_code == 200  # the account is warm
     before = (await client.get("/api/subscription")).json()["subscription"]["credits_remaining"]
     body = {"pack_size": 100} if path.endswith("purchase") else None
     response = await _cut_while_waiting_on_the_account(

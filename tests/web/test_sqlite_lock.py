@@ -2,7 +2,7 @@
 
 A separate process (as ``sqlite3`` in a shell, a backup or a cron command would) holds
 ``BEGIN IMMEDIATE`` on the app's database file. Meanwhile ``/healthz`` and reads answer,
-and writes (through the ORM and through the charge's hot path) answer 503 with
+and writes (a purchase, and a charge as the agent makes it) answer 503 with
 Retry-After instead of blocking the event loop for the 30 s busy timeout. Once the
 lock is released, the same write goes through.
 """
@@ -59,10 +59,11 @@ def write_lock_held_elsewhere(path: Path) -> Iterator[None]:
 
 
 def _add_tool_charge_route(app: FastAPI) -> None:
-    """A tool call's charge as the agent makes it: ``charge_alone`` (the hot path, its own connection)."""
+    """A tool call's charge as the agent makes it: a charge in a transaction of its own."""
 
     async def tool_charge(user: CurrentUser, db: DatabaseDep, now: ClockDep) -> dict[str, int]:
-        result = await credits.charge_alone(db, user_id=user.id, amount=1, action_type="tool_call", now=now)
+        async with db.transaction() as session:
+            result = await credits.charge(session, user_id=user.id, amount=1, action_type="tool_call", now=now)
         return {"credits_remaining": result.balance.total}
 
     app.add_api_route("/api/test-tool-charge", tool_charge, methods=["POST"])
@@ -75,7 +76,7 @@ async def _timed(request: asyncio.Future[httpx.Response] | asyncio.Task[httpx.Re
 @pytest.mark.parametrize(
     ("path", "body"),
     [("/api/credits/purchase", {"pack_size": 100}), ("/api/test-tool-charge", None)],
-    ids=["orm_session", "hot_path"],
+    ids=["purchase", "tool_charge"],
 )
 async def test_a_write_lock_held_by_another_process_freezes_nothing(
     db: Database, tmp_path: Path, path: str, body: dict[str, int] | None

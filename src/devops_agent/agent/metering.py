@@ -134,17 +134,18 @@ class Meter:
             )
         self._tool_seq += 1
         try:
-            result = await credits.charge_alone(
-                self.db,
-                user_id=self.user_id,
-                amount=cost,
-                action_type=ActionType.TOOL_USE,
-                tool_name=tool_name,
-                conversation_id=self.conversation_id,
-                now=self.clock(),
-                idempotency_key=self._tool_key(),
-                org_id=self.org_id,
-            )
+            async with self.db.transaction() as session:
+                result = await credits.charge(
+                    session,
+                    user_id=self.user_id,
+                    amount=cost,
+                    action_type=ActionType.TOOL_USE,
+                    tool_name=tool_name,
+                    conversation_id=self.conversation_id,
+                    now=self.clock(),
+                    idempotency_key=self._tool_key(),
+                    org_id=self.org_id,
+                )
         except MemberCapReached as exc:
             return Refusal(
                 f"not run: {tool_name} costs {cost} credits and you have used {exc.used} of your "

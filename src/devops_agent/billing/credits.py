@@ -25,9 +25,8 @@ from sqlalchemy import ColumnElement, Table, case, func, insert, or_, select, up
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from devops_agent.db import UNIQUE_VIOLATIONS, Database
+from devops_agent.db import UNIQUE_VIOLATIONS
 
-from . import charge_sql
 from .errors import (
     AccountNotFound,
     AlreadyOnTier,
@@ -449,72 +448,6 @@ async def charge(
     return await _charge(session, user_id, amount, str(action_type), now, tool_name, conversation_id, key, org_id)
 
 
-def _charged(spent: charge_sql.Spent, amount: int) -> ChargeResult:
-    return ChargeResult(
-        usage_log_id=spent.usage_log_id,
-        ledger_id=spent.ledger_id,
-        credits_used=amount,
-        balance=Balance(spent.monthly_after, spent.purchased_after),
-    )
-
-
-async def charge_alone(
-    db: Database,
-    *,
-    user_id: int,
-    amount: int,
-    action_type: ActionType | str,
-    now: datetime,
-    tool_name: str | None = None,
-    conversation_id: int | None = None,
-    idempotency_key: str | None = None,
-    org_id: int | None = None,
-) -> ChargeResult:
-    """``charge`` in a transaction of its own, for a charge that goes with no other write.
-
-    Same arguments, errors and replays as ``charge``. A personal charge first tries the
-    hot path: the four statements on the bare driver connection, without a session,
-    which costs a fraction of an ORM transaction. When it cannot decide (no account, a
-    period to reset, too few credits, a retried key) it writes nothing and the general
-    path runs in an ordinary transaction.
-
-    Never call it inside ``Database.transaction()``: it opens its own (on SQLite it would
-    wait for the writer lock the caller holds).
-    """
-    if amount <= 0:
-        raise InvalidAmount("a charge must be at least one credit")
-    if org_id is None:
-        row = charge_sql.Charge(
-            user_id,
-            amount,
-            str(action_type),
-            tool_name,
-            conversation_id,
-            _scoped(user_id, "charge", idempotency_key),
-            now,
-        )
-        try:
-            spent = await charge_sql.spend_alone(db, row)
-        except charge_sql.DRIVER_INTEGRITY_ERRORS:
-            # Rolled back. A taken key: the general path replays the first charge; any
-            # other refusal: it meets the same constraint and raises SQLAlchemy's error.
-            spent = None
-        if spent is not None:
-            return _charged(spent, amount)
-    async with db.transaction() as session:
-        return await charge(
-            session,
-            user_id=user_id,
-            amount=amount,
-            action_type=action_type,
-            now=now,
-            tool_name=tool_name,
-            conversation_id=conversation_id,
-            idempotency_key=idempotency_key,
-            org_id=org_id,
-        )
-
-
 async def _charge(
     session: AsyncSession,
     user_id: int,
@@ -526,13 +459,7 @@ async def _charge(
     key: str,
     org_id: int | None = None,
 ) -> ChargeResult:
-    if org_id is None:
-        spent = await charge_sql.spend(
-            session, charge_sql.Charge(user_id, amount, action_type, tool_name, conversation_id, key, now)
-        )
-        if spent is not None:
-            return _charged(spent, amount)
-    # The general path. Lock the row (PostgreSQL; SQLite writers are serialised already)
+    # Lock the row (PostgreSQL; SQLite writers are serialised already)
     # to learn how the charge splits between the monthly and purchased balances.
     locked = (
         select(

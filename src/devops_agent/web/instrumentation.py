@@ -34,17 +34,12 @@ def observe_request(scope: Scope, status: int, seconds: float) -> None:
 
 
 def sample_pools(db: Database) -> None:
-    """Record this worker's pool use: SQLAlchemy's pool, and the charge's asyncpg pool when open."""
+    """Record this worker's use of its connection pool."""
     pool: Any = db.engine.pool
     in_use = int(pool.checkedout()) if hasattr(pool, "checkedout") else 0
     idle = int(pool.checkedin()) if hasattr(pool, "checkedin") else 0
     metrics.DB_POOL.labels("engine", "in_use").set(in_use)
     metrics.DB_POOL.labels("engine", "idle").set(idle)
-    driver = db.driver_pool
-    if driver is not None:
-        size, free = driver.get_size(), driver.get_idle_size()
-        metrics.DB_POOL.labels("driver", "in_use").set(size - free)
-        metrics.DB_POOL.labels("driver", "idle").set(free)
 
 
 async def sample_pools_forever(db: Database, every: float = POOL_SAMPLE_SECONDS) -> None:
