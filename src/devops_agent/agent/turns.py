@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Result, and_, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, Result, Table, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent import metrics
@@ -150,20 +150,23 @@ def _rowcount(result: Result[Any]) -> int:
     return int(cast(CursorResult[Any], result).rowcount)
 
 
+# The table, not the entity: these UPDATEs are plain Core (the ORM's bulk-update machinery
+# costs more than the statement, and nothing in the session needs synchronising).
+_messages = cast(Table, Message.__table__)
+
+
 def _unanswered(message_id: int, attempt: int) -> ColumnElement[bool]:
-    return and_(Message.id == message_id, Message.attempt == attempt, Message.reply_status.is_(None))
+    m = _messages.c
+    return and_(m.id == message_id, m.attempt == attempt, m.reply_status.is_(None))
 
 
 async def claim_expired(session: AsyncSession, turn: TurnRef, *, now: datetime, released_too: bool = True) -> bool:
     """Take an unanswered turn whose lease ran out (or, ``released_too``, was given up and
     refunded already); False if someone else took it first."""
-    lease = Message.lease_expires_at
+    lease = _messages.c.lease_expires_at
     expired = or_(lease.is_(None), lease <= now) if released_too else lease <= now
     claimed = await session.execute(
-        update(Message)
-        .where(_unanswered(turn.message_id, turn.attempt), expired)
-        .values(lease_expires_at=None)
-        .execution_options(synchronize_session=False)
+        update(_messages).where(_unanswered(turn.message_id, turn.attempt), expired).values(lease_expires_at=None)
     )
     return _rowcount(claimed) == 1
 
@@ -171,10 +174,9 @@ async def claim_expired(session: AsyncSession, turn: TurnRef, *, now: datetime, 
 async def release(session: AsyncSession, turn: TurnRef) -> bool:
     """Give up the lease this attempt holds; False if the turn was already taken from it."""
     released = await session.execute(
-        update(Message)
-        .where(_unanswered(turn.message_id, turn.attempt), Message.lease_expires_at.is_not(None))
+        update(_messages)
+        .where(_unanswered(turn.message_id, turn.attempt), _messages.c.lease_expires_at.is_not(None))
         .values(lease_expires_at=None)
-        .execution_options(synchronize_session=False)
     )
     return _rowcount(released) == 1
 
@@ -289,10 +291,9 @@ async def recover_turn(db: Database, turn: TurnRef, *, now: datetime) -> Refunde
 async def _renew(db: Database, turn: TurnRef, *, until: datetime) -> bool:
     async with db.transaction() as session:
         renewed = await session.execute(
-            update(Message)
-            .where(_unanswered(turn.message_id, turn.attempt), Message.lease_expires_at.is_not(None))
+            update(_messages)
+            .where(_unanswered(turn.message_id, turn.attempt), _messages.c.lease_expires_at.is_not(None))
             .values(lease_expires_at=until)
-            .execution_options(synchronize_session=False)
         )
     return _rowcount(renewed) == 1
 
