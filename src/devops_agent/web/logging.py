@@ -52,9 +52,16 @@ class RedactSecrets(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """A log record as one JSON object; ``extra=`` fields become keys."""
+    """A log record as one JSON object; ``extra=`` fields become keys.
+
+    The line is made once per record and kept on it: the stdout and file handlers share
+    this formatter, and each would otherwise encode the same record again.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
+        done: str | None = getattr(record, "_devops_agent_json", None)
+        if done is not None:
+            return done
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname.lower(),
@@ -64,7 +71,9 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return redact(json.dumps(entry, default=str))
+        line = redact(json.dumps(entry, default=str))
+        record._devops_agent_json = line
+        return line
 
 
 def configure_logging(log_dir: Path, *, level: int = logging.INFO) -> None:
