@@ -54,3 +54,38 @@ async def test_processes_starting_together_on_a_new_postgres_database_migrate_in
             assert sorted(names) == sorted(t.name for t in load_catalog().tiers)
         finally:
             await db.dispose()
+
+
+POSTGRES = pytest.mark.parametrize("db", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+
+
+async def _overlap(db: Database, keys: list[str]) -> int:
+    """The most transactions that were open at once, one per key in ``keys``, each a short sleep."""
+    inside = most = 0
+
+    async def one(key: str) -> None:
+        nonlocal inside, most
+        async with db.transaction(queue=("account", key)) as session:
+            inside += 1
+            most = max(most, inside)
+            await session.execute(text("SELECT pg_sleep(0.02)"))
+            inside -= 1
+
+    await asyncio.gather(*(one(k) for k in keys))
+    return most
+
+
+@POSTGRES
+async def test_transactions_queued_on_one_account_run_one_at_a_time(db: Database) -> None:
+    """A hot account's charges wait in the process, not on its row lock with a connection each."""
+    assert await _overlap(db, ["hot"] * 8) == 1
+    assert await _overlap(db, [f"a{n}" for n in range(8)]) > 1  # other accounts are not held up
+
+
+@POSTGRES
+async def test_a_failed_transaction_gives_the_next_in_its_queue_its_turn(db: Database) -> None:
+    with pytest.raises(ZeroDivisionError):
+        async with db.transaction(queue=("account", 1)):
+            1 / 0  # noqa: B018
+    async with asyncio.timeout(5), db.transaction(queue=("account", 1)) as session:
+        assert (await session.execute(text("SELECT 1"))).scalar_one() == 1

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Hashable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -252,6 +252,31 @@ async def _wait_for_writer(deadline: float, delay: float) -> float:
     return min(delay * 2, 0.05)
 
 
+class KeyedQueue:
+    """One asyncio lock per key, kept only while someone holds or awaits it (FIFO, as
+    asyncio locks are)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Hashable, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def turn(self, key: Hashable) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
 class Database:
     """An engine, its session factory, and the in-process writer lock for SQLite.
 
@@ -293,18 +318,30 @@ class Database:
             _configure_postgres(self.engine)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self._lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
+        self._queues = KeyedQueue()
 
     @asynccontextmanager
-    async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
+    async def transaction(self, *, write: bool = True, queue: Hashable | None = None) -> AsyncIterator[AsyncSession]:
         """Open a session in one transaction: commit on success, roll back on error.
 
         ``write=False`` promises reads (mostly): on SQLite the transaction does not take
         the write lock up front, so it runs while another process writes; a write in it
         then fails at once if that process still holds the lock (503, not a wait).
         PostgreSQL ignores it.
+
+        ``queue``: a key naming the row the transaction will lock (an account, for a
+        charge). On PostgreSQL, transactions of this process with the same key run one
+        at a time, queued in the process before they take a connection: a hot account
+        then has at most one session per worker waiting on its row lock, instead of
+        every concurrent request holding a pooled connection while it waits. SQLite
+        transactions are serialised already.
         """
         if self._lock is None:
-            async with self.sessionmaker.begin() as session:
+            if queue is None:
+                async with self.sessionmaker.begin() as session:
+                    yield session
+                return
+            async with self._queues.turn(queue), self.sessionmaker.begin() as session:
                 yield session
             return
         async with (

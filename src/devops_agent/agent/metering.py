@@ -90,6 +90,11 @@ class Meter:
         return self._key(f"tool:{self._tool_seq}")
 
     @property
+    def account(self) -> tuple[str, int]:
+        """The account that pays, as the key its charges and refunds queue on in this process."""
+        return ("org", self.org_id) if self.org_id is not None else ("user", self.user_id)
+
+    @property
     def message_cost(self) -> int:
         return self.catalog.cost_of(MESSAGE_ACTION)
 
@@ -116,7 +121,7 @@ class Meter:
 
     async def refund_message(self, usage_log_id: int, error: str) -> None:
         """Give the message's credit back after a failure on our side."""
-        async with self.db.transaction() as session:
+        async with self.db.transaction(queue=self.account) as session:
             result = await credits.refund(session, usage_log_id=usage_log_id, now=self.clock(), error_message=error)
         if not result.replayed:
             self.spent -= self.message_cost
@@ -134,7 +139,7 @@ class Meter:
             )
         self._tool_seq += 1
         try:
-            async with self.db.transaction() as session:
+            async with self.db.transaction(queue=self.account) as session:
                 result = await credits.charge(
                     session,
                     user_id=self.user_id,
@@ -167,7 +172,7 @@ class Meter:
         """Record how a paid tool call went; return the credits it finally cost."""
         if outcome.ok:
             return paid.cost
-        async with self.db.transaction() as session:
+        async with self.db.transaction(queue=self.account) as session:
             if outcome.our_side:
                 result = await credits.refund(
                     session, usage_log_id=paid.usage_log_id, now=self.clock(), error_message=outcome.summary

@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Insert, Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent.billing.catalog import Catalog, cached_catalog
@@ -62,6 +62,18 @@ IN_PROGRESS = "A request with this Idempotency-Key is still being processed; ret
 
 _messages = cast(Table, Message.__table__)
 _conversations = cast(Table, Conversation.__table__)
+_accounts = cast(Table, UserSubscription.__table__)
+
+# The chat's statements, built once and run with a dict of values: a chat then costs
+# SQLAlchemy a cache lookup per statement, not a new statement with its bound values
+# (and no unit-of-work flush: nothing reads these rows back as objects).
+_ADD_CONVERSATION = insert(_conversations).returning(_conversations.c.id)
+_ADD_MESSAGE = insert(_messages).returning(_messages.c.id)
+_SET_MESSAGE = update(_messages).where(_messages.c.id == bindparam("message_id"))
+_SET_CONVERSATION = update(_conversations).where(_conversations.c.id == bindparam("conversation_id"))
+_BALANCE = select(_accounts.c.credits_remaining + _accounts.c.purchased_credits_remaining)
+_USER_BALANCE = _BALANCE.where(_accounts.c.user_id == bindparam("owner"))
+_POOL_BALANCE = _BALANCE.where(_accounts.c.organization_id == bindparam("owner"))
 
 
 class AgentError(Exception):
@@ -248,13 +260,9 @@ async def _history(session: AsyncSession, conversation_id: int, *, before: int |
 
 async def _balance(session: AsyncSession, user_id: int, org_id: int | None = None) -> int:
     """The balance that paid: the organization's pool in a team workspace, else the user's own."""
-    owner = UserSubscription.organization_id == org_id if org_id is not None else UserSubscription.user_id == user_id
-    row = (
-        await session.execute(
-            select(UserSubscription.credits_remaining, UserSubscription.purchased_credits_remaining).where(owner)
-        )
-    ).one()
-    return int(row[0]) + int(row[1])
+    if org_id is not None:
+        return int((await session.execute(_POOL_BALANCE, {"owner": org_id})).scalar_one())
+    return int((await session.execute(_USER_BALANCE, {"owner": user_id})).scalar_one())
 
 
 async def _restart(
@@ -298,7 +306,7 @@ async def _start(
     now: datetime,
     lease: timedelta,
 ) -> _Started | ChatReply:
-    async with db.transaction() as session:
+    async with db.transaction(queue=meter.account) as session:
         if key is not None:
             row = await _keyed_message(session, user_id=user_id, key=key, text=text)
             if row is not None:
@@ -314,11 +322,9 @@ async def _start(
                 raise ConversationNotFound(f"There is no conversation {conversation_id}.")
             history = await _history(session, conversation.id)
         else:
-            # Core inserts, not ORM objects: nothing reads them back, and a unit-of-work
-            # flush costs more than the statement on the chat's path.
             title = " ".join(text.split())[:TITLE_LENGTH] or "New conversation"
             conversation_id = await _insert(
-                session, Conversation, user_id=user_id, title=title, created_at=now, updated_at=now
+                session, _ADD_CONVERSATION, user_id=user_id, title=title, created_at=now, updated_at=now
             )
             history = []
         meter.conversation_id = conversation_id
@@ -327,7 +333,7 @@ async def _start(
             raise _Raced
         message_id = await _insert(
             session,
-            Message,
+            _ADD_MESSAGE,
             conversation_id=conversation_id,
             user_id=user_id,
             role=Role.USER.value,
@@ -344,10 +350,9 @@ async def _start(
         )
 
 
-async def _insert(session: AsyncSession, model: type[Conversation] | type[Message], **values: Any) -> int:
-    """Insert one row of ``model``'s table (plain Core: no ORM bulk machinery) and return its id."""
-    table = cast(Table, model.__table__)
-    return int((await session.execute(insert(table).values(**values).returning(table.c.id))).scalar_one())
+async def _insert(session: AsyncSession, statement: Insert, **values: Any) -> int:
+    """Run one of the INSERT ... RETURNING id statements above; the new row's id."""
+    return int((await session.execute(statement, values)).scalar_one())
 
 
 async def _finish(db: Database, runtime: AgentRuntime, meter: Meter, started: _Started, run: AgentRun) -> ChatReply:
@@ -357,18 +362,18 @@ async def _finish(db: Database, runtime: AgentRuntime, meter: Meter, started: _S
             raise _LeaseLost
         tool_calls = [ToolCallOut(**vars(r)) for r in run.tool_calls]
         balance = await _balance(session, meter.user_id, meter.org_id)
-        await session.execute(
-            insert(_messages).values(
-                conversation_id=started.conversation_id,
-                user_id=meter.user_id,
-                role=Role.ASSISTANT.value,
-                content=run.text,
-                tool_calls=[t.model_dump() for t in tool_calls],
-                credits_used=meter.spent,
-                balance_after=balance,
-                agent=runtime.backend.name,
-                created_at=now,
-            )
+        await _insert(
+            session,
+            _ADD_MESSAGE,
+            conversation_id=started.conversation_id,
+            user_id=meter.user_id,
+            role=Role.ASSISTANT.value,
+            content=run.text,
+            tool_calls=[t.model_dump() for t in tool_calls],
+            credits_used=meter.spent,
+            balance_after=balance,
+            agent=runtime.backend.name,
+            created_at=now,
         )
         reply = ChatReply(
             conversation_id=started.conversation_id,
@@ -382,13 +387,10 @@ async def _finish(db: Database, runtime: AgentRuntime, meter: Meter, started: _S
         )
         if started.keyed:  # kept for a retry with the same Idempotency-Key
             await session.execute(
-                update(_messages)
-                .where(_messages.c.id == started.message_id)
-                .values(reply_status=200, reply=reply.model_dump(mode="json"))
+                _SET_MESSAGE,
+                {"message_id": started.message_id, "reply_status": 200, "reply": reply.model_dump(mode="json")},
             )
-        await session.execute(
-            update(_conversations).where(_conversations.c.id == started.conversation_id).values(updated_at=now)
-        )
+        await session.execute(_SET_CONVERSATION, {"conversation_id": started.conversation_id, "updated_at": now})
     return reply
 
 

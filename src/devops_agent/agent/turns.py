@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Result, Table, and_, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, Result, Table, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent import metrics
@@ -160,6 +160,15 @@ def _unanswered(message_id: int, attempt: int) -> ColumnElement[bool]:
     return and_(m.id == message_id, m.attempt == attempt, m.reply_status.is_(None))
 
 
+# Built once (it runs on every chat): the lease of an unanswered attempt that still holds one.
+_HELD_LEASE = update(_messages).where(
+    _messages.c.id == bindparam("message_id"),
+    _messages.c.attempt == bindparam("turn_attempt"),
+    _messages.c.reply_status.is_(None),
+    _messages.c.lease_expires_at.is_not(None),
+)
+
+
 async def claim_expired(session: AsyncSession, turn: TurnRef, *, now: datetime, released_too: bool = True) -> bool:
     """Take an unanswered turn whose lease ran out (or, ``released_too``, was given up and
     refunded already); False if someone else took it first."""
@@ -174,9 +183,7 @@ async def claim_expired(session: AsyncSession, turn: TurnRef, *, now: datetime, 
 async def release(session: AsyncSession, turn: TurnRef) -> bool:
     """Give up the lease this attempt holds; False if the turn was already taken from it."""
     released = await session.execute(
-        update(_messages)
-        .where(_unanswered(turn.message_id, turn.attempt), _messages.c.lease_expires_at.is_not(None))
-        .values(lease_expires_at=None)
+        _HELD_LEASE, {"message_id": turn.message_id, "turn_attempt": turn.attempt, "lease_expires_at": None}
     )
     return _rowcount(released) == 1
 
@@ -291,9 +298,7 @@ async def recover_turn(db: Database, turn: TurnRef, *, now: datetime) -> Refunde
 async def _renew(db: Database, turn: TurnRef, *, until: datetime) -> bool:
     async with db.transaction() as session:
         renewed = await session.execute(
-            update(_messages)
-            .where(_unanswered(turn.message_id, turn.attempt), _messages.c.lease_expires_at.is_not(None))
-            .values(lease_expires_at=until)
+            _HELD_LEASE, {"message_id": turn.message_id, "turn_attempt": turn.attempt, "lease_expires_at": until}
         )
     return _rowcount(renewed) == 1
 
