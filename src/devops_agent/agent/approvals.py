@@ -33,29 +33,30 @@ from .backends.offline import describe_result
 from .cloud_models import ActionStatus, PendingAction
 from .cloud_targets import target_for
 from .guardrails import account_limits, creates_this_month, refusal
+from .loop import ToolCallOut
 from .models import Message, Role
-from .service import AgentError, AgentRuntime, ChatReply, ReplyInProgress, ToolCallOut, _balance
+from .service import AgentError, AgentRuntime, ChatReply, ReplyInProgress, _balance
 from .tools.registry import ToolOutcome
 
 
 class ActionNotFound(AgentError):
-    status_code = 404
     code = "action_not_found"
+    status = 404
 
 
 class ActionClosed(AgentError):
-    status_code = 409
     code = "action_closed"
+    status = 409
 
 
 class CloudNotConnected(AgentError):
-    status_code = 400
     code = "cloud_not_connected"
+    status = 400
 
 
 class ActionExpired(AgentError):
-    status_code = 410
     code = "action_expired"
+    status = 410
 
 
 async def _owned(session: AsyncSession, *, user_id: int, action_id: int) -> PendingAction:

@@ -64,8 +64,8 @@ PERMISSIONS_POLICY = {
 
 
 class CloudConnectionFailed(AgentError):
-    status_code = 400
     code = "cloud_connection_failed"
+    status = 400
 
 
 @dataclass(frozen=True)

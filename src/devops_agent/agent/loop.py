@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel, ConfigDict
+
 from . import guardrails
 from .backends.base import AssistantTurn, Backend, ToolCall, ToolResult, ToolResults, Turn
 from .guardrails import Guard
@@ -22,9 +24,11 @@ from .tools.registry import CloudTarget, InvalidToolInput, Toolbox
 DEFAULT_MAX_TOOL_CALLS = 8
 
 
-@dataclass(frozen=True)
-class ToolCallRecord:
-    """What the reply says about one tool call (the contract's ``tool_calls`` item)."""
+# The loop records each call as one, the reply carries them, the assistant's message stores their dumps.
+class ToolCallOut(BaseModel):
+    """The contract's ``tool_calls`` item: one tool call of a reply, what it cost and how it went."""
+
+    model_config = ConfigDict(frozen=True)
 
     tool: str
     credits_used: int
@@ -35,7 +39,7 @@ class ToolCallRecord:
 @dataclass
 class AgentRun:
     text: str
-    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    tool_calls: list[ToolCallOut] = field(default_factory=list)
     # Set when the turn could not act (every tool it asked for was refused for credits or by
     # the plan's guardrails, or the request was not understood): its message is not charged.
     no_charge_reason: str | None = None
@@ -65,7 +69,7 @@ class AgentLoop:
         self.proposer = proposer
         self.pending: list[PendingActionOut] = []
         self.calls_run = 0
-        self.records: list[ToolCallRecord] = []
+        self.records: list[ToolCallOut] = []
         self.unable: list[str] = []  # refusals that leave the turn unable to act (credits, guardrails)
 
     def _done(self, text: str, *, understood: bool = True) -> AgentRun:
@@ -93,7 +97,7 @@ class AgentLoop:
         return self._done(f"{turn.text}\n\n{note}".strip())
 
     def _refuse(self, call: ToolCall, reason: str) -> ToolResult:
-        self.records.append(ToolCallRecord(call.name, 0, False, reason))
+        self.records.append(ToolCallOut(tool=call.name, credits_used=0, success=False, summary=reason))
         return ToolResult(call.id, call.name, json.dumps({"error": reason}), is_error=True)
 
     async def _call(self, call: ToolCall) -> ToolResult:
@@ -120,5 +124,5 @@ class AgentLoop:
         self.calls_run += 1
         outcome = await self.toolbox.run(call.name, arguments, target=self.target)
         cost = await self.meter.settle_tool(paid, outcome)
-        self.records.append(ToolCallRecord(call.name, cost, outcome.ok, outcome.summary))
+        self.records.append(ToolCallOut(tool=call.name, credits_used=cost, success=outcome.ok, summary=outcome.summary))
         return ToolResult(call.id, call.name, outcome.as_text(), is_error=not outcome.ok)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from devops_agent.billing.catalog import Catalog
 from devops_agent.db import Database
@@ -27,17 +27,13 @@ ACTION_TTL = timedelta(minutes=15)
 class PendingActionOut(BaseModel):
     """The contract's ``pending_actions`` item of a chat reply."""
 
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     tool: str
     input: dict[str, Any]
     credits: int
     expires_at: datetime
-
-
-def pending_action_out(action: PendingAction) -> PendingActionOut:
-    return PendingActionOut(
-        id=action.id, tool=action.tool, input=action.input, credits=action.credits, expires_at=action.expires_at
-    )
 
 
 @dataclass
@@ -75,4 +71,4 @@ class Proposer:
             )
             session.add(action)
             await session.flush()
-            return pending_action_out(action)
+            return PendingActionOut.model_validate(action)

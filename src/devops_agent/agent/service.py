@@ -40,13 +40,14 @@ from devops_agent.billing.catalog import Catalog, cached_catalog
 from devops_agent.billing.models import Conversation, UserSubscription
 from devops_agent.config import Settings
 from devops_agent.db import Database
+from devops_agent.errors import DomainError
 
 from . import turns
 from .backends import build_backend
 from .backends.base import AssistantTurn, Backend, BackendError, Turn, UserTurn
 from .cloud_targets import how_to_connect, target_for
 from .guardrails import Guard
-from .loop import DEFAULT_MAX_TOOL_CALLS, AgentLoop, AgentRun
+from .loop import DEFAULT_MAX_TOOL_CALLS, AgentLoop, AgentRun, ToolCallOut
 from .metering import Meter
 from .models import Message, Role
 from .proposals import PendingActionOut, Proposer
@@ -76,53 +77,41 @@ _USER_BALANCE = _BALANCE.where(_accounts.c.user_id == bindparam("owner"))
 _POOL_BALANCE = _BALANCE.where(_accounts.c.organization_id == bindparam("owner"))
 
 
-class AgentError(Exception):
-    """An error of the agent service with the contract's status, code and extra fields."""
+class AgentError(DomainError):
+    """Base of the errors the agent's services raise on purpose (each declares its code and status)."""
 
-    status_code = 400
     code = "invalid_request"
-
-    def __init__(self, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        self.extra = extra
+    status = 400
 
 
 class ConversationNotFound(AgentError):
-    status_code = 404
     code = "conversation_not_found"
+    status = 404
 
 
 class ReplyInProgress(AgentError):
-    status_code = 409
     code = "conflict"
+    status = 409
 
     def __init__(self, message: str = IN_PROGRESS) -> None:
         super().__init__(message)
 
 
 class IdempotencyKeyReused(AgentError):
-    status_code = 409
     code = "conflict"
+    status = 409
 
 
 class AgentUnavailable(AgentError):
     """The backend failed on our side; the message's credit was refunded."""
 
-    status_code = 502
     code = "agent_unavailable"
+    status = 502
 
 
 class InvalidChatRequest(AgentError):
-    status_code = 400
     code = "invalid_request"
-
-
-class ToolCallOut(BaseModel):
-    tool: str
-    credits_used: int
-    success: bool
-    summary: str
+    status = 400
 
 
 class ChatReply(BaseModel):
@@ -360,7 +349,7 @@ async def _finish(db: Database, runtime: AgentRuntime, meter: Meter, started: _S
     async with db.transaction() as session:
         if not await turns.release(session, started.turn):
             raise _LeaseLost
-        tool_calls = [ToolCallOut(**vars(r)) for r in run.tool_calls]
+        tool_calls = list(run.tool_calls)
         balance = await _balance(session, meter.user_id, meter.org_id)
         await _insert(
             session,
@@ -421,7 +410,7 @@ async def _fail(db: Database, meter: Meter, started: _Started, error: str) -> Ag
         )
         user_message = await session.get(Message, started.message_id)
         assert user_message is not None
-        user_message.reply_status = failure.status_code
+        user_message.reply_status = failure.status
         user_message.reply = {"error": failure.code, "message": failure.message, **failure.extra}
     return failure
 

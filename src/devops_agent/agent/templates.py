@@ -25,18 +25,18 @@ MAX_PARAMETER_LENGTH = 200
 
 
 class InvalidTemplate(AgentError):
-    status_code = 400
     code = "invalid_request"
+    status = 400
 
 
 class TemplateNotFound(AgentError):
-    status_code = 404
     code = "template_not_found"
+    status = 404
 
 
 class TemplateExists(AgentError):
-    status_code = 409
     code = "already_exists"
+    status = 409
 
 
 def parameters(prompt: str) -> list[str]:

@@ -19,8 +19,8 @@ from typing import Any
 
 import stripe
 
-from devops_agent.billing.errors import BillingError
 from devops_agent.config import Settings
+from devops_agent.errors import DomainError
 
 IDEMPOTENCY_PREFIX = "devops-agent"
 # The ``metadata.kind`` of the subscription that bills an organization's extra seats
@@ -28,14 +28,11 @@ IDEMPOTENCY_PREFIX = "devops-agent"
 SEATS_KIND = "seats"
 
 
-class PaymentProviderError(BillingError):
-    """Stripe refused or could not be reached; nothing was charged on our side.
-
-    A ``BillingError`` so that the web layer's one error mapper answers it as JSON
-    (``payment_provider_error``; it belongs on 502 in ``web.errors.BILLING_STATUS``).
-    """
+class PaymentProviderError(DomainError):
+    """Stripe refused or could not be reached; nothing was charged on our side (502)."""
 
     code = "payment_provider_error"
+    status = 502
 
 
 def make_client(settings: Settings) -> stripe.StripeClient:

@@ -1,11 +1,14 @@
 """The one place that turns errors into the contract's JSON error bodies.
 
 Every error leaves the service as ``{"error": "<code>", "message": "<text>"}`` plus
-the extra fields the contract names. Domain errors of the credits engine
-(``billing.errors``) are mapped here by class, so endpoints just let them rise;
-web-level errors are raised as ``ApiError``. Bad input never becomes a 500:
-malformed JSON and out-of-range query values are 400 ``invalid_request``, a body
-that fails its schema is 422 ``validation_error`` with ``details``.
+the extra fields the contract names, built by the schema that documents it
+(``web.schemas``: ``ErrorOut``, and each 402's own). Every error raised on purpose is
+a ``DomainError`` (``devops_agent.errors``) that declares its code and status: the
+domain's (``billing.errors``, the agent's, ``PaymentProviderError``) and the web
+layer's own ``ApiError``. One handler answers them all, so endpoints just let them
+rise. Bad input never becomes a 500: malformed JSON and out-of-range query values are
+400 ``invalid_request``, a body that fails its schema is 422 ``validation_error`` with
+``details``.
 """
 
 from __future__ import annotations
@@ -24,53 +27,27 @@ from sqlalchemy import exc as sqlalchemy_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from devops_agent import metrics
-from devops_agent.billing import errors as billing_errors
+from devops_agent.billing.errors import InsufficientCredits
 from devops_agent.billing.models import SubscriptionTier
 from devops_agent.db import DatabaseBusy, is_unavailable
-from devops_agent.payments.stripe_client import PaymentProviderError
+from devops_agent.errors import DomainError
 from devops_agent.web import messages
+from devops_agent.web.schemas import PAYMENT_REQUIRED, ErrorOut, InsufficientCreditsOut, TierOut
 
 log = logging.getLogger("devops_agent.web")
 
 
-class ApiError(Exception):
-    """A web-level error with its HTTP status, contract code, message and extra fields."""
+class ApiError(DomainError):
+    """A web-level error (authentication, CSRF, rate limits, bad filters): its status and code per instance."""
 
     def __init__(
-        self, status_code: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
     ) -> None:
-        super().__init__(message)
-        self.status_code = status_code
+        super().__init__(message, **extra)
+        self.status = status
         self.code = code
-        self.message = message
         self.headers = headers
-        self.extra = extra
 
-
-# Domain error class -> HTTP status. The code comes from the class itself (``.code``).
-BILLING_STATUS: dict[type[billing_errors.BillingError], int] = {
-    billing_errors.InsufficientCredits: 402,
-    billing_errors.AccountNotFound: 404,
-    billing_errors.TierNotFound: 404,
-    billing_errors.AlreadyOnTier: 400,
-    billing_errors.InvalidPackSize: 400,
-    billing_errors.PurchaseNotFound: 404,
-    billing_errors.InvalidAmount: 400,
-    billing_errors.ChargeNotFound: 404,
-    billing_errors.MemberCapReached: 402,
-    billing_errors.SeatLimitReached: 402,
-    billing_errors.OrganizationNotFound: 404,
-    billing_errors.OrgForbidden: 403,
-    billing_errors.MemberNotFound: 404,
-    billing_errors.AlreadyMember: 409,
-    billing_errors.OwnerRequired: 409,
-    billing_errors.OrganizationLimit: 409,
-    billing_errors.InvitationNotFound: 404,
-    billing_errors.InvitationExpired: 410,
-    billing_errors.InvitationUsed: 409,
-    billing_errors.InvitationWrongUser: 403,
-    PaymentProviderError: 502,
-}
 
 HTTP_CODES = {
     400: "invalid_request",
@@ -86,17 +63,10 @@ HTTP_CODES = {
 }
 
 
-def status_for(exc: billing_errors.BillingError) -> int:
-    """The HTTP status of a domain error: its class's, else the nearest base class's, else 400."""
-    for cls in type(exc).__mro__:
-        if cls in BILLING_STATUS:
-            return BILLING_STATUS[cls]
-    return 400
-
-
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    """The contract's error object."""
-    return {"error": code, "message": message, **extra}
+    """The contract's error object, as ``ErrorOut`` documents it."""
+    body = ErrorOut.model_validate({"error": code, "message": message, **extra})
+    return body.model_dump(mode="json", exclude_unset=True)
 
 
 def error_response(
@@ -105,37 +75,40 @@ def error_response(
     return JSONResponse(error_body(code, message, **extra), status_code=status_code, headers=headers)
 
 
-async def _tier_payload(request: Request, tier_id: int | None) -> dict[str, Any] | None:
-    """The Tier object for the 402 body (read in a short transaction of its own)."""
-    from devops_agent.web.schemas import tier_out  # local: schemas imports nothing from here, keep it so
-
+async def _tier(request: Request, tier_id: int | None) -> TierOut | None:
+    """The account's Tier for the 402 body (read in a short transaction of its own)."""
     if tier_id is None:
         return None
     async with request.app.state.db.transaction(write=False) as session:
         tier = await session.get(SubscriptionTier, tier_id)
-        return tier_out(tier).model_dump(mode="json") if tier is not None else None
+        return TierOut.model_validate(tier) if tier is not None else None
 
 
-async def billing_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, billing_errors.BillingError)
-    if status_for(exc) == 402:
-        metrics.PAYMENT_REQUIRED.labels(exc.code).inc()
-    if isinstance(exc, billing_errors.InsufficientCredits):
-        return error_response(
-            402,
-            exc.code,
-            exc.MESSAGE,
+async def payment_required_body(request: Request, exc: DomainError) -> dict[str, Any]:
+    """A 402's body, built by the schema of its code (``web.schemas.PAYMENT_REQUIRED``)."""
+    if isinstance(exc, InsufficientCredits):  # the seed's exact body: the balance and the account's tier
+        out = InsufficientCreditsOut(
+            error="insufficient_credits",
+            message=exc.message,
             credits_remaining=exc.balance,
-            tier=await _tier_payload(request, exc.tier_id),
+            tier=await _tier(request, exc.tier_id),
         )
-    return error_response(status_for(exc), exc.code, exc.message, **exc.extra)
+        return out.model_dump(mode="json")
+    schema = PAYMENT_REQUIRED.get(exc.code)
+    if schema is None:  # pragma: no cover - a test checks that every 402 error has its schema
+        return error_body(exc.code, exc.message, **exc.extra)
+    return schema.model_validate({"error": exc.code, "message": exc.message, **exc.extra}).model_dump(mode="json")
 
 
-async def api_error_handler(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
-    if exc.status_code == 402:
+async def domain_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Any ``DomainError``: its status, its code's body, its headers (``Retry-After`` on a 429)."""
+    assert isinstance(exc, DomainError)
+    if exc.status == 402:
         metrics.PAYMENT_REQUIRED.labels(exc.code).inc()
-    return error_response(exc.status_code, exc.code, exc.message, headers=exc.headers, **exc.extra)
+        body = await payment_required_body(request, exc)
+    else:
+        body = error_body(exc.code, exc.message, **exc.extra)
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
 
 def _detail(error: Any) -> dict[str, Any]:
@@ -254,8 +227,7 @@ async def unhandled_error_handler(_request: Request, exc: Exception) -> JSONResp
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register every handler above on ``app``."""
-    app.add_exception_handler(billing_errors.BillingError, billing_error_handler)
-    app.add_exception_handler(ApiError, api_error_handler)
+    app.add_exception_handler(DomainError, domain_error_handler)  # billing, agent, payments, ApiError
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_error_handler)
     for database_error in DATABASE_ERRORS:

@@ -1,21 +1,34 @@
-"""Pydantic v2 schemas of the HTTP contract, and builders from ORM objects.
+"""The schemas several routers share: building blocks, the error bodies, and the contract's objects.
 
-Other routers (chat, admin, pages, Stripe) import ``tier_out``/``subscription_out``
-so that a Tier or a Subscription looks the same wherever it appears. Request bodies
-forbid unknown fields; timestamps serialise as ISO 8601 with ``+00:00`` and money as
-a JSON number of USD, as the contract says.
+Where a schema lives (one rule, kept everywhere):
+
+* a request or response body used by ONE router module lives in that module, above
+  its endpoints (``web/api/chat.py`` has ``ConversationOut``; ``web/api/orgs.py`` has
+  ``MemberOut``);
+* a schema used by two or more modules lives here: the building blocks (``Strict``,
+  ``Timestamp``, ``USD``), every error body (``web.errors`` builds them,
+  ``web.api.errors()`` documents them), and the objects that appear in several places
+  (Tier, Subscription, Purchase, UsageLog, a plan change, a pack purchase, ...);
+* the chat reply (``ChatReply``, ``ToolCallOut``, ``PendingActionOut``) is the agent's
+  own: the agent builds it and stores it for replays, so it lives in ``agent``.
+
+Response models read attributes (``from_attributes``): ``TierOut.model_validate(tier)``
+instead of copying fields one by one. A builder function remains only where the
+contract's names differ from the row's (``subscription_out``, ``auto_recharge_out``).
+Request bodies forbid unknown fields; timestamps serialise as ISO 8601 with ``+00:00``
+and money as a JSON number of USD, as the contract says.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, PlainSerializer
 
-from devops_agent.billing.catalog import PackSpec
-from devops_agent.billing.models import CreditPurchase, SubscriptionTier, UsageLog, User, UserSubscription
+from devops_agent.billing.models import UserSubscription
+from devops_agent.payments import auto_recharge
+from devops_agent.payments.models import AutoRecharge
 
 
 def _iso(value: datetime) -> str:
@@ -33,14 +46,23 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class FromAttributes(BaseModel):
+    """Base of response bodies read from a row or a dataclass: ``Model.model_validate(obj)`` reads its attributes."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
 # --- errors ---------------------------------------------------------------------------
 
 
 class ErrorDetail(BaseModel):
+    """One field that failed its schema."""
+
     field: str
     location: str
     message: str
     type: str
+    ctx: dict[str, Any] | None = Field(default=None, description="The constraint, e.g. {'min_length': 8}.")
 
 
 class ErrorOut(BaseModel):
@@ -53,24 +75,98 @@ class ErrorOut(BaseModel):
     details: list[ErrorDetail] | None = None
 
 
+FREE_TIER_EXAMPLE: dict[str, JsonValue] = {
+    "id": 1,
+    "name": "free",
+    "display_name": "Free",
+    "monthly_price": 0.0,
+    "monthly_credits": 20,
+    "description": "Try DevOps Agent on your own cloud chores.",
+    "features": ["20 agent actions per month", "Access to all cloud providers", "Basic support", "Community access"],
+    "is_active": True,
+}
+
+
 class InsufficientCreditsOut(BaseModel):
+    """Not enough credits: the balance cannot pay for the action."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": "insufficient_credits",
+                    "message": "You have run out of credits. Please upgrade your plan or purchase more credits.",
+                    "credits_remaining": 0,
+                    "tier": FREE_TIER_EXAMPLE,
+                }
+            ]
+        }
+    )
+
     error: Literal["insufficient_credits"]
     message: str
     credits_remaining: int
     tier: TierOut | None
 
 
-class FeatureNotInPlanOut(BaseModel):
-    error: Literal["feature_not_in_plan"]
+class MemberCapReachedOut(BaseModel):
+    """The charge would pass the member's monthly cap in the organization, however full the pool."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": "member_cap_reached",
+                    "message": "You have used 30 of your 30 monthly credits in this organization. "
+                    "Ask an owner or admin of the organization to raise your cap.",
+                    "cap": 30,
+                    "used": 30,
+                }
+            ]
+        }
+    )
+
+    error: Literal["member_cap_reached"]
     message: str
-    feature: str
-    tiers: list[str]
+    cap: int = Field(description="The member's monthly cap in the organization.")
+    used: int = Field(description="What the member spent from the pool this period.")
 
 
-# --- catalog and accounts -------------------------------------------------------------
+class SeatLimitReachedOut(BaseModel):
+    """The organization's plan includes no more members and sells no extra seat."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": "seat_limit_reached",
+                    "message": "The Free plan of this organization includes 5 members and all 5 seats are taken "
+                    "(pending invitations hold one each). The owner can move the organization to a bigger plan.",
+                    "included": 5,
+                    "used": 5,
+                }
+            ]
+        }
+    )
+
+    error: Literal["seat_limit_reached"]
+    message: str
+    included: int = Field(description="Seats the organization has: its plan's members, plus any extra seats bought.")
+    used: int = Field(description="Seats taken: members and pending invitations.")
 
 
-class TierOut(BaseModel):
+# Every 402 body, by its ``error`` code: ``web.errors`` builds them, ``web.api.errors()`` documents them.
+PAYMENT_REQUIRED: dict[str, type[BaseModel]] = {
+    "insufficient_credits": InsufficientCreditsOut,
+    "member_cap_reached": MemberCapReachedOut,
+    "seat_limit_reached": SeatLimitReachedOut,
+}
+
+
+# --- the contract's objects -----------------------------------------------------------
+
+
+class TierOut(FromAttributes):
     id: int
     name: str
     display_name: str
@@ -95,14 +191,7 @@ class SubscriptionOut(BaseModel):
     scheduled_tier: TierOut | None
 
 
-class PackOut(BaseModel):
-    credits: int
-    price: USD
-    price_per_credit: USD
-    popular: bool
-
-
-class PurchaseOut(BaseModel):
+class PurchaseOut(FromAttributes):
     id: int
     credits_amount: int
     price_paid: USD
@@ -111,7 +200,7 @@ class PurchaseOut(BaseModel):
     completed_at: Timestamp | None
 
 
-class UsageLogOut(BaseModel):
+class UsageLogOut(FromAttributes):
     id: int
     action_type: str
     tool_name: str | None
@@ -122,34 +211,12 @@ class UsageLogOut(BaseModel):
     created_at: Timestamp
 
 
-class UserOut(BaseModel):
-    id: int
-    username: str
-    email: str
-
-
-def _money(value: Decimal) -> float:
-    return float(value)
-
-
-def tier_out(tier: SubscriptionTier) -> TierOut:
-    """A Tier as the contract shows it."""
-    return TierOut(
-        id=tier.id,
-        name=tier.name,
-        display_name=tier.display_name,
-        monthly_price=_money(tier.monthly_price),
-        monthly_credits=tier.monthly_credits,
-        description=tier.description or "",
-        features=list(tier.features or []),
-        is_active=tier.is_active,
-    )
-
-
 def subscription_out(sub: UserSubscription) -> SubscriptionOut:
     """A Subscription as the contract shows it; ``sub`` needs ``tier`` and ``scheduled_tier`` loaded
 
-    (``billing.credits.get_account`` loads both, after applying a due reset).
+    (``billing.credits.get_account`` loads both, after applying a due reset). Built field
+    by field because the contract's names are not the row's: the contract's
+    ``credits_remaining`` is the whole balance, the row's is the monthly part.
     """
     return SubscriptionOut(
         credits_remaining=sub.balance,
@@ -157,50 +224,13 @@ def subscription_out(sub: UserSubscription) -> SubscriptionOut:
         purchased_credits_remaining=sub.purchased_credits_remaining,
         credits_used_this_month=sub.credits_used_this_month,
         total_credits_used=sub.total_credits_used,
-        tier=tier_out(sub.tier),
+        tier=TierOut.model_validate(sub.tier),
         current_period_start=sub.current_period_start,
         current_period_end=sub.current_period_end,
         payment_status=sub.payment_status,
         cancel_at_period_end=sub.cancel_at_period_end,
-        scheduled_tier=tier_out(sub.scheduled_tier) if sub.scheduled_tier is not None else None,
+        scheduled_tier=TierOut.model_validate(sub.scheduled_tier) if sub.scheduled_tier is not None else None,
     )
-
-
-def pack_out(pack: PackSpec) -> PackOut:
-    return PackOut(
-        credits=pack.credits,
-        price=_money(pack.price),
-        price_per_credit=float(pack.price_per_credit),
-        popular=pack.popular,
-    )
-
-
-def purchase_out(purchase: CreditPurchase) -> PurchaseOut:
-    return PurchaseOut(
-        id=purchase.id,
-        credits_amount=purchase.credits_amount,
-        price_paid=_money(purchase.price_paid),
-        payment_status=purchase.payment_status,
-        created_at=purchase.created_at,
-        completed_at=purchase.completed_at,
-    )
-
-
-def usage_log_out(log: UsageLog) -> UsageLogOut:
-    return UsageLogOut(
-        id=log.id,
-        action_type=log.action_type,
-        tool_name=log.tool_name,
-        credits_used=log.credits_used,
-        success=log.success,
-        error_message=log.error_message,
-        conversation_id=log.conversation_id,
-        created_at=log.created_at,
-    )
-
-
-def user_out(user: User) -> UserOut:
-    return UserOut(id=user.id, username=user.username, email=user.email)
 
 
 # --- accounts -------------------------------------------------------------------------
@@ -208,49 +238,14 @@ def user_out(user: User) -> UserOut:
 USERNAME_PATTERN = r"^[A-Za-z0-9_.\-]{3,32}$"
 
 
+# Also what ``devops-agent create-admin`` checks its input against (``web.admins``).
 class RegisterIn(Strict):
     username: Annotated[str, Field(pattern=USERNAME_PATTERN, description="3–32 letters, digits, _ . -")]
     email: Annotated[str, Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
     password: Annotated[str, Field(min_length=8, max_length=1024)]
 
 
-class LoginIn(Strict):
-    username: Annotated[str, Field(min_length=1, max_length=254, description="Username or email.")]
-    password: Annotated[str, Field(min_length=1, max_length=1024)]
-
-
-class PasswordChangeIn(Strict):
-    current_password: Annotated[str, Field(min_length=1, max_length=1024)]
-    new_password: Annotated[str, Field(min_length=8, max_length=1024, description="At least 8 characters.")]
-
-
-class UserEnvelope(BaseModel):
-    user: UserOut
-
-
-# --- subscription and credits ---------------------------------------------------------
-
-
-class TierLimitsOut(BaseModel):
-    """A tier's guardrails: what the agent may create on the customer's cloud."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    instance_types: list[str]
-    rds_classes: list[str]
-    rds_max_storage_gb: int
-    regions: list[str]
-    creates_per_month: int
-    auto_approve: bool
-
-
-class TierWithLimitsOut(TierOut):
-    limits: TierLimitsOut | None
-
-
-class TiersOut(BaseModel):
-    tiers: list[TierWithLimitsOut]
-    payments_mode: PaymentsMode
+# --- plans and packs, personal and a team's (web/api/subscription.py, credits.py, orgs.py) ---
 
 
 class SubscriptionEnvelope(BaseModel):
@@ -281,11 +276,6 @@ class CancelOut(BaseModel):
     message: str
 
 
-class PacksOut(BaseModel):
-    packs: list[PackOut]
-    payments_mode: PaymentsMode
-
-
 class PurchaseIn(Strict):
     pack_size: Annotated[int, Field(ge=1, le=2**31 - 1)]
 
@@ -297,60 +287,79 @@ class PurchaseCompletedOut(BaseModel):
     credits_remaining: int
 
 
-# --- usage ----------------------------------------------------------------------------
+# --- usage (web/api/usage.py, orgs.py, admin.py, analytics.py) --------------------------
 
 
-class ToolCount(BaseModel):
+class ToolCount(FromAttributes):
     tool: str
     count: int
 
 
-class UsageStatsOut(BaseModel):
-    credits_remaining: int
-    credits_used_this_month: int
-    total_credits_used: int
-    tier: TierOut
-    tool_usage_breakdown: list[ToolCount]
+class DayOut(BaseModel):
+    day: str
+    credits: int
 
 
-class UsageHistoryOut(BaseModel):
-    logs: list[UsageLogOut]
-    total: int
-    limit: int
-    offset: int
+# --- Stripe: portal and auto-recharge, personal and a team's (web/api/stripe.py, org_billing.py) ---
 
 
-# --- API keys -------------------------------------------------------------------------
+class PortalOut(BaseModel):
+    url: str
 
 
-class ApiKeyIn(Strict):
-    name: Annotated[str, Field(min_length=1, max_length=64)] = "default"
+class AutoRechargeIn(Strict):
+    """'When my balance falls below ``threshold``, buy the ``pack_size`` pack' (at most ``monthly_cap``
+
+    times a calendar month, at least ``cooldown_minutes`` apart).
+    """
+
+    enabled: bool
+    threshold: int = Field(ge=0, le=1_000_000)
+    pack_size: int = Field(gt=0)
+    monthly_cap: int = Field(default=3, ge=1, le=31)
+    cooldown_minutes: int = Field(default=60, ge=0, le=7 * 24 * 60)
 
 
-class ApiKeyOut(BaseModel):
-    id: int
-    name: str
-    prefix: str
-    created_at: Timestamp
-    last_used_at: Timestamp | None
-    revoked_at: Timestamp | None
+class AutoRechargeOut(BaseModel):
+    enabled: bool
+    threshold: int | None
+    pack_size: int | None
+    monthly_cap: int | None
+    cooldown_minutes: int | None
+    has_saved_card: bool
+    in_flight: bool
+    recharges_this_month: int
+    last_attempt_at: datetime | None
+    last_error: str | None
 
 
-class ApiKeyCreatedOut(BaseModel):
-    key: ApiKeyOut
-    secret: str = Field(description="The API key itself. Shown once: only its hash is stored.")
-
-
-class ApiKeysOut(BaseModel):
-    keys: list[ApiKeyOut]
-
-
-# --- health ---------------------------------------------------------------------------
-
-
-class HealthOut(BaseModel):
-    status: str
-    checks: dict[str, Any] | None = None
+def auto_recharge_out(row: AutoRecharge | None, now: datetime) -> AutoRechargeOut:
+    """The rule and its state; built by hand: the row says ``pack_credits`` and counts by month."""
+    if row is None:
+        return AutoRechargeOut(
+            enabled=False,
+            threshold=None,
+            pack_size=None,
+            monthly_cap=None,
+            cooldown_minutes=None,
+            has_saved_card=False,
+            in_flight=False,
+            recharges_this_month=0,
+            last_attempt_at=None,
+            last_error=None,
+        )
+    return AutoRechargeOut(
+        enabled=row.enabled,
+        threshold=row.threshold,
+        pack_size=row.pack_credits,
+        monthly_cap=row.monthly_cap,
+        cooldown_minutes=row.cooldown_minutes,
+        has_saved_card=row.payment_method_id is not None,
+        in_flight=row.in_flight,
+        recharges_this_month=row.month_count if row.month_start == auto_recharge.month_start(now) else 0,
+        last_attempt_at=row.last_attempt_at,
+        last_error=row.last_error,
+    )
 
 
 InsufficientCreditsOut.model_rebuild()

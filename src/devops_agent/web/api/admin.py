@@ -26,19 +26,19 @@ from sqlalchemy import func, or_, select
 from devops_agent.billing import analytics, audit, books, credits
 from devops_agent.billing.models import CreditLedger, CreditPurchase, UsageLog, User, UserSubscription
 from devops_agent.notifications import notifier_for, recent_outbox
-from devops_agent.web.api import AUTHED, errors
+from devops_agent.web.api import AUTHED, OWN_CREDITS, errors
 from devops_agent.web.deps import AdminUser, ClockDep, DatabaseDep, IdempotencyKeyDep, OptionalUser, SessionDep
 from devops_agent.web.errors import ApiError
 from devops_agent.web.pages import render_page
 from devops_agent.web.schemas import (
+    DayOut,
+    FromAttributes,
     PurchaseOut,
     Strict,
     SubscriptionOut,
     Timestamp,
     UsageLogOut,
-    purchase_out,
     subscription_out,
-    usage_log_out,
 )
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
@@ -76,7 +76,7 @@ def _days_window(now: datetime, days: int) -> tuple[datetime, datetime]:
 # --- revenue --------------------------------------------------------------------------
 
 
-class MonthRevenueOut(BaseModel):
+class MonthRevenueOut(FromAttributes):
     month: str
     gross: float
     refunds: float
@@ -114,10 +114,7 @@ async def revenue(_admin: AdminUser, session: SessionDep, now: ClockDep, months:
         mrr=_money(report.mrr),
         pack_revenue=_money(report.pack_revenue),
         subscribers_by_tier=report.subscribers_by_tier,
-        pack_revenue_by_month=[
-            MonthRevenueOut(month=m.month, gross=_money(m.gross), refunds=_money(m.refunds), net=_money(m.net))
-            for m in report.pack_revenue_by_month
-        ],
+        pack_revenue_by_month=[MonthRevenueOut.model_validate(m) for m in report.pack_revenue_by_month],
         churn=ChurnOut(paid_at_start=churn.paid_at_start, churned=churn.churned, rate=round(churn.rate, 4)),
         start=start,
         end=end,
@@ -133,7 +130,7 @@ class ProjectionIn(Strict):
     )
 
 
-class ProjectionOut(BaseModel):
+class ProjectionOut(FromAttributes):
     mrr: float
     by_tier: dict[str, float]
     users: int
@@ -151,17 +148,10 @@ async def projection(body: ProjectionIn, _admin: AdminUser, session: SessionDep)
         result = analytics.project_mrr(prices, body.tier_mix, users=body.users)
     except ValueError as exc:  # UnknownTier included
         raise ApiError(400, "invalid_request", str(exc)) from exc
-    return ProjectionOut(
-        mrr=_money(result.mrr), by_tier={k: _money(v) for k, v in result.by_tier.items()}, users=result.users
-    )
+    return ProjectionOut.model_validate(result)
 
 
 # --- usage ----------------------------------------------------------------------------
-
-
-class DayOut(BaseModel):
-    day: str
-    credits: int
 
 
 class DailyOut(BaseModel):
@@ -180,7 +170,7 @@ async def usage_daily(_admin: AdminUser, session: SessionDep, now: ClockDep, day
     )
 
 
-class TopUserOut(BaseModel):
+class TopUserOut(FromAttributes):
     user_id: int
     name: str
     credits_used: int
@@ -197,10 +187,10 @@ async def top_users(
 ) -> list[TopUserOut]:
     start, end = _days_window(now, days)
     rows = await analytics.top_users(session, start=start, end=end, limit=limit)
-    return [TopUserOut(user_id=r.user_id, name=r.name, credits_used=r.credits_used) for r in rows]
+    return [TopUserOut.model_validate(r) for r in rows]
 
 
-class ToolOut(BaseModel):
+class TopToolOut(BaseModel):
     name: str
     count: int
     credits_used: int
@@ -208,8 +198,8 @@ class ToolOut(BaseModel):
     failure_rate: float
 
 
-def _tool_out(t: analytics.ToolUsage) -> ToolOut:
-    return ToolOut(
+def _tool_out(t: analytics.ToolUsage) -> TopToolOut:
+    return TopToolOut(
         name=t.name,
         count=t.count,
         credits_used=t.credits_used,
@@ -220,13 +210,13 @@ def _tool_out(t: analytics.ToolUsage) -> ToolOut:
 
 @router.get(
     "/usage/top-tools",
-    response_model=list[ToolOut],
+    response_model=list[TopToolOut],
     summary="The most used tools, with failure rates",
     responses=ADMIN_ERRORS,
 )
 async def top_tools(
     _admin: AdminUser, session: SessionDep, now: ClockDep, days: Days = 30, limit: Limit = 10
-) -> list[ToolOut]:
+) -> list[TopToolOut]:
     start, end = _days_window(now, days)
     return [_tool_out(t) for t in await analytics.tool_usage(session, start=start, end=end, limit=limit)]
 
@@ -234,7 +224,7 @@ async def top_tools(
 # --- users ----------------------------------------------------------------------------
 
 
-class UserSummaryOut(BaseModel):
+class UserSummaryOut(FromAttributes):
     id: int
     username: str
     email: str
@@ -242,18 +232,6 @@ class UserSummaryOut(BaseModel):
     is_suspended: bool
     email_opt_out: bool
     created_at: Timestamp
-
-
-def _user_summary(user: User) -> UserSummaryOut:
-    return UserSummaryOut(
-        id=user.id,
-        username=user.username,
-        email=user.email,
-        is_admin=user.is_admin,
-        is_suspended=user.is_suspended,
-        email_opt_out=user.email_opt_out,
-        created_at=user.created_at,
-    )
 
 
 class UsersOut(BaseModel):
@@ -275,10 +253,10 @@ async def find_users(
             func.lower(User.username).like(pattern, escape="\\"), func.lower(User.email).like(pattern, escape="\\")
         )
         query = query.where(or_(match, User.id == int(term)) if term.isdigit() else match)
-    return UsersOut(users=[_user_summary(u) for u in (await session.execute(query)).scalars()])
+    return UsersOut(users=[UserSummaryOut.model_validate(u) for u in (await session.execute(query)).scalars()])
 
 
-class LedgerEntryOut(BaseModel):
+class AdminLedgerEntryOut(BaseModel):
     id: int
     created_at: Timestamp
     kind: str
@@ -289,13 +267,13 @@ class LedgerEntryOut(BaseModel):
     admin_id: int | None
 
 
-class BalanceOut(BaseModel):
+class BalanceOut(FromAttributes):
     monthly: int
     purchased: int
     total: int
 
 
-class AuditOut(BaseModel):
+class AuditOut(FromAttributes):
     id: int
     created_at: Timestamp
     admin_id: int | None
@@ -309,22 +287,10 @@ class UserDetailOut(BaseModel):
     user: UserSummaryOut
     subscription: SubscriptionOut | None
     balance: BalanceOut | None
-    ledger: list[LedgerEntryOut]
+    ledger: list[AdminLedgerEntryOut]
     usage: list[UsageLogOut]
     purchases: list[PurchaseOut]
     audit: list[AuditOut]
-
-
-def _audit_out(entry: audit.AdminAudit) -> AuditOut:
-    return AuditOut(
-        id=entry.id,
-        created_at=entry.created_at,
-        admin_id=entry.admin_id,
-        action=entry.action,
-        target_user_id=entry.target_user_id,
-        reason=entry.reason,
-        ledger_id=entry.ledger_id,
-    )
 
 
 async def _user_or_404(session: SessionDep, user_id: int) -> User:
@@ -372,7 +338,7 @@ async def user_detail(
         )
     ).scalars()
     return UserDetailOut(
-        user=_user_summary(user),
+        user=UserSummaryOut.model_validate(user),
         subscription=subscription_out(sub) if sub is not None else None,
         balance=(
             BalanceOut(monthly=sub.credits_remaining, purchased=sub.purchased_credits_remaining, total=sub.balance)
@@ -380,7 +346,7 @@ async def user_detail(
             else None
         ),
         ledger=[
-            LedgerEntryOut(
+            AdminLedgerEntryOut(
                 id=row.id,
                 created_at=row.created_at,
                 kind=row.kind,
@@ -392,9 +358,9 @@ async def user_detail(
             )
             for row in ledger
         ],
-        usage=[usage_log_out(log) for log in usage],
-        purchases=[purchase_out(p) for p in purchases],
-        audit=[_audit_out(e) for e in await audit.entries(session, target_user_id=user_id, limit=limit)],
+        usage=[UsageLogOut.model_validate(log) for log in usage],
+        purchases=[PurchaseOut.model_validate(p) for p in purchases],
+        audit=[AuditOut.model_validate(e) for e in await audit.entries(session, target_user_id=user_id, limit=limit)],
     )
 
 
@@ -416,7 +382,7 @@ class AdjustOut(BaseModel):
     "/users/{user_id}/adjust",
     response_model=AdjustOut,
     summary="Give or take credits, with a required reason (audited with your id)",
-    responses=errors(*AUTHED, 402, 404),
+    responses=errors(*AUTHED, 404, payment=OWN_CREDITS),
 )
 async def adjust_credits(
     user_id: UserId,
@@ -450,11 +416,10 @@ async def adjust_credits(
             ledger_id=result.ledger_id,
             details={"amount": body.amount},
         )
-    balance = result.balance
     return AdjustOut(
         ledger_id=result.ledger_id,
         audit_id=entry.id if entry is not None else None,
-        balance=BalanceOut(monthly=balance.monthly, purchased=balance.purchased, total=balance.total),
+        balance=BalanceOut.model_validate(result.balance),
     )
 
 
@@ -482,7 +447,7 @@ async def _set_suspended(
         reason=reason.strip(),
         now=now,
     )
-    return SuspensionOut(user=_user_summary(user), audit_id=entry.id)
+    return SuspensionOut(user=UserSummaryOut.model_validate(user), audit_id=entry.id)
 
 
 @router.post(
@@ -515,7 +480,7 @@ class AuditListOut(BaseModel):
 
 @router.get("/audit", response_model=AuditListOut, summary="The newest admin actions", responses=ADMIN_ERRORS)
 async def audit_log(_admin: AdminUser, session: SessionDep, limit: Limit = 50) -> AuditListOut:
-    return AuditListOut(entries=[_audit_out(e) for e in await audit.entries(session, limit=limit)])
+    return AuditListOut(entries=[AuditOut.model_validate(e) for e in await audit.entries(session, limit=limit)])
 
 
 # --- the books audit ------------------------------------------------------------------
@@ -527,7 +492,7 @@ class DiscrepancyOut(BaseModel):
     detail: str
 
 
-class BooksRunOut(BaseModel):
+class BooksRunOut(FromAttributes):
     ok: bool
     started_at: Timestamp
     finished_at: Timestamp
@@ -549,19 +514,7 @@ class BooksOut(BaseModel):
 )
 async def books_audit(_admin: AdminUser, session: SessionDep) -> BooksOut:
     run = await books.last_run(session)
-    if run is None:
-        return BooksOut(last_run=None)
-    return BooksOut(
-        last_run=BooksRunOut(
-            ok=run.ok,
-            started_at=run.started_at,
-            finished_at=run.finished_at,
-            accounts=run.accounts,
-            discrepancies=run.discrepancies,
-            checks=run.checks,
-            examples=[DiscrepancyOut.model_validate(e) for e in run.examples],
-        )
-    )
+    return BooksOut(last_run=BooksRunOut.model_validate(run) if run is not None else None)
 
 
 # --- emails ---------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from devops_agent.billing.models import User, UserSubscription
 from devops_agent.web.api import AUTHED, errors
 from devops_agent.web.deps import ClockDep, CurrentUser, SessionDep, require_feature
 from devops_agent.web.errors import ApiError
-from devops_agent.web.schemas import Strict, Timestamp
+from devops_agent.web.schemas import DayOut, FromAttributes, Strict, Timestamp
 
 router = APIRouter(tags=["analytics"])
 GATED = errors(*AUTHED)
@@ -67,12 +67,7 @@ async def _window(
     return begin, finish
 
 
-class DayOut(BaseModel):
-    day: str
-    credits: int
-
-
-class ToolOut(BaseModel):
+class CustomerToolOut(BaseModel):
     tool: str
     count: int
     credits_used: int
@@ -84,7 +79,7 @@ class CustomerUsageOut(BaseModel):
     end: Timestamp
     total_credits: int
     per_day: list[DayOut]
-    by_tool: list[ToolOut]
+    by_tool: list[CustomerToolOut]
 
 
 @router.get(
@@ -105,7 +100,7 @@ async def usage(
         total_credits=report.total_credits,
         per_day=[DayOut(day=d.day.isoformat(), credits=d.credits) for d in report.per_day],
         by_tool=[
-            ToolOut(tool=t.name, count=t.count, credits_used=t.credits_used, failures=t.failures)
+            CustomerToolOut(tool=t.name, count=t.count, credits_used=t.credits_used, failures=t.failures)
             for t in report.by_tool
         ],
     )
@@ -142,7 +137,7 @@ def _month(value: str | None, now: datetime) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-class StatementEntryOut(BaseModel):
+class StatementEntryOut(FromAttributes):
     id: int
     created_at: Timestamp
     kind: str
@@ -153,7 +148,7 @@ class StatementEntryOut(BaseModel):
     balance_after: int
 
 
-class StatementOut(BaseModel):
+class StatementOut(FromAttributes):
     month: str
     opening_balance: int
     closing_balance: int
@@ -171,25 +166,7 @@ class StatementOut(BaseModel):
 async def statement(user: CurrentUser, session: SessionDep, now: ClockDep, month: MonthParam = None) -> StatementOut:
     year, number = _month(month, now)
     result = await analytics.monthly_statement(session, user_id=user.id, year=year, month=number)
-    return StatementOut(
-        month=result.month,
-        opening_balance=result.opening_balance,
-        closing_balance=result.closing_balance,
-        totals_by_kind=result.totals_by_kind,
-        entries=[
-            StatementEntryOut(
-                id=e.id,
-                created_at=e.created_at,
-                kind=e.kind,
-                reason=e.reason,
-                monthly_delta=e.monthly_delta,
-                purchased_delta=e.purchased_delta,
-                delta=e.delta,
-                balance_after=e.balance_after,
-            )
-            for e in result.entries
-        ],
-    )
+    return StatementOut.model_validate(result)
 
 
 @router.get(

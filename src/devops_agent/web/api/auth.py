@@ -11,8 +11,10 @@ any transaction.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Annotated
 
 from fastapi import APIRouter, Request, Response, status
+from pydantic import BaseModel, Field
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -23,11 +25,31 @@ from devops_agent.web.api import errors
 from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep, OptionalUser, SessionDep, SettingsDep
 from devops_agent.web.errors import ApiError, BadRequestOnInvalidBody
 from devops_agent.web.ratelimit import Refusal, RegistrationLimiter
-from devops_agent.web.schemas import LoginIn, PasswordChangeIn, RegisterIn, UserEnvelope, user_out
+from devops_agent.web.schemas import FromAttributes, RegisterIn, Strict
 from devops_agent.web.security import password_fingerprint
 
 router = APIRouter(prefix="/api/auth", tags=["accounts"])
 account_router = APIRouter(prefix="/api/account", tags=["accounts"], route_class=BadRequestOnInvalidBody)
+
+
+class LoginIn(Strict):
+    username: Annotated[str, Field(min_length=1, max_length=254, description="Username or email.")]
+    password: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class PasswordChangeIn(Strict):
+    current_password: Annotated[str, Field(min_length=1, max_length=1024)]
+    new_password: Annotated[str, Field(min_length=8, max_length=1024, description="At least 8 characters.")]
+
+
+class UserOut(FromAttributes):
+    id: int
+    username: str
+    email: str
+
+
+class UserEnvelope(BaseModel):
+    user: UserOut
 
 
 def _client_address(request: Request) -> str:
@@ -92,7 +114,7 @@ async def register(
         raise taken from None
     request.state.user_id = user.id
     sessions.set_cookies(request, response, login, secure=settings.cookie_secure)
-    return UserEnvelope(user=user_out(user))
+    return UserEnvelope(user=UserOut.model_validate(user))
 
 
 @router.post(
@@ -135,7 +157,7 @@ async def login(
         raise ApiError(403, "forbidden", "This account is suspended.")
     request.state.user_id = user.id
     sessions.set_cookies(request, response, login, secure=settings.cookie_secure)
-    return UserEnvelope(user=user_out(user))
+    return UserEnvelope(user=UserOut.model_validate(user))
 
 
 @router.post(
@@ -168,7 +190,7 @@ async def logout_everywhere(user: CurrentUser, session: SessionDep, settings: Se
 
 @router.get("/me", response_model=UserEnvelope, summary="Who is logged in", responses=errors(401, 403))
 async def me(user: CurrentUser) -> UserEnvelope:
-    return UserEnvelope(user=user_out(user))
+    return UserEnvelope(user=UserOut.model_validate(user))
 
 
 @account_router.post(

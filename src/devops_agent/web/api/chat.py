@@ -18,17 +18,15 @@ from datetime import datetime
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from devops_agent import notifications
 from devops_agent.agent import approvals
-from devops_agent.agent.models import Message
+from devops_agent.agent.loop import ToolCallOut
 from devops_agent.agent.service import (
     MAX_MESSAGE_LENGTH,
-    AgentError,
     AgentRuntime,
     ChatReply,
-    ToolCallOut,
     build_runtime,
     delete_conversation,
     get_conversation,
@@ -36,13 +34,11 @@ from devops_agent.agent.service import (
     rename_conversation,
     send_message,
 )
-from devops_agent.billing.models import Conversation
 from devops_agent.config import Settings
 from devops_agent.payments import auto_recharge
-from devops_agent.web.api import AUTHED, errors
+from devops_agent.web.api import AUTHED, POOL_CREDITS, errors
 from devops_agent.web.deps import CurrentUser, DatabaseDep, IdempotencyKeyDep, SessionDep
-from devops_agent.web.errors import ApiError
-from devops_agent.web.schemas import Strict, Timestamp
+from devops_agent.web.schemas import FromAttributes, Strict, Timestamp
 
 router = APIRouter(prefix="/api", tags=["agent"])
 T = TypeVar("T")
@@ -88,11 +84,6 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
         watcher.cancel()
 
 
-def api_error(exc: AgentError) -> ApiError:
-    """An agent service error as the contract's JSON error."""
-    return ApiError(exc.status_code, exc.code, exc.message, **exc.extra)
-
-
 class ChatIn(Strict):
     message: str = Field(min_length=1, max_length=MAX_MESSAGE_LENGTH)
     conversation_id: int | None = Field(default=None, ge=1, le=2**62)
@@ -108,7 +99,7 @@ class ConversationRenameIn(Strict):
     title: str = Field(min_length=1, max_length=200)
 
 
-class ConversationOut(BaseModel):
+class ConversationOut(FromAttributes):
     id: int
     title: str
     created_at: Timestamp
@@ -119,7 +110,7 @@ class ConversationsOut(BaseModel):
     conversations: list[ConversationOut]
 
 
-class MessageOut(BaseModel):
+class MessageOut(FromAttributes):
     """A message; an assistant reply carries its costs as the chat reply did (null on user messages)."""
 
     role: str
@@ -130,31 +121,16 @@ class MessageOut(BaseModel):
     tool_calls: list[ToolCallOut] = []
     agent: str | None = Field(default=None, description="The backend that answered: offline or claude.")
 
-
-def message_out(message: Message) -> MessageOut:
-    return MessageOut(
-        role=message.role,
-        content=message.content,
-        created_at=message.created_at,
-        credits_used=message.credits_used,
-        balance_after=message.balance_after,
-        tool_calls=[ToolCallOut.model_validate(t) for t in message.tool_calls or []],
-        agent=message.agent,
-    )
+    @field_validator("tool_calls", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: object) -> object:
+        """A user's message stores no tool calls (null); the body says ``[]``."""
+        return [] if value is None else value
 
 
 class ConversationDetailOut(BaseModel):
     conversation: ConversationOut
     messages: list[MessageOut]
-
-
-def conversation_out(conversation: Conversation) -> ConversationOut:
-    return ConversationOut(
-        id=conversation.id,
-        title=conversation.title,
-        created_at=conversation.created_at,
-        updated_at=conversation.updated_at,
-    )
 
 
 async def chat_reply(
@@ -171,7 +147,7 @@ async def chat_reply(
     request: Request | None = None,
     background: BackgroundTasks | None = None,
 ) -> ChatReply:
-    """Run the agent (shared by chat and template runs); errors become contract errors.
+    """Run the agent (shared by chat and template runs).
 
     With ``request`` and ``background``, the user's auto-recharge runs after the
     response (the charges have committed; Stripe is called outside any transaction).
@@ -187,10 +163,7 @@ async def chat_reply(
         max_credits=max_credits,
         org_id=org_id,
     )
-    try:
-        reply = await (until_disconnected(request, turn) if request is not None else turn)
-    except AgentError as exc:
-        raise api_error(exc) from exc
+    reply = await (until_disconnected(request, turn) if request is not None else turn)
     # The charges have committed: the low-credit email, to the user or to the team's owner.
     balance = reply.credits_remaining
     if org_id is None:
@@ -215,7 +188,7 @@ async def chat_reply(
     "/chat",
     response_model=ChatReply,
     summary="Send the agent a message: 1 credit, charged before processing, plus each tool call's price",
-    responses=errors(*AUTHED, 402, 404, 409, 502),
+    responses=errors(*AUTHED, 404, 409, 502, payment=POOL_CREDITS),
 )
 async def chat(
     body: ChatIn,
@@ -246,15 +219,12 @@ async def chat(
     "/chat/actions/{action_id}/approve",
     response_model=ChatReply,
     summary="Approve a create the agent proposed: it is charged and run, answered like a chat reply",
-    responses=errors(*AUTHED, 402, 404, 409, 410),
+    responses=errors(*AUTHED, 404, 409, 410, payment=POOL_CREDITS),
 )
 async def approve_action(
     action_id: IdPath, user: CurrentUser, db: DatabaseDep, runtime: RuntimeDep, clock: ClockFnDep
 ) -> ChatReply:
-    try:
-        return await approvals.approve(db, runtime, user_id=user.id, action_id=action_id, clock=clock)
-    except AgentError as exc:
-        raise api_error(exc) from exc
+    return await approvals.approve(db, runtime, user_id=user.id, action_id=action_id, clock=clock)
 
 
 @router.post(
@@ -264,10 +234,7 @@ async def approve_action(
     responses=errors(*AUTHED, 404, 409),
 )
 async def decline_action(action_id: IdPath, user: CurrentUser, db: DatabaseDep, clock: ClockFnDep) -> Response:
-    try:
-        await approvals.decline(db, user_id=user.id, action_id=action_id, now=clock())
-    except AgentError as exc:
-        raise api_error(exc) from exc
+    await approvals.decline(db, user_id=user.id, action_id=action_id, now=clock())
     return Response(status_code=204)
 
 
@@ -279,7 +246,7 @@ async def decline_action(action_id: IdPath, user: CurrentUser, db: DatabaseDep, 
 )
 async def conversations(user: CurrentUser, session: SessionDep) -> ConversationsOut:
     rows = await list_conversations(session, user_id=user.id)
-    return ConversationsOut(conversations=[conversation_out(c) for c in rows])
+    return ConversationsOut(conversations=[ConversationOut.model_validate(c) for c in rows])
 
 
 @router.get(
@@ -289,13 +256,10 @@ async def conversations(user: CurrentUser, session: SessionDep) -> Conversations
     responses=errors(*AUTHED, 404),
 )
 async def conversation(conversation_id: IdPath, user: CurrentUser, session: SessionDep) -> ConversationDetailOut:
-    try:
-        found, messages = await get_conversation(session, user_id=user.id, conversation_id=conversation_id)
-    except AgentError as exc:
-        raise api_error(exc) from exc
+    found, messages = await get_conversation(session, user_id=user.id, conversation_id=conversation_id)
     return ConversationDetailOut(
-        conversation=conversation_out(found),
-        messages=[message_out(m) for m in messages],
+        conversation=ConversationOut.model_validate(found),
+        messages=[MessageOut.model_validate(m) for m in messages],
     )
 
 
@@ -312,11 +276,8 @@ class ConversationEnvelope(BaseModel):
 async def rename(
     conversation_id: IdPath, body: ConversationRenameIn, user: CurrentUser, session: SessionDep
 ) -> ConversationEnvelope:
-    try:
-        found = await rename_conversation(session, user_id=user.id, conversation_id=conversation_id, title=body.title)
-    except AgentError as exc:
-        raise api_error(exc) from exc
-    return ConversationEnvelope(conversation=conversation_out(found))
+    found = await rename_conversation(session, user_id=user.id, conversation_id=conversation_id, title=body.title)
+    return ConversationEnvelope(conversation=ConversationOut.model_validate(found))
 
 
 @router.delete(
@@ -326,8 +287,5 @@ async def rename(
     responses=errors(*AUTHED, 404),
 )
 async def delete(conversation_id: IdPath, user: CurrentUser, session: SessionDep) -> Response:
-    try:
-        await delete_conversation(session, user_id=user.id, conversation_id=conversation_id)
-    except AgentError as exc:
-        raise api_error(exc) from exc
+    await delete_conversation(session, user_id=user.id, conversation_id=conversation_id)
     return Response(status_code=204)

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from pydantic import ConfigDict
 
 from devops_agent.agent import cloud_accounts
-from devops_agent.agent.service import AgentError
 from devops_agent.web.api import AUTHED, errors
-from devops_agent.web.api.chat import RuntimeDep, api_error
+from devops_agent.web.api.chat import RuntimeDep
 from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep
 from devops_agent.web.schemas import Strict
 
@@ -24,6 +24,8 @@ OrgQuery = Annotated[int | None, Query(ge=1, le=2**62, description="A team's con
 
 
 class AwsConnectionOut(Strict):
+    model_config = ConfigDict(from_attributes=True)
+
     connected: bool
     role_arn: str | None
     external_id: str
@@ -36,10 +38,6 @@ class AwsConnectionIn(Strict):
     region: str = "us-east-1"
 
 
-def _out(view: cloud_accounts.ConnectionView) -> AwsConnectionOut:
-    return AwsConnectionOut(**vars(view))
-
-
 @router.get(
     "/aws",
     response_model=AwsConnectionOut,
@@ -47,7 +45,8 @@ def _out(view: cloud_accounts.ConnectionView) -> AwsConnectionOut:
     responses=errors(*AUTHED, 404),
 )
 async def get_aws(user: CurrentUser, db: DatabaseDep, now: ClockDep, org_id: OrgQuery = None) -> AwsConnectionOut:
-    return _out(await cloud_accounts.get_connection(db, user_id=user.id, org_id=org_id, now=now))
+    view = await cloud_accounts.get_connection(db, user_id=user.id, org_id=org_id, now=now)
+    return AwsConnectionOut.model_validate(view)
 
 
 @router.put(
@@ -64,19 +63,16 @@ async def put_aws(
     now: ClockDep,
     org_id: OrgQuery = None,
 ) -> AwsConnectionOut:
-    try:
-        view = await cloud_accounts.connect(
-            db,
-            runtime.toolbox.cloud,
-            user_id=user.id,
-            org_id=org_id,
-            role_arn=body.role_arn,
-            region=body.region,
-            now=now,
-        )
-    except AgentError as exc:
-        raise api_error(exc) from exc
-    return _out(view)
+    view = await cloud_accounts.connect(
+        db,
+        runtime.toolbox.cloud,
+        user_id=user.id,
+        org_id=org_id,
+        role_arn=body.role_arn,
+        region=body.region,
+        now=now,
+    )
+    return AwsConnectionOut.model_validate(view)
 
 
 @router.delete(

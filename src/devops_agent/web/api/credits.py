@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from devops_agent import metrics, notifications
 from devops_agent.billing.catalog import Catalog
@@ -18,15 +19,28 @@ from devops_agent.web.api import AUTHED, errors
 from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep, GatewayDep, IdempotencyKeyDep
 from devops_agent.web.idempotency import run_idempotent_post
 from devops_agent.web.schemas import (
+    USD,
     CheckoutOut,
-    PacksOut,
+    FromAttributes,
+    PaymentsMode,
     PurchaseCompletedOut,
     PurchaseIn,
-    pack_out,
-    purchase_out,
+    PurchaseOut,
 )
 
 router = APIRouter(prefix="/api/credits", tags=["credits"])
+
+
+class PackOut(FromAttributes):
+    credits: int
+    price: USD
+    price_per_credit: USD
+    popular: bool
+
+
+class PacksOut(BaseModel):
+    packs: list[PackOut]
+    payments_mode: PaymentsMode
 
 
 def _catalog(request: Request) -> Catalog:
@@ -36,7 +50,7 @@ def _catalog(request: Request) -> Catalog:
 
 @router.get("/packs", response_model=PacksOut, summary="Credit packs on sale (public); their credits never expire")
 async def list_packs(request: Request, gateway: GatewayDep) -> PacksOut:
-    return PacksOut(packs=[pack_out(p) for p in _catalog(request).packs], payments_mode=gateway.mode)
+    return PacksOut(packs=[PackOut.model_validate(p) for p in _catalog(request).packs], payments_mode=gateway.mode)
 
 
 @router.post(
@@ -66,7 +80,8 @@ async def purchase(
         assert result.credits_remaining is not None
         metrics.PACK_PURCHASES.labels("completed").inc()
         await notifications.after_purchase(db, purchase_id=result.purchase.id, now=now)  # committed: the receipt
-        out = PurchaseCompletedOut(purchase=purchase_out(result.purchase), credits_remaining=result.credits_remaining)
+        purchase = PurchaseOut.model_validate(result.purchase)
+        out = PurchaseCompletedOut(purchase=purchase, credits_remaining=result.credits_remaining)
         return 200, out.model_dump(mode="json")
 
     return await run_idempotent_post(db, request, body, user_id=user.id, key=idempotency_key, now=now, work=work)

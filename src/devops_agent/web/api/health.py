@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from devops_agent.migrate import is_current
 from devops_agent.web.deps import DatabaseDep
-from devops_agent.web.schemas import HealthOut
 
 router = APIRouter(tags=["operations"])
+
+
+class HealthOut(BaseModel):
+    status: str
+    checks: dict[str, Any] | None = None
 
 
 @router.get("/healthz", response_model=HealthOut, summary="The process is up")

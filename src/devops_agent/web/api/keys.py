@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from devops_agent.web.api import AUTHED, errors
 from devops_agent.web.deps import API_ACCESS, ClockDep, CurrentUser, SessionDep, feature_refusal, user_has_feature
 from devops_agent.web.errors import ApiError
 from devops_agent.web.models import ApiKey
-from devops_agent.web.schemas import ApiKeyCreatedOut, ApiKeyIn, ApiKeyOut, ApiKeysOut
+from devops_agent.web.schemas import FromAttributes, Strict, Timestamp
 from devops_agent.web.security import new_api_key
 
 router = APIRouter(prefix="/api/keys", tags=["api keys"])
@@ -24,15 +25,26 @@ router = APIRouter(prefix="/api/keys", tags=["api keys"])
 MAX_ACTIVE_KEYS = 20
 
 
-def key_out(key: ApiKey) -> ApiKeyOut:
-    return ApiKeyOut(
-        id=key.id,
-        name=key.name,
-        prefix=key.prefix,
-        created_at=key.created_at,
-        last_used_at=key.last_used_at,
-        revoked_at=key.revoked_at,
-    )
+class ApiKeyIn(Strict):
+    name: Annotated[str, Field(min_length=1, max_length=64)] = "default"
+
+
+class ApiKeyOut(FromAttributes):
+    id: int
+    name: str
+    prefix: str
+    created_at: Timestamp
+    last_used_at: Timestamp | None
+    revoked_at: Timestamp | None
+
+
+class ApiKeyCreatedOut(BaseModel):
+    key: ApiKeyOut
+    secret: str = Field(description="The API key itself. Shown once: only its hash is stored.")
+
+
+class ApiKeysOut(BaseModel):
+    keys: list[ApiKeyOut]
 
 
 @router.post(
@@ -56,13 +68,13 @@ async def create_key(body: ApiKeyIn, user: CurrentUser, session: SessionDep, now
     )
     session.add(key)
     await session.flush()
-    return ApiKeyCreatedOut(key=key_out(key), secret=new.secret)
+    return ApiKeyCreatedOut(key=ApiKeyOut.model_validate(key), secret=new.secret)
 
 
 @router.get("", response_model=ApiKeysOut, summary="Your API keys (never their secrets)", responses=errors(*AUTHED))
 async def list_keys(user: CurrentUser, session: SessionDep) -> ApiKeysOut:
     keys = (await session.execute(select(ApiKey).where(ApiKey.user_id == user.id).order_by(ApiKey.id.desc()))).scalars()
-    return ApiKeysOut(keys=[key_out(k) for k in keys])
+    return ApiKeysOut(keys=[ApiKeyOut.model_validate(k) for k in keys])
 
 
 @router.delete(

@@ -24,10 +24,17 @@ from devops_agent.db import Database
 from devops_agent.payments import auto_recharge
 from devops_agent.web.api import AUTHED, errors
 from devops_agent.web.api.orgs import MEMBER_ROUTE, OrgId, as_owner
-from devops_agent.web.api.stripe import AutoRechargeIn, AutoRechargeOut, PortalOut, auto_recharge_out, stripe_only
+from devops_agent.web.api.stripe import stripe_only
 from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep, GatewayDep
 from devops_agent.web.errors import ApiError
-from devops_agent.web.schemas import Timestamp
+from devops_agent.web.schemas import (
+    AutoRechargeIn,
+    AutoRechargeOut,
+    FromAttributes,
+    PortalOut,
+    Timestamp,
+    auto_recharge_out,
+)
 
 router = APIRouter(prefix="/api/orgs", tags=["organizations"])
 
@@ -102,7 +109,7 @@ async def put_auto_recharge(
 # --- seats and each member's usage (the organization's billing page) ------------------
 
 
-class SeatsOut(BaseModel):
+class SeatsOut(FromAttributes):
     tier: str
     members: int = Field(description="Seats used by members.")
     pending_invitations: int = Field(description="Seats held by pending invitations.")
@@ -137,15 +144,7 @@ async def _billing(db: Database, org_id: int, user: User, now: datetime) -> OrgB
         taken = await seats.seats_of(session, org_id=org_id, now=now)
         views = await orgs.members(session, org_id=org_id, now=now)
         return OrgBillingOut(
-            seats=SeatsOut(
-                tier=taken.tier,
-                members=taken.members,
-                pending_invitations=taken.pending_invitations,
-                included=taken.included,
-                extra_seats=taken.extra_seats,
-                extra_seat_price=taken.extra_seat_price,
-                extra_seats_cost=taken.extra_seats_cost,
-            ),
+            seats=SeatsOut.model_validate(taken),
             period_start=pool.current_period_start,
             period_end=pool.current_period_end,
             members=[

@@ -32,7 +32,7 @@ from devops_agent.billing.org_models import Organization, OrganizationInvitation
 from devops_agent.db import Database
 from devops_agent.payments.stripe_client import PaymentProviderError
 from devops_agent.payments.stripe_gateway import StripeGateway
-from devops_agent.web.api import AUTHED, PageLimit, PageOffset, errors
+from devops_agent.web.api import AUTHED, SEATS, PageLimit, PageOffset, errors
 from devops_agent.web.api.subscription import active_tiers, plan_body
 from devops_agent.web.deps import (
     AdminUser,
@@ -53,6 +53,7 @@ from devops_agent.web.schemas import (
     PlanChangedOut,
     PurchaseCompletedOut,
     PurchaseIn,
+    PurchaseOut,
     Strict,
     SubscriptionEnvelope,
     TierOut,
@@ -60,10 +61,7 @@ from devops_agent.web.schemas import (
     ToolCount,
     UpgradeIn,
     UsageLogOut,
-    purchase_out,
     subscription_out,
-    tier_out,
-    usage_log_out,
 )
 
 logger = logging.getLogger("devops_agent.orgs")
@@ -240,7 +238,7 @@ async def _detail(session: AsyncSession, org: Organization, member: Organization
     return OrgDetailOut(
         **_org_out(org, member).model_dump(),
         credits_remaining=pool.balance,
-        tier=tier_out(pool.tier),
+        tier=TierOut.model_validate(pool.tier),
         current_period_end=pool.current_period_end,
         member_count=int(count or 0),
         my_credits_used=orgs.used_in_period(member, pool.current_period_start),
@@ -309,7 +307,7 @@ async def preview_invitation(token: str, user: CurrentUser, session: SessionDep,
     "/invitations/accept",
     response_model=OrgEnvelope,
     summary="Join an organization with an invitation's token: once, before it expires, as the invited email",
-    responses=errors(*MEMBER_ROUTE, 409, 410),
+    responses=errors(*MEMBER_ROUTE, 409, 410, payment=SEATS),
 )
 async def accept_invitation(
     body: AcceptIn, user: CurrentUser, db: DatabaseDep, now: ClockDep, gateway: GatewayDep
@@ -467,7 +465,7 @@ async def list_invitations(org_id: OrgId, user: CurrentUser, session: SessionDep
     status_code=201,
     response_model=InvitationCreatedOut,
     summary="Invite an email address as member or admin: emailed to them, and answered once (admins)",
-    responses=errors(*MEMBER_ROUTE, 409),
+    responses=errors(*MEMBER_ROUTE, 409, payment=SEATS),
 )
 async def create_invitation(
     org_id: OrgId, body: InvitationIn, user: CurrentUser, db: DatabaseDep, now: ClockDep, settings: SettingsDep
@@ -622,7 +620,8 @@ async def purchase(
         assert result.purchase is not None
         assert result.credits_remaining is not None
         await notifications.after_purchase(db, purchase_id=result.purchase.id, now=now)  # committed: the receipt
-        out = PurchaseCompletedOut(purchase=purchase_out(result.purchase), credits_remaining=result.credits_remaining)
+        purchase = PurchaseOut.model_validate(result.purchase)
+        out = PurchaseCompletedOut(purchase=purchase, credits_remaining=result.credits_remaining)
         return 200, out.model_dump(mode="json")
 
     return await run_idempotent_post(db, request, body, user_id=user.id, key=idempotency_key, now=now, work=work)
@@ -645,15 +644,15 @@ async def usage_stats(org_id: OrgId, user: CurrentUser, session: SessionDep, now
         credits_remaining=pool.balance,
         credits_used_this_month=pool.credits_used_this_month,
         total_credits_used=pool.total_credits_used,
-        tier=tier_out(pool.tier),
-        tool_usage_breakdown=[ToolCount(tool=t.tool, count=t.count) for t in tools],
+        tier=TierOut.model_validate(pool.tier),
+        tool_usage_breakdown=[ToolCount.model_validate(t) for t in tools],
         members=[
             MemberUsageOut(
                 user_id=v.user_id,
                 username=v.username,
                 credits_used=v.credits_used,
                 cap=v.effective_cap,
-                tool_usage_breakdown=[ToolCount(tool=t.tool, count=t.count) for t in by_member.get(v.user_id, [])],
+                tool_usage_breakdown=[ToolCount.model_validate(t) for t in by_member.get(v.user_id, [])],
             )
             for v in views
         ],
@@ -689,7 +688,7 @@ async def usage_history(
         .offset(offset)
     )
     logs = [
-        OrgUsageLogOut(**usage_log_out(log).model_dump(), user_id=log.user_id, username=username)
+        OrgUsageLogOut(**UsageLogOut.model_validate(log).model_dump(), user_id=log.user_id, username=username)
         for log, username in rows.all()
     ]
     return OrgUsageHistoryOut(logs=logs, total=int(total or 0), limit=limit, offset=offset)

@@ -10,26 +10,24 @@ Stripe delivers it again; the event's id is only recorded with its effect.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
 
 from devops_agent import metrics, notifications
 from devops_agent.billing.catalog import Catalog
 from devops_agent.payments import auto_recharge
-from devops_agent.payments.models import AutoRecharge
 from devops_agent.payments.stripe_gateway import StripeGateway
 from devops_agent.payments.webhooks import InvalidSignature, handle_event, verify_event
 from devops_agent.web.api import AUTHED, errors
 from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep, GatewayDep, SettingsDep
 from devops_agent.web.errors import ApiError
+from devops_agent.web.schemas import AutoRechargeIn, AutoRechargeOut, FromAttributes, PortalOut, auto_recharge_out
 
 router = APIRouter(prefix="/api/stripe", tags=["stripe"])
 
 
-class WebhookOut(BaseModel):
+class WebhookOut(FromAttributes):
     received: bool = True
     event_id: str
     type: str
@@ -37,71 +35,11 @@ class WebhookOut(BaseModel):
     outcome: str
 
 
-class PortalOut(BaseModel):
-    url: str
-
-
-class AutoRechargeIn(BaseModel):
-    """'When my balance falls below ``threshold``, buy the ``pack_size`` pack' (at most ``monthly_cap``
-
-    times a calendar month, at least ``cooldown_minutes`` apart).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool
-    threshold: int = Field(ge=0, le=1_000_000)
-    pack_size: int = Field(gt=0)
-    monthly_cap: int = Field(default=3, ge=1, le=31)
-    cooldown_minutes: int = Field(default=60, ge=0, le=7 * 24 * 60)
-
-
-class AutoRechargeOut(BaseModel):
-    enabled: bool
-    threshold: int | None
-    pack_size: int | None
-    monthly_cap: int | None
-    cooldown_minutes: int | None
-    has_saved_card: bool
-    in_flight: bool
-    recharges_this_month: int
-    last_attempt_at: datetime | None
-    last_error: str | None
-
-
 def stripe_only(gateway: Any) -> StripeGateway:
     """The Stripe gateway, or 400 ``payments_not_configured`` in demo mode."""
     if not isinstance(gateway, StripeGateway):
         raise ApiError(400, "payments_not_configured", "Payments run in demo mode: Stripe is not configured.")
     return gateway
-
-
-def auto_recharge_out(row: AutoRecharge | None, now: datetime) -> AutoRechargeOut:
-    if row is None:
-        return AutoRechargeOut(
-            enabled=False,
-            threshold=None,
-            pack_size=None,
-            monthly_cap=None,
-            cooldown_minutes=None,
-            has_saved_card=False,
-            in_flight=False,
-            recharges_this_month=0,
-            last_attempt_at=None,
-            last_error=None,
-        )
-    return AutoRechargeOut(
-        enabled=row.enabled,
-        threshold=row.threshold,
-        pack_size=row.pack_credits,
-        monthly_cap=row.monthly_cap,
-        cooldown_minutes=row.cooldown_minutes,
-        has_saved_card=row.payment_method_id is not None,
-        in_flight=row.in_flight,
-        recharges_this_month=row.month_count if row.month_start == auto_recharge.month_start(now) else 0,
-        last_attempt_at=row.last_attempt_at,
-        last_error=row.last_error,
-    )
 
 
 @router.post(
@@ -125,9 +63,7 @@ async def webhook(request: Request, db: DatabaseDep, settings: SettingsDep, now:
     if outcome.rejected:
         raise ApiError(400, "invalid_event", outcome.outcome, event_id=outcome.event_id)
     await notifications.after_stripe_event(db, event, now=now)  # committed: receipt or failed-renewal email
-    return WebhookOut(
-        event_id=outcome.event_id, type=outcome.type, duplicate=outcome.duplicate, outcome=outcome.outcome
-    )
+    return WebhookOut.model_validate(outcome)
 
 
 @router.post(

@@ -34,21 +34,50 @@ from devops_agent.web.schemas import (
     USD,
     CancelOut,
     CheckoutOut,
+    FromAttributes,
+    PaymentsMode,
     PlanChangedOut,
     SubscriptionEnvelope,
-    TierLimitsOut,
     TierOut,
-    TiersOut,
-    TierWithLimitsOut,
     Timestamp,
     UpgradeIn,
     subscription_out,
-    tier_out,
 )
 
 router = APIRouter(prefix="/api/subscription", tags=["subscription"])
 
 TIERS_TTL_SECONDS = 10.0
+
+
+class TierLimitsOut(FromAttributes):
+    """A tier's guardrails: what the agent may create on the customer's cloud."""
+
+    instance_types: list[str]
+    rds_classes: list[str]
+    rds_max_storage_gb: int
+    regions: list[str]
+    creates_per_month: int
+    auto_approve: bool
+
+
+class TierWithLimitsOut(TierOut):
+    limits: TierLimitsOut | None
+
+
+class TiersOut(BaseModel):
+    tiers: list[TierWithLimitsOut]
+    payments_mode: PaymentsMode
+
+
+class PlanPreviewOut(FromAttributes):
+    """What a move to another tier would do, before it is made."""
+
+    amount_due_now: USD
+    currency: str
+    credits_after: int = Field(description="Your balance once the change takes effect (monthly + purchased).")
+    monthly_credits_lost: int = Field(description="Monthly credits left now that the change replaces.")
+    effective_at: Timestamp
+    next_renewal: Timestamp
 
 
 async def active_tiers(session: AsyncSession) -> list[TierOut]:
@@ -60,7 +89,7 @@ async def active_tiers(session: AsyncSession) -> list[TierOut]:
             .order_by(SubscriptionTier.monthly_price, SubscriptionTier.monthly_credits, SubscriptionTier.id)
         )
     ).scalars()
-    return [tier_out(t) for t in tiers]
+    return [TierOut.model_validate(t) for t in tiers]
 
 
 @router.get(
@@ -152,17 +181,6 @@ async def upgrade(
     return await run_idempotent_post(db, request, body, user_id=user.id, key=idempotency_key, now=now, work=work)
 
 
-class PlanPreviewOut(BaseModel):
-    """What a move to another tier would do, before it is made."""
-
-    amount_due_now: USD
-    currency: str
-    credits_after: int = Field(description="Your balance once the change takes effect (monthly + purchased).")
-    monthly_credits_lost: int = Field(description="Monthly credits left now that the change replaces.")
-    effective_at: Timestamp
-    next_renewal: Timestamp
-
-
 @router.post(
     "/preview",
     response_model=PlanPreviewOut,
@@ -173,14 +191,7 @@ async def preview(
     body: UpgradeIn, user: CurrentUser, db: DatabaseDep, now: ClockDep, gateway: GatewayDep
 ) -> PlanPreviewOut:
     found = await gateway.preview_plan(db, user=user, tier=await _tier(db, body.tier_id), now=now)
-    return PlanPreviewOut(
-        amount_due_now=float(found.amount_due_now),
-        currency=found.currency,
-        credits_after=found.credits_after,
-        monthly_credits_lost=found.monthly_credits_lost,
-        effective_at=found.effective_at,
-        next_renewal=found.next_renewal,
-    )
+    return PlanPreviewOut.model_validate(found)
 
 
 async def _tier(db: Database, tier_id: int) -> SubscriptionTier:

@@ -9,15 +9,14 @@ Users whose plan lacks the feature get 403 ``feature_not_in_plan`` on every rout
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from devops_agent.agent import templates
-from devops_agent.agent.models import SavedTemplate
-from devops_agent.agent.service import MAX_MESSAGE_LENGTH, AgentError, ChatReply
-from devops_agent.web.api import AUTHED, errors
-from devops_agent.web.api.chat import ClockFnDep, IdPath, RuntimeDep, api_error, chat_reply
+from devops_agent.agent.service import MAX_MESSAGE_LENGTH, ChatReply
+from devops_agent.web.api import AUTHED, POOL_CREDITS, errors
+from devops_agent.web.api.chat import ClockFnDep, IdPath, RuntimeDep, chat_reply
 from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep, IdempotencyKeyDep, SessionDep, require_feature
-from devops_agent.web.schemas import Strict, Timestamp
+from devops_agent.web.schemas import FromAttributes, Strict, Timestamp
 
 FEATURE = "custom_templates"
 
@@ -29,13 +28,18 @@ class TemplateIn(Strict):
     prompt: str = Field(min_length=1, max_length=MAX_MESSAGE_LENGTH, description="Text with {placeholders}.")
 
 
-class TemplateOut(BaseModel):
+class TemplateOut(FromAttributes):
     id: int
     name: str
     prompt: str
-    parameters: list[str]
     created_at: Timestamp
     updated_at: Timestamp
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def parameters(self) -> list[str]:
+        """The prompt's placeholders, in order of first use."""
+        return templates.parameters(self.prompt)
 
 
 class TemplateEnvelope(BaseModel):
@@ -53,17 +57,6 @@ class TemplateRunIn(Strict):
     org_id: int | None = Field(default=None, ge=1, le=2**62)
 
 
-def template_out(template: SavedTemplate) -> TemplateOut:
-    return TemplateOut(
-        id=template.id,
-        name=template.name,
-        prompt=template.prompt,
-        parameters=templates.parameters(template.prompt),
-        created_at=template.created_at,
-        updated_at=template.updated_at,
-    )
-
-
 @router.post(
     "",
     status_code=201,
@@ -72,36 +65,27 @@ def template_out(template: SavedTemplate) -> TemplateOut:
     responses=errors(*AUTHED, 409),
 )
 async def create(body: TemplateIn, user: CurrentUser, session: SessionDep, now: ClockDep) -> TemplateEnvelope:
-    try:
-        saved = await templates.create_template(session, user_id=user.id, name=body.name, prompt=body.prompt, now=now)
-    except AgentError as exc:
-        raise api_error(exc) from exc
-    return TemplateEnvelope(template=template_out(saved))
+    saved = await templates.create_template(session, user_id=user.id, name=body.name, prompt=body.prompt, now=now)
+    return TemplateEnvelope(template=TemplateOut.model_validate(saved))
 
 
 @router.get("", response_model=TemplatesOut, summary="Your saved templates, by name", responses=errors(*AUTHED))
 async def list_all(user: CurrentUser, session: SessionDep) -> TemplatesOut:
-    return TemplatesOut(templates=[template_out(t) for t in await templates.list_templates(session, user_id=user.id)])
+    rows = await templates.list_templates(session, user_id=user.id)
+    return TemplatesOut(templates=[TemplateOut.model_validate(t) for t in rows])
 
 
 @router.get(
     "/{template_id}", response_model=TemplateEnvelope, summary="One saved template", responses=errors(*AUTHED, 404)
 )
 async def get_one(template_id: IdPath, user: CurrentUser, session: SessionDep) -> TemplateEnvelope:
-    try:
-        return TemplateEnvelope(
-            template=template_out(await templates.get_template(session, user_id=user.id, template_id=template_id))
-        )
-    except AgentError as exc:
-        raise api_error(exc) from exc
+    found = await templates.get_template(session, user_id=user.id, template_id=template_id)
+    return TemplateEnvelope(template=TemplateOut.model_validate(found))
 
 
 @router.delete("/{template_id}", status_code=204, summary="Delete a saved template", responses=errors(*AUTHED, 404))
 async def delete(template_id: IdPath, user: CurrentUser, session: SessionDep) -> Response:
-    try:
-        await templates.delete_template(session, user_id=user.id, template_id=template_id)
-    except AgentError as exc:
-        raise api_error(exc) from exc
+    await templates.delete_template(session, user_id=user.id, template_id=template_id)
     return Response(status_code=204)
 
 
@@ -109,7 +93,7 @@ async def delete(template_id: IdPath, user: CurrentUser, session: SessionDep) ->
     "/{template_id}/run",
     response_model=ChatReply,
     summary="Run a saved template with parameters: a chat message, metered like any other",
-    responses=errors(*AUTHED, 402, 404, 409, 502),
+    responses=errors(*AUTHED, 404, 409, 502, payment=POOL_CREDITS),
 )
 async def run(
     template_id: IdPath,
@@ -120,12 +104,9 @@ async def run(
     clock: ClockFnDep,
     idempotency_key: IdempotencyKeyDep,
 ) -> ChatReply:
-    try:
-        async with db.transaction() as session:
-            template = await templates.get_template(session, user_id=user.id, template_id=template_id)
-        message = templates.render(template.prompt, body.params)
-    except AgentError as exc:
-        raise api_error(exc) from exc
+    async with db.transaction() as session:
+        template = await templates.get_template(session, user_id=user.id, template_id=template_id)
+    message = templates.render(template.prompt, body.params)
     return await chat_reply(
         db,
         runtime,

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from pydantic import BaseModel
 from sqlalchemy import ColumnElement, func, select
 
 from devops_agent.billing import credits
 from devops_agent.billing.models import UsageLog
 from devops_agent.web.api import AUTHED, PageLimit, PageOffset, errors
 from devops_agent.web.deps import ClockDep, CurrentUser, SessionDep
-from devops_agent.web.schemas import ToolCount, UsageHistoryOut, UsageStatsOut, tier_out, usage_log_out
+from devops_agent.web.schemas import TierOut, ToolCount, UsageLogOut
 
 router = APIRouter(prefix="/api/usage", tags=["usage"])
+
+
+class UsageStatsOut(BaseModel):
+    credits_remaining: int
+    credits_used_this_month: int
+    total_credits_used: int
+    tier: TierOut
+    tool_usage_breakdown: list[ToolCount]
+
+
+class UsageHistoryOut(BaseModel):
+    logs: list[UsageLogOut]
+    total: int
+    limit: int
+    offset: int
 
 
 def _personal(user_id: int) -> tuple[ColumnElement[bool], ...]:
@@ -36,7 +52,7 @@ async def stats(user: CurrentUser, session: SessionDep, now: ClockDep) -> UsageS
         credits_remaining=sub.balance,
         credits_used_this_month=sub.credits_used_this_month,
         total_credits_used=sub.total_credits_used,
-        tier=tier_out(sub.tier),
+        tier=TierOut.model_validate(sub.tier),
         tool_usage_breakdown=[ToolCount(tool=str(name), count=int(n)) for name, n in rows],
     )
 
@@ -65,4 +81,6 @@ async def history(
             .offset(offset)
         )
     ).scalars()
-    return UsageHistoryOut(logs=[usage_log_out(log) for log in logs], total=int(total or 0), limit=limit, offset=offset)
+    return UsageHistoryOut(
+        logs=[UsageLogOut.model_validate(log) for log in logs], total=int(total or 0), limit=limit, offset=offset
+    )
