@@ -11,7 +11,7 @@ Three steps, never a network call inside a transaction:
 3. **record** (one transaction): a succeeded PaymentIntent grants the purchase and
    releases the flag; a decline fails the purchase and releases it with the error.
    A payment still processing keeps the flag until the ``payment_intent.*`` webhook
-   (``webhooks.py``) grants or fails it; a flag older than ``IN_FLIGHT_TIMEOUT`` is
+   (``webhooks.packs``) grants or fails it; a flag older than ``IN_FLIGHT_TIMEOUT`` is
    considered lost and may be taken again.
 
 A rule watches one account: a user's own, or with ``org_id`` an organization's pool,
