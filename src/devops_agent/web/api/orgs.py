@@ -28,7 +28,7 @@ from devops_agent import notifications
 from devops_agent.billing import credits, orgs
 from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.models import SubscriptionTier, UsageLog, User, UserSubscription
-from devops_agent.billing.org_models import Organization, OrganizationInvitation, OrganizationMember, Role
+from devops_agent.billing.org_models import MemberRole, Organization, OrganizationInvitation, OrganizationMember
 from devops_agent.db import Database
 from devops_agent.payments.stripe_client import PaymentProviderError
 from devops_agent.payments.stripe_gateway import StripeGateway
@@ -259,7 +259,7 @@ async def as_owner(db: Database, org_id: int, user: User) -> None:
     """Billing is the owner's: refuse anyone else (404 for non-members, 403 for others)."""
     async with db.transaction() as session:
         _, member = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
-    if member.role != Role.OWNER:
+    if member.role != MemberRole.OWNER:
         raise ApiError(403, "forbidden", "Only the owner of the organization handles its billing.")
 
 
@@ -417,7 +417,7 @@ async def set_default_cap(
 async def set_role(
     org_id: OrgId, user_id: UserId, body: RoleIn, user: CurrentUser, session: SessionDep, now: ClockDep
 ) -> MembersOut:
-    await orgs.set_role(session, org_id=org_id, actor_id=user.id, user_id=user_id, role=Role(body.role))
+    await orgs.set_role(session, org_id=org_id, actor_id=user.id, user_id=user_id, role=MemberRole(body.role))
     _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
     return await _members_out(session, org_id, viewer, now)
 
@@ -474,7 +474,7 @@ async def create_invitation(
 ) -> InvitationCreatedOut:
     async with db.transaction() as session:
         new = await orgs.invite(
-            session, org_id=org_id, actor_id=user.id, email=body.email, role=Role(body.role), now=now
+            session, org_id=org_id, actor_id=user.id, email=body.email, role=MemberRole(body.role), now=now
         )
         out = _invitation_created(new, now, settings.public_base_url)
     # Committed: the email goes out with the token this request still holds in memory.
@@ -735,7 +735,7 @@ async def admin_list_orgs(
     )
     rows = await session.execute(
         select(Organization, User.id, User.username, sizes.c.n, SubscriptionTier.display_name, UserSubscription)
-        .join(owner, (owner.c.organization_id == Organization.id) & (owner.c.role == Role.OWNER.value))
+        .join(owner, (owner.c.organization_id == Organization.id) & (owner.c.role == MemberRole.OWNER.value))
         .join(User, User.id == owner.c.user_id)
         .join(sizes, sizes.c.organization_id == Organization.id)
         .join(UserSubscription, UserSubscription.organization_id == Organization.id)
