@@ -36,11 +36,11 @@ from devops_agent.web.api import AUTHED, PageLimit, PageOffset, errors
 from devops_agent.web.api.subscription import active_tiers, plan_body
 from devops_agent.web.deps import (
     AdminUser,
-    ClockDep,
     CurrentUser,
     DatabaseDep,
     GatewayDep,
     IdempotencyKeyDep,
+    NowDep,
     SessionDep,
     SettingsDep,
     require_feature,
@@ -274,7 +274,7 @@ async def as_owner(db: Database, org_id: int, user: User) -> None:
     responses=errors(*AUTHED),
     dependencies=[require_feature(orgs.TEAM_FEATURE)],
 )
-async def create_org(body: OrgCreateIn, user: CurrentUser, session: SessionDep, now: ClockDep) -> OrgEnvelope:
+async def create_org(body: OrgCreateIn, user: CurrentUser, session: SessionDep, now: NowDep) -> OrgEnvelope:
     org = await orgs.create_organization(session, user_id=user.id, name=body.name, now=now)
     _, member = await orgs.get_organization(session, org_id=org.id, user_id=user.id)
     return OrgEnvelope(organization=await _detail(session, org, member, now))
@@ -292,7 +292,7 @@ async def list_orgs(user: CurrentUser, session: SessionDep) -> OrgsOut:
     summary="What an invitation is for (whoever holds its token)",
     responses=errors(*MEMBER_ROUTE),
 )
-async def preview_invitation(token: str, user: CurrentUser, session: SessionDep, now: ClockDep) -> InvitationPreviewOut:
+async def preview_invitation(token: str, user: CurrentUser, session: SessionDep, now: NowDep) -> InvitationPreviewOut:
     invitation = await orgs.invitation_by_token(session, token=token)
     org = await session.get(Organization, invitation.organization_id)
     assert org is not None
@@ -312,7 +312,7 @@ async def preview_invitation(token: str, user: CurrentUser, session: SessionDep,
     responses=errors(*MEMBER_ROUTE, 409, 410),
 )
 async def accept_invitation(
-    body: AcceptIn, user: CurrentUser, db: DatabaseDep, now: ClockDep, gateway: GatewayDep
+    body: AcceptIn, user: CurrentUser, db: DatabaseDep, now: NowDep, gateway: GatewayDep
 ) -> OrgEnvelope:
     async with db.transaction() as session:
         joined = await orgs.accept_invitation(session, token=body.token, user_id=user.id, now=now)
@@ -330,7 +330,7 @@ async def accept_invitation(
 @router.get(
     "/{org_id}", response_model=OrgEnvelope, summary="An organization you belong to", responses=errors(*MEMBER_ROUTE)
 )
-async def get_org(org_id: OrgId, user: CurrentUser, session: SessionDep, now: ClockDep) -> OrgEnvelope:
+async def get_org(org_id: OrgId, user: CurrentUser, session: SessionDep, now: NowDep) -> OrgEnvelope:
     org, member = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
     return OrgEnvelope(organization=await _detail(session, org, member, now))
 
@@ -375,7 +375,7 @@ async def _members_out(session: AsyncSession, org_id: int, viewer: OrganizationM
     summary="Members with role and cap; use per member for admins, your own for members",
     responses=errors(*MEMBER_ROUTE),
 )
-async def list_members(org_id: OrgId, user: CurrentUser, session: SessionDep, now: ClockDep) -> MembersOut:
+async def list_members(org_id: OrgId, user: CurrentUser, session: SessionDep, now: NowDep) -> MembersOut:
     _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
     return await _members_out(session, org_id, viewer, now)
 
@@ -387,7 +387,7 @@ async def list_members(org_id: OrgId, user: CurrentUser, session: SessionDep, no
     responses=errors(*MEMBER_ROUTE),
 )
 async def set_member_cap(
-    org_id: OrgId, user_id: UserId, body: CapIn, user: CurrentUser, session: SessionDep, now: ClockDep
+    org_id: OrgId, user_id: UserId, body: CapIn, user: CurrentUser, session: SessionDep, now: NowDep
 ) -> MembersOut:
     await orgs.set_member_cap(session, org_id=org_id, actor_id=user.id, user_id=user_id, cap=body.monthly_cap)
     _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
@@ -401,7 +401,7 @@ async def set_member_cap(
     responses=errors(*MEMBER_ROUTE),
 )
 async def set_default_cap(
-    org_id: OrgId, body: CapIn, user: CurrentUser, session: SessionDep, now: ClockDep
+    org_id: OrgId, body: CapIn, user: CurrentUser, session: SessionDep, now: NowDep
 ) -> OrgEnvelope:
     await orgs.set_default_cap(session, org_id=org_id, actor_id=user.id, cap=body.monthly_cap, now=now)
     org, member = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
@@ -415,7 +415,7 @@ async def set_default_cap(
     responses=errors(*MEMBER_ROUTE, 409),
 )
 async def set_role(
-    org_id: OrgId, user_id: UserId, body: RoleIn, user: CurrentUser, session: SessionDep, now: ClockDep
+    org_id: OrgId, user_id: UserId, body: RoleIn, user: CurrentUser, session: SessionDep, now: NowDep
 ) -> MembersOut:
     await orgs.set_role(session, org_id=org_id, actor_id=user.id, user_id=user_id, role=MemberRole(body.role))
     _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
@@ -439,9 +439,7 @@ async def remove_member(org_id: OrgId, user_id: UserId, user: CurrentUser, sessi
     summary="Hand ownership to another member; you stay on as an admin (owner)",
     responses=errors(*MEMBER_ROUTE),
 )
-async def transfer(
-    org_id: OrgId, body: TransferIn, user: CurrentUser, session: SessionDep, now: ClockDep
-) -> MembersOut:
+async def transfer(org_id: OrgId, body: TransferIn, user: CurrentUser, session: SessionDep, now: NowDep) -> MembersOut:
     await orgs.transfer_ownership(session, org_id=org_id, actor_id=user.id, user_id=body.user_id)
     _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
     return await _members_out(session, org_id, viewer, now)
@@ -456,7 +454,7 @@ async def transfer(
     summary="Pending invitations (admins)",
     responses=errors(*MEMBER_ROUTE),
 )
-async def list_invitations(org_id: OrgId, user: CurrentUser, session: SessionDep, now: ClockDep) -> InvitationsOut:
+async def list_invitations(org_id: OrgId, user: CurrentUser, session: SessionDep, now: NowDep) -> InvitationsOut:
     await _as_admin(session, org_id, user)
     pending = await orgs.pending_invitations(session, org_id=org_id, now=now)
     return InvitationsOut(invitations=[_invitation_out(i, now) for i in pending])
@@ -470,7 +468,7 @@ async def list_invitations(org_id: OrgId, user: CurrentUser, session: SessionDep
     responses=errors(*MEMBER_ROUTE, 409),
 )
 async def create_invitation(
-    org_id: OrgId, body: InvitationIn, user: CurrentUser, db: DatabaseDep, now: ClockDep, settings: SettingsDep
+    org_id: OrgId, body: InvitationIn, user: CurrentUser, db: DatabaseDep, now: NowDep, settings: SettingsDep
 ) -> InvitationCreatedOut:
     async with db.transaction() as session:
         new = await orgs.invite(
@@ -501,7 +499,7 @@ async def resend_invitation(
     invitation_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
     user: CurrentUser,
     db: DatabaseDep,
-    now: ClockDep,
+    now: NowDep,
     settings: SettingsDep,
 ) -> InvitationCreatedOut:
     async with db.transaction() as session:
@@ -524,7 +522,7 @@ async def revoke_invitation(
     invitation_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
     user: CurrentUser,
     db: DatabaseDep,
-    now: ClockDep,
+    now: NowDep,
 ) -> Response:
     async with db.transaction() as session:
         await orgs.revoke_invitation(session, org_id=org_id, actor_id=user.id, invitation_id=invitation_id, now=now)
@@ -542,7 +540,7 @@ async def revoke_invitation(
     responses=errors(*MEMBER_ROUTE),
 )
 async def get_subscription(
-    org_id: OrgId, user: CurrentUser, session: SessionDep, now: ClockDep, gateway: GatewayDep
+    org_id: OrgId, user: CurrentUser, session: SessionDep, now: NowDep, gateway: GatewayDep
 ) -> SubscriptionEnvelope:
     await orgs.get_organization(session, org_id=org_id, user_id=user.id)
     pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
@@ -563,7 +561,7 @@ async def upgrade(
     request: Request,
     user: CurrentUser,
     db: DatabaseDep,
-    now: ClockDep,
+    now: NowDep,
     gateway: GatewayDep,
     idempotency_key: IdempotencyKeyDep,
 ) -> JSONResponse:
@@ -586,7 +584,7 @@ async def upgrade(
     summary="Move the organization back to Free when the period ends (owner)",
     responses=errors(*MEMBER_ROUTE, 502),
 )
-async def cancel(org_id: OrgId, user: CurrentUser, db: DatabaseDep, now: ClockDep, gateway: GatewayDep) -> CancelOut:
+async def cancel(org_id: OrgId, user: CurrentUser, db: DatabaseDep, now: NowDep, gateway: GatewayDep) -> CancelOut:
     await as_owner(db, org_id, user)
     result = await gateway.cancel_plan(db, user=user, now=now, org_id=org_id)
     assert result.subscription is not None
@@ -605,7 +603,7 @@ async def purchase(
     request: Request,
     user: CurrentUser,
     db: DatabaseDep,
-    now: ClockDep,
+    now: NowDep,
     gateway: GatewayDep,
     idempotency_key: IdempotencyKeyDep,
 ) -> JSONResponse:
@@ -634,7 +632,7 @@ async def purchase(
     summary="The pool's balance and usage; per member and per tool for admins, your own for members",
     responses=errors(*MEMBER_ROUTE),
 )
-async def usage_stats(org_id: OrgId, user: CurrentUser, session: SessionDep, now: ClockDep) -> OrgUsageStatsOut:
+async def usage_stats(org_id: OrgId, user: CurrentUser, session: SessionDep, now: NowDep) -> OrgUsageStatsOut:
     _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
     pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
     everyone = orgs.can_see_everyone(viewer)
@@ -670,7 +668,7 @@ async def usage_history(
     org_id: OrgId,
     user: CurrentUser,
     session: SessionDep,
-    now: ClockDep,
+    now: NowDep,
     limit: PageLimit = 50,
     offset: PageOffset = 0,
 ) -> OrgUsageHistoryOut:

@@ -38,7 +38,7 @@ from devops_agent.payments.webhooks import (
     verify_event,
 )
 from devops_agent.web.api import AUTHED, errors
-from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep, GatewayDep, SettingsDep
+from devops_agent.web.deps import CurrentUser, DatabaseDep, GatewayDep, NowDep, SettingsDep
 from devops_agent.web.errors import ApiError
 
 router = APIRouter(prefix="/api/stripe", tags=["stripe"])
@@ -140,7 +140,7 @@ async def notify(db: Database, effect: Effect | None, *, now: datetime) -> None:
     summary="Stripe events, verified by their signature; each takes effect once",
     responses=errors(400),  # invalid_signature, or invalid_event (signed, but a field we cannot use)
 )
-async def webhook(request: Request, db: DatabaseDep, settings: SettingsDep, now: ClockDep) -> WebhookOut:
+async def webhook(request: Request, db: DatabaseDep, settings: SettingsDep, now: NowDep) -> WebhookOut:
     payload = await request.body()
     try:
         event = verify_event(payload, request.headers.get("stripe-signature"), settings.stripe_webhook_secret)
@@ -176,7 +176,7 @@ async def portal(user: CurrentUser, db: DatabaseDep, gateway: GatewayDep) -> Por
     summary="The auto-recharge rule and its state",
     responses=errors(*AUTHED),
 )
-async def get_auto_recharge(user: CurrentUser, db: DatabaseDep, now: ClockDep) -> AutoRechargeOut:
+async def get_auto_recharge(user: CurrentUser, db: DatabaseDep, now: NowDep) -> AutoRechargeOut:
     async with db.transaction() as session:
         row = await auto_recharge.settings_for(session, user_id=user.id)
     return auto_recharge_out(row, now)
@@ -189,7 +189,7 @@ async def get_auto_recharge(user: CurrentUser, db: DatabaseDep, now: ClockDep) -
     responses=errors(*AUTHED),
 )
 async def put_auto_recharge(
-    body: AutoRechargeIn, request: Request, user: CurrentUser, db: DatabaseDep, gateway: GatewayDep, now: ClockDep
+    body: AutoRechargeIn, request: Request, user: CurrentUser, db: DatabaseDep, gateway: GatewayDep, now: NowDep
 ) -> AutoRechargeOut:
     stripe_gateway = stripe_only(gateway)
     catalog: Catalog = request.app.state.catalog

@@ -15,8 +15,8 @@ from devops_agent.agent import templates
 from devops_agent.agent.models import SavedTemplate
 from devops_agent.agent.service import MAX_MESSAGE_LENGTH, AgentError, ChatReply
 from devops_agent.web.api import AUTHED, errors
-from devops_agent.web.api.chat import ClockFnDep, IdPath, RuntimeDep, api_error, chat_reply
-from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep, IdempotencyKeyDep, SessionDep, require_feature
+from devops_agent.web.api.chat import ClockDep, IdPath, RuntimeDep, api_error, chat_reply
+from devops_agent.web.deps import CurrentUser, DatabaseDep, IdempotencyKeyDep, NowDep, SessionDep, require_feature
 from devops_agent.web.schemas import Strict, Timestamp
 
 FEATURE = "custom_templates"
@@ -71,7 +71,7 @@ def template_out(template: SavedTemplate) -> TemplateOut:
     summary="Save a named, parameterised request",
     responses=errors(*AUTHED, 409),
 )
-async def create(body: TemplateIn, user: CurrentUser, session: SessionDep, now: ClockDep) -> TemplateEnvelope:
+async def create(body: TemplateIn, user: CurrentUser, session: SessionDep, now: NowDep) -> TemplateEnvelope:
     try:
         saved = await templates.create_template(session, user_id=user.id, name=body.name, prompt=body.prompt, now=now)
     except AgentError as exc:
@@ -117,7 +117,7 @@ async def run(
     user: CurrentUser,
     db: DatabaseDep,
     runtime: RuntimeDep,
-    clock: ClockFnDep,
+    clock: ClockDep,
     idempotency_key: IdempotencyKeyDep,
 ) -> ChatReply:
     try:
