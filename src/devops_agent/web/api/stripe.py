@@ -120,7 +120,7 @@ def auto_recharge_out(row: AutoRecharge | None, now: datetime) -> AutoRechargeOu
 
 
 async def notify(db: Database, effect: Effect | None, *, now: datetime) -> None:
-    """Queue the email an event's committed effect earns (none for a redelivery: its first delivery did)."""
+    """Queue the email an event's committed effect earns; a redelivery has none (its first delivery queued it)."""
     match effect:
         case PackPaid(purchase_id=purchase_id):
             await notifications.after_purchase(db, purchase_id=purchase_id, now=now)
