@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent.billing import credits, orgs
 from devops_agent.billing.models import User
-from devops_agent.billing.org_models import Organization, Role
+from devops_agent.billing.org_models import MemberRole, Organization
 from tests.factories import T0, make_user
 
 
@@ -17,7 +17,7 @@ async def make_org(session: AsyncSession, *, owner: User, name: str = "Acme", no
 
 
 async def add_member(
-    session: AsyncSession, org: Organization, *, owner: User, role: Role = Role.MEMBER, now: datetime = T0
+    session: AsyncSession, org: Organization, *, owner: User, role: MemberRole = MemberRole.MEMBER, now: datetime = T0
 ) -> User:
     """A new user who joined ``org`` through an invitation."""
     user = await make_user(session, now=now)

@@ -20,7 +20,7 @@ from devops_agent.billing.errors import (
     OrgForbidden,
     OwnerRequired,
 )
-from devops_agent.billing.org_models import OrganizationInvitation, OrganizationMember, Role
+from devops_agent.billing.org_models import MemberRole, OrganizationInvitation, OrganizationMember
 from devops_agent.db import Database
 from tests.factories import T0, make_user
 from tests.orgs.factories import add_member, make_org
@@ -31,13 +31,15 @@ async def test_the_token_is_stored_hashed_and_works_once(db: Database) -> None:
         owner = await make_user(s)
         guest = await make_user(s)
         org = await make_org(s, owner=owner)
-        new = await orgs.invite(s, org_id=org.id, actor_id=owner.id, email=guest.email.upper(), role=Role.ADMIN, now=T0)
+        new = await orgs.invite(
+            s, org_id=org.id, actor_id=owner.id, email=guest.email.upper(), role=MemberRole.ADMIN, now=T0
+        )
         stored = (await s.execute(select(OrganizationInvitation))).scalar_one()
     assert stored.token_hash == orgs.hash_token(new.token)
     assert new.token not in stored.token_hash
     async with db.transaction() as s:
         member = await orgs.accept_invitation(s, token=new.token, user_id=guest.id, now=T0)
-    assert member.role == Role.ADMIN
+    assert member.role == MemberRole.ADMIN
     async with db.transaction() as s:
         with pytest.raises(InvitationUsed):
             await orgs.accept_invitation(s, token=new.token, user_id=guest.id, now=T0)
@@ -48,7 +50,7 @@ async def test_two_concurrent_accepts_of_one_token_let_one_user_in(db: Database)
         owner = await make_user(s)
         guest = await make_user(s)
         org = await make_org(s, owner=owner)
-        new = await orgs.invite(s, org_id=org.id, actor_id=owner.id, email=guest.email, role=Role.MEMBER, now=T0)
+        new = await orgs.invite(s, org_id=org.id, actor_id=owner.id, email=guest.email, role=MemberRole.MEMBER, now=T0)
 
     async def accept() -> str:
         try:
@@ -74,9 +76,17 @@ async def test_expired_wrong_user_unknown_and_revoked_invitations_are_refused(db
         other = await make_user(s)
         org = await make_org(s, owner=owner)
         expiring = await orgs.invite(
-            s, org_id=org.id, actor_id=owner.id, email=guest.email, role=Role.MEMBER, now=T0, ttl=timedelta(hours=1)
+            s,
+            org_id=org.id,
+            actor_id=owner.id,
+            email=guest.email,
+            role=MemberRole.MEMBER,
+            now=T0,
+            ttl=timedelta(hours=1),
         )
-        revoked = await orgs.invite(s, org_id=org.id, actor_id=owner.id, email=guest.email, role=Role.MEMBER, now=T0)
+        revoked = await orgs.invite(
+            s, org_id=org.id, actor_id=owner.id, email=guest.email, role=MemberRole.MEMBER, now=T0
+        )
         await orgs.revoke_invitation(s, org_id=org.id, actor_id=owner.id, invitation_id=revoked.invitation.id, now=T0)
     async with db.transaction() as s:
         with pytest.raises(InvitationExpired):
@@ -97,14 +107,16 @@ async def test_members_cannot_manage_and_strangers_see_nothing(db: Database) -> 
         stranger = await make_user(s)
         org = await make_org(s, owner=owner)
         member = await add_member(s, org, owner=owner)
-        admin = await add_member(s, org, owner=owner, role=Role.ADMIN)
+        admin = await add_member(s, org, owner=owner, role=MemberRole.ADMIN)
     async with db.transaction() as s:
         with pytest.raises(OrgForbidden):
             await orgs.set_member_cap(s, org_id=org.id, actor_id=member.id, user_id=member.id, cap=1000)
         with pytest.raises(OrgForbidden):
             await orgs.set_default_cap(s, org_id=org.id, actor_id=member.id, cap=5, now=T0)
         with pytest.raises(OrgForbidden):
-            await orgs.invite(s, org_id=org.id, actor_id=member.id, email="x@example.com", role=Role.MEMBER, now=T0)
+            await orgs.invite(
+                s, org_id=org.id, actor_id=member.id, email="x@example.com", role=MemberRole.MEMBER, now=T0
+            )
         with pytest.raises(OrgForbidden):
             await orgs.delete_organization(s, org_id=org.id, actor_id=admin.id)
         with pytest.raises(OrgForbidden):
@@ -123,7 +135,7 @@ async def test_an_owner_always_remains(db: Database) -> None:
     async with db.transaction() as s:
         owner = await make_user(s)
         org = await make_org(s, owner=owner)
-        admin = await add_member(s, org, owner=owner, role=Role.ADMIN)
+        admin = await add_member(s, org, owner=owner, role=MemberRole.ADMIN)
         member = await add_member(s, org, owner=owner)
     async with db.transaction() as s:
         with pytest.raises(OwnerRequired):
@@ -131,7 +143,7 @@ async def test_an_owner_always_remains(db: Database) -> None:
         with pytest.raises(OwnerRequired):
             await orgs.remove_member(s, org_id=org.id, actor_id=admin.id, user_id=owner.id)
         with pytest.raises(OwnerRequired):
-            await orgs.set_role(s, org_id=org.id, actor_id=admin.id, user_id=owner.id, role=Role.MEMBER)
+            await orgs.set_role(s, org_id=org.id, actor_id=admin.id, user_id=owner.id, role=MemberRole.MEMBER)
         with pytest.raises(OrgForbidden):
             await orgs.remove_member(s, org_id=org.id, actor_id=member.id, user_id=admin.id)
     async with db.transaction() as s:
@@ -151,7 +163,7 @@ async def test_inviting_a_member_again_is_a_conflict(db: Database) -> None:
         org = await make_org(s, owner=owner)
         member = await add_member(s, org, owner=owner)
         with pytest.raises(AlreadyMember):
-            await orgs.invite(s, org_id=org.id, actor_id=owner.id, email=member.email, role=Role.MEMBER, now=T0)
+            await orgs.invite(s, org_id=org.id, actor_id=owner.id, email=member.email, role=MemberRole.MEMBER, now=T0)
 
 
 async def test_deleting_the_organization_removes_its_pool(db: Database) -> None:

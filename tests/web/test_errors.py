@@ -8,7 +8,7 @@ import httpx
 from fastapi import FastAPI
 
 from devops_agent.billing import credits
-from devops_agent.web.deps import ClockDep, CurrentUser, SessionDep
+from devops_agent.web.deps import CurrentUser, NowDep, SessionDep
 from tests.web.conftest import SQLITE_ONLY, make_client, register
 
 SEED_402_MESSAGE = "You have run out of credits. Please upgrade your plan or purchase more credits."
@@ -17,7 +17,7 @@ SEED_402_MESSAGE = "You have run out of credits. Please upgrade your plan or pur
 def add_spend_route(app: FastAPI) -> None:
     """A route that spends credits the way the chat endpoint does, to see the 402 mapping."""
 
-    async def spend(user: CurrentUser, session: SessionDep, now: ClockDep) -> dict[str, int]:
+    async def spend(user: CurrentUser, session: SessionDep, now: NowDep) -> dict[str, int]:
         result = await credits.charge(session, user_id=user.id, amount=25, action_type="agent_message", now=now)
         return {"credits_remaining": result.balance.total}
 
@@ -156,7 +156,7 @@ async def test_oversized_bodies_are_413_declared_or_streamed(app: FastAPI) -> No
 
 @SQLITE_ONLY
 async def test_unexpected_errors_are_a_json_500_without_internals(app: FastAPI) -> None:
-    async def broken(now: ClockDep) -> datetime:
+    async def broken(now: NowDep) -> datetime:
         raise RuntimeError("secret internals")
 
     app.add_api_route("/api/test-broken", broken)
@@ -197,7 +197,7 @@ async def test_openapi_documents_every_error_of_the_contract_endpoints(client) -
 async def test_an_unavailable_database_is_a_503_to_retry(app: FastAPI, client) -> None:
     from sqlalchemy.exc import OperationalError
 
-    async def busy(now: ClockDep) -> datetime:
+    async def busy(now: NowDep) -> datetime:
         raise OperationalError("SELECT 1", {}, Exception("too many clients already"))
 
     app.add_api_route("/api/test-busy", busy)

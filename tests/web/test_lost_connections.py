@@ -26,7 +26,7 @@ from devops_agent.billing.catalog import load_catalog
 from devops_agent.billing.catalog_sync import sync_catalog
 from devops_agent.db import Database
 from devops_agent.migrate import upgrade
-from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep
+from devops_agent.web.deps import CurrentUser, DatabaseDep, NowDep
 from tests.scratch_pg import brand_new_postgres, terminate_backends
 from tests.web.conftest import build_app, make_client, register
 
@@ -51,7 +51,7 @@ async def own_db() -> AsyncIterator[tuple[Database, str]]:
 def _add_tool_charge_route(app: FastAPI) -> None:
     """A tool call's charge as the agent makes it: a charge in a transaction of its own."""
 
-    async def tool_charge(user: CurrentUser, db: DatabaseDep, now: ClockDep) -> dict[str, int]:
+    async def tool_charge(user: CurrentUser, db: DatabaseDep, now: NowDep) -> dict[str, int]:
         async with db.transaction() as session:
             result = await credits.charge(session, user_id=user.id, amount=1, action_type="tool_call", now=now)
         return {"credits_remaining": result.balance.total}

@@ -23,7 +23,7 @@ from fastapi import FastAPI
 
 from devops_agent.billing import credits
 from devops_agent.db import Database
-from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep
+from devops_agent.web.deps import CurrentUser, DatabaseDep, NowDep
 from tests.web.conftest import SQLITE_ONLY, build_app, make_client, register
 
 pytestmark = SQLITE_ONLY
@@ -61,7 +61,7 @@ def write_lock_held_elsewhere(path: Path) -> Iterator[None]:
 def _add_tool_charge_route(app: FastAPI) -> None:
     """A tool call's charge as the agent makes it: a charge in a transaction of its own."""
 
-    async def tool_charge(user: CurrentUser, db: DatabaseDep, now: ClockDep) -> dict[str, int]:
+    async def tool_charge(user: CurrentUser, db: DatabaseDep, now: NowDep) -> dict[str, int]:
         async with db.transaction() as session:
             result = await credits.charge(session, user_id=user.id, amount=1, action_type="tool_call", now=now)
         return {"credits_remaining": result.balance.total}

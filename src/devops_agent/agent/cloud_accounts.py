@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent.billing import orgs
 from devops_agent.billing.errors import OrgForbidden
-from devops_agent.billing.org_models import Role as OrgRole
+from devops_agent.billing.org_models import MemberRole
 from devops_agent.db import Database
 
 from .cloud_models import AwsConnection
@@ -107,7 +107,7 @@ async def _check_access(session: AsyncSession, *, user_id: int, org_id: int | No
     if org_id is None:
         return
     member = await orgs.membership(session, org_id=org_id, user_id=user_id)
-    if manage and member.role not in (OrgRole.OWNER.value, OrgRole.ADMIN.value):
+    if manage and member.role not in (MemberRole.OWNER.value, MemberRole.ADMIN.value):
         raise OrgForbidden("Only admins and the owner of the organization can change its AWS connection.")
 
 

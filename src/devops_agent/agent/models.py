@@ -29,6 +29,11 @@ from devops_agent.db import Base
 
 
 class Role(StrEnum):
+    """Who wrote a chat message (``messages.role``): the user or the assistant.
+
+    Not a member's role in an organization: that is ``billing.org_models.MemberRole``.
+    """
+
     USER = "user"
     ASSISTANT = "assistant"
 

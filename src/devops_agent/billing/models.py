@@ -117,13 +117,14 @@ class SubscriptionTier(Base):
 
 
 class UserSubscription(Base):
-    """A credit account: a user's own, or an organization's pool that its members spend from.
+    """An account's credits: a user's own, or an organization's pool that its members spend from.
 
-    Despite the table's name it is an account, not only a subscription: exactly one owner
-    (``user_id`` or ``organization_id``, the ``one_owner`` constraint), one per owner,
-    holding the plan (``tier``) and both balances.
+    Despite its name (class and table) it is neither only a subscription nor one per user:
+    each row has exactly one owner (``user_id`` or ``organization_id``, the ``one_owner``
+    constraint), each owner one row, holding the owner's plan (``tier``), its Stripe ids and
+    both balances.
 
-    Two balances, and one name that means two things:
+    Two balances, and one name that means two things (this is where the mapping is written):
 
     * the column ``credits_remaining`` is the **monthly** balance (the plan's allowance,
       spent first, reset at each period's end);

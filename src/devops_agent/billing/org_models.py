@@ -30,13 +30,18 @@ from .models import BigId
 from .types import UTCDateTime
 
 
-class Role(StrEnum):
+class MemberRole(StrEnum):
+    """A member's role in an organization (``organization_members.role``, invitations).
+
+    Not a chat message's author: that is ``agent.models.Role``.
+    """
+
     OWNER = "owner"
     ADMIN = "admin"
     MEMBER = "member"
 
 
-ROLE_RANK = {Role.MEMBER: 0, Role.ADMIN: 1, Role.OWNER: 2}
+ROLE_RANK = {MemberRole.MEMBER: 0, MemberRole.ADMIN: 1, MemberRole.OWNER: 2}
 
 
 class Organization(Base):
@@ -77,7 +82,7 @@ class OrganizationMember(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    role: Mapped[str] = mapped_column(String(16), default=Role.MEMBER)
+    role: Mapped[str] = mapped_column(String(16), default=MemberRole.MEMBER)
     # The member's own monthly cap; NULL means the organization's default applies.
     monthly_cap: Mapped[int | None] = mapped_column(Integer)
     credits_used: Mapped[int] = mapped_column(Integer, default=0)
@@ -95,7 +100,7 @@ class OrganizationInvitation(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
     email: Mapped[str] = mapped_column(String(254))
-    role: Mapped[str] = mapped_column(String(16), default=Role.MEMBER)
+    role: Mapped[str] = mapped_column(String(16), default=MemberRole.MEMBER)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     invited_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

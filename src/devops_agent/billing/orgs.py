@@ -47,7 +47,7 @@ from .errors import (
     OwnerRequired,
 )
 from .models import UsageLog, User
-from .org_models import ROLE_RANK, Organization, OrganizationInvitation, OrganizationMember, Role
+from .org_models import ROLE_RANK, MemberRole, Organization, OrganizationInvitation, OrganizationMember
 
 INVITATION_TTL = timedelta(days=7)
 # Each organization's pool opens on the Free tier with its monthly credits: a cap on how
@@ -61,10 +61,10 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _require(member: OrganizationMember, role: Role, action: str) -> None:
+def _require(member: OrganizationMember, role: MemberRole, action: str) -> None:
     """Refuse (403) unless the member's role is at least ``role``."""
-    if ROLE_RANK[Role(member.role)] < ROLE_RANK[role]:
-        who = "the owner" if role is Role.OWNER else "admins and the owner"
+    if ROLE_RANK[MemberRole(member.role)] < ROLE_RANK[role]:
+        who = "the owner" if role is MemberRole.OWNER else "admins and the owner"
         raise OrgForbidden(f"Only {who} of the organization {action}.")
 
 
@@ -72,7 +72,7 @@ def _require_owner_over(
     actor: OrganizationMember, target: OrganizationMember, action: str, *, allow_self: bool = True
 ) -> None:
     """Refuse (403) unless the actor is the owner, or (``allow_self``) acts on themself."""
-    if actor.role == Role.OWNER or (allow_self and actor.id == target.id):
+    if actor.role == MemberRole.OWNER or (allow_self and actor.id == target.id):
         return
     raise OrgForbidden(f"Only the owner of the organization can {action}.")
 
@@ -92,7 +92,7 @@ async def create_organization(session: AsyncSession, *, user_id: int, name: str,
     owned = await session.scalar(
         select(func.count())
         .select_from(OrganizationMember)
-        .where(OrganizationMember.user_id == user_id, OrganizationMember.role == Role.OWNER.value)
+        .where(OrganizationMember.user_id == user_id, OrganizationMember.role == MemberRole.OWNER.value)
     )
     if (owned or 0) >= MAX_OWNED_ORGANIZATIONS:
         raise OrganizationLimit(
@@ -103,7 +103,12 @@ async def create_organization(session: AsyncSession, *, user_id: int, name: str,
     await session.flush()
     session.add(
         OrganizationMember(
-            organization_id=org.id, user_id=user_id, role=Role.OWNER, monthly_cap=None, credits_used=0, created_at=now
+            organization_id=org.id,
+            user_id=user_id,
+            role=MemberRole.OWNER,
+            monthly_cap=None,
+            credits_used=0,
+            created_at=now,
         )
     )
     await session.flush()
@@ -149,7 +154,7 @@ async def organizations_of(session: AsyncSession, *, user_id: int) -> list[tuple
 
 async def rename(session: AsyncSession, *, org_id: int, actor_id: int, name: str, now: datetime) -> Organization:
     org, actor = await get_organization(session, org_id=org_id, user_id=actor_id)
-    _require(actor, Role.ADMIN, "can rename it")
+    _require(actor, MemberRole.ADMIN, "can rename it")
     if not name.strip():
         raise InvalidAmount("An organization needs a name.")
     org.name = name.strip()
@@ -161,7 +166,7 @@ async def rename(session: AsyncSession, *, org_id: int, actor_id: int, name: str
 async def delete_organization(session: AsyncSession, *, org_id: int, actor_id: int) -> None:
     """Delete the organization with its pool, ledger, members and invitations (owner only)."""
     _, actor = await get_organization(session, org_id=org_id, user_id=actor_id)
-    _require(actor, Role.OWNER, "can delete it")
+    _require(actor, MemberRole.OWNER, "can delete it")
     await session.execute(delete(Organization).where(Organization.id == org_id))
     await session.flush()
 
@@ -213,7 +218,7 @@ async def members(session: AsyncSession, *, org_id: int, now: datetime) -> list[
         )
         for member, user in rows.all()
     ]
-    return sorted(views, key=lambda v: -ROLE_RANK[Role(v.role)])
+    return sorted(views, key=lambda v: -ROLE_RANK[MemberRole(v.role)])
 
 
 async def _target(session: AsyncSession, *, org_id: int, user_id: int) -> OrganizationMember:
@@ -229,16 +234,16 @@ async def _target(session: AsyncSession, *, org_id: int, user_id: int) -> Organi
     return member
 
 
-async def set_role(session: AsyncSession, *, org_id: int, actor_id: int, user_id: int, role: Role) -> None:
+async def set_role(session: AsyncSession, *, org_id: int, actor_id: int, user_id: int, role: MemberRole) -> None:
     """Make a member an admin or back a member (admins and owner); the owner's role moves only by transfer."""
     _, actor = await get_organization(session, org_id=org_id, user_id=actor_id)
-    _require(actor, Role.ADMIN, "can change roles")
-    if role is Role.OWNER:
+    _require(actor, MemberRole.ADMIN, "can change roles")
+    if role is MemberRole.OWNER:
         raise InvalidAmount("Use the ownership transfer to make someone the owner.")
     target = await _target(session, org_id=org_id, user_id=user_id)
-    if target.role == Role.OWNER:
+    if target.role == MemberRole.OWNER:
         raise OwnerRequired("The owner's role changes only by transferring ownership.")
-    if target.role == Role.ADMIN and role is not Role.ADMIN:
+    if target.role == MemberRole.ADMIN and role is not MemberRole.ADMIN:
         _require_owner_over(actor, target, "demote an admin")
     target.role = role
     await session.flush()
@@ -250,11 +255,11 @@ async def set_member_cap(session: AsyncSession, *, org_id: int, actor_id: int, u
     Admins cap members; only the owner caps an admin or themself.
     """
     _, actor = await get_organization(session, org_id=org_id, user_id=actor_id)
-    _require(actor, Role.ADMIN, "can change caps")
+    _require(actor, MemberRole.ADMIN, "can change caps")
     if cap is not None and cap < 0:
         raise InvalidAmount("A cap is a number of credits, 0 or more.")
     target = await _target(session, org_id=org_id, user_id=user_id)
-    if target.role != Role.MEMBER:
+    if target.role != MemberRole.MEMBER:
         _require_owner_over(actor, target, "cap an admin or the owner", allow_self=False)
     target.monthly_cap = cap
     await session.flush()
@@ -268,7 +273,7 @@ async def set_default_cap(
     The default applies to admins and the owner as well, so an admin setting it would cap them.
     """
     org, actor = await get_organization(session, org_id=org_id, user_id=actor_id)
-    _require(actor, Role.OWNER, "can change the default cap")
+    _require(actor, MemberRole.OWNER, "can change the default cap")
     if cap is not None and cap < 0:
         raise InvalidAmount("A cap is a number of credits, 0 or more.")
     org.default_member_cap = cap
@@ -285,11 +290,11 @@ async def remove_member(session: AsyncSession, *, org_id: int, actor_id: int, us
     """
     _, actor = await get_organization(session, org_id=org_id, user_id=actor_id)
     target = await _target(session, org_id=org_id, user_id=user_id)
-    if target.role == Role.OWNER:
+    if target.role == MemberRole.OWNER:
         raise OwnerRequired("The owner cannot leave or be removed; transfer ownership first.")
     if user_id != actor_id:
-        _require(actor, Role.ADMIN, "can remove members")
-        if target.role != Role.MEMBER:
+        _require(actor, MemberRole.ADMIN, "can remove members")
+        if target.role != MemberRole.MEMBER:
             _require_owner_over(actor, target, "remove an admin")
     await session.delete(target)
     await session.flush()
@@ -298,16 +303,16 @@ async def remove_member(session: AsyncSession, *, org_id: int, actor_id: int, us
 async def transfer_ownership(session: AsyncSession, *, org_id: int, actor_id: int, user_id: int) -> None:
     """Hand the owner role to another member; the old owner stays on as an admin. Owner only."""
     _, actor = await get_organization(session, org_id=org_id, user_id=actor_id)
-    _require(actor, Role.OWNER, "can transfer ownership")
+    _require(actor, MemberRole.OWNER, "can transfer ownership")
     if user_id == actor_id:
         raise InvalidAmount("You own this organization already.")
     target = await _target(session, org_id=org_id, user_id=user_id)
     # Demote first: the partial unique index admits one owner at a time.
     await session.execute(
-        update(OrganizationMember).where(OrganizationMember.id == actor.id).values(role=Role.ADMIN.value)
+        update(OrganizationMember).where(OrganizationMember.id == actor.id).values(role=MemberRole.ADMIN.value)
     )
     await session.execute(
-        update(OrganizationMember).where(OrganizationMember.id == target.id).values(role=Role.OWNER.value)
+        update(OrganizationMember).where(OrganizationMember.id == target.id).values(role=MemberRole.OWNER.value)
     )
     await session.flush()
     await session.refresh(actor)
@@ -333,14 +338,14 @@ async def invite(
     org_id: int,
     actor_id: int,
     email: str,
-    role: Role,
+    role: MemberRole,
     now: datetime,
     ttl: timedelta = INVITATION_TTL,
 ) -> NewInvitation:
     """Invite an email address as a member or admin (admins and owner); returns the token once."""
     _, actor = await get_organization(session, org_id=org_id, user_id=actor_id)
-    _require(actor, Role.ADMIN, "can invite")
-    if role is Role.OWNER:
+    _require(actor, MemberRole.ADMIN, "can invite")
+    if role is MemberRole.OWNER:
         raise InvalidAmount("Invite as member or admin; ownership is transferred, not invited.")
     address = _normal_email(email)
     already = (
@@ -384,7 +389,7 @@ async def resend_invitation(
     invite the address again instead.
     """
     _, actor = await get_organization(session, org_id=org_id, user_id=actor_id)
-    _require(actor, Role.ADMIN, "can resend invitations")
+    _require(actor, MemberRole.ADMIN, "can resend invitations")
     invitation = (
         await session.execute(
             select(OrganizationInvitation)
@@ -486,7 +491,7 @@ async def revoke_invitation(
 ) -> OrganizationInvitation:
     """Withdraw a pending invitation (admins and owner); its token stops working."""
     _, actor = await get_organization(session, org_id=org_id, user_id=actor_id)
-    _require(actor, Role.ADMIN, "can revoke invitations")
+    _require(actor, MemberRole.ADMIN, "can revoke invitations")
     invitation = await session.get(OrganizationInvitation, invitation_id)
     if invitation is None or invitation.organization_id != org_id:
         raise InvitationNotFound(f"Invitation {invitation_id} not found.")
@@ -538,4 +543,4 @@ async def tool_breakdown_by_member(session: AsyncSession, *, org_id: int) -> dic
 
 def can_see_everyone(member: OrganizationMember) -> bool:
     """Admins and the owner see every member's usage; members see their own."""
-    return ROLE_RANK[Role(member.role)] >= ROLE_RANK[Role.ADMIN]
+    return ROLE_RANK[MemberRole(member.role)] >= ROLE_RANK[MemberRole.ADMIN]

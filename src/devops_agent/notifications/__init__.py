@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 from weakref import WeakKeyDictionary
 
 from devops_agent.config import get_settings
@@ -20,7 +19,6 @@ from devops_agent.db import Database
 from .invitations import queue_invitation, void_invitation_emails
 from .models import Cause, EmailOutbox, OutboxStatus
 from .service import DrainReport, Notifier, recent_outbox
-from .stripe_events import after_stripe_event as _after_stripe_event
 
 logger = logging.getLogger("devops_agent.notifications")
 _notifiers: WeakKeyDictionary[Database, Notifier] = WeakKeyDictionary()
@@ -70,13 +68,22 @@ async def after_purchase(db: Database, *, purchase_id: int, now: datetime) -> No
 
 
 async def after_payment_failed(
-    db: Database, *, user_id: int, now: datetime, reference: str, amount: Decimal | None = None
+    db: Database,
+    *,
+    user_id: int | None,
+    now: datetime,
+    reference: str,
+    amount: Decimal | None = None,
+    org_id: int | None = None,
 ) -> None:
-    """Call when Stripe reports a failed subscription payment (``reference``: the invoice id)."""
+    """Call when Stripe reports a failed payment (``reference``: the invoice id); a pool's goes to its owner."""
     try:
-        await notifier_for(db).after_payment_failed(user_id=user_id, now=now, reference=reference, amount=amount)
+        await notifier_for(db).after_payment_failed(
+            user_id=user_id, org_id=org_id, now=now, reference=reference, amount=amount
+        )
     except Exception:
-        logger.exception("could not queue the payment-failed email of user %s", user_id)
+        whose = f"organization {org_id}" if org_id is not None else f"user {user_id}"
+        logger.exception("could not queue the payment-failed email of %s", whose)
 
 
 async def after_invitation(db: Database, *, invitation_id: int, token: str, now: datetime) -> None:
@@ -95,14 +102,6 @@ async def after_invitation_revoked(db: Database, *, invitation_id: int) -> None:
         logger.exception("could not void the email of invitation %s", invitation_id)
 
 
-async def after_stripe_event(db: Database, event: dict[str, Any], *, now: datetime) -> None:
-    """Call after ``payments.webhooks.handle_event`` returned: receipts and failed renewals."""
-    try:
-        await _after_stripe_event(notifier_for(db), event, now=now)
-    except Exception:
-        logger.exception("could not queue the email of Stripe event %s", event.get("id"))
-
-
 __all__ = [
     "Cause",
     "DrainReport",
@@ -115,7 +114,6 @@ __all__ = [
     "after_pool_change",
     "after_payment_failed",
     "after_purchase",
-    "after_stripe_event",
     "forget",
     "install",
     "notifier_for",

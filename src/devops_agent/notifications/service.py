@@ -40,7 +40,7 @@ from devops_agent.billing.models import (
     User,
     UserSubscription,
 )
-from devops_agent.billing.org_models import Organization, OrganizationMember, Role
+from devops_agent.billing.org_models import MemberRole, Organization, OrganizationMember
 from devops_agent.billing.periods import Clock, utcnow
 from devops_agent.config import Settings
 from devops_agent.db import Database
@@ -171,7 +171,7 @@ class Notifier:
                     .join(UserSubscription, UserSubscription.organization_id == Organization.id)
                     .join(OrganizationMember, OrganizationMember.organization_id == Organization.id)
                     .join(User, User.id == OrganizationMember.user_id)
-                    .where(Organization.id == org_id, OrganizationMember.role == Role.OWNER)
+                    .where(Organization.id == org_id, OrganizationMember.role == MemberRole.OWNER)
                 )
             ).first()
             if row is None:
@@ -276,7 +276,7 @@ class Notifier:
                     .join(Organization, Organization.id == OrganizationMember.organization_id)
                     .join(UserSubscription, UserSubscription.organization_id == Organization.id)
                     .join(SubscriptionTier, SubscriptionTier.id == UserSubscription.tier_id)
-                    .where(Organization.id == org_id, OrganizationMember.role == Role.OWNER.value)
+                    .where(Organization.id == org_id, OrganizationMember.role == MemberRole.OWNER.value)
                 )
             row = (await session.execute(query)).first()
             if row is None:

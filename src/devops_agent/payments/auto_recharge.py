@@ -11,7 +11,7 @@ Three steps, never a network call inside a transaction:
 3. **record** (one transaction): a succeeded PaymentIntent grants the purchase and
    releases the flag; a decline fails the purchase and releases it with the error.
    A payment still processing keeps the flag until the ``payment_intent.*`` webhook
-   (``webhooks.py``) grants or fails it; a flag older than ``IN_FLIGHT_TIMEOUT`` is
+   (``webhooks.packs``) grants or fails it; a flag older than ``IN_FLIGHT_TIMEOUT`` is
    considered lost and may be taken again.
 
 A rule watches one account: a user's own, or with ``org_id`` an organization's pool,
@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from devops_agent.billing import credits
 from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.models import CreditPurchase, PurchaseStatus, UserSubscription
-from devops_agent.billing.org_models import OrganizationMember, Role
+from devops_agent.billing.org_models import MemberRole, OrganizationMember
 from devops_agent.db import Database
 
 from .models import AutoRecharge
@@ -140,7 +140,7 @@ async def _buyer(session: AsyncSession, *, user_id: int | None, org_id: int | No
         return user_id
     owner = await session.execute(
         select(OrganizationMember.user_id).where(
-            OrganizationMember.organization_id == org_id, OrganizationMember.role == Role.OWNER.value
+            OrganizationMember.organization_id == org_id, OrganizationMember.role == MemberRole.OWNER.value
         )
     )
     found = owner.scalar_one_or_none()

@@ -2,7 +2,7 @@
 
 Nothing here grants credits or starts a period: the browser's return from Stripe
 proves nothing. Credits and periods come only from verified webhooks
-(``webhooks.py``). What happens here, in this order and never inside a database
+(``payments.webhooks``). What happens here, in this order and never inside a database
 transaction while Stripe is called:
 
 * a pack: a pending ``credit_purchases`` row (transaction 1), a Checkout Session in

@@ -2,7 +2,7 @@
 
 Endpoint signatures read like prose with these ``Annotated`` aliases::
 
-    async def get_subscription(user: CurrentUser, session: SessionDep, now: ClockDep): ...
+    async def get_subscription(user: CurrentUser, session: SessionDep, now: NowDep): ...
 
 ``SessionDep`` opens ONE transaction for the request and commits it before the
 response is sent (an error rolls it back); endpoints never commit. Authentication
@@ -138,9 +138,9 @@ async def request_reads(request: Request) -> AsyncIterator[AsyncSession]:
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 GatewayDep = Annotated[PaymentGateway, Depends(get_gateway)]
-# ``ClockDep`` is a moment (one reading of the app's clock, a datetime), not a clock: a
-# handler that reads the time more than once (a chat turn) takes ``api.chat.ClockFnDep``.
-ClockDep = Annotated[datetime, Depends(get_now)]
+# ``NowDep`` is now: one reading of the app's clock (a datetime). A handler that reads the
+# time more than once (a chat turn) takes the clock itself, ``api.chat.ClockDep``.
+NowDep = Annotated[datetime, Depends(get_now)]
 # scope="function": the transaction ends (commits) before the response is sent, not after.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
@@ -167,7 +167,7 @@ async def _tiers_with(session: AsyncSession, feature: str) -> list[str]:
 async def user_has_feature(session: AsyncSession, user_id: int, feature: str, *, now: datetime | None = None) -> bool:
     """Whether the user's current tier includes ``feature`` (an entitlement of the catalog).
 
-    Pass ``now`` (the ``ClockDep``) to apply a due monthly reset first, so that a plan
+    Pass ``now`` (the ``NowDep``) to apply a due monthly reset first, so that a plan
     that ended (cancelled, downgraded) no longer grants its features even if nobody
     has read the account since.
     """
@@ -251,7 +251,7 @@ async def authenticate(request: Request, db: Database, now: datetime) -> User | 
     return user
 
 
-async def get_optional_user(request: Request, db: DatabaseDep, now: ClockDep) -> User | None:
+async def get_optional_user(request: Request, db: DatabaseDep, now: NowDep) -> User | None:
     return await authenticate(request, db, now)
 
 
@@ -278,7 +278,7 @@ def require_feature(name: str) -> Any:
     Use as ``dependencies=[require_feature("advanced_analytics")]`` or as a parameter.
     """
 
-    async def check(request: Request, user: CurrentUser, now: ClockDep) -> User:
+    async def check(request: Request, user: CurrentUser, now: NowDep) -> User:
         async with request_transaction(request) as session:
             if not await user_has_feature(session, user.id, name, now=now):
                 raise await feature_refusal(session, name)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import RedirectResponse, Response
 
 from devops_agent.billing.orgs import TEAM_FEATURE
-from devops_agent.web.deps import ClockDep, DatabaseDep, OptionalUser, user_has_feature
+from devops_agent.web.deps import DatabaseDep, NowDep, OptionalUser, user_has_feature
 from devops_agent.web.pages import render_page
 
 router = APIRouter(include_in_schema=False)
@@ -24,7 +24,7 @@ def _login_redirect(request: Request) -> RedirectResponse:
 
 
 @router.get("/orgs")
-async def orgs_index(request: Request, user: OptionalUser, db: DatabaseDep, now: ClockDep) -> Response:
+async def orgs_index(request: Request, user: OptionalUser, db: DatabaseDep, now: NowDep) -> Response:
     """Your organizations, and the form to create one where the plan allows teams."""
     if user is None:
         return _login_redirect(request)

@@ -32,8 +32,8 @@ from devops_agent.billing.models import User
 from devops_agent.web import labels
 from devops_agent.web.deps import (
     API_ACCESS,
-    ClockDep,
     DatabaseDep,
+    NowDep,
     OptionalUser,
     authenticate,
     user_has_feature,
@@ -231,7 +231,7 @@ def _prices(catalog: Catalog) -> dict[str, Any]:
 
 
 @router.get("/account")
-async def account(request: Request, user: OptionalUser, db: DatabaseDep, now: ClockDep) -> Response:
+async def account(request: Request, user: OptionalUser, db: DatabaseDep, now: NowDep) -> Response:
     """Profile, API keys (creation only where the plan has ``api_access``) and usage history."""
     if user is None:
         return _login_redirect(request)

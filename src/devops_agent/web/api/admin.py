@@ -27,7 +27,7 @@ from devops_agent.billing import analytics, audit, books, credits
 from devops_agent.billing.models import CreditLedger, CreditPurchase, UsageLog, User, UserSubscription
 from devops_agent.notifications import notifier_for, recent_outbox
 from devops_agent.web.api import AUTHED, OWN_CREDITS, errors
-from devops_agent.web.deps import AdminUser, ClockDep, DatabaseDep, IdempotencyKeyDep, OptionalUser, SessionDep
+from devops_agent.web.deps import AdminUser, DatabaseDep, IdempotencyKeyDep, NowDep, OptionalUser, SessionDep
 from devops_agent.web.errors import ApiError
 from devops_agent.web.pages import render_page
 from devops_agent.web.schemas import (
@@ -105,7 +105,7 @@ class RevenueOut(BaseModel):
     summary="MRR, pack revenue by month, subscribers per tier, churn",
     responses=ADMIN_ERRORS,
 )
-async def revenue(_admin: AdminUser, session: SessionDep, now: ClockDep, months: Months = 12) -> RevenueOut:
+async def revenue(_admin: AdminUser, session: SessionDep, now: NowDep, months: Months = 12) -> RevenueOut:
     start, end = _month_start(now, months - 1), now
     # Churn is a rate per month whatever the revenue window: this month so far.
     report = await analytics.revenue_report(session, start=start, end=end, churn_start=_month_start(now, 0))
@@ -162,7 +162,7 @@ class DailyOut(BaseModel):
 @router.get(
     "/usage/daily", response_model=DailyOut, summary="Credits spent per UTC day, net of refunds", responses=ADMIN_ERRORS
 )
-async def usage_daily(_admin: AdminUser, session: SessionDep, now: ClockDep, days: Days = 30) -> DailyOut:
+async def usage_daily(_admin: AdminUser, session: SessionDep, now: NowDep, days: Days = 30) -> DailyOut:
     start, end = _days_window(now, days)
     per_day = await analytics.credits_per_day(session, start=start, end=end)
     return DailyOut(
@@ -183,7 +183,7 @@ class TopUserOut(FromAttributes):
     responses=ADMIN_ERRORS,
 )
 async def top_users(
-    _admin: AdminUser, session: SessionDep, now: ClockDep, days: Days = 30, limit: Limit = 10
+    _admin: AdminUser, session: SessionDep, now: NowDep, days: Days = 30, limit: Limit = 10
 ) -> list[TopUserOut]:
     start, end = _days_window(now, days)
     rows = await analytics.top_users(session, start=start, end=end, limit=limit)
@@ -215,7 +215,7 @@ def _tool_out(t: analytics.ToolUsage) -> TopToolOut:
     responses=ADMIN_ERRORS,
 )
 async def top_tools(
-    _admin: AdminUser, session: SessionDep, now: ClockDep, days: Days = 30, limit: Limit = 10
+    _admin: AdminUser, session: SessionDep, now: NowDep, days: Days = 30, limit: Limit = 10
 ) -> list[TopToolOut]:
     start, end = _days_window(now, days)
     return [_tool_out(t) for t in await analytics.tool_usage(session, start=start, end=end, limit=limit)]
@@ -307,7 +307,7 @@ async def _user_or_404(session: SessionDep, user_id: int) -> User:
     responses=errors(*AUTHED, 404),
 )
 async def user_detail(
-    user_id: UserId, _admin: AdminUser, session: SessionDep, now: ClockDep, limit: Limit = 50
+    user_id: UserId, _admin: AdminUser, session: SessionDep, now: NowDep, limit: Limit = 50
 ) -> UserDetailOut:
     user = await _user_or_404(session, user_id)
     has_account = await session.scalar(select(UserSubscription.id).where(UserSubscription.user_id == user_id))
@@ -389,7 +389,7 @@ async def adjust_credits(
     body: AdjustIn,
     admin: AdminUser,
     session: SessionDep,
-    now: ClockDep,
+    now: NowDep,
     idempotency_key: IdempotencyKeyDep,
 ) -> AdjustOut:
     await _user_or_404(session, user_id)
@@ -457,7 +457,7 @@ async def _set_suspended(
     responses=errors(*AUTHED, 404),
 )
 async def suspend(
-    user_id: UserId, body: SuspendIn, admin: AdminUser, session: SessionDep, now: ClockDep
+    user_id: UserId, body: SuspendIn, admin: AdminUser, session: SessionDep, now: NowDep
 ) -> SuspensionOut:
     return await _set_suspended(session, admin, user_id, suspended=True, reason=body.reason, now=now)
 
@@ -469,7 +469,7 @@ async def suspend(
     responses=errors(*AUTHED, 404),
 )
 async def restore(
-    user_id: UserId, body: SuspendIn, admin: AdminUser, session: SessionDep, now: ClockDep
+    user_id: UserId, body: SuspendIn, admin: AdminUser, session: SessionDep, now: NowDep
 ) -> SuspensionOut:
     return await _set_suspended(session, admin, user_id, suspended=False, reason=body.reason, now=now)
 

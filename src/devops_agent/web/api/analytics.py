@@ -27,7 +27,7 @@ from sqlalchemy import select
 from devops_agent.billing import analytics
 from devops_agent.billing.models import User, UserSubscription
 from devops_agent.web.api import AUTHED, errors
-from devops_agent.web.deps import ClockDep, CurrentUser, SessionDep, require_feature
+from devops_agent.web.deps import CurrentUser, NowDep, SessionDep, require_feature
 from devops_agent.web.errors import ApiError
 from devops_agent.web.schemas import DayOut, FromAttributes, Strict, Timestamp
 
@@ -90,7 +90,7 @@ class CustomerUsageOut(BaseModel):
     dependencies=[require_feature("usage_analytics")],
 )
 async def usage(
-    user: CurrentUser, session: SessionDep, now: ClockDep, start: DateParam = None, end: DateParam = None
+    user: CurrentUser, session: SessionDep, now: NowDep, start: DateParam = None, end: DateParam = None
 ) -> CustomerUsageOut:
     begin, finish = await _window(session, user.id, now, start, end)
     report = await analytics.customer_usage(session, user_id=user.id, start=begin, end=finish)
@@ -163,7 +163,7 @@ class StatementOut(FromAttributes):
     responses=GATED,
     dependencies=[require_feature("compliance_reports")],
 )
-async def statement(user: CurrentUser, session: SessionDep, now: ClockDep, month: MonthParam = None) -> StatementOut:
+async def statement(user: CurrentUser, session: SessionDep, now: NowDep, month: MonthParam = None) -> StatementOut:
     year, number = _month(month, now)
     result = await analytics.monthly_statement(session, user_id=user.id, year=year, month=number)
     return StatementOut.model_validate(result)
@@ -176,7 +176,7 @@ async def statement(user: CurrentUser, session: SessionDep, now: ClockDep, month
     response_class=Response,
     dependencies=[require_feature("compliance_reports")],
 )
-async def statement_csv(user: CurrentUser, session: SessionDep, now: ClockDep, month: MonthParam = None) -> Response:
+async def statement_csv(user: CurrentUser, session: SessionDep, now: NowDep, month: MonthParam = None) -> Response:
     year, number = _month(month, now)
     result = await analytics.monthly_statement(session, user_id=user.id, year=year, month=number)
     return _csv(analytics.statement_csv(result), f"statement-{result.month}.csv")

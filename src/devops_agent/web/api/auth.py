@@ -22,7 +22,7 @@ from devops_agent.billing import credits
 from devops_agent.billing.models import User
 from devops_agent.web import sessions
 from devops_agent.web.api import errors
-from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep, OptionalUser, SessionDep, SettingsDep
+from devops_agent.web.deps import CurrentUser, DatabaseDep, NowDep, OptionalUser, SessionDep, SettingsDep
 from devops_agent.web.errors import ApiError, BadRequestOnInvalidBody
 from devops_agent.web.ratelimit import Refusal, RegistrationLimiter
 from devops_agent.web.schemas import FromAttributes, RegisterIn, Strict
@@ -74,7 +74,7 @@ def _rate_limited(refusal: Refusal, what: str) -> ApiError:
     responses=errors(400, 409, 413, 422, 429),
 )
 async def register(
-    body: RegisterIn, request: Request, response: Response, db: DatabaseDep, now: ClockDep, settings: SettingsDep
+    body: RegisterIn, request: Request, response: Response, db: DatabaseDep, now: NowDep, settings: SettingsDep
 ) -> UserEnvelope:
     email = body.email.strip().lower()
     limiter: RegistrationLimiter = request.app.state.registration_limiter
@@ -124,7 +124,7 @@ async def register(
     responses=errors(400, 401, 413, 422, 429),
 )
 async def login(
-    body: LoginIn, request: Request, response: Response, db: DatabaseDep, now: ClockDep, settings: SettingsDep
+    body: LoginIn, request: Request, response: Response, db: DatabaseDep, now: NowDep, settings: SettingsDep
 ) -> UserEnvelope:
     limiter = request.app.state.login_limiter
     address = _client_address(request)
@@ -200,7 +200,7 @@ async def me(user: CurrentUser) -> UserEnvelope:
     responses=errors(400, 401, 403, 413, 429),
 )
 async def change_password(
-    body: PasswordChangeIn, request: Request, user: CurrentUser, db: DatabaseDep, now: ClockDep, settings: SettingsDep
+    body: PasswordChangeIn, request: Request, user: CurrentUser, db: DatabaseDep, now: NowDep, settings: SettingsDep
 ) -> Response:
     """Wrong current passwords count against the login limit, so a stolen session cannot guess it."""
     limiter = request.app.state.login_limiter

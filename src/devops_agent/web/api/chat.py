@@ -60,8 +60,8 @@ async def get_clock(request: Request) -> Callable[[], datetime]:
 
 
 RuntimeDep = Annotated[AgentRuntime, Depends(get_runtime)]
-# The clock itself (a callable); ``deps.ClockDep`` is one reading of it (a datetime).
-ClockFnDep = Annotated[Callable[[], datetime], Depends(get_clock)]
+# The clock itself (a callable, read at each step); ``deps.NowDep`` is one reading of it.
+ClockDep = Annotated[Callable[[], datetime], Depends(get_clock)]
 IdPath = Annotated[int, Path(ge=1, le=2**62)]
 
 
@@ -195,7 +195,7 @@ async def chat(
     user: CurrentUser,
     db: DatabaseDep,
     runtime: RuntimeDep,
-    clock: ClockFnDep,
+    clock: ClockDep,
     idempotency_key: IdempotencyKeyDep,
     request: Request,
     background: BackgroundTasks,
@@ -222,7 +222,7 @@ async def chat(
     responses=errors(*AUTHED, 404, 409, 410, payment=POOL_CREDITS),
 )
 async def approve_action(
-    action_id: IdPath, user: CurrentUser, db: DatabaseDep, runtime: RuntimeDep, clock: ClockFnDep
+    action_id: IdPath, user: CurrentUser, db: DatabaseDep, runtime: RuntimeDep, clock: ClockDep
 ) -> ChatReply:
     return await approvals.approve(db, runtime, user_id=user.id, action_id=action_id, clock=clock)
 
@@ -233,7 +233,7 @@ async def approve_action(
     summary="Decline a create the agent proposed; it costs nothing",
     responses=errors(*AUTHED, 404, 409),
 )
-async def decline_action(action_id: IdPath, user: CurrentUser, db: DatabaseDep, clock: ClockFnDep) -> Response:
+async def decline_action(action_id: IdPath, user: CurrentUser, db: DatabaseDep, clock: ClockDep) -> Response:
     await approvals.decline(db, user_id=user.id, action_id=action_id, now=clock())
     return Response(status_code=204)
 

@@ -15,7 +15,7 @@ from pydantic import ConfigDict
 from devops_agent.agent import cloud_accounts
 from devops_agent.web.api import AUTHED, errors
 from devops_agent.web.api.chat import RuntimeDep
-from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep
+from devops_agent.web.deps import CurrentUser, DatabaseDep, NowDep
 from devops_agent.web.schemas import Strict
 
 router = APIRouter(prefix="/api/cloud", tags=["cloud"])
@@ -44,7 +44,7 @@ class AwsConnectionIn(Strict):
     summary="Your AWS connection, with the external id your role's trust policy needs",
     responses=errors(*AUTHED, 404),
 )
-async def get_aws(user: CurrentUser, db: DatabaseDep, now: ClockDep, org_id: OrgQuery = None) -> AwsConnectionOut:
+async def get_aws(user: CurrentUser, db: DatabaseDep, now: NowDep, org_id: OrgQuery = None) -> AwsConnectionOut:
     view = await cloud_accounts.get_connection(db, user_id=user.id, org_id=org_id, now=now)
     return AwsConnectionOut.model_validate(view)
 
@@ -60,7 +60,7 @@ async def put_aws(
     user: CurrentUser,
     db: DatabaseDep,
     runtime: RuntimeDep,
-    now: ClockDep,
+    now: NowDep,
     org_id: OrgQuery = None,
 ) -> AwsConnectionOut:
     view = await cloud_accounts.connect(

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from devops_agent import metrics, notifications
 from devops_agent.billing.catalog import Catalog
 from devops_agent.web.api import AUTHED, errors
-from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep, GatewayDep, IdempotencyKeyDep
+from devops_agent.web.deps import CurrentUser, DatabaseDep, GatewayDep, IdempotencyKeyDep, NowDep
 from devops_agent.web.idempotency import run_idempotent_post
 from devops_agent.web.schemas import (
     USD,
@@ -64,7 +64,7 @@ async def purchase(
     request: Request,
     user: CurrentUser,
     db: DatabaseDep,
-    now: ClockDep,
+    now: NowDep,
     gateway: GatewayDep,
     idempotency_key: IdempotencyKeyDep,
 ) -> JSONResponse:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from devops_agent.web.api import AUTHED, errors
-from devops_agent.web.deps import API_ACCESS, ClockDep, CurrentUser, SessionDep, feature_refusal, user_has_feature
+from devops_agent.web.deps import API_ACCESS, CurrentUser, NowDep, SessionDep, feature_refusal, user_has_feature
 from devops_agent.web.errors import ApiError
 from devops_agent.web.models import ApiKey
 from devops_agent.web.schemas import FromAttributes, Strict, Timestamp
@@ -54,7 +54,7 @@ class ApiKeysOut(BaseModel):
     summary="Create an API key (its secret is shown only in this response)",
     responses=errors(*AUTHED, 409),
 )
-async def create_key(body: ApiKeyIn, user: CurrentUser, session: SessionDep, now: ClockDep) -> ApiKeyCreatedOut:
+async def create_key(body: ApiKeyIn, user: CurrentUser, session: SessionDep, now: NowDep) -> ApiKeyCreatedOut:
     if not await user_has_feature(session, user.id, API_ACCESS, now=now):
         raise await feature_refusal(session, API_ACCESS)
     active = await session.scalar(
@@ -84,7 +84,7 @@ async def list_keys(user: CurrentUser, session: SessionDep) -> ApiKeysOut:
     responses=errors(*AUTHED, 404),
 )
 async def revoke_key(
-    key_id: Annotated[int, Path(ge=1, le=2**63 - 1)], user: CurrentUser, session: SessionDep, now: ClockDep
+    key_id: Annotated[int, Path(ge=1, le=2**63 - 1)], user: CurrentUser, session: SessionDep, now: NowDep
 ) -> Response:
     key = (
         await session.execute(select(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == user.id))

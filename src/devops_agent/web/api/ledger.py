@@ -22,7 +22,7 @@ from devops_agent.billing.models import LedgerKind, UserSubscription
 from devops_agent.billing.periods import add_months
 from devops_agent.web import labels
 from devops_agent.web.api import AUTHED, errors
-from devops_agent.web.deps import ClockDep, CurrentUser, SessionDep
+from devops_agent.web.deps import CurrentUser, NowDep, SessionDep
 from devops_agent.web.errors import ApiError
 from devops_agent.web.schemas import Timestamp
 
@@ -129,7 +129,7 @@ def _entry(movement: activity.Movement, viewer_id: int) -> LedgerEntryOut:
 async def ledger(
     user: CurrentUser,
     session: SessionDep,
-    now: ClockDep,
+    now: NowDep,
     limit: LimitParam = 50,
     cursor: CursorParam = None,
     month: MonthParam = None,
@@ -164,7 +164,7 @@ def _csv_safe(value: str) -> str:
 async def ledger_csv(
     user: CurrentUser,
     session: SessionDep,
-    now: ClockDep,
+    now: NowDep,
     month: MonthParam = None,
     kind: KindParam = None,
     org_id: OrgParam = None,

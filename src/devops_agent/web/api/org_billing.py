@@ -25,7 +25,7 @@ from devops_agent.payments import auto_recharge
 from devops_agent.web.api import AUTHED, errors
 from devops_agent.web.api.orgs import MEMBER_ROUTE, OrgId, as_owner
 from devops_agent.web.api.stripe import stripe_only
-from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep, GatewayDep
+from devops_agent.web.deps import CurrentUser, DatabaseDep, GatewayDep, NowDep
 from devops_agent.web.errors import ApiError
 from devops_agent.web.schemas import (
     AutoRechargeIn,
@@ -56,7 +56,7 @@ async def portal(org_id: OrgId, user: CurrentUser, db: DatabaseDep, gateway: Gat
     summary="The pool's auto-recharge rule and its state (owner)",
     responses=errors(*MEMBER_ROUTE),
 )
-async def get_auto_recharge(org_id: OrgId, user: CurrentUser, db: DatabaseDep, now: ClockDep) -> AutoRechargeOut:
+async def get_auto_recharge(org_id: OrgId, user: CurrentUser, db: DatabaseDep, now: NowDep) -> AutoRechargeOut:
     await as_owner(db, org_id, user)
     async with db.transaction() as session:
         row = await auto_recharge.settings_for(session, user_id=None, org_id=org_id)
@@ -76,7 +76,7 @@ async def put_auto_recharge(
     user: CurrentUser,
     db: DatabaseDep,
     gateway: GatewayDep,
-    now: ClockDep,
+    now: NowDep,
 ) -> AutoRechargeOut:
     await as_owner(db, org_id, user)
     stripe_gateway = stripe_only(gateway)
@@ -167,7 +167,7 @@ async def _billing(db: Database, org_id: int, user: User, now: datetime) -> OrgB
     summary="Seats used and included, and each member's usage this period beside their cap (owner and admins)",
     responses=errors(*MEMBER_ROUTE),
 )
-async def billing(org_id: OrgId, user: CurrentUser, db: DatabaseDep, now: ClockDep) -> OrgBillingOut:
+async def billing(org_id: OrgId, user: CurrentUser, db: DatabaseDep, now: NowDep) -> OrgBillingOut:
     return await _billing(db, org_id, user, now)
 
 
@@ -183,7 +183,7 @@ def _cell(value: object) -> str:
     summary="Each member's usage this period beside their cap, as CSV (owner and admins)",
     responses={200: {"content": {"text/csv": {}}}, **errors(*MEMBER_ROUTE)},
 )
-async def usage_csv(org_id: OrgId, user: CurrentUser, db: DatabaseDep, now: ClockDep) -> Response:
+async def usage_csv(org_id: OrgId, user: CurrentUser, db: DatabaseDep, now: NowDep) -> Response:
     out = await _billing(db, org_id, user, now)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

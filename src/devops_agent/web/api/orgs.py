@@ -28,7 +28,7 @@ from devops_agent import notifications
 from devops_agent.billing import credits, orgs
 from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.models import SubscriptionTier, UsageLog, User, UserSubscription
-from devops_agent.billing.org_models import Organization, OrganizationInvitation, OrganizationMember, Role
+from devops_agent.billing.org_models import MemberRole, Organization, OrganizationInvitation, OrganizationMember
 from devops_agent.db import Database
 from devops_agent.payments.stripe_client import PaymentProviderError
 from devops_agent.payments.stripe_gateway import StripeGateway
@@ -36,11 +36,11 @@ from devops_agent.web.api import AUTHED, SEATS, PageLimit, PageOffset, errors
 from devops_agent.web.api.subscription import active_tiers, plan_body
 from devops_agent.web.deps import (
     AdminUser,
-    ClockDep,
     CurrentUser,
     DatabaseDep,
     GatewayDep,
     IdempotencyKeyDep,
+    NowDep,
     SessionDep,
     SettingsDep,
     require_feature,
@@ -257,7 +257,7 @@ async def as_owner(db: Database, org_id: int, user: User) -> None:
     """Billing is the owner's: refuse anyone else (404 for non-members, 403 for others)."""
     async with db.transaction() as session:
         _, member = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
-    if member.role != Role.OWNER:
+    if member.role != MemberRole.OWNER:
         raise ApiError(403, "forbidden", "Only the owner of the organization handles its billing.")
 
 
@@ -272,7 +272,7 @@ async def as_owner(db: Database, org_id: int, user: User) -> None:
     responses=errors(*AUTHED),
     dependencies=[require_feature(orgs.TEAM_FEATURE)],
 )
-async def create_org(body: OrgCreateIn, user: CurrentUser, session: SessionDep, now: ClockDep) -> OrgEnvelope:
+async def create_org(body: OrgCreateIn, user: CurrentUser, session: SessionDep, now: NowDep) -> OrgEnvelope:
     org = await orgs.create_organization(session, user_id=user.id, name=body.name, now=now)
     _, member = await orgs.get_organization(session, org_id=org.id, user_id=user.id)
     return OrgEnvelope(organization=await _detail(session, org, member, now))
@@ -290,7 +290,7 @@ async def list_orgs(user: CurrentUser, session: SessionDep) -> OrgsOut:
     summary="What an invitation is for (whoever holds its token)",
     responses=errors(*MEMBER_ROUTE),
 )
-async def preview_invitation(token: str, user: CurrentUser, session: SessionDep, now: ClockDep) -> InvitationPreviewOut:
+async def preview_invitation(token: str, user: CurrentUser, session: SessionDep, now: NowDep) -> InvitationPreviewOut:
     invitation = await orgs.invitation_by_token(session, token=token)
     org = await session.get(Organization, invitation.organization_id)
     assert org is not None
@@ -310,7 +310,7 @@ async def preview_invitation(token: str, user: CurrentUser, session: SessionDep,
     responses=errors(*MEMBER_ROUTE, 409, 410, payment=SEATS),
 )
 async def accept_invitation(
-    body: AcceptIn, user: CurrentUser, db: DatabaseDep, now: ClockDep, gateway: GatewayDep
+    body: AcceptIn, user: CurrentUser, db: DatabaseDep, now: NowDep, gateway: GatewayDep
 ) -> OrgEnvelope:
     async with db.transaction() as session:
         joined = await orgs.accept_invitation(session, token=body.token, user_id=user.id, now=now)
@@ -328,7 +328,7 @@ async def accept_invitation(
 @router.get(
     "/{org_id}", response_model=OrgEnvelope, summary="An organization you belong to", responses=errors(*MEMBER_ROUTE)
 )
-async def get_org(org_id: OrgId, user: CurrentUser, session: SessionDep, now: ClockDep) -> OrgEnvelope:
+async def get_org(org_id: OrgId, user: CurrentUser, session: SessionDep, now: NowDep) -> OrgEnvelope:
     org, member = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
     return OrgEnvelope(organization=await _detail(session, org, member, now))
 
@@ -373,7 +373,7 @@ async def _members_out(session: AsyncSession, org_id: int, viewer: OrganizationM
     summary="Members with role and cap; use per member for admins, your own for members",
     responses=errors(*MEMBER_ROUTE),
 )
-async def list_members(org_id: OrgId, user: CurrentUser, session: SessionDep, now: ClockDep) -> MembersOut:
+async def list_members(org_id: OrgId, user: CurrentUser, session: SessionDep, now: NowDep) -> MembersOut:
     _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
     return await _members_out(session, org_id, viewer, now)
 
@@ -385,7 +385,7 @@ async def list_members(org_id: OrgId, user: CurrentUser, session: SessionDep, no
     responses=errors(*MEMBER_ROUTE),
 )
 async def set_member_cap(
-    org_id: OrgId, user_id: UserId, body: CapIn, user: CurrentUser, session: SessionDep, now: ClockDep
+    org_id: OrgId, user_id: UserId, body: CapIn, user: CurrentUser, session: SessionDep, now: NowDep
 ) -> MembersOut:
     await orgs.set_member_cap(session, org_id=org_id, actor_id=user.id, user_id=user_id, cap=body.monthly_cap)
     _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
@@ -399,7 +399,7 @@ async def set_member_cap(
     responses=errors(*MEMBER_ROUTE),
 )
 async def set_default_cap(
-    org_id: OrgId, body: CapIn, user: CurrentUser, session: SessionDep, now: ClockDep
+    org_id: OrgId, body: CapIn, user: CurrentUser, session: SessionDep, now: NowDep
 ) -> OrgEnvelope:
     await orgs.set_default_cap(session, org_id=org_id, actor_id=user.id, cap=body.monthly_cap, now=now)
     org, member = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
@@ -413,9 +413,9 @@ async def set_default_cap(
     responses=errors(*MEMBER_ROUTE, 409),
 )
 async def set_role(
-    org_id: OrgId, user_id: UserId, body: RoleIn, user: CurrentUser, session: SessionDep, now: ClockDep
+    org_id: OrgId, user_id: UserId, body: RoleIn, user: CurrentUser, session: SessionDep, now: NowDep
 ) -> MembersOut:
-    await orgs.set_role(session, org_id=org_id, actor_id=user.id, user_id=user_id, role=Role(body.role))
+    await orgs.set_role(session, org_id=org_id, actor_id=user.id, user_id=user_id, role=MemberRole(body.role))
     _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
     return await _members_out(session, org_id, viewer, now)
 
@@ -437,9 +437,7 @@ async def remove_member(org_id: OrgId, user_id: UserId, user: CurrentUser, sessi
     summary="Hand ownership to another member; you stay on as an admin (owner)",
     responses=errors(*MEMBER_ROUTE),
 )
-async def transfer(
-    org_id: OrgId, body: TransferIn, user: CurrentUser, session: SessionDep, now: ClockDep
-) -> MembersOut:
+async def transfer(org_id: OrgId, body: TransferIn, user: CurrentUser, session: SessionDep, now: NowDep) -> MembersOut:
     await orgs.transfer_ownership(session, org_id=org_id, actor_id=user.id, user_id=body.user_id)
     _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
     return await _members_out(session, org_id, viewer, now)
@@ -454,7 +452,7 @@ async def transfer(
     summary="Pending invitations (admins)",
     responses=errors(*MEMBER_ROUTE),
 )
-async def list_invitations(org_id: OrgId, user: CurrentUser, session: SessionDep, now: ClockDep) -> InvitationsOut:
+async def list_invitations(org_id: OrgId, user: CurrentUser, session: SessionDep, now: NowDep) -> InvitationsOut:
     await _as_admin(session, org_id, user)
     pending = await orgs.pending_invitations(session, org_id=org_id, now=now)
     return InvitationsOut(invitations=[_invitation_out(i, now) for i in pending])
@@ -468,11 +466,11 @@ async def list_invitations(org_id: OrgId, user: CurrentUser, session: SessionDep
     responses=errors(*MEMBER_ROUTE, 409, payment=SEATS),
 )
 async def create_invitation(
-    org_id: OrgId, body: InvitationIn, user: CurrentUser, db: DatabaseDep, now: ClockDep, settings: SettingsDep
+    org_id: OrgId, body: InvitationIn, user: CurrentUser, db: DatabaseDep, now: NowDep, settings: SettingsDep
 ) -> InvitationCreatedOut:
     async with db.transaction() as session:
         new = await orgs.invite(
-            session, org_id=org_id, actor_id=user.id, email=body.email, role=Role(body.role), now=now
+            session, org_id=org_id, actor_id=user.id, email=body.email, role=MemberRole(body.role), now=now
         )
         out = _invitation_created(new, now, settings.public_base_url)
     # Committed: the email goes out with the token this request still holds in memory.
@@ -499,7 +497,7 @@ async def resend_invitation(
     invitation_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
     user: CurrentUser,
     db: DatabaseDep,
-    now: ClockDep,
+    now: NowDep,
     settings: SettingsDep,
 ) -> InvitationCreatedOut:
     async with db.transaction() as session:
@@ -522,7 +520,7 @@ async def revoke_invitation(
     invitation_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
     user: CurrentUser,
     db: DatabaseDep,
-    now: ClockDep,
+    now: NowDep,
 ) -> Response:
     async with db.transaction() as session:
         await orgs.revoke_invitation(session, org_id=org_id, actor_id=user.id, invitation_id=invitation_id, now=now)
@@ -540,7 +538,7 @@ async def revoke_invitation(
     responses=errors(*MEMBER_ROUTE),
 )
 async def get_subscription(
-    org_id: OrgId, user: CurrentUser, session: SessionDep, now: ClockDep, gateway: GatewayDep
+    org_id: OrgId, user: CurrentUser, session: SessionDep, now: NowDep, gateway: GatewayDep
 ) -> SubscriptionEnvelope:
     await orgs.get_organization(session, org_id=org_id, user_id=user.id)
     pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
@@ -561,7 +559,7 @@ async def upgrade(
     request: Request,
     user: CurrentUser,
     db: DatabaseDep,
-    now: ClockDep,
+    now: NowDep,
     gateway: GatewayDep,
     idempotency_key: IdempotencyKeyDep,
 ) -> JSONResponse:
@@ -584,7 +582,7 @@ async def upgrade(
     summary="Move the organization back to Free when the period ends (owner)",
     responses=errors(*MEMBER_ROUTE, 502),
 )
-async def cancel(org_id: OrgId, user: CurrentUser, db: DatabaseDep, now: ClockDep, gateway: GatewayDep) -> CancelOut:
+async def cancel(org_id: OrgId, user: CurrentUser, db: DatabaseDep, now: NowDep, gateway: GatewayDep) -> CancelOut:
     await as_owner(db, org_id, user)
     result = await gateway.cancel_plan(db, user=user, now=now, org_id=org_id)
     assert result.subscription is not None
@@ -603,7 +601,7 @@ async def purchase(
     request: Request,
     user: CurrentUser,
     db: DatabaseDep,
-    now: ClockDep,
+    now: NowDep,
     gateway: GatewayDep,
     idempotency_key: IdempotencyKeyDep,
 ) -> JSONResponse:
@@ -633,7 +631,7 @@ async def purchase(
     summary="The pool's balance and usage; per member and per tool for admins, your own for members",
     responses=errors(*MEMBER_ROUTE),
 )
-async def usage_stats(org_id: OrgId, user: CurrentUser, session: SessionDep, now: ClockDep) -> OrgUsageStatsOut:
+async def usage_stats(org_id: OrgId, user: CurrentUser, session: SessionDep, now: NowDep) -> OrgUsageStatsOut:
     _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
     pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
     everyone = orgs.can_see_everyone(viewer)
@@ -669,7 +667,7 @@ async def usage_history(
     org_id: OrgId,
     user: CurrentUser,
     session: SessionDep,
-    now: ClockDep,
+    now: NowDep,
     limit: PageLimit = 50,
     offset: PageOffset = 0,
 ) -> OrgUsageHistoryOut:
@@ -734,7 +732,7 @@ async def admin_list_orgs(
     )
     rows = await session.execute(
         select(Organization, User.id, User.username, sizes.c.n, SubscriptionTier.display_name, UserSubscription)
-        .join(owner, (owner.c.organization_id == Organization.id) & (owner.c.role == Role.OWNER.value))
+        .join(owner, (owner.c.organization_id == Organization.id) & (owner.c.role == MemberRole.OWNER.value))
         .join(User, User.id == owner.c.user_id)
         .join(sizes, sizes.c.organization_id == Organization.id)
         .join(UserSubscription, UserSubscription.organization_id == Organization.id)

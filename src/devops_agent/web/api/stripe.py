@@ -6,21 +6,37 @@ otherwise, and nothing changes). A signed event with a field we cannot use (a ba
 ``created``, an id out of range) answers 400 ``invalid_event``, changes nothing and is
 recorded as rejected. Any other failure while applying an event answers 500 so that
 Stripe delivers it again; the event's id is only recorded with its effect.
+
+Once the event's transaction committed, the endpoint hands its effect (what
+``payments.webhooks`` found it did) to ``notifications``: a pack paid earns a
+receipt, a failed payment an email to the account's owner. The two packages do not
+know each other; this endpoint is where one's outcome becomes the other's input.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, assert_never
 
 from fastapi import APIRouter, Request
 
 from devops_agent import metrics, notifications
 from devops_agent.billing.catalog import Catalog
+from devops_agent.db import Database
 from devops_agent.payments import auto_recharge
 from devops_agent.payments.stripe_gateway import StripeGateway
-from devops_agent.payments.webhooks import InvalidSignature, handle_event, verify_event
+from devops_agent.payments.webhooks import (
+    Effect,
+    InvalidSignature,
+    PackPaid,
+    PackRefunded,
+    PaymentFailed,
+    PlanRenewed,
+    handle_event,
+    verify_event,
+)
 from devops_agent.web.api import AUTHED, errors
-from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep, GatewayDep, SettingsDep
+from devops_agent.web.deps import CurrentUser, DatabaseDep, GatewayDep, NowDep, SettingsDep
 from devops_agent.web.errors import ApiError
 from devops_agent.web.schemas import AutoRechargeIn, AutoRechargeOut, FromAttributes, PortalOut, auto_recharge_out
 
@@ -42,13 +58,28 @@ def stripe_only(gateway: Any) -> StripeGateway:
     return gateway
 
 
+async def notify(db: Database, effect: Effect | None, *, now: datetime) -> None:
+    """Queue the email an event's committed effect earns; a redelivery has none (its first delivery queued it)."""
+    match effect:
+        case PackPaid(purchase_id=purchase_id):
+            await notifications.after_purchase(db, purchase_id=purchase_id, now=now)
+        case PaymentFailed(owner=owner, invoice_id=invoice_id, amount_due=amount_due):
+            await notifications.after_payment_failed(
+                db, user_id=owner.user_id, org_id=owner.org_id, now=now, reference=invoice_id, amount=amount_due
+            )
+        case PlanRenewed() | PackRefunded() | None:
+            pass  # no email is written for these
+        case _:
+            assert_never(effect)
+
+
 @router.post(
     "/webhook",
     response_model=WebhookOut,
     summary="Stripe events, verified by their signature; each takes effect once",
     responses=errors(400),  # invalid_signature, or invalid_event (signed, but a field we cannot use)
 )
-async def webhook(request: Request, db: DatabaseDep, settings: SettingsDep, now: ClockDep) -> WebhookOut:
+async def webhook(request: Request, db: DatabaseDep, settings: SettingsDep, now: NowDep) -> WebhookOut:
     payload = await request.body()
     try:
         event = verify_event(payload, request.headers.get("stripe-signature"), settings.stripe_webhook_secret)
@@ -62,7 +93,7 @@ async def webhook(request: Request, db: DatabaseDep, settings: SettingsDep, now:
     ).inc()
     if outcome.rejected:
         raise ApiError(400, "invalid_event", outcome.outcome, event_id=outcome.event_id)
-    await notifications.after_stripe_event(db, event, now=now)  # committed: receipt or failed-renewal email
+    await notify(db, outcome.effect, now=now)  # committed: receipt or failed-renewal email
     return WebhookOut.model_validate(outcome)
 
 
@@ -82,7 +113,7 @@ async def portal(user: CurrentUser, db: DatabaseDep, gateway: GatewayDep) -> Por
     summary="The auto-recharge rule and its state",
     responses=errors(*AUTHED),
 )
-async def get_auto_recharge(user: CurrentUser, db: DatabaseDep, now: ClockDep) -> AutoRechargeOut:
+async def get_auto_recharge(user: CurrentUser, db: DatabaseDep, now: NowDep) -> AutoRechargeOut:
     async with db.transaction() as session:
         row = await auto_recharge.settings_for(session, user_id=user.id)
     return auto_recharge_out(row, now)
@@ -95,7 +126,7 @@ async def get_auto_recharge(user: CurrentUser, db: DatabaseDep, now: ClockDep) -
     responses=errors(*AUTHED),
 )
 async def put_auto_recharge(
-    body: AutoRechargeIn, request: Request, user: CurrentUser, db: DatabaseDep, gateway: GatewayDep, now: ClockDep
+    body: AutoRechargeIn, request: Request, user: CurrentUser, db: DatabaseDep, gateway: GatewayDep, now: NowDep
 ) -> AutoRechargeOut:
     stripe_gateway = stripe_only(gateway)
     catalog: Catalog = request.app.state.catalog

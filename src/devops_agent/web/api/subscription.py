@@ -22,11 +22,11 @@ from devops_agent.db import Database
 from devops_agent.payments.gateway import PlanChangeResult
 from devops_agent.web.api import AUTHED, errors
 from devops_agent.web.deps import (
-    ClockDep,
     CurrentUser,
     DatabaseDep,
     GatewayDep,
     IdempotencyKeyDep,
+    NowDep,
     SessionDep,
 )
 from devops_agent.web.idempotency import run_idempotent_post
@@ -99,7 +99,7 @@ async def active_tiers(session: AsyncSession) -> list[TierOut]:
     responses=errors(*AUTHED),
 )
 async def get_subscription(
-    request: Request, user: CurrentUser, session: SessionDep, now: ClockDep, gateway: GatewayDep
+    request: Request, user: CurrentUser, session: SessionDep, now: NowDep, gateway: GatewayDep
 ) -> SubscriptionEnvelope:
     sub = await credits.get_account(session, user_id=user.id, now=now)
     cache: TierCache = request.app.state.tier_cache
@@ -168,7 +168,7 @@ async def upgrade(
     request: Request,
     user: CurrentUser,
     db: DatabaseDep,
-    now: ClockDep,
+    now: NowDep,
     gateway: GatewayDep,
     idempotency_key: IdempotencyKeyDep,
 ) -> JSONResponse:
@@ -188,7 +188,7 @@ async def upgrade(
     responses=errors(*AUTHED, 404, 502),
 )
 async def preview(
-    body: UpgradeIn, user: CurrentUser, db: DatabaseDep, now: ClockDep, gateway: GatewayDep
+    body: UpgradeIn, user: CurrentUser, db: DatabaseDep, now: NowDep, gateway: GatewayDep
 ) -> PlanPreviewOut:
     found = await gateway.preview_plan(db, user=user, tier=await _tier(db, body.tier_id), now=now)
     return PlanPreviewOut.model_validate(found)
@@ -205,7 +205,7 @@ async def _tier(db: Database, tier_id: int) -> SubscriptionTier:
     summary="Go back to Free when the period ends",
     responses=errors(*AUTHED),
 )
-async def cancel(user: CurrentUser, db: DatabaseDep, now: ClockDep, gateway: GatewayDep) -> CancelOut:
+async def cancel(user: CurrentUser, db: DatabaseDep, now: NowDep, gateway: GatewayDep) -> CancelOut:
     result = await gateway.cancel_plan(db, user=user, now=now)
     assert result.subscription is not None
     return CancelOut(subscription=subscription_out(result.subscription), message=result.message or "")

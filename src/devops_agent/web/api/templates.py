@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field, computed_field
 from devops_agent.agent import templates
 from devops_agent.agent.service import MAX_MESSAGE_LENGTH, ChatReply
 from devops_agent.web.api import AUTHED, POOL_CREDITS, errors
-from devops_agent.web.api.chat import ClockFnDep, IdPath, RuntimeDep, chat_reply
-from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep, IdempotencyKeyDep, SessionDep, require_feature
+from devops_agent.web.api.chat import ClockDep, IdPath, RuntimeDep, chat_reply
+from devops_agent.web.deps import CurrentUser, DatabaseDep, IdempotencyKeyDep, NowDep, SessionDep, require_feature
 from devops_agent.web.schemas import FromAttributes, Strict, Timestamp
 
 FEATURE = "custom_templates"
@@ -64,7 +64,7 @@ class TemplateRunIn(Strict):
     summary="Save a named, parameterised request",
     responses=errors(*AUTHED, 409),
 )
-async def create(body: TemplateIn, user: CurrentUser, session: SessionDep, now: ClockDep) -> TemplateEnvelope:
+async def create(body: TemplateIn, user: CurrentUser, session: SessionDep, now: NowDep) -> TemplateEnvelope:
     saved = await templates.create_template(session, user_id=user.id, name=body.name, prompt=body.prompt, now=now)
     return TemplateEnvelope(template=TemplateOut.model_validate(saved))
 
@@ -101,7 +101,7 @@ async def run(
     user: CurrentUser,
     db: DatabaseDep,
     runtime: RuntimeDep,
-    clock: ClockFnDep,
+    clock: ClockDep,
     idempotency_key: IdempotencyKeyDep,
 ) -> ChatReply:
     async with db.transaction() as session:

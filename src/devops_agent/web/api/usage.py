@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, func, select
 from devops_agent.billing import credits
 from devops_agent.billing.models import UsageLog
 from devops_agent.web.api import AUTHED, PageLimit, PageOffset, errors
-from devops_agent.web.deps import ClockDep, CurrentUser, SessionDep
+from devops_agent.web.deps import CurrentUser, NowDep, SessionDep
 from devops_agent.web.schemas import TierOut, ToolCount, UsageLogOut
 
 router = APIRouter(prefix="/api/usage", tags=["usage"])
@@ -41,7 +41,7 @@ def _personal(user_id: int) -> tuple[ColumnElement[bool], ...]:
     summary="Your balance and usage, with actions per tool (most used first)",
     responses=errors(*AUTHED),
 )
-async def stats(user: CurrentUser, session: SessionDep, now: ClockDep) -> UsageStatsOut:
+async def stats(user: CurrentUser, session: SessionDep, now: NowDep) -> UsageStatsOut:
     sub = await credits.get_account(session, user_id=user.id, now=now)
     tool = func.coalesce(UsageLog.tool_name, UsageLog.action_type)
     count = func.count(UsageLog.id)
@@ -66,7 +66,7 @@ async def stats(user: CurrentUser, session: SessionDep, now: ClockDep) -> UsageS
 async def history(
     user: CurrentUser,
     session: SessionDep,
-    now: ClockDep,
+    now: NowDep,
     limit: PageLimit = 50,
     offset: PageOffset = 0,
 ) -> UsageHistoryOut:
