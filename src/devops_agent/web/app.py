@@ -10,6 +10,7 @@ is a working service.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -127,6 +128,10 @@ def create_app(
                 await sync_catalog(session, cached_catalog(settings.pricing_file))
         _app.state.notifier.start_periodic()  # retries of emails that failed for a while
         pool_sampler = asyncio.create_task(sample_pools_forever(db), name="metrics-pool-sampler")
+        # Everything built so far (modules, the app, the catalog) lives as long as the
+        # process: out of the collector's sight, a full collection no longer walks it, which
+        # takes tens of milliseconds out of the slowest requests.
+        gc.freeze()
         try:
             yield
         finally:
