@@ -173,6 +173,7 @@ def create_app(
     from devops_agent.web import org_pages, pages
     from devops_agent.web.api import (
         admin,
+        admin_system,
         analytics,
         auth,
         credits,
@@ -181,6 +182,7 @@ def create_app(
         ledger,
         metrics,
         org_billing,
+        org_pool,
         orgs,
         stripe,
         subscription,
@@ -199,11 +201,12 @@ def create_app(
     app.include_router(ledger.router)
     app.include_router(usage.router)
     app.include_router(admin.router)
+    app.include_router(admin_system.router)
     app.include_router(analytics.router)
-    app.include_router(admin.page_router)
+    app.include_router(admin_system.page_router)
     app.include_router(stripe.router)
     app.include_router(orgs.router)
-    app.include_router(orgs.admin_router)
+    app.include_router(org_pool.router)
     app.include_router(org_billing.router)
     app.include_router(org_pages.router)
     app.include_router(agent_chat_api.router)

@@ -1,12 +1,14 @@
-"""Usage analytics (``/api/usage``): totals with a per-tool breakdown, and the paginated log."""
+"""Usage analytics (``/api/usage``): totals with a per-tool breakdown, and the paginated log.
+
+The queries are ``billing.usage``'s; a team's pool answers the same shapes, with its
+members, through ``stats_out`` and ``usage_log_out`` (``web.api.org_pool``).
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from sqlalchemy import ColumnElement, func, select
 
-from devops_agent.billing import credits
-from devops_agent.billing.models import UsageLog
+from devops_agent.billing import usage
 from devops_agent.web.api import AUTHED, PageLimit, PageOffset, errors
 from devops_agent.web.deps import ClockDep, CurrentUser, SessionDep
 from devops_agent.web.schemas import ToolCount, UsageHistoryOut, UsageStatsOut, tier_out, usage_log_out
@@ -14,9 +16,20 @@ from devops_agent.web.schemas import ToolCount, UsageHistoryOut, UsageStatsOut, 
 router = APIRouter(prefix="/api/usage", tags=["usage"])
 
 
-def _personal(user_id: int) -> tuple[ColumnElement[bool], ...]:
-    """The user's actions paid from their own account (not from an organization's pool)."""
-    return (UsageLog.user_id == user_id, UsageLog.organization_id.is_(None))
+def tool_counts_out(tools: list[usage.ToolUse]) -> list[ToolCount]:
+    return [ToolCount(tool=t.tool, count=t.count) for t in tools]
+
+
+def stats_out(stats: usage.UsageStats) -> UsageStatsOut:
+    """An account's balance and use as the contract shows it (a user's, or a pool's)."""
+    account = stats.account
+    return UsageStatsOut(
+        credits_remaining=account.balance,
+        credits_used_this_month=account.credits_used_this_month,
+        total_credits_used=account.total_credits_used,
+        tier=tier_out(account.tier),
+        tool_usage_breakdown=tool_counts_out(stats.tools),
+    )
 
 
 @router.get(
@@ -26,19 +39,7 @@ def _personal(user_id: int) -> tuple[ColumnElement[bool], ...]:
     responses=errors(*AUTHED),
 )
 async def stats(user: CurrentUser, session: SessionDep, now: ClockDep) -> UsageStatsOut:
-    sub = await credits.get_account(session, user_id=user.id, now=now)
-    tool = func.coalesce(UsageLog.tool_name, UsageLog.action_type)
-    count = func.count(UsageLog.id)
-    rows = await session.execute(
-        select(tool, count).where(*_personal(user.id)).group_by(tool).order_by(count.desc(), tool)
-    )
-    return UsageStatsOut(
-        credits_remaining=sub.balance,
-        credits_used_this_month=sub.credits_used_this_month,
-        total_credits_used=sub.total_credits_used,
-        tier=tier_out(sub.tier),
-        tool_usage_breakdown=[ToolCount(tool=str(name), count=int(n)) for name, n in rows],
-    )
+    return stats_out(await usage.stats(session, user_id=user.id, now=now))
 
 
 @router.get(
@@ -54,15 +55,6 @@ async def history(
     limit: PageLimit = 50,
     offset: PageOffset = 0,
 ) -> UsageHistoryOut:
-    await credits.apply_due_reset(session, user_id=user.id, now=now)
-    total = await session.scalar(select(func.count()).select_from(UsageLog).where(*_personal(user.id)))
-    logs = (
-        await session.execute(
-            select(UsageLog)
-            .where(*_personal(user.id))
-            .order_by(UsageLog.created_at.desc(), UsageLog.id.desc())
-            .limit(limit)
-            .offset(offset)
-        )
-    ).scalars()
-    return UsageHistoryOut(logs=[usage_log_out(log) for log in logs], total=int(total or 0), limit=limit, offset=offset)
+    page = await usage.history(session, user_id=user.id, now=now, limit=limit, offset=offset)
+    logs = [usage_log_out(entry.log) for entry in page.entries]
+    return UsageHistoryOut(logs=logs, total=page.total, limit=limit, offset=offset)
