@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from devops_agent import notifications
+from devops_agent.accounts import Passwords
 from devops_agent.agent import turns
 from devops_agent.agent.tools import check_catalog_tools
 from devops_agent.billing.catalog import cached_catalog
@@ -34,7 +35,7 @@ from devops_agent.web.errors import error_body, install_error_handlers
 from devops_agent.web.instrumentation import sample_pools_forever
 from devops_agent.web.logging import RequestLogMiddleware, configure_logging
 from devops_agent.web.ratelimit import LoginLimiter, RegistrationLimiter
-from devops_agent.web.security import Passwords, SessionSigner, load_secret_key
+from devops_agent.web.security import SessionSigner, load_secret_key
 
 log = logging.getLogger("devops_agent.web")
 

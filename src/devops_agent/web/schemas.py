@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
+from devops_agent.accounts.users import Email, Password, Username
 from devops_agent.billing.catalog import PackSpec
 from devops_agent.billing.models import CreditPurchase, SubscriptionTier, UsageLog, User, UserSubscription
 
@@ -205,13 +206,13 @@ def user_out(user: User) -> UserOut:
 
 # --- accounts -------------------------------------------------------------------------
 
-USERNAME_PATTERN = r"^[A-Za-z0-9_.\-]{3,32}$"
-
 
 class RegisterIn(Strict):
-    username: Annotated[str, Field(pattern=USERNAME_PATTERN, description="3–32 letters, digits, _ . -")]
-    email: Annotated[str, Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
-    password: Annotated[str, Field(min_length=8, max_length=1024)]
+    """The registration form: the rules of ``accounts.users`` (the CLI's ``create-admin`` checks the same)."""
+
+    username: Username
+    email: Email
+    password: Password
 
 
 class LoginIn(Strict):
