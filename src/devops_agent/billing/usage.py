@@ -19,7 +19,8 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import credits, orgs
+from . import credits, orgs, seats
+from .errors import OrgForbidden
 from .models import UsageLog, User, UserSubscription
 
 
@@ -153,3 +154,23 @@ async def history(
         .offset(offset)
     )
     return UsagePage([UsageEntry(log, username) for log, username in rows.all()], int(total or 0))
+
+
+@dataclass(frozen=True)
+class PoolBilling:
+    """A pool's seats, its period, and every member's use this period beside their cap (the billing page)."""
+
+    seats: seats.Seats
+    period_start: datetime
+    period_end: datetime
+    members: list[orgs.MemberView]
+
+
+async def pool_billing(session: AsyncSession, *, org_id: int, user_id: int, now: datetime) -> PoolBilling:
+    """The organization's billing page for its owner and admins (``OrgForbidden`` for a member, 404 for others)."""
+    if not await _everyone(session, user_id=user_id, org_id=org_id):
+        raise OrgForbidden("Only the owner and admins of the organization see its billing.")
+    pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
+    taken = await seats.seats_of(session, org_id=org_id, now=now)
+    members = await orgs.members(session, org_id=org_id, now=now)
+    return PoolBilling(taken, pool.current_period_start, pool.current_period_end, members)

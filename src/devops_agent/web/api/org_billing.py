@@ -17,7 +17,7 @@ from decimal import Decimal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from devops_agent.billing import credits, orgs, seats
+from devops_agent.billing import usage
 from devops_agent.billing.models import User
 from devops_agent.db import Database
 from devops_agent.web.api import AUTHED, errors
@@ -31,7 +31,6 @@ from devops_agent.web.api.stripe import (
     stripe_only,
 )
 from devops_agent.web.deps import ClockDep, CurrentUser, DatabaseDep, GatewayDep
-from devops_agent.web.errors import ApiError
 from devops_agent.web.schemas import Timestamp
 
 router = APIRouter(prefix="/api/orgs", tags=["organizations"])
@@ -109,36 +108,32 @@ class OrgBillingOut(BaseModel):
 
 async def _billing(db: Database, org_id: int, user: User, now: datetime) -> OrgBillingOut:
     async with db.transaction() as session:
-        _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
-        if not orgs.can_see_everyone(viewer):
-            raise ApiError(403, "forbidden", "Only the owner and admins of the organization see its billing.")
-        pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
-        taken = await seats.seats_of(session, org_id=org_id, now=now)
-        views = await orgs.members(session, org_id=org_id, now=now)
-        return OrgBillingOut(
-            seats=SeatsOut(
-                tier=taken.tier,
-                members=taken.members,
-                pending_invitations=taken.pending_invitations,
-                included=taken.included,
-                extra_seats=taken.extra_seats,
-                extra_seat_price=taken.extra_seat_price,
-                extra_seats_cost=taken.extra_seats_cost,
-            ),
-            period_start=pool.current_period_start,
-            period_end=pool.current_period_end,
-            members=[
-                MemberUsageRow(
-                    user_id=v.user_id,
-                    username=v.username,
-                    email=v.email,
-                    role=v.role,
-                    credits_used=v.credits_used,
-                    cap=v.effective_cap,
-                )
-                for v in views
-            ],
-        )
+        found = await usage.pool_billing(session, org_id=org_id, user_id=user.id, now=now)
+    taken = found.seats
+    return OrgBillingOut(
+        seats=SeatsOut(
+            tier=taken.tier,
+            members=taken.members,
+            pending_invitations=taken.pending_invitations,
+            included=taken.included,
+            extra_seats=taken.extra_seats,
+            extra_seat_price=taken.extra_seat_price,
+            extra_seats_cost=taken.extra_seats_cost,
+        ),
+        period_start=found.period_start,
+        period_end=found.period_end,
+        members=[
+            MemberUsageRow(
+                user_id=v.user_id,
+                username=v.username,
+                email=v.email,
+                role=v.role,
+                credits_used=v.credits_used,
+                cap=v.effective_cap,
+            )
+            for v in found.members
+        ],
+    )
 
 
 @router.get(
