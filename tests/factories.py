@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from devops_agent.accounts import create_user
 from devops_agent.billing import credits
 from devops_agent.billing.models import User, UserSubscription
 from devops_agent.db import Database
@@ -27,22 +28,12 @@ async def make_user(
     is_admin: bool = False,
     password_hash: str = "not-a-real-hash",
 ) -> User:
-    """A user with a Free account opened at ``now``."""
+    """A user with a Free account opened at ``now``, made as registration makes one."""
     n = next(_counter)
     name = username or f"user{n}"
-    user = User(
-        username=name,
-        email=f"{name}@example.com",
-        password_hash=password_hash,
-        is_admin=is_admin,
-        is_suspended=False,
-        email_opt_out=False,
-        created_at=now,
+    return await create_user(
+        session, username=name, email=f"{name}@example.com", password_hash=password_hash, now=now, is_admin=is_admin
     )
-    session.add(user)
-    await session.flush()
-    await credits.open_account(session, user_id=user.id, now=now)
-    return user
 
 
 async def account(session: AsyncSession, user_id: int, now: datetime = T0) -> UserSubscription:

@@ -61,7 +61,7 @@ async def test_names_differing_only_by_case_stop_the_upgrade_and_are_named(tmp_p
 
 async def test_the_database_refuses_a_name_or_email_that_differs_only_by_case(db: Database) -> None:
     async with db.transaction() as s:
-        await make_user(s, username="Bob")  # email Bob@example.com
+        await make_user(s, username="Bob")  # email bob@example.com
     for username, email in (("bob", "bob-other@example.com"), ("Robert", "BOB@example.com")):
         with pytest.raises(IntegrityError):
             async with db.transaction() as s:

@@ -263,7 +263,7 @@ def create_admin(
     ] = None,
 ) -> None:
     """Create an administrator (who sees /admin), or make an existing user one."""
-    from devops_agent.web import admins
+    from devops_agent.accounts import admins
 
     async def work(db: Database) -> admins.AdminResult:
         await initialize(db)  # a fresh database works too: migrations and the Free tier first

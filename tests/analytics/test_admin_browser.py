@@ -17,13 +17,13 @@ import pytest
 import uvicorn
 from playwright.sync_api import Browser, Page, expect
 
+from devops_agent.accounts import admins
 from devops_agent.billing import books, credits
 from devops_agent.billing.models import User
 from devops_agent.cli import initialize
 from devops_agent.config import Settings
 from devops_agent.db import Database
 from devops_agent.notifications import Notifier
-from devops_agent.web import admins
 from devops_agent.web.app import create_app
 from tests.analytics.seed import seed_business
 from tests.browser.helpers import CHROMIUM, DESKTOP, PASSWORD, PHONE, SCREENSHOTS, assert_accessible, uncaught_errors

@@ -40,6 +40,25 @@ async def test_buying_a_pack_over_http_emails_a_receipt(
     assert all(m["To"] == f"{user['username']}@example.com" for m in inbox.messages)
 
 
+async def test_buying_a_pack_for_a_team_pool_emails_the_owner_a_receipt(
+    db: Database, tmp_path: Path, inbox: Inbox, make_notifier: Callable[..., Notifier]
+) -> None:
+    app = build_app(db, tmp_path)
+    notifier = notifications.install(db, make_notifier(db))
+    async with make_client(app) as client:
+        await pro(client, "teamboss")
+        org = (await client.post("/api/orgs", json={"name": "Night Shift"})).json()["organization"]
+        bought = await client.post(f"/api/orgs/{org['id']}/credits/purchase", json={"pack_size": 250})
+        assert bought.status_code == 200, bought.text
+        assert bought.json()["credits_remaining"] == 270  # the pool's 20 Free credits + the pack
+    await notifier.wait_idle()
+    notifications.forget(db)
+    # The personal upgrade sends nothing; the pack bought for the pool sends its receipt to the owner who paid.
+    assert [(m["To"], str(m["Subject"])) for m in inbox.messages] == [
+        ("teamboss@example.com", "Receipt: 250 DevOps Agent credits")
+    ]
+
+
 async def test_a_team_chat_that_drains_the_pool_warns_the_owner(
     db: Database, tmp_path: Path, inbox: Inbox, make_notifier: Callable[..., Notifier]
 ) -> None:

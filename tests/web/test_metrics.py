@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from devops_agent.billing import books, credits
 from devops_agent.db import Database
 from tests.factories import T0
+from tests.orgs.test_api import pro
 from tests.web.conftest import build_app, make_client, register
 
 WEBHOOK_SECRET = "whsec_metrics_test"
@@ -118,6 +119,20 @@ async def test_chat_402_purchase_and_webhooks_move_their_counters(db: Database, 
     assert sample(after, "devops_agent_metrics_database_up") == 1
     assert sample(after, "devops_agent_outbox_backlog") >= 0
     assert "devops_agent_db_pool_connections" in after
+
+
+async def test_a_pack_bought_for_a_team_pool_is_counted_like_a_personal_one(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    await pro(client)
+    org = (await client.post("/api/orgs", json={"name": "Counted"})).json()["organization"]
+    before = await scrape(client)
+    bought = await client.post(f"/api/orgs/{org['id']}/credits/purchase", json={"pack_size": 100})
+    assert bought.status_code == 200, bought.text
+    after = await scrape(client)
+    completed = {"outcome": "completed"}
+    moved = sample(after, "devops_agent_pack_purchases_total", **completed)
+    assert moved - sample(before, "devops_agent_pack_purchases_total", **completed) == 1
 
 
 async def test_routes_are_templates_not_raw_paths(app: FastAPI, client: httpx.AsyncClient) -> None:

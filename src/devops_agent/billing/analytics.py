@@ -46,6 +46,7 @@ from .models import (
     User,
     UserSubscription,
 )
+from .usage import tool_name
 
 ZERO = Decimal("0.00")
 
@@ -77,11 +78,6 @@ def _refunds_by_usage() -> Any:
         .group_by(CreditLedger.usage_log_id)
         .subquery()
     )
-
-
-def _tool_name() -> ColumnElement[str]:
-    """A usage row's tool, or its action type (``agent_message``) when it is the message itself."""
-    return func.coalesce(UsageLog.tool_name, UsageLog.action_type)
 
 
 def month_window(year: int, month: int) -> tuple[datetime, datetime]:
@@ -370,7 +366,7 @@ async def tool_usage(
     ``failures`` are actions that ended with ``success = false``.
     """
     back = _refunds_by_usage()
-    name = _tool_name().label("tool")
+    name = tool_name().label("tool")
     count = func.count(UsageLog.id).label("n")
     query = (
         select(

@@ -4,10 +4,12 @@ Every admin action (a credit adjustment, a suspension, a restore) appends one ro
 in the same transaction as the action, so the log and the change commit together
 or not at all. A credit adjustment is also in the ledger (with ``admin_id`` and
 ``reason``); this table puts it beside the actions that move no credits.
+``adjust_credits`` and ``set_suspended`` are those actions, each with its row.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -18,7 +20,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from devops_agent.db import Base
 
-from .models import BigId
+from . import credits
+from .errors import InvalidAmount
+from .models import BigId, User
 from .types import UTCDateTime
 
 
@@ -74,3 +78,78 @@ async def entries(session: AsyncSession, *, target_user_id: int | None = None, l
     if target_user_id is not None:
         query = query.where(AdminAudit.target_user_id == target_user_id)
     return list((await session.execute(query)).scalars())
+
+
+# --- the audited actions --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Adjusted:
+    """An adjustment's ledger row (None when nothing moved), its audit row (None for a replay) and the balance."""
+
+    ledger_id: int | None
+    audit: AdminAudit | None
+    balance: credits.Balance
+
+
+async def adjust_credits(
+    session: AsyncSession,
+    *,
+    admin_id: int,
+    user_id: int,
+    amount: int,
+    reason: str,
+    now: datetime,
+    idempotency_key: str | None = None,
+) -> Adjusted | None:
+    """Give (+) or take (-) credits of the user's own account, audited with the admin's id; None: no such user.
+
+    A retried ``idempotency_key`` replays the adjustment and appends no second audit row.
+    """
+    if await session.get(User, user_id) is None:
+        return None
+    if not reason.strip():
+        raise InvalidAmount("An adjustment needs a reason.")
+    result = await credits.adjust(
+        session,
+        user_id=user_id,
+        amount=amount,
+        reason=reason,
+        admin_id=admin_id,
+        now=now,
+        idempotency_key=f"admin:{idempotency_key}" if idempotency_key else None,
+    )
+    entry = None
+    if not result.replayed:
+        entry = await record(
+            session,
+            admin_id=admin_id,
+            action=AdminAction.ADJUST_CREDITS,
+            target_user_id=user_id,
+            reason=reason.strip(),
+            now=now,
+            ledger_id=result.ledger_id,
+            details={"amount": amount},
+        )
+    return Adjusted(result.ledger_id, entry, result.balance)
+
+
+async def set_suspended(
+    session: AsyncSession, *, admin_id: int, user_id: int, suspended: bool, reason: str, now: datetime
+) -> tuple[User, AdminAudit] | None:
+    """Suspend (or restore) a user's account, audited; None: no such user. Nobody suspends themself."""
+    if user_id == admin_id:
+        raise InvalidAmount("You cannot suspend or restore your own account.")
+    user = await session.get(User, user_id)
+    if user is None:
+        return None
+    user.is_suspended = suspended
+    entry = await record(
+        session,
+        admin_id=admin_id,
+        action=AdminAction.SUSPEND if suspended else AdminAction.RESTORE,
+        target_user_id=user_id,
+        reason=reason.strip(),
+        now=now,
+    )
+    return user, entry

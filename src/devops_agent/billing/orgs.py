@@ -46,7 +46,7 @@ from .errors import (
     OrgForbidden,
     OwnerRequired,
 )
-from .models import UsageLog, User
+from .models import User, UserSubscription
 from .org_models import ROLE_RANK, MemberRole, Organization, OrganizationInvitation, OrganizationMember
 
 INVITATION_TTL = timedelta(days=7)
@@ -219,6 +219,35 @@ async def members(session: AsyncSession, *, org_id: int, now: datetime) -> list[
         for member, user in rows.all()
     ]
     return sorted(views, key=lambda v: -ROLE_RANK[MemberRole(v.role)])
+
+
+@dataclass(frozen=True)
+class OrganizationView:
+    """An organization as one member sees it: its pool, its size, and the member's own use and cap."""
+
+    organization: Organization
+    member: OrganizationMember
+    pool: UserSubscription
+    member_count: int
+    my_credits_used: int
+    my_cap: int | None  # the member's own cap, else the default; None: no cap
+
+
+async def view(session: AsyncSession, *, org_id: int, user_id: int, now: datetime) -> OrganizationView:
+    """The organization as the member ``user_id`` sees it (404 for a non-member); a due reset of the pool first."""
+    org, member = await get_organization(session, org_id=org_id, user_id=user_id)
+    pool = await credits.get_account(session, user_id=None, org_id=org.id, now=now)
+    count = await session.scalar(
+        select(func.count()).select_from(OrganizationMember).where(OrganizationMember.organization_id == org.id)
+    )
+    return OrganizationView(
+        organization=org,
+        member=member,
+        pool=pool,
+        member_count=int(count or 0),
+        my_credits_used=used_in_period(member, pool.current_period_start),
+        my_cap=member.monthly_cap if member.monthly_cap is not None else org.default_member_cap,
+    )
 
 
 async def _target(session: AsyncSession, *, org_id: int, user_id: int) -> OrganizationMember:
@@ -502,43 +531,7 @@ async def revoke_invitation(
     return invitation
 
 
-# --- usage ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ToolUse:
-    tool: str
-    count: int
-
-
-async def tool_breakdown(session: AsyncSession, *, org_id: int, user_id: int | None = None) -> list[ToolUse]:
-    """Actions paid from the pool per tool (``agent_message`` for the message), most used first.
-
-    With ``user_id``: one member's only.
-    """
-    tool = func.coalesce(UsageLog.tool_name, UsageLog.action_type)
-    count = func.count(UsageLog.id)
-    query = select(tool, count).where(UsageLog.organization_id == org_id)
-    if user_id is not None:
-        query = query.where(UsageLog.user_id == user_id)
-    rows = await session.execute(query.group_by(tool).order_by(count.desc(), tool))
-    return [ToolUse(str(name), int(n)) for name, n in rows.all()]
-
-
-async def tool_breakdown_by_member(session: AsyncSession, *, org_id: int) -> dict[int, list[ToolUse]]:
-    """Every member's actions per tool from the pool (for admins), most used first."""
-    tool = func.coalesce(UsageLog.tool_name, UsageLog.action_type)
-    count = func.count(UsageLog.id)
-    rows = await session.execute(
-        select(UsageLog.user_id, tool, count)
-        .where(UsageLog.organization_id == org_id)
-        .group_by(UsageLog.user_id, tool)
-        .order_by(UsageLog.user_id, count.desc(), tool)
-    )
-    out: dict[int, list[ToolUse]] = {}
-    for uid, name, n in rows.all():
-        out.setdefault(int(uid), []).append(ToolUse(str(name), int(n)))
-    return out
+# --- what a member may see ------------------------------------------------------------
 
 
 def can_see_everyone(member: OrganizationMember) -> bool:

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from devops_agent import notifications
+from devops_agent.accounts import Passwords
 from devops_agent.agent import turns
 from devops_agent.agent.tools import check_catalog_tools
 from devops_agent.billing.catalog import cached_catalog
@@ -35,7 +36,7 @@ from devops_agent.web.errors import error_body, install_error_handlers
 from devops_agent.web.instrumentation import sample_pools_forever
 from devops_agent.web.logging import RequestLogMiddleware, configure_logging
 from devops_agent.web.ratelimit import LoginLimiter, RegistrationLimiter
-from devops_agent.web.security import Passwords, SessionSigner, load_secret_key
+from devops_agent.web.security import SessionSigner, load_secret_key
 
 log = logging.getLogger("devops_agent.web")
 
@@ -178,6 +179,7 @@ def create_app(
     from devops_agent.web import org_pages, pages
     from devops_agent.web.api import (
         admin,
+        admin_system,
         analytics,
         auth,
         credits,
@@ -186,6 +188,7 @@ def create_app(
         ledger,
         metrics,
         org_billing,
+        org_pool,
         orgs,
         stripe,
         subscription,
@@ -204,11 +207,12 @@ def create_app(
     app.include_router(ledger.router)
     app.include_router(usage.router)
     app.include_router(admin.router)
+    app.include_router(admin_system.router)
     app.include_router(analytics.router)
-    app.include_router(admin.page_router)
+    app.include_router(admin_system.page_router)
     app.include_router(stripe.router)
     app.include_router(orgs.router)
-    app.include_router(orgs.admin_router)
+    app.include_router(org_pool.router)
     app.include_router(org_billing.router)
     app.include_router(org_pages.router)
     app.include_router(agent_chat_api.router)

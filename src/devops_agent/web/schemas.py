@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, PlainSerializer
 
+from devops_agent.accounts.users import Email, Password, Username
 from devops_agent.billing.models import UserSubscription
 from devops_agent.payments import auto_recharge
 from devops_agent.payments.models import AutoRecharge
@@ -235,14 +236,13 @@ def subscription_out(sub: UserSubscription) -> SubscriptionOut:
 
 # --- accounts -------------------------------------------------------------------------
 
-USERNAME_PATTERN = r"^[A-Za-z0-9_.\-]{3,32}$"
 
-
-# Also what ``devops-agent create-admin`` checks its input against (``web.admins``).
 class RegisterIn(Strict):
-    username: Annotated[str, Field(pattern=USERNAME_PATTERN, description="3–32 letters, digits, _ . -")]
-    email: Annotated[str, Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
-    password: Annotated[str, Field(min_length=8, max_length=1024)]
+    """The registration form: the rules of ``accounts.users`` (the CLI's ``create-admin`` checks the same)."""
+
+    username: Username
+    email: Email
+    password: Password
 
 
 # --- plans and packs, personal and a team's (web/api/subscription.py, credits.py, orgs.py) ---
@@ -293,6 +293,23 @@ class PurchaseCompletedOut(BaseModel):
 class ToolCount(FromAttributes):
     tool: str
     count: int
+
+
+class UsageStatsOut(BaseModel):
+    """An account's balance and use (``/api/usage/stats``, and a team pool's with its members)."""
+
+    credits_remaining: int
+    credits_used_this_month: int
+    total_credits_used: int
+    tier: TierOut
+    tool_usage_breakdown: list[ToolCount]
+
+
+class UsageHistoryOut(BaseModel):
+    logs: list[UsageLogOut]
+    total: int
+    limit: int
+    offset: int
 
 
 class DayOut(BaseModel):

@@ -1,7 +1,7 @@
-"""Secrets of the web layer: password hashes, signed session cookies, CSRF tokens, API keys.
+"""Secrets of the web layer: signed session cookies, CSRF tokens, API keys.
 
-* Passwords: Argon2id through argon2-cffi; hashing runs in a worker thread so the
-  event loop keeps serving while it burns its deliberate CPU time.
+(Password hashes are ``accounts.passwords``: the command line makes users too.)
+
 * Sessions: a cookie signed with ``SECRET_KEY`` (itsdangerous) that carries the user
   id, the session's id, its CSRF token and a fingerprint of the password hash. The
   session id names a row of ``user_sessions`` (``web.sessions``): deleting it ends the
@@ -25,10 +25,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import anyio
-import anyio.to_thread
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy.engine import make_url
 
@@ -40,32 +36,6 @@ CSRF_HEADER = "X-CSRF-Token"
 SESSION_MAX_AGE = 30 * 24 * 3600
 API_KEY_PREFIX = "da_live_"
 SECRET_KEY_FILE = ".secret_key"
-
-
-class Passwords:
-    """Argon2id hashing with argon2-cffi's defaults; tests pass cheaper parameters.
-
-    Each hash takes 64 MiB and a core for tens of milliseconds, so at most one hash per
-    core runs at a time (a burst of sign-ups queues instead of exhausting memory).
-    """
-
-    def __init__(self, hasher: PasswordHasher | None = None, *, concurrency: int | None = None) -> None:
-        self.hasher = hasher or PasswordHasher()
-        self._limiter = anyio.CapacityLimiter(concurrency or os.cpu_count() or 1)
-        # Verified when the account does not exist, so that "no such user" takes as long as "wrong password".
-        self._dummy = self.hasher.hash(secrets.token_hex(16))
-
-    async def hash(self, password: str) -> str:
-        return await anyio.to_thread.run_sync(self.hasher.hash, password, limiter=self._limiter)
-
-    async def verify(self, password_hash: str | None, password: str) -> bool:
-        def check() -> bool:
-            try:
-                return self.hasher.verify(password_hash or self._dummy, password) and password_hash is not None
-            except (VerificationError, InvalidHashError):
-                return False
-
-        return await anyio.to_thread.run_sync(check, limiter=self._limiter)
 
 
 def password_fingerprint(password_hash: str) -> str:

@@ -1,10 +1,12 @@
-"""The admin API (``/api/admin/*``): revenue, usage, the projection calculator, users.
+"""The admin API (``/api/admin/*``): revenue, usage, the projection calculator, users, organizations.
 
 Every route needs a user with ``is_admin`` (403 ``forbidden`` otherwise, 401 when
 nobody is signed in). Figures come from ``billing.analytics``, whose docstring
-defines each of them; a credit adjustment goes through ``billing.credits.adjust``
-(a ledger row with the admin's id and reason) and, like a suspension or a restore,
-appends an ``admin_audit`` row in the same transaction.
+defines each of them; users and organizations are read by ``billing.customers``. A
+credit adjustment (``billing.audit.adjust_credits``: a ledger row with the admin's id
+and reason), like a suspension or a restore, appends an ``admin_audit`` row in the
+same transaction. The books audit, the email outbox and the page are in
+``web.api.admin_system``.
 
 Shapes scripts rely on (keep them): ``GET /revenue`` -> ``{mrr, pack_revenue,
 subscribers_by_tier}``; ``POST /revenue/projection`` -> ``{mrr, by_tier}``;
@@ -18,18 +20,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import func, or_, select
 
-from devops_agent.billing import analytics, audit, books, credits
-from devops_agent.billing.models import CreditLedger, CreditPurchase, UsageLog, User, UserSubscription
-from devops_agent.notifications import notifier_for, recent_outbox
-from devops_agent.web.api import AUTHED, OWN_CREDITS, errors
-from devops_agent.web.deps import AdminUser, DatabaseDep, IdempotencyKeyDep, NowDep, OptionalUser, SessionDep
+from devops_agent.billing import analytics, audit, customers
+from devops_agent.billing.models import User
+from devops_agent.web.api import AUTHED, OWN_CREDITS, PageOffset, errors
+from devops_agent.web.deps import AdminUser, IdempotencyKeyDep, NowDep, SessionDep
 from devops_agent.web.errors import ApiError
-from devops_agent.web.pages import render_page
 from devops_agent.web.schemas import (
     DayOut,
     FromAttributes,
@@ -42,18 +40,12 @@ from devops_agent.web.schemas import (
 )
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
-page_router = APIRouter(include_in_schema=False)
 ADMIN_ERRORS = errors(*AUTHED)
 
 Months = Annotated[int, Query(ge=1, le=36, description="Whole UTC months back, the current one included.")]
 Days = Annotated[int, Query(ge=1, le=366, description="Days back from now, today included.")]
 Limit = Annotated[int, Query(ge=1, le=100)]
 UserId = Annotated[int, Path(ge=1, le=2**62, description="A user's id.")]
-
-
-def _escape_like(term: str) -> str:
-    """``term`` as a literal inside a LIKE pattern (``%`` and ``_`` are not wildcards here)."""
-    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _money(value: Decimal) -> float:
@@ -245,15 +237,8 @@ async def find_users(
     q: Annotated[str, Query(max_length=254, description="Part of a username or email, or a user id.")] = "",
     limit: Limit = 20,
 ) -> UsersOut:
-    query = select(User).order_by(User.id).limit(limit)
-    term = q.strip().lower()
-    if term:
-        pattern = "%" + _escape_like(term) + "%"
-        match = or_(
-            func.lower(User.username).like(pattern, escape="\\"), func.lower(User.email).like(pattern, escape="\\")
-        )
-        query = query.where(or_(match, User.id == int(term)) if term.isdigit() else match)
-    return UsersOut(users=[UserSummaryOut.model_validate(u) for u in (await session.execute(query)).scalars()])
+    found = await customers.find_users(session, q=q, limit=limit)
+    return UsersOut(users=[UserSummaryOut.model_validate(u) for u in found])
 
 
 class AdminLedgerEntryOut(BaseModel):
@@ -293,11 +278,8 @@ class UserDetailOut(BaseModel):
     audit: list[AuditOut]
 
 
-async def _user_or_404(session: SessionDep, user_id: int) -> User:
-    user = await session.get(User, user_id)
-    if user is None:
-        raise ApiError(404, "user_not_found", f"There is no user {user_id}.")
-    return user
+def _no_user(user_id: int) -> ApiError:
+    return ApiError(404, "user_not_found", f"There is no user {user_id}.")
 
 
 @router.get(
@@ -309,36 +291,12 @@ async def _user_or_404(session: SessionDep, user_id: int) -> User:
 async def user_detail(
     user_id: UserId, _admin: AdminUser, session: SessionDep, now: NowDep, limit: Limit = 50
 ) -> UserDetailOut:
-    user = await _user_or_404(session, user_id)
-    has_account = await session.scalar(select(UserSubscription.id).where(UserSubscription.user_id == user_id))
-    sub = await credits.get_account(session, user_id=user_id, now=now) if has_account else None
-    ledger: list[CreditLedger] = []
-    if sub is not None:
-        ledger = list(
-            (
-                await session.execute(
-                    select(CreditLedger)
-                    .where(CreditLedger.subscription_id == sub.id)
-                    .order_by(CreditLedger.id.desc())
-                    .limit(limit)
-                )
-            ).scalars()
-        )
-    usage = (
-        await session.execute(
-            select(UsageLog).where(UsageLog.user_id == user_id).order_by(UsageLog.id.desc()).limit(limit)
-        )
-    ).scalars()
-    purchases = (
-        await session.execute(
-            select(CreditPurchase)
-            .where(CreditPurchase.user_id == user_id)
-            .order_by(CreditPurchase.id.desc())
-            .limit(limit)
-        )
-    ).scalars()
+    found = await customers.customer_detail(session, user_id=user_id, now=now, limit=limit)
+    if found is None:
+        raise _no_user(user_id)
+    sub = found.account
     return UserDetailOut(
-        user=UserSummaryOut.model_validate(user),
+        user=UserSummaryOut.model_validate(found.user),
         subscription=subscription_out(sub) if sub is not None else None,
         balance=(
             BalanceOut(monthly=sub.credits_remaining, purchased=sub.purchased_credits_remaining, total=sub.balance)
@@ -356,11 +314,11 @@ async def user_detail(
                 reason=row.reason,
                 admin_id=row.admin_id,
             )
-            for row in ledger
+            for row in found.ledger
         ],
-        usage=[UsageLogOut.model_validate(log) for log in usage],
-        purchases=[PurchaseOut.model_validate(p) for p in purchases],
-        audit=[AuditOut.model_validate(e) for e in await audit.entries(session, target_user_id=user_id, limit=limit)],
+        usage=[UsageLogOut.model_validate(log) for log in found.usage],
+        purchases=[PurchaseOut.model_validate(p) for p in found.purchases],
+        audit=[AuditOut.model_validate(e) for e in found.audit],
     )
 
 
@@ -392,34 +350,22 @@ async def adjust_credits(
     now: NowDep,
     idempotency_key: IdempotencyKeyDep,
 ) -> AdjustOut:
-    await _user_or_404(session, user_id)
-    if not body.reason.strip():
-        raise ApiError(400, "invalid_request", "An adjustment needs a reason.")
-    result = await credits.adjust(
+    adjusted = await audit.adjust_credits(
         session,
+        admin_id=admin.id,
         user_id=user_id,
         amount=body.amount,
         reason=body.reason,
-        admin_id=admin.id,
         now=now,
-        idempotency_key=f"admin:{idempotency_key}" if idempotency_key else None,
+        idempotency_key=idempotency_key,
     )
-    entry = None
-    if not result.replayed:
-        entry = await audit.record(
-            session,
-            admin_id=admin.id,
-            action=audit.AdminAction.ADJUST_CREDITS,
-            target_user_id=user_id,
-            reason=body.reason.strip(),
-            now=now,
-            ledger_id=result.ledger_id,
-            details={"amount": body.amount},
-        )
+    if adjusted is None:
+        raise _no_user(user_id)
+    balance = adjusted.balance
     return AdjustOut(
-        ledger_id=result.ledger_id,
-        audit_id=entry.id if entry is not None else None,
-        balance=BalanceOut.model_validate(result.balance),
+        ledger_id=adjusted.ledger_id,
+        audit_id=adjusted.audit.id if adjusted.audit is not None else None,
+        balance=BalanceOut.model_validate(balance),
     )
 
 
@@ -435,18 +381,12 @@ class SuspensionOut(BaseModel):
 async def _set_suspended(
     session: SessionDep, admin: User, user_id: int, *, suspended: bool, reason: str, now: datetime
 ) -> SuspensionOut:
-    if user_id == admin.id:
-        raise ApiError(400, "invalid_request", "You cannot suspend or restore your own account.")
-    user = await _user_or_404(session, user_id)
-    user.is_suspended = suspended
-    entry = await audit.record(
-        session,
-        admin_id=admin.id,
-        action=audit.AdminAction.SUSPEND if suspended else audit.AdminAction.RESTORE,
-        target_user_id=user_id,
-        reason=reason.strip(),
-        now=now,
+    done = await audit.set_suspended(
+        session, admin_id=admin.id, user_id=user_id, suspended=suspended, reason=reason, now=now
     )
+    if done is None:
+        raise _no_user(user_id)
+    user, entry = done
     return SuspensionOut(user=UserSummaryOut.model_validate(user), audit_id=entry.id)
 
 
@@ -483,106 +423,53 @@ async def audit_log(_admin: AdminUser, session: SessionDep, limit: Limit = 50) -
     return AuditListOut(entries=[AuditOut.model_validate(e) for e in await audit.entries(session, limit=limit)])
 
 
-# --- the books audit ------------------------------------------------------------------
+# --- organizations --------------------------------------------------------------------
 
 
-class DiscrepancyOut(BaseModel):
-    check: str
-    account: str
-    detail: str
-
-
-class BooksRunOut(FromAttributes):
-    ok: bool
-    started_at: Timestamp
-    finished_at: Timestamp
-    accounts: int
-    discrepancies: int
-    checks: dict[str, int] = Field(description="Discrepancies found by each check (0: it held).")
-    examples: list[DiscrepancyOut] = Field(description="The first discrepancies found.")
-
-
-class BooksOut(BaseModel):
-    last_run: BooksRunOut | None = Field(description="The newest `devops-agent audit` run; null when it never ran.")
-
-
-@router.get(
-    "/books",
-    response_model=BooksOut,
-    summary="The last books audit (`devops-agent audit`): when, and whether the books held",
-    responses=ADMIN_ERRORS,
-)
-async def books_audit(_admin: AdminUser, session: SessionDep) -> BooksOut:
-    run = await books.last_run(session)
-    return BooksOut(last_run=BooksRunOut.model_validate(run) if run is not None else None)
-
-
-# --- emails ---------------------------------------------------------------------------
-
-
-class EmailOut(BaseModel):
+class AdminOrgOut(BaseModel):
     id: int
-    user_id: int | None = Field(description="The user it concerns; null for an invitation to an address.")
-    to: str
-    cause: str
-    subject: str
-    body: str
-    status: str
-    attempts: int
-    last_error: str | None
+    name: str
+    owner_id: int
+    owner_username: str
+    member_count: int
+    tier: str
+    credits_remaining: int
+    credits_used_this_month: int
     created_at: Timestamp
-    sent_at: Timestamp | None
 
 
-class EmailsOut(BaseModel):
-    emails: list[EmailOut]
-    smtp_configured: bool
+class AdminOrgsOut(BaseModel):
+    organizations: list[AdminOrgOut]
+    total: int
 
 
 @router.get(
-    "/emails",
-    response_model=EmailsOut,
-    summary="The email outbox: what was sent, logged or is failing",
-    responses=ADMIN_ERRORS,
+    "/organizations",
+    response_model=AdminOrgsOut,
+    summary="Every organization with its owner, size, plan and pool (administrators)",
+    responses=errors(*AUTHED),
 )
-async def emails(_admin: AdminUser, session: SessionDep, db: DatabaseDep, limit: Limit = 50) -> EmailsOut:
-    rows = await recent_outbox(session, limit=limit)
-    return EmailsOut(
-        emails=[
-            EmailOut(
-                id=r.id,
-                user_id=r.user_id,
-                to=r.to_address,
-                cause=r.cause,
-                subject=r.subject,
-                body=r.body,
-                status=r.status,
-                attempts=r.attempts,
-                last_error=r.last_error,
-                created_at=r.created_at,
-                sent_at=r.sent_at,
+async def admin_list_orgs(
+    _admin: AdminUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: PageOffset = 0,
+) -> AdminOrgsOut:
+    page, total = await customers.organizations(session, limit=limit, offset=offset)
+    return AdminOrgsOut(
+        organizations=[
+            AdminOrgOut(
+                id=o.organization.id,
+                name=o.organization.name,
+                owner_id=o.owner_id,
+                owner_username=o.owner_username,
+                member_count=o.member_count,
+                tier=o.tier,
+                credits_remaining=o.pool.balance,
+                credits_used_this_month=o.pool.credits_used_this_month,
+                created_at=o.organization.created_at,
             )
-            for r in rows
+            for o in page
         ],
-        smtp_configured=notifier_for(db).smtp is not None,
+        total=total,
     )
-
-
-# --- the page -------------------------------------------------------------------------
-
-
-@page_router.get("/admin")
-async def admin_page(request: Request, user: OptionalUser) -> Response:
-    """The dashboard (``templates/admin.html``); its script reads everything from the API above."""
-    if user is None:
-        return RedirectResponse("/login?next=/admin", status_code=303)
-    if not user.is_admin:
-        return render_page(
-            request,
-            "error.html",
-            user=user,
-            status_code=403,
-            title="Administrators only",
-            message="This page is for the people who run DevOps Agent.",
-        )
-    return render_page(request, "admin.html", user=user, page="admin")

@@ -15,10 +15,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, Field
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
-from devops_agent.billing import credits
+from devops_agent import accounts
 from devops_agent.billing.models import User
 from devops_agent.web import sessions
 from devops_agent.web.api import errors
@@ -76,7 +76,6 @@ def _rate_limited(refusal: Refusal, what: str) -> ApiError:
 async def register(
     body: RegisterIn, request: Request, response: Response, db: DatabaseDep, now: NowDep, settings: SettingsDep
 ) -> UserEnvelope:
-    email = body.email.strip().lower()
     limiter: RegistrationLimiter = request.app.state.registration_limiter
     address = _client_address(request)
     async with db.transaction() as session:
@@ -90,27 +89,11 @@ async def register(
             refusal = await limiter.count(session, address=address, now=now)
             if refusal is not None:  # a concurrent registration took the last place: nothing is written
                 raise _rate_limited(refusal, "Too many new accounts from this address")
-            clash = await session.execute(
-                select(User.id).where(
-                    or_(func.lower(User.username) == body.username.lower(), func.lower(User.email) == email)
-                )
+            user = await accounts.create_user(
+                session, username=body.username, email=body.email, password_hash=password_hash, now=now
             )
-            if clash.first() is not None:
-                raise taken
-            user = User(
-                username=body.username,
-                email=email,
-                password_hash=password_hash,
-                is_admin=False,
-                is_suspended=False,
-                email_opt_out=False,
-                created_at=now,
-            )
-            session.add(user)
-            await session.flush()
-            await credits.open_account(session, user_id=user.id, now=now)
             login = await sessions.open_session(session, user=user, now=now)
-    except IntegrityError:  # a concurrent registration took the name first
+    except (accounts.UserExists, IntegrityError):  # taken, or a concurrent registration took it first
         raise taken from None
     request.state.user_id = user.id
     sessions.set_cookies(request, response, login, secure=settings.cookie_secure)
@@ -133,13 +116,7 @@ async def login(
         refusal = await limiter.check(session, username=name, address=address, now=now)
         user = None
         if refusal is None:
-            user = (
-                await session.execute(
-                    select(User).where(
-                        or_(func.lower(User.username) == name.lower(), func.lower(User.email) == name.lower())
-                    )
-                )
-            ).scalar_one_or_none()
+            user = await accounts.user_named(session, name)
     if refusal is not None:
         raise _rate_limited(refusal, "Too many failed logins")
     ok = await request.app.state.passwords.verify(user.password_hash if user else None, body.password)

@@ -2,11 +2,13 @@
 
 A purchase goes through the payment gateway: demo mode completes it at once
 (recorded as completed with its list price), Stripe mode answers a checkout URL.
-``Idempotency-Key`` makes a retried purchase replay the first answer.
+``Idempotency-Key`` makes a retried purchase replay the first answer. A team's pool
+buys its packs through the same ``buy_pack`` (``web.api.org_pool``).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -15,6 +17,9 @@ from pydantic import BaseModel
 
 from devops_agent import metrics, notifications
 from devops_agent.billing.catalog import Catalog
+from devops_agent.billing.models import User
+from devops_agent.db import Database
+from devops_agent.payments.gateway import PaymentGateway
 from devops_agent.web.api import AUTHED, errors
 from devops_agent.web.deps import CurrentUser, DatabaseDep, GatewayDep, IdempotencyKeyDep, NowDep
 from devops_agent.web.idempotency import run_idempotent_post
@@ -68,11 +73,32 @@ async def purchase(
     gateway: GatewayDep,
     idempotency_key: IdempotencyKeyDep,
 ) -> JSONResponse:
-    catalog = _catalog(request)
-    pack = catalog.require_pack(body.pack_size)
+    return await buy_pack(body, request, user=user, db=db, now=now, gateway=gateway, idempotency_key=idempotency_key)
+
+
+async def buy_pack(
+    body: PurchaseIn,
+    request: Request,
+    *,
+    user: User,
+    db: Database,
+    now: datetime,
+    gateway: PaymentGateway,
+    idempotency_key: str | None,
+    org_id: int | None = None,
+) -> JSONResponse:
+    """Sell the pack to the account that pays: ``user``'s own, or with ``org_id`` the pool ``user`` owns.
+
+    The team's endpoint checks the role first; from here the purchase is the same:
+    through the gateway, counted, its receipt emailed once committed, replayed for a
+    retried ``Idempotency-Key``.
+    """
+    pack = _catalog(request).require_pack(body.pack_size)
 
     async def work() -> tuple[int, dict[str, Any]]:
-        result = await gateway.purchase_pack(db, user=user, pack=pack, idempotency_key=idempotency_key, now=now)
+        result = await gateway.purchase_pack(
+            db, user=user, pack=pack, idempotency_key=idempotency_key, now=now, org_id=org_id
+        )
         if result.checkout_url is not None:
             metrics.PACK_PURCHASES.labels("checkout").inc()
             return 200, CheckoutOut(checkout_url=result.checkout_url).model_dump(mode="json")

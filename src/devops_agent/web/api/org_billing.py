@@ -1,10 +1,10 @@
 """An organization's billing beyond plans and packs: the Portal, auto-recharge, seats and member usage.
 
-The portal and auto-recharge have the shapes of the personal ``/api/stripe/portal`` and
-``/api/stripe/auto-recharge``, for the organization's own Stripe customer and its pool;
-only the owner handles them (admins and members get 403, non-members 404). Seats and
-each member's usage this period (JSON and CSV) are shown to the owner and the admins,
-who see every member's usage anyway.
+The portal and auto-recharge are the personal ``/api/stripe/portal`` and
+``/api/stripe/auto-recharge`` (the same functions), for the organization's own Stripe
+customer and its pool; only the owner handles them (admins and members get 403,
+non-members 404). Seats and each member's usage this period (JSON and CSV) are shown
+to the owner and the admins, who see every member's usage anyway.
 """
 
 from __future__ import annotations
@@ -17,24 +17,14 @@ from decimal import Decimal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from devops_agent.billing import credits, orgs, seats
-from devops_agent.billing.catalog import Catalog
+from devops_agent.billing import usage
 from devops_agent.billing.models import User
 from devops_agent.db import Database
-from devops_agent.payments import auto_recharge
 from devops_agent.web.api import AUTHED, errors
 from devops_agent.web.api.orgs import MEMBER_ROUTE, OrgId, as_owner
-from devops_agent.web.api.stripe import stripe_only
+from devops_agent.web.api.stripe import read_auto_recharge, save_auto_recharge, stripe_only
 from devops_agent.web.deps import CurrentUser, DatabaseDep, GatewayDep, NowDep
-from devops_agent.web.errors import ApiError
-from devops_agent.web.schemas import (
-    AutoRechargeIn,
-    AutoRechargeOut,
-    FromAttributes,
-    PortalOut,
-    Timestamp,
-    auto_recharge_out,
-)
+from devops_agent.web.schemas import AutoRechargeIn, AutoRechargeOut, FromAttributes, PortalOut, Timestamp
 
 router = APIRouter(prefix="/api/orgs", tags=["organizations"])
 
@@ -58,9 +48,7 @@ async def portal(org_id: OrgId, user: CurrentUser, db: DatabaseDep, gateway: Gat
 )
 async def get_auto_recharge(org_id: OrgId, user: CurrentUser, db: DatabaseDep, now: NowDep) -> AutoRechargeOut:
     await as_owner(db, org_id, user)
-    async with db.transaction() as session:
-        row = await auto_recharge.settings_for(session, user_id=None, org_id=org_id)
-    return auto_recharge_out(row, now)
+    return await read_auto_recharge(db, user_id=None, org_id=org_id, now=now)
 
 
 @router.put(
@@ -79,31 +67,7 @@ async def put_auto_recharge(
     now: NowDep,
 ) -> AutoRechargeOut:
     await as_owner(db, org_id, user)
-    stripe_gateway = stripe_only(gateway)
-    catalog: Catalog = request.app.state.catalog
-    catalog.require_pack(body.pack_size)
-    card = await stripe_gateway.saved_card(db, user=user, org_id=org_id)  # network: before the transaction
-    if body.enabled and card is None:
-        raise ApiError(
-            400,
-            "no_saved_card",
-            "Save a card first: buy a pack for the pool once, or add a card in its billing portal.",
-        )
-    async with db.transaction() as session:
-        await orgs.get_organization(session, org_id=org_id, user_id=user.id)
-        row = await auto_recharge.save_settings(
-            session,
-            user_id=None,
-            org_id=org_id,
-            enabled=body.enabled,
-            threshold=body.threshold,
-            pack_credits=body.pack_size,
-            monthly_cap=body.monthly_cap,
-            cooldown_minutes=body.cooldown_minutes,
-            payment_method_id=card,
-            now=now,
-        )
-    return auto_recharge_out(row, now)
+    return await save_auto_recharge(body, request, user=user, db=db, gateway=gateway, now=now, org_id=org_id)
 
 
 # --- seats and each member's usage (the organization's billing page) ------------------
@@ -137,28 +101,24 @@ class OrgBillingOut(BaseModel):
 
 async def _billing(db: Database, org_id: int, user: User, now: datetime) -> OrgBillingOut:
     async with db.transaction() as session:
-        _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
-        if not orgs.can_see_everyone(viewer):
-            raise ApiError(403, "forbidden", "Only the owner and admins of the organization see its billing.")
-        pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
-        taken = await seats.seats_of(session, org_id=org_id, now=now)
-        views = await orgs.members(session, org_id=org_id, now=now)
-        return OrgBillingOut(
-            seats=SeatsOut.model_validate(taken),
-            period_start=pool.current_period_start,
-            period_end=pool.current_period_end,
-            members=[
-                MemberUsageRow(
-                    user_id=v.user_id,
-                    username=v.username,
-                    email=v.email,
-                    role=v.role,
-                    credits_used=v.credits_used,
-                    cap=v.effective_cap,
-                )
-                for v in views
-            ],
-        )
+        found = await usage.pool_billing(session, org_id=org_id, user_id=user.id, now=now)
+    taken = found.seats
+    return OrgBillingOut(
+        seats=SeatsOut.model_validate(taken),
+        period_start=found.period_start,
+        period_end=found.period_end,
+        members=[
+            MemberUsageRow(
+                user_id=v.user_id,
+                username=v.username,
+                email=v.email,
+                role=v.role,
+                credits_used=v.credits_used,
+                cap=v.effective_cap,
+            )
+            for v in found.members
+        ],
+    )
 
 
 @router.get(

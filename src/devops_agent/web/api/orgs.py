@@ -1,7 +1,8 @@
-"""Organizations (teams) over HTTP: the organization, members, invitations, caps, and its pool.
+"""Organizations (teams) over HTTP: the organization, its members, caps and invitations.
 
-The pool's endpoints (``/api/orgs/{id}/subscription``, ``/credits/purchase``,
-``/usage/stats``, ``/usage/history``) answer the same shapes as the personal ones.
+The pool's endpoints (subscription, packs, usage) are the personal ones for the pool
+(``web.api.org_pool``); its billing page, portal and auto-recharge are in
+``web.api.org_billing``; the administrators' list of organizations in ``web.api.admin``.
 Every route under ``/api/orgs/{id}`` answers 404 ``organization_not_found`` to a user
 who is not a member, whatever the route, so ids reveal nothing. Roles: members use
 the pool and see its balance and their own usage; admins manage members, invitations
@@ -16,57 +17,34 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent import notifications
-from devops_agent.billing import credits, orgs
-from devops_agent.billing.catalog import Catalog
-from devops_agent.billing.models import SubscriptionTier, UsageLog, User, UserSubscription
+from devops_agent.billing import orgs
+from devops_agent.billing.models import User
 from devops_agent.billing.org_models import MemberRole, Organization, OrganizationInvitation, OrganizationMember
 from devops_agent.db import Database
 from devops_agent.payments.stripe_client import PaymentProviderError
 from devops_agent.payments.stripe_gateway import StripeGateway
-from devops_agent.web.api import AUTHED, SEATS, PageLimit, PageOffset, errors
-from devops_agent.web.api.subscription import active_tiers, plan_body
+from devops_agent.web.api import AUTHED, SEATS, errors
 from devops_agent.web.deps import (
-    AdminUser,
     CurrentUser,
     DatabaseDep,
     GatewayDep,
-    IdempotencyKeyDep,
     NowDep,
     SessionDep,
     SettingsDep,
     require_feature,
 )
 from devops_agent.web.errors import ApiError
-from devops_agent.web.idempotency import run_idempotent_post
-from devops_agent.web.schemas import (
-    CancelOut,
-    CheckoutOut,
-    PlanChangedOut,
-    PurchaseCompletedOut,
-    PurchaseIn,
-    PurchaseOut,
-    Strict,
-    SubscriptionEnvelope,
-    TierOut,
-    Timestamp,
-    ToolCount,
-    UpgradeIn,
-    UsageLogOut,
-    subscription_out,
-)
+from devops_agent.web.schemas import Strict, TierOut, Timestamp
 
 logger = logging.getLogger("devops_agent.orgs")
 router = APIRouter(prefix="/api/orgs", tags=["organizations"])
-admin_router = APIRouter(prefix="/api/admin/organizations", tags=["admin"])
 
 OrgId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The organization's id.")]
 UserId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The member's user id.")]
@@ -169,35 +147,6 @@ class InvitationPreviewOut(BaseModel):
     status: str
 
 
-class OrgUsageLogOut(UsageLogOut):
-    user_id: int
-    username: str
-
-
-class OrgUsageHistoryOut(BaseModel):
-    logs: list[OrgUsageLogOut]
-    total: int
-    limit: int
-    offset: int
-
-
-class MemberUsageOut(BaseModel):
-    user_id: int
-    username: str
-    credits_used: int
-    cap: int | None
-    tool_usage_breakdown: list[ToolCount]
-
-
-class OrgUsageStatsOut(BaseModel):
-    credits_remaining: int
-    credits_used_this_month: int
-    total_credits_used: int
-    tier: TierOut
-    tool_usage_breakdown: list[ToolCount] = Field(description="Admins: the whole pool's; members: their own.")
-    members: list[MemberUsageOut] = Field(description="Admins: every member; members: themself.")
-
-
 # --- helpers --------------------------------------------------------------------------
 
 
@@ -230,19 +179,16 @@ def _org_out(org: Organization, member: OrganizationMember) -> OrgOut:
     )
 
 
-async def _detail(session: AsyncSession, org: Organization, member: OrganizationMember, now: datetime) -> OrgDetailOut:
-    pool = await credits.get_account(session, user_id=None, org_id=org.id, now=now)
-    count = await session.scalar(
-        select(func.count()).select_from(OrganizationMember).where(OrganizationMember.organization_id == org.id)
-    )
+async def _detail(session: AsyncSession, org_id: int, user_id: int, now: datetime) -> OrgDetailOut:
+    found = await orgs.view(session, org_id=org_id, user_id=user_id, now=now)
     return OrgDetailOut(
-        **_org_out(org, member).model_dump(),
-        credits_remaining=pool.balance,
-        tier=TierOut.model_validate(pool.tier),
-        current_period_end=pool.current_period_end,
-        member_count=int(count or 0),
-        my_credits_used=orgs.used_in_period(member, pool.current_period_start),
-        my_cap=member.monthly_cap if member.monthly_cap is not None else org.default_member_cap,
+        **_org_out(found.organization, found.member).model_dump(),
+        credits_remaining=found.pool.balance,
+        tier=TierOut.model_validate(found.pool.tier),
+        current_period_end=found.pool.current_period_end,
+        member_count=found.member_count,
+        my_credits_used=found.my_credits_used,
+        my_cap=found.my_cap,
     )
 
 
@@ -274,8 +220,7 @@ async def as_owner(db: Database, org_id: int, user: User) -> None:
 )
 async def create_org(body: OrgCreateIn, user: CurrentUser, session: SessionDep, now: NowDep) -> OrgEnvelope:
     org = await orgs.create_organization(session, user_id=user.id, name=body.name, now=now)
-    _, member = await orgs.get_organization(session, org_id=org.id, user_id=user.id)
-    return OrgEnvelope(organization=await _detail(session, org, member, now))
+    return OrgEnvelope(organization=await _detail(session, org.id, user.id, now))
 
 
 @router.get("", response_model=OrgsOut, summary="The organizations you belong to", responses=errors(*AUTHED))
@@ -314,14 +259,14 @@ async def accept_invitation(
 ) -> OrgEnvelope:
     async with db.transaction() as session:
         joined = await orgs.accept_invitation(session, token=body.token, user_id=user.id, now=now)
-        org, member = await orgs.get_organization(session, org_id=joined.organization_id, user_id=user.id)
-        out = OrgEnvelope(organization=await _detail(session, org, member, now))
+        org_id = joined.organization_id
+        out = OrgEnvelope(organization=await _detail(session, org_id, user.id, now))
     if isinstance(gateway, StripeGateway):
         # Committed: a seat bought beyond the plan's goes on the bill (Stripe, outside the transaction).
         try:
-            await gateway.sync_seats(db, org_id=org.id, now=now)
+            await gateway.sync_seats(db, org_id=org_id, now=now)
         except PaymentProviderError:
-            logger.exception("the extra seats of organization %s could not be billed; the next join retries", org.id)
+            logger.exception("the extra seats of organization %s could not be billed; the next join retries", org_id)
     return out
 
 
@@ -329,8 +274,7 @@ async def accept_invitation(
     "/{org_id}", response_model=OrgEnvelope, summary="An organization you belong to", responses=errors(*MEMBER_ROUTE)
 )
 async def get_org(org_id: OrgId, user: CurrentUser, session: SessionDep, now: NowDep) -> OrgEnvelope:
-    org, member = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
-    return OrgEnvelope(organization=await _detail(session, org, member, now))
+    return OrgEnvelope(organization=await _detail(session, org_id, user.id, now))
 
 
 @router.delete(
@@ -347,7 +291,9 @@ async def delete_org(org_id: OrgId, user: CurrentUser, session: SessionDep) -> R
 # --- members and caps -----------------------------------------------------------------
 
 
-async def _members_out(session: AsyncSession, org_id: int, viewer: OrganizationMember, now: datetime) -> MembersOut:
+async def _members_out(session: AsyncSession, org_id: int, user_id: int, now: datetime) -> MembersOut:
+    """The members as ``user_id`` may see them: emails and use to admins and the owner, else their own."""
+    viewer = await orgs.membership(session, org_id=org_id, user_id=user_id)
     everyone = orgs.can_see_everyone(viewer)
     views = await orgs.members(session, org_id=org_id, now=now)
     return MembersOut(
@@ -374,8 +320,7 @@ async def _members_out(session: AsyncSession, org_id: int, viewer: OrganizationM
     responses=errors(*MEMBER_ROUTE),
 )
 async def list_members(org_id: OrgId, user: CurrentUser, session: SessionDep, now: NowDep) -> MembersOut:
-    _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
-    return await _members_out(session, org_id, viewer, now)
+    return await _members_out(session, org_id, user.id, now)
 
 
 @router.put(
@@ -388,8 +333,7 @@ async def set_member_cap(
     org_id: OrgId, user_id: UserId, body: CapIn, user: CurrentUser, session: SessionDep, now: NowDep
 ) -> MembersOut:
     await orgs.set_member_cap(session, org_id=org_id, actor_id=user.id, user_id=user_id, cap=body.monthly_cap)
-    _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
-    return await _members_out(session, org_id, viewer, now)
+    return await _members_out(session, org_id, user.id, now)
 
 
 @router.put(
@@ -402,8 +346,7 @@ async def set_default_cap(
     org_id: OrgId, body: CapIn, user: CurrentUser, session: SessionDep, now: NowDep
 ) -> OrgEnvelope:
     await orgs.set_default_cap(session, org_id=org_id, actor_id=user.id, cap=body.monthly_cap, now=now)
-    org, member = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
-    return OrgEnvelope(organization=await _detail(session, org, member, now))
+    return OrgEnvelope(organization=await _detail(session, org_id, user.id, now))
 
 
 @router.put(
@@ -416,8 +359,7 @@ async def set_role(
     org_id: OrgId, user_id: UserId, body: RoleIn, user: CurrentUser, session: SessionDep, now: NowDep
 ) -> MembersOut:
     await orgs.set_role(session, org_id=org_id, actor_id=user.id, user_id=user_id, role=MemberRole(body.role))
-    _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
-    return await _members_out(session, org_id, viewer, now)
+    return await _members_out(session, org_id, user.id, now)
 
 
 @router.delete(
@@ -439,8 +381,7 @@ async def remove_member(org_id: OrgId, user_id: UserId, user: CurrentUser, sessi
 )
 async def transfer(org_id: OrgId, body: TransferIn, user: CurrentUser, session: SessionDep, now: NowDep) -> MembersOut:
     await orgs.transfer_ownership(session, org_id=org_id, actor_id=user.id, user_id=body.user_id)
-    _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
-    return await _members_out(session, org_id, viewer, now)
+    return await _members_out(session, org_id, user.id, now)
 
 
 # --- invitations ----------------------------------------------------------------------
@@ -526,236 +467,3 @@ async def revoke_invitation(
         await orgs.revoke_invitation(session, org_id=org_id, actor_id=user.id, invitation_id=invitation_id, now=now)
     await notifications.after_invitation_revoked(db, invitation_id=invitation_id)  # committed: a waiting email stays
     return Response(status_code=204)
-
-
-# --- the pool: subscription, packs, usage ---------------------------------------------
-
-
-@router.get(
-    "/{org_id}/subscription",
-    response_model=SubscriptionEnvelope,
-    summary="The organization's plan and pool, with the tiers it can move to",
-    responses=errors(*MEMBER_ROUTE),
-)
-async def get_subscription(
-    org_id: OrgId, user: CurrentUser, session: SessionDep, now: NowDep, gateway: GatewayDep
-) -> SubscriptionEnvelope:
-    await orgs.get_organization(session, org_id=org_id, user_id=user.id)
-    pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
-    return SubscriptionEnvelope(
-        subscription=subscription_out(pool), available_tiers=await active_tiers(session), payments_mode=gateway.mode
-    )
-
-
-@router.post(
-    "/{org_id}/subscription/upgrade",
-    response_model=PlanChangedOut | CheckoutOut,
-    summary="Move the organization to another tier: at once (demo) or through Stripe Checkout (owner)",
-    responses=errors(*MEMBER_ROUTE, 409, 502),
-)
-async def upgrade(
-    org_id: OrgId,
-    body: UpgradeIn,
-    request: Request,
-    user: CurrentUser,
-    db: DatabaseDep,
-    now: NowDep,
-    gateway: GatewayDep,
-    idempotency_key: IdempotencyKeyDep,
-) -> JSONResponse:
-    await as_owner(db, org_id, user)
-
-    async def work() -> tuple[int, dict[str, Any]]:
-        async with db.transaction() as session:
-            tier = await credits.tier_by_id(session, body.tier_id, active_only=True)
-        result = await gateway.change_plan(
-            db, user=user, tier=tier, idempotency_key=idempotency_key, now=now, org_id=org_id
-        )
-        return 200, plan_body(result)
-
-    return await run_idempotent_post(db, request, body, user_id=user.id, key=idempotency_key, now=now, work=work)
-
-
-@router.post(
-    "/{org_id}/subscription/cancel",
-    response_model=CancelOut,
-    summary="Move the organization back to Free when the period ends (owner)",
-    responses=errors(*MEMBER_ROUTE, 502),
-)
-async def cancel(org_id: OrgId, user: CurrentUser, db: DatabaseDep, now: NowDep, gateway: GatewayDep) -> CancelOut:
-    await as_owner(db, org_id, user)
-    result = await gateway.cancel_plan(db, user=user, now=now, org_id=org_id)
-    assert result.subscription is not None
-    return CancelOut(subscription=subscription_out(result.subscription), message=result.message or "")
-
-
-@router.post(
-    "/{org_id}/credits/purchase",
-    response_model=PurchaseCompletedOut | CheckoutOut,
-    summary="Buy a credit pack for the organization's pool: at once (demo) or a checkout URL (Stripe) (owner)",
-    responses=errors(*MEMBER_ROUTE, 409, 502),
-)
-async def purchase(
-    org_id: OrgId,
-    body: PurchaseIn,
-    request: Request,
-    user: CurrentUser,
-    db: DatabaseDep,
-    now: NowDep,
-    gateway: GatewayDep,
-    idempotency_key: IdempotencyKeyDep,
-) -> JSONResponse:
-    await as_owner(db, org_id, user)
-    catalog: Catalog = request.app.state.catalog
-    pack = catalog.require_pack(body.pack_size)
-
-    async def work() -> tuple[int, dict[str, Any]]:
-        result = await gateway.purchase_pack(
-            db, user=user, pack=pack, idempotency_key=idempotency_key, now=now, org_id=org_id
-        )
-        if result.checkout_url is not None:
-            return 200, CheckoutOut(checkout_url=result.checkout_url).model_dump(mode="json")
-        assert result.purchase is not None
-        assert result.credits_remaining is not None
-        await notifications.after_purchase(db, purchase_id=result.purchase.id, now=now)  # committed: the receipt
-        purchase = PurchaseOut.model_validate(result.purchase)
-        out = PurchaseCompletedOut(purchase=purchase, credits_remaining=result.credits_remaining)
-        return 200, out.model_dump(mode="json")
-
-    return await run_idempotent_post(db, request, body, user_id=user.id, key=idempotency_key, now=now, work=work)
-
-
-@router.get(
-    "/{org_id}/usage/stats",
-    response_model=OrgUsageStatsOut,
-    summary="The pool's balance and usage; per member and per tool for admins, your own for members",
-    responses=errors(*MEMBER_ROUTE),
-)
-async def usage_stats(org_id: OrgId, user: CurrentUser, session: SessionDep, now: NowDep) -> OrgUsageStatsOut:
-    _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
-    pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
-    everyone = orgs.can_see_everyone(viewer)
-    tools = await orgs.tool_breakdown(session, org_id=org_id, user_id=None if everyone else user.id)
-    by_member = await orgs.tool_breakdown_by_member(session, org_id=org_id)
-    views = [v for v in await orgs.members(session, org_id=org_id, now=now) if everyone or v.user_id == user.id]
-    return OrgUsageStatsOut(
-        credits_remaining=pool.balance,
-        credits_used_this_month=pool.credits_used_this_month,
-        total_credits_used=pool.total_credits_used,
-        tier=TierOut.model_validate(pool.tier),
-        tool_usage_breakdown=[ToolCount.model_validate(t) for t in tools],
-        members=[
-            MemberUsageOut(
-                user_id=v.user_id,
-                username=v.username,
-                credits_used=v.credits_used,
-                cap=v.effective_cap,
-                tool_usage_breakdown=[ToolCount.model_validate(t) for t in by_member.get(v.user_id, [])],
-            )
-            for v in views
-        ],
-    )
-
-
-@router.get(
-    "/{org_id}/usage/history",
-    response_model=OrgUsageHistoryOut,
-    summary="Actions paid from the pool, newest first: everyone's for admins, your own for members",
-    responses=errors(*MEMBER_ROUTE),
-)
-async def usage_history(
-    org_id: OrgId,
-    user: CurrentUser,
-    session: SessionDep,
-    now: NowDep,
-    limit: PageLimit = 50,
-    offset: PageOffset = 0,
-) -> OrgUsageHistoryOut:
-    _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
-    await credits.apply_due_reset(session, user_id=None, org_id=org_id, now=now)
-    where = [UsageLog.organization_id == org_id]
-    if not orgs.can_see_everyone(viewer):
-        where.append(UsageLog.user_id == user.id)
-    total = await session.scalar(select(func.count()).select_from(UsageLog).where(*where))
-    rows = await session.execute(
-        select(UsageLog, User.username)
-        .join(User, User.id == UsageLog.user_id)
-        .where(*where)
-        .order_by(UsageLog.created_at.desc(), UsageLog.id.desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    logs = [
-        OrgUsageLogOut(**UsageLogOut.model_validate(log).model_dump(), user_id=log.user_id, username=username)
-        for log, username in rows.all()
-    ]
-    return OrgUsageHistoryOut(logs=logs, total=int(total or 0), limit=limit, offset=offset)
-
-
-# --- the admin dashboard --------------------------------------------------------------
-
-
-class AdminOrgOut(BaseModel):
-    id: int
-    name: str
-    owner_id: int
-    owner_username: str
-    member_count: int
-    tier: str
-    credits_remaining: int
-    credits_used_this_month: int
-    created_at: Timestamp
-
-
-class AdminOrgsOut(BaseModel):
-    organizations: list[AdminOrgOut]
-    total: int
-
-
-@admin_router.get(
-    "",
-    response_model=AdminOrgsOut,
-    summary="Every organization with its owner, size, plan and pool (administrators)",
-    responses=errors(*AUTHED),
-)
-async def admin_list_orgs(
-    _admin: AdminUser,
-    session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: PageOffset = 0,
-) -> AdminOrgsOut:
-    owner = OrganizationMember.__table__.alias("owner_membership")
-    sizes = (
-        select(OrganizationMember.organization_id, func.count().label("n"))
-        .group_by(OrganizationMember.organization_id)
-        .subquery()
-    )
-    rows = await session.execute(
-        select(Organization, User.id, User.username, sizes.c.n, SubscriptionTier.display_name, UserSubscription)
-        .join(owner, (owner.c.organization_id == Organization.id) & (owner.c.role == MemberRole.OWNER.value))
-        .join(User, User.id == owner.c.user_id)
-        .join(sizes, sizes.c.organization_id == Organization.id)
-        .join(UserSubscription, UserSubscription.organization_id == Organization.id)
-        .join(SubscriptionTier, SubscriptionTier.id == UserSubscription.tier_id)
-        .order_by(Organization.created_at.desc(), Organization.id.desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    total = await session.scalar(select(func.count()).select_from(Organization))
-    return AdminOrgsOut(
-        organizations=[
-            AdminOrgOut(
-                id=org.id,
-                name=org.name,
-                owner_id=owner_id,
-                owner_username=username,
-                member_count=int(n),
-                tier=tier,
-                credits_remaining=pool.balance,
-                credits_used_this_month=pool.credits_used_this_month,
-                created_at=org.created_at,
-            )
-            for org, owner_id, username, n, tier, pool in rows.all()
-        ],
-        total=int(total or 0),
-    )

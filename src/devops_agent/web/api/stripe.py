@@ -21,9 +21,12 @@ from typing import Any, assert_never
 from fastapi import APIRouter, Request
 
 from devops_agent import metrics, notifications
+from devops_agent.billing import orgs
 from devops_agent.billing.catalog import Catalog
+from devops_agent.billing.models import User
 from devops_agent.db import Database
 from devops_agent.payments import auto_recharge
+from devops_agent.payments.gateway import PaymentGateway
 from devops_agent.payments.stripe_gateway import StripeGateway
 from devops_agent.payments.webhooks import (
     Effect,
@@ -114,8 +117,15 @@ async def portal(user: CurrentUser, db: DatabaseDep, gateway: GatewayDep) -> Por
     responses=errors(*AUTHED),
 )
 async def get_auto_recharge(user: CurrentUser, db: DatabaseDep, now: NowDep) -> AutoRechargeOut:
+    return await read_auto_recharge(db, user_id=user.id, now=now)
+
+
+async def read_auto_recharge(
+    db: Database, *, user_id: int | None, now: datetime, org_id: int | None = None
+) -> AutoRechargeOut:
+    """The rule of the account that pays: the user's own, or the pool of ``org_id``."""
     async with db.transaction() as session:
-        row = await auto_recharge.settings_for(session, user_id=user.id)
+        row = await auto_recharge.settings_for(session, user_id=user_id, org_id=org_id)
     return auto_recharge_out(row, now)
 
 
@@ -128,16 +138,41 @@ async def get_auto_recharge(user: CurrentUser, db: DatabaseDep, now: NowDep) -> 
 async def put_auto_recharge(
     body: AutoRechargeIn, request: Request, user: CurrentUser, db: DatabaseDep, gateway: GatewayDep, now: NowDep
 ) -> AutoRechargeOut:
+    return await save_auto_recharge(body, request, user=user, db=db, gateway=gateway, now=now)
+
+
+NO_SAVED_CARD = "Save a card first: buy a pack once, or add a card in the billing portal."
+NO_SAVED_POOL_CARD = "Save a card first: buy a pack for the pool once, or add a card in its billing portal."
+
+
+async def save_auto_recharge(
+    body: AutoRechargeIn,
+    request: Request,
+    *,
+    user: User,
+    db: Database,
+    gateway: PaymentGateway,
+    now: datetime,
+    org_id: int | None = None,
+) -> AutoRechargeOut:
+    """Save the rule of the account that pays (``user``'s own, or the pool of ``org_id`` that ``user`` owns).
+
+    The saved card is read from Stripe before the transaction (network); the pool's
+    membership is checked again inside it.
+    """
     stripe_gateway = stripe_only(gateway)
     catalog: Catalog = request.app.state.catalog
     catalog.require_pack(body.pack_size)
-    card = await stripe_gateway.saved_card(db, user=user)  # network: before the transaction
+    card = await stripe_gateway.saved_card(db, user=user, org_id=org_id)  # network: before the transaction
     if body.enabled and card is None:
-        raise ApiError(400, "no_saved_card", "Save a card first: buy a pack once, or add a card in the billing portal.")
+        raise ApiError(400, "no_saved_card", NO_SAVED_CARD if org_id is None else NO_SAVED_POOL_CARD)
     async with db.transaction() as session:
+        if org_id is not None:
+            await orgs.membership(session, org_id=org_id, user_id=user.id)
         row = await auto_recharge.save_settings(
             session,
-            user_id=user.id,
+            user_id=user.id if org_id is None else None,
+            org_id=org_id,
             enabled=body.enabled,
             threshold=body.threshold,
             pack_credits=body.pack_size,

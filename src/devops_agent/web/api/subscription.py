@@ -2,11 +2,14 @@
 
 Reads go through ``billing.credits.get_account``, which applies a due monthly reset
 first. Changes go through the payment gateway (demo: at once; Stripe: a checkout URL).
+A team's pool is read and changed by the same functions with ``org_id``
+(``web.api.org_pool``), after its own role check.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -17,9 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent.billing import credits
 from devops_agent.billing.catalog import Catalog
-from devops_agent.billing.models import SubscriptionTier
+from devops_agent.billing.models import SubscriptionTier, User
 from devops_agent.db import Database
-from devops_agent.payments.gateway import PlanChangeResult
+from devops_agent.payments.gateway import PaymentGateway, PlanChangeResult
 from devops_agent.web.api import AUTHED, errors
 from devops_agent.web.deps import (
     CurrentUser,
@@ -101,7 +104,20 @@ async def active_tiers(session: AsyncSession) -> list[TierOut]:
 async def get_subscription(
     request: Request, user: CurrentUser, session: SessionDep, now: NowDep, gateway: GatewayDep
 ) -> SubscriptionEnvelope:
-    sub = await credits.get_account(session, user_id=user.id, now=now)
+    return await subscription_envelope(request, session, user_id=user.id, now=now, gateway=gateway)
+
+
+async def subscription_envelope(
+    request: Request,
+    session: AsyncSession,
+    *,
+    user_id: int | None,
+    now: datetime,
+    gateway: PaymentGateway,
+    org_id: int | None = None,
+) -> SubscriptionEnvelope:
+    """The account's plan (the user's, or the pool of ``org_id``) with the tiers it can move to."""
+    sub = await credits.get_account(session, user_id=user_id, org_id=org_id, now=now)
     cache: TierCache = request.app.state.tier_cache
     tiers = await cache.get(session)
     return SubscriptionEnvelope(subscription=subscription_out(sub), available_tiers=tiers, payments_mode=gateway.mode)
@@ -172,10 +188,27 @@ async def upgrade(
     gateway: GatewayDep,
     idempotency_key: IdempotencyKeyDep,
 ) -> JSONResponse:
+    return await change_plan(body, request, user=user, db=db, now=now, gateway=gateway, idempotency_key=idempotency_key)
+
+
+async def change_plan(
+    body: UpgradeIn,
+    request: Request,
+    *,
+    user: User,
+    db: Database,
+    now: datetime,
+    gateway: PaymentGateway,
+    idempotency_key: str | None,
+    org_id: int | None = None,
+) -> JSONResponse:
+    """Move the account that pays (``user``'s own, or the pool of ``org_id``) to the tier; a retried key replays."""
+
     async def work() -> tuple[int, dict[str, Any]]:
-        async with db.transaction() as session:
-            tier = await credits.tier_by_id(session, body.tier_id, active_only=True)
-        result = await gateway.change_plan(db, user=user, tier=tier, idempotency_key=idempotency_key, now=now)
+        tier = await _tier(db, body.tier_id)
+        result = await gateway.change_plan(
+            db, user=user, tier=tier, idempotency_key=idempotency_key, now=now, org_id=org_id
+        )
         return 200, plan_body(result)
 
     return await run_idempotent_post(db, request, body, user_id=user.id, key=idempotency_key, now=now, work=work)
@@ -206,6 +239,13 @@ async def _tier(db: Database, tier_id: int) -> SubscriptionTier:
     responses=errors(*AUTHED),
 )
 async def cancel(user: CurrentUser, db: DatabaseDep, now: NowDep, gateway: GatewayDep) -> CancelOut:
-    result = await gateway.cancel_plan(db, user=user, now=now)
+    return await cancel_plan(user=user, db=db, now=now, gateway=gateway)
+
+
+async def cancel_plan(
+    *, user: User, db: Database, now: datetime, gateway: PaymentGateway, org_id: int | None = None
+) -> CancelOut:
+    """Return the account that pays (``user``'s own, or the pool of ``org_id``) to Free when the period ends."""
+    result = await gateway.cancel_plan(db, user=user, now=now, org_id=org_id)
     assert result.subscription is not None
     return CancelOut(subscription=subscription_out(result.subscription), message=result.message or "")
