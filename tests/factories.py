@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.models import User, UserSubscription
 from devops_agent.db import Database
 
@@ -41,12 +41,12 @@ async def make_user(
     )
     session.add(user)
     await session.flush()
-    await credits.open_account(session, user_id=user.id, now=now)
+    await billing.open_account(session, user_id=user.id, now=now)
     return user
 
 
 async def account(session: AsyncSession, user_id: int, now: datetime = T0) -> UserSubscription:
-    return await credits.get_account(session, user_id=user_id, now=now)
+    return await billing.get_account(session, user_id=user_id, now=now)
 
 
 async def gather_all(*aws: Awaitable[R]) -> list[R]:
@@ -63,6 +63,6 @@ async def balance_matching_ledger(db: Database, user_id: int, now: datetime = T0
     """The user's balance, after asserting that it equals the ledger's sums."""
     async with db.transaction() as session:
         sub = await account(session, user_id, now)
-        sums = await credits.ledger_sums(session, subscription_id=sub.id)
+        sums = await billing.ledger_sums(session, subscription_id=sub.id)
         assert (sums.monthly, sums.purchased) == (sub.credits_remaining, sub.purchased_credits_remaining)
         return sub.balance

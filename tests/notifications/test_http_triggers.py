@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from devops_agent import notifications
-from devops_agent.billing import credits
+from devops_agent import billing, notifications
 from devops_agent.db import Database
 from devops_agent.notifications import Notifier
 from tests.notifications.conftest import Inbox
@@ -43,7 +42,7 @@ async def test_a_team_chat_that_drains_the_pool_warns_the_owner(
         dev = await register(dev_client)
         await join(owner, org["id"], dev_client, dev)
         async with db.transaction() as s:  # the pool is down to 5 credits
-            await credits.adjust(
+            await billing.adjust(
                 s, user_id=boss["id"], org_id=org["id"], amount=-15, reason="test", admin_id=None, now=app.state.clock()
             )
         reply = await dev_client.post("/api/chat", json={"message": "help", "org_id": org["id"]})

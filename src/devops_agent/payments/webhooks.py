@@ -11,7 +11,7 @@ rolls back, and Stripe's retry gets another chance.
 How order stops mattering:
 
 * packs are granted and clawed back by the engine's idempotent, row-locked calls;
-* a paid invoice starts a period only forward (``credits.start_paid_period``);
+* a paid invoice starts a period only forward (``billing.start_paid_period``);
 * subscription state is applied only from an event newer than the last one applied
   to that subscription (``stripe_subscriptions.last_event_at``), and a deleted
   subscription stays deleted.
@@ -45,7 +45,7 @@ from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.errors import AlreadyOnTier
 from devops_agent.billing.models import (
     CreditPurchase,
@@ -397,7 +397,7 @@ async def _checkout_completed(session: AsyncSession, obj: Any, event: Event, now
 async def _grant(session: AsyncSession, purchase: CreditPurchase, now: datetime) -> str:
     if purchase.payment_status not in (PurchaseStatus.PENDING, PurchaseStatus.COMPLETED):
         return f"ignored: purchase {purchase.id} is {purchase.payment_status}"
-    result = await credits.grant_purchase(session, purchase_id=purchase.id, now=now)
+    result = await billing.grant_purchase(session, purchase_id=purchase.id, now=now)
     await auto_recharge.release(session, purchase_id=purchase.id, error=None, now=now)
     if result.replayed:
         return f"purchase {purchase.id} was already granted"
@@ -448,7 +448,7 @@ async def _claw_back(session: AsyncSession, obj: Any, event: Event, now: datetim
         await _fail_purchase(session, purchase.id)
         return f"purchase {purchase.id} was never granted; marked failed"
     why = "refunded" if event["type"] == "charge.refunded" else "disputed"
-    await credits.claw_back_purchase(
+    await billing.claw_back_purchase(
         session, purchase_id=purchase.id, now=now, reason=f"payment {why} ({event['type']} {event['id']})"
     )
     await session.refresh(purchase)
@@ -540,7 +540,7 @@ async def _invoice_paid(session: AsyncSession, obj: Any, event: Event, now: date
     # A paid invoice older than the newest state applied (say a failed renewal since)
     # may still start its period (that is forward-only), but must not mark it active.
     newest = _advance(row, event, now, status="active")
-    started = await credits.start_paid_period(
+    started = await billing.start_paid_period(
         session,
         user_id=owner.user_id,
         org_id=owner.org_id,
@@ -583,7 +583,7 @@ async def _invoice_payment_failed(session: AsyncSession, obj: Any, event: Event,
     row = await _track_subscription(session, subscription, owner, status="active")
     if row.status == "canceled" or not _advance(row, event, now, status="past_due"):
         return f"ignored: older than the state already applied to {subscription}"
-    await credits.set_payment_status(
+    await billing.set_payment_status(
         session, user_id=owner.user_id, org_id=owner.org_id, status=PaymentStatus.PAST_DUE, now=now
     )
     return f"{owner}: renewal payment failed, past_due"
@@ -606,7 +606,7 @@ async def _subscription_changed(session: AsyncSession, obj: Any, event: Event, n
     if event["type"] == "customer.subscription.deleted" or row.status == "canceled":
         row.status = "canceled"
         await session.flush()
-        ended = await credits.end_paid_plan(
+        ended = await billing.end_paid_plan(
             session, user_id=owner.user_id, org_id=owner.org_id, subscription_ref=subscription, now=now
         )
         return f"{owner}: subscription ended" + ("; back to Free" if ended else "")
@@ -618,7 +618,7 @@ async def _subscription_changed(session: AsyncSession, obj: Any, event: Event, n
     payment_status = STATUS_MAP.get(row.status)
     stripe_paid = account.stripe_subscription_id == subscription
     if payment_status is not None and stripe_paid and account.payment_status != payment_status:
-        await credits.set_payment_status(
+        await billing.set_payment_status(
             session, user_id=owner.user_id, org_id=owner.org_id, status=payment_status, now=now
         )
         notes.append(f"payment {payment_status.value}")
@@ -630,25 +630,25 @@ async def _apply_plan_intent(session: AsyncSession, account: UserSubscription, o
     """Mirror a cancellation, a resumption or a downgrade made in Stripe (e.g. in the Portal)."""
     if account.stripe_subscription_id is None:
         return []
-    current = await credits.tier_by_id(session, account.tier_id)
-    if current.name == credits.FREE_TIER:
+    current = await billing.tier_by_id(session, account.tier_id)
+    if current.name == billing.FREE_TIER:
         return []
     wants_cancel = bool(field(obj, "cancel_at_period_end"))
     user_id, org_id = account.user_id, account.organization_id
     try:
         if wants_cancel and not account.cancel_at_period_end:
-            await credits.cancel(session, now=now, user_id=user_id, org_id=org_id)
+            await billing.cancel(session, now=now, user_id=user_id, org_id=org_id)
             return ["cancels at period end"]
         if not wants_cancel and account.cancel_at_period_end:
-            await credits.change_tier(session, tier_id=current.id, now=now, user_id=user_id, org_id=org_id)
+            await billing.change_tier(session, tier_id=current.id, now=now, user_id=user_id, org_id=org_id)
             return ["cancellation withdrawn"]
         target = await _tier_for_price(session, subscription_price_id(obj))
         if (
             target is not None
             and target.id not in (current.id, account.scheduled_tier_id)
-            and not credits.is_upgrade(current, target)
+            and not billing.is_upgrade(current, target)
         ):
-            await credits.change_tier(session, tier_id=target.id, now=now, user_id=user_id, org_id=org_id)
+            await billing.change_tier(session, tier_id=target.id, now=now, user_id=user_id, org_id=org_id)
             return [f"moves to {target.name} at period end"]
     except AlreadyOnTier:
         return []

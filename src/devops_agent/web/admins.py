@@ -14,7 +14,7 @@ from datetime import datetime
 from pydantic import ValidationError
 from sqlalchemy import func, or_, select
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.models import User
 from devops_agent.db import Database
 from devops_agent.web.schemas import RegisterIn
@@ -81,5 +81,5 @@ async def create_admin(
         )
         session.add(user)
         await session.flush()
-        await credits.open_account(session, user_id=user.id, now=now)
+        await billing.open_account(session, user_id=user.id, now=now)
         return AdminResult(user.id, user.username, "created")

@@ -149,7 +149,7 @@ def tier_out(tier: SubscriptionTier) -> TierOut:
 def subscription_out(sub: UserSubscription) -> SubscriptionOut:
     """A Subscription as the contract shows it; ``sub`` needs ``tier`` and ``scheduled_tier`` loaded
 
-    (``billing.credits.get_account`` loads both, after applying a due reset).
+    (``billing.get_account`` loads both, after applying a due reset).
     """
     return SubscriptionOut(
         credits_remaining=sub.balance,

@@ -2,7 +2,7 @@
 
 Every route needs a user with ``is_admin`` (403 ``forbidden`` otherwise, 401 when
 nobody is signed in). Figures come from ``billing.analytics``, whose docstring
-defines each of them; a credit adjustment goes through ``billing.credits.adjust``
+defines each of them; a credit adjustment goes through ``billing.adjust``
 (a ledger row with the admin's id and reason) and, like a suspension or a restore,
 appends an ``admin_audit`` row in the same transaction.
 
@@ -23,7 +23,8 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, or_, select
 
-from devops_agent.billing import analytics, audit, books, credits
+from devops_agent import billing
+from devops_agent.billing import analytics, audit, books
 from devops_agent.billing.models import CreditLedger, CreditPurchase, UsageLog, User, UserSubscription
 from devops_agent.notifications import notifier_for, recent_outbox
 from devops_agent.web.api import AUTHED, errors
@@ -345,7 +346,7 @@ async def user_detail(
 ) -> UserDetailOut:
     user = await _user_or_404(session, user_id)
     has_account = await session.scalar(select(UserSubscription.id).where(UserSubscription.user_id == user_id))
-    sub = await credits.get_account(session, user_id=user_id, now=now) if has_account else None
+    sub = await billing.get_account(session, user_id=user_id, now=now) if has_account else None
     ledger: list[CreditLedger] = []
     if sub is not None:
         ledger = list(
@@ -429,7 +430,7 @@ async def adjust_credits(
     await _user_or_404(session, user_id)
     if not body.reason.strip():
         raise ApiError(400, "invalid_request", "An adjustment needs a reason.")
-    result = await credits.adjust(
+    result = await billing.adjust(
         session,
         user_id=user_id,
         amount=body.amount,

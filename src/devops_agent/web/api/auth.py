@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request, Response, status
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.models import User
 from devops_agent.web import sessions
 from devops_agent.web.api import errors
@@ -86,7 +86,7 @@ async def register(
             )
             session.add(user)
             await session.flush()
-            await credits.open_account(session, user_id=user.id, now=now)
+            await billing.open_account(session, user_id=user.id, now=now)
             login = await sessions.open_session(session, user=user, now=now)
     except IntegrityError:  # a concurrent registration took the name first
         raise taken from None

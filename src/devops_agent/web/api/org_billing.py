@@ -17,7 +17,7 @@ from decimal import Decimal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from devops_agent.billing import credits, orgs, seats
+from devops_agent.billing import get_account, orgs, seats  # the name `billing` is this module's endpoint
 from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.models import User
 from devops_agent.db import Database
@@ -133,7 +133,7 @@ async def _billing(db: Database, org_id: int, user: User, now: datetime) -> OrgB
         _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
         if not orgs.can_see_everyone(viewer):
             raise ApiError(403, "forbidden", "Only the owner and admins of the organization see its billing.")
-        pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
+        pool = await get_account(session, user_id=None, org_id=org_id, now=now)
         taken = await seats.seats_of(session, org_id=org_id, now=now)
         views = await orgs.members(session, org_id=org_id, now=now)
         return OrgBillingOut(

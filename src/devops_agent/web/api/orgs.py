@@ -24,8 +24,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devops_agent import notifications
-from devops_agent.billing import credits, orgs
+from devops_agent import billing, notifications
+from devops_agent.billing import orgs
 from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.models import SubscriptionTier, UsageLog, User, UserSubscription
 from devops_agent.billing.org_models import Organization, OrganizationInvitation, OrganizationMember, Role
@@ -233,7 +233,7 @@ def _org_out(org: Organization, member: OrganizationMember) -> OrgOut:
 
 
 async def _detail(session: AsyncSession, org: Organization, member: OrganizationMember, now: datetime) -> OrgDetailOut:
-    pool = await credits.get_account(session, user_id=None, org_id=org.id, now=now)
+    pool = await billing.get_account(session, user_id=None, org_id=org.id, now=now)
     count = await session.scalar(
         select(func.count()).select_from(OrganizationMember).where(OrganizationMember.organization_id == org.id)
     )
@@ -545,7 +545,7 @@ async def get_subscription(
     org_id: OrgId, user: CurrentUser, session: SessionDep, now: ClockDep, gateway: GatewayDep
 ) -> SubscriptionEnvelope:
     await orgs.get_organization(session, org_id=org_id, user_id=user.id)
-    pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
+    pool = await billing.get_account(session, user_id=None, org_id=org_id, now=now)
     return SubscriptionEnvelope(
         subscription=subscription_out(pool), available_tiers=await active_tiers(session), payments_mode=gateway.mode
     )
@@ -571,7 +571,7 @@ async def upgrade(
 
     async def work() -> tuple[int, dict[str, Any]]:
         async with db.transaction() as session:
-            tier = await credits.tier_by_id(session, body.tier_id, active_only=True)
+            tier = await billing.tier_by_id(session, body.tier_id, active_only=True)
         result = await gateway.change_plan(
             db, user=user, tier=tier, idempotency_key=idempotency_key, now=now, org_id=org_id
         )
@@ -636,7 +636,7 @@ async def purchase(
 )
 async def usage_stats(org_id: OrgId, user: CurrentUser, session: SessionDep, now: ClockDep) -> OrgUsageStatsOut:
     _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
-    pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
+    pool = await billing.get_account(session, user_id=None, org_id=org_id, now=now)
     everyone = orgs.can_see_everyone(viewer)
     tools = await orgs.tool_breakdown(session, org_id=org_id, user_id=None if everyone else user.id)
     by_member = await orgs.tool_breakdown_by_member(session, org_id=org_id)
@@ -675,7 +675,7 @@ async def usage_history(
     offset: PageOffset = 0,
 ) -> OrgUsageHistoryOut:
     _, viewer = await orgs.get_organization(session, org_id=org_id, user_id=user.id)
-    await credits.apply_due_reset(session, user_id=None, org_id=org_id, now=now)
+    await billing.apply_due_reset(session, user_id=None, org_id=org_id, now=now)
     where = [UsageLog.organization_id == org_id]
     if not orgs.can_see_everyone(viewer):
         where.append(UsageLog.user_id == user.id)

@@ -1,6 +1,6 @@
 """The subscription endpoints (``/api/subscription``): current plan, tiers, upgrade, cancel.
 
-Reads go through ``billing.credits.get_account``, which applies a due monthly reset
+Reads go through ``billing.get_account``, which applies a due monthly reset
 first. Changes go through the payment gateway (demo: at once; Stripe: a checkout URL).
 """
 
@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.models import SubscriptionTier
 from devops_agent.db import Database
@@ -72,7 +72,7 @@ async def active_tiers(session: AsyncSession) -> list[TierOut]:
 async def get_subscription(
     request: Request, user: CurrentUser, session: SessionDep, now: ClockDep, gateway: GatewayDep
 ) -> SubscriptionEnvelope:
-    sub = await credits.get_account(session, user_id=user.id, now=now)
+    sub = await billing.get_account(session, user_id=user.id, now=now)
     cache: TierCache = request.app.state.tier_cache
     tiers = await cache.get(session)
     return SubscriptionEnvelope(subscription=subscription_out(sub), available_tiers=tiers, payments_mode=gateway.mode)
@@ -145,7 +145,7 @@ async def upgrade(
 ) -> JSONResponse:
     async def work() -> tuple[int, dict[str, Any]]:
         async with db.transaction() as session:
-            tier = await credits.tier_by_id(session, body.tier_id, active_only=True)
+            tier = await billing.tier_by_id(session, body.tier_id, active_only=True)
         result = await gateway.change_plan(db, user=user, tier=tier, idempotency_key=idempotency_key, now=now)
         return 200, plan_body(result)
 
@@ -185,7 +185,7 @@ async def preview(
 
 async def _tier(db: Database, tier_id: int) -> SubscriptionTier:
     async with db.transaction() as session:
-        return await credits.tier_by_id(session, tier_id, active_only=True)
+        return await billing.tier_by_id(session, tier_id, active_only=True)
 
 
 @router.post(

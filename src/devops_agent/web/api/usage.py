@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import ColumnElement, func, select
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.models import UsageLog
 from devops_agent.web.api import AUTHED, PageLimit, PageOffset, errors
 from devops_agent.web.deps import ClockDep, CurrentUser, SessionDep
@@ -26,7 +26,7 @@ def _personal(user_id: int) -> tuple[ColumnElement[bool], ...]:
     responses=errors(*AUTHED),
 )
 async def stats(user: CurrentUser, session: SessionDep, now: ClockDep) -> UsageStatsOut:
-    sub = await credits.get_account(session, user_id=user.id, now=now)
+    sub = await billing.get_account(session, user_id=user.id, now=now)
     tool = func.coalesce(UsageLog.tool_name, UsageLog.action_type)
     count = func.count(UsageLog.id)
     rows = await session.execute(
@@ -54,7 +54,7 @@ async def history(
     limit: PageLimit = 50,
     offset: PageOffset = 0,
 ) -> UsageHistoryOut:
-    await credits.apply_due_reset(session, user_id=user.id, now=now)
+    await billing.apply_due_reset(session, user_id=user.id, now=now)
     total = await session.scalar(select(func.count()).select_from(UsageLog).where(*_personal(user.id)))
     logs = (
         await session.execute(
