@@ -47,7 +47,7 @@ import httpx
 from sqlalchemy import text
 
 from bench.common import free_port, scratch_postgres, server_env, wait_ready
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.db import Database
 from devops_agent.migrate import upgrade
 
@@ -255,7 +255,7 @@ async def _accounts(base: str, url: str) -> list[Account]:
     db = Database(url)
     async with db.transaction() as tx:
         for account in accounts:
-            await credits.adjust(
+            await billing.adjust(
                 tx, user_id=account.user_id, amount=BALANCE, reason="bench", admin_id=None, now=datetime.now(UTC)
             )
     await db.dispose()

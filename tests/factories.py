@@ -10,10 +10,10 @@ from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devops_agent.accounts import create_user
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.models import User, UserSubscription
 from devops_agent.db import Database
+from devops_agent.users import create_user
 
 R = TypeVar("R")
 T0 = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
@@ -37,7 +37,7 @@ async def make_user(
 
 
 async def account(session: AsyncSession, user_id: int, now: datetime = T0) -> UserSubscription:
-    return await credits.get_account(session, user_id=user_id, now=now)
+    return await billing.get_account(session, user_id=user_id, now=now)
 
 
 async def gather_all(*aws: Awaitable[R]) -> list[R]:
@@ -54,6 +54,6 @@ async def balance_matching_ledger(db: Database, user_id: int, now: datetime = T0
     """The user's balance, after asserting that it equals the ledger's sums."""
     async with db.transaction() as session:
         sub = await account(session, user_id, now)
-        sums = await credits.ledger_sums(session, subscription_id=sub.id)
+        sums = await billing.ledger_sums(session, subscription_id=sub.id)
         assert (sums.monthly, sums.purchased) == (sub.credits_remaining, sub.purchased_credits_remaining)
         return sub.balance

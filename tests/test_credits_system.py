@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.errors import InsufficientCredits
 from devops_agent.billing.models import CreditLedger, LedgerKind, UsageLog
 from devops_agent.db import Database
@@ -21,36 +21,36 @@ from tests.factories import T0, make_user
 
 async def assert_ledger_matches(db: Database, user_id: int) -> None:
     async with db.transaction() as s:
-        sub = await credits.get_account(s, user_id=user_id, now=T0)
-        sums = await credits.ledger_sums(s, subscription_id=sub.id)
+        sub = await billing.get_account(s, user_id=user_id, now=T0)
+        sums = await billing.ledger_sums(s, subscription_id=sub.id)
         assert (sums.monthly, sums.purchased) == (sub.credits_remaining, sub.purchased_credits_remaining)
 
 
 async def test_seed_story(db: Database) -> None:
     async with db.transaction() as s:
         user = await make_user(s, now=T0)
-        sub = await credits.get_account(s, user_id=user.id, now=T0)
+        sub = await billing.get_account(s, user_id=user.id, now=T0)
         assert sub.tier.name == "free"
         assert (sub.credits_remaining, sub.purchased_credits_remaining) == (20, 0)
 
     # Spend the month's 20 credits, one message at a time.
     for i in range(20):
         async with db.transaction() as s:
-            result = await credits.charge(s, user_id=user.id, amount=1, action_type="agent_message", now=T0)
+            result = await billing.charge(s, user_id=user.id, amount=1, action_type="agent_message", now=T0)
         assert result.balance.total == 19 - i
     async with db.transaction() as s:
         with pytest.raises(InsufficientCredits) as err:
-            await credits.charge(s, user_id=user.id, amount=1, action_type="agent_message", now=T0)
+            await billing.charge(s, user_id=user.id, amount=1, action_type="agent_message", now=T0)
     assert err.value.balance == 0
 
     # Buy the popular pack: 250 credits for $20.
     async with db.transaction() as s:
-        purchase = await credits.create_purchase(
+        purchase = await billing.create_purchase(
             s, user_id=user.id, credits_amount=250, price_paid=Decimal("20.00"), now=T0
         )
-        await credits.grant_purchase(s, purchase_id=purchase.id, now=T0)
+        await billing.grant_purchase(s, purchase_id=purchase.id, now=T0)
     async with db.transaction() as s:
-        result = await credits.charge(
+        result = await billing.charge(
             s, user_id=user.id, amount=5, action_type="tool_use", tool_name="create_ec2_instance", now=T0
         )
     assert (result.balance.monthly, result.balance.purchased) == (0, 245)
@@ -58,22 +58,22 @@ async def test_seed_story(db: Database) -> None:
     # A month later the reset grants 20 monthly credits and keeps the 245 purchased.
     later = T0 + timedelta(days=31)
     async with db.transaction() as s:
-        sub = await credits.get_account(s, user_id=user.id, now=later)
+        sub = await billing.get_account(s, user_id=user.id, now=later)
         assert (sub.credits_remaining, sub.purchased_credits_remaining) == (20, 245)
         assert sub.credits_used_this_month == 0
         assert sub.total_credits_used == 25
     # Monthly credits are spent first.
     async with db.transaction() as s:
-        result = await credits.charge(s, user_id=user.id, amount=1, action_type="agent_message", now=later)
+        result = await billing.charge(s, user_id=user.id, amount=1, action_type="agent_message", now=later)
     assert (result.balance.monthly, result.balance.purchased) == (19, 245)
 
     # Upgrade to Starter: a new period with 200 credits at once, purchased credits kept.
     async with db.transaction() as s:
-        starter = await credits.tier_by_name(s, "starter")
-        change = await credits.change_tier(s, user_id=user.id, tier_id=starter.id, now=later)
+        starter = await billing.tier_by_name(s, "starter")
+        change = await billing.change_tier(s, user_id=user.id, tier_id=starter.id, now=later)
         assert change.effective == "now"
     async with db.transaction() as s:
-        sub = await credits.get_account(s, user_id=user.id, now=later)
+        sub = await billing.get_account(s, user_id=user.id, now=later)
         assert sub.tier.name == "starter"
         assert (sub.credits_remaining, sub.purchased_credits_remaining) == (200, 245)
         assert sub.current_period_start == later

@@ -11,8 +11,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from devops_agent import billing
 from devops_agent.agent import turns
-from devops_agent.billing import credits
 from devops_agent.billing.catalog import load_catalog
 from devops_agent.billing.catalog_sync import sync_catalog
 from devops_agent.billing.models import Conversation
@@ -80,7 +80,7 @@ async def test_a_keyed_turn_an_older_version_left_unanswered_is_recovered_after_
             conversation = Conversation(user_id=user.id, title="t", created_at=T0, updated_at=T0)
             s.add(conversation)
             await s.flush()
-            await credits.charge(
+            await billing.charge(
                 s,
                 user_id=user.id,
                 amount=1,
@@ -102,6 +102,6 @@ async def test_a_keyed_turn_an_older_version_left_unanswered_is_recovered_after_
         refunded = await turns.recover_expired(db, now=T0 + timedelta(minutes=5))
         assert [(r.user_id, r.charges, r.credits) for r in refunded] == [(user.id, 1, 1)]
         async with db.transaction() as s:
-            assert (await credits.get_account(s, user_id=user.id, now=T0)).balance == 20
+            assert (await billing.get_account(s, user_id=user.id, now=T0)).balance == 20
     finally:
         await db.dispose()

@@ -31,7 +31,7 @@ depends_on: str | Sequence[str] | None = None
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
-# The charge of a keyed message was keyed "u<user>:charge:chat:<key>:message" (billing.credits._scoped).
+# The charge of a keyed message was keyed "u<user>:charge:chat:<key>:message" (billing.ledger.scoped_key).
 _BACKFILL = """
 UPDATE messages SET
     lease_expires_at = created_at,

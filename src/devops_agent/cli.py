@@ -9,7 +9,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.catalog import Catalog, CatalogError, load_catalog
 from devops_agent.billing.catalog_sync import open_missing_accounts, summarize, sync_catalog
 from devops_agent.billing.periods import utcnow
@@ -115,16 +115,16 @@ def reset_due() -> None:
         done = 0
         while True:
             async with db.transaction(write=False) as session:
-                due = await credits.due_account_user_ids(session, now=now)
-                due_orgs = await credits.due_account_org_ids(session, now=now)
+                due = await billing.due_account_user_ids(session, now=now)
+                due_orgs = await billing.due_account_org_ids(session, now=now)
             if not due and not due_orgs:
                 return done
             for user_id in due:
                 async with db.transaction() as session:
-                    done += await credits.apply_due_reset(session, user_id=user_id, now=now)
+                    done += await billing.apply_due_reset(session, user_id=user_id, now=now)
             for org_id in due_orgs:  # organizations' pools (teams)
                 async with db.transaction() as session:
-                    done += await credits.apply_due_reset(session, user_id=None, org_id=org_id, now=now)
+                    done += await billing.apply_due_reset(session, user_id=None, org_id=org_id, now=now)
 
     typer.echo(f"Reset {_run(work)} account(s).")
 
@@ -263,7 +263,7 @@ def create_admin(
     ] = None,
 ) -> None:
     """Create an administrator (who sees /admin), or make an existing user one."""
-    from devops_agent.accounts import admins
+    from devops_agent.users import admins
 
     async def work(db: Database) -> admins.AdminResult:
         await initialize(db)  # a fresh database works too: migrations and the Free tier first

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from devops_agent import billing
 from devops_agent.agent.service import AgentRuntime
-from devops_agent.billing import credits
 from devops_agent.db import Database
 from tests.factories import T0
 from tests.web.conftest import build_app, make_client, register
@@ -128,12 +128,12 @@ async def test_approving_without_the_credits_is_402_and_the_action_stays_open(
     user = await register(client)
     action = (await _propose(client))["action"]
     async with db.transaction() as session:
-        await credits.adjust(session, user_id=user["id"], amount=-17, reason="test", admin_id=None, now=T0)
+        await billing.adjust(session, user_id=user["id"], amount=-17, reason="test", admin_id=None, now=T0)
     short = await client.post(f"/api/chat/actions/{action['id']}/approve")
     assert (short.status_code, short.json()["error"]) == (402, "insufficient_credits")
     assert await _balance(client) == 2
     async with db.transaction() as session:
-        await credits.adjust(session, user_id=user["id"], amount=10, reason="test", admin_id=None, now=T0)
+        await billing.adjust(session, user_id=user["id"], amount=10, reason="test", admin_id=None, now=T0)
     approved = await client.post(f"/api/chat/actions/{action['id']}/approve")
     assert approved.status_code == 200, approved.text
     assert approved.json()["credits_remaining"] == 7

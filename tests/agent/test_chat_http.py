@@ -11,9 +11,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from devops_agent import billing
 from devops_agent.agent.backends.claude import ClaudeBackend
 from devops_agent.agent.service import AgentRuntime
-from devops_agent.billing import credits
 from devops_agent.db import Database
 from tests.agent.fake_anthropic import FakeAnthropic, api_error
 from tests.factories import T0
@@ -46,7 +46,7 @@ async def client(app: FastAPI) -> Any:
 
 async def _spend_down(db: Database, user_id: int, to: int) -> None:
     async with db.transaction() as session:
-        await credits.adjust(session, user_id=user_id, amount=to - 20, reason="test", admin_id=None, now=T0)
+        await billing.adjust(session, user_id=user_id, amount=to - 20, reason="test", admin_id=None, now=T0)
 
 
 async def test_chat_then_read_the_conversation(client: httpx.AsyncClient) -> None:

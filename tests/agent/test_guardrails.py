@@ -11,9 +11,9 @@ from typing import Any
 
 from sqlalchemy import select
 
+from devops_agent import billing
 from devops_agent.agent.service import AgentRuntime, ChatReply, send_message
 from devops_agent.agent.tools.registry import CloudTarget
-from devops_agent.billing import credits
 from devops_agent.billing.catalog import load_catalog
 from devops_agent.billing.models import SubscriptionTier, UsageLog, UserSubscription
 from devops_agent.db import Database
@@ -36,7 +36,7 @@ async def _user(db: Database, *, tier: str = "free", balance: int | None = None)
             ).scalar_one()
             sub.tier_id = tier_id
         if balance is not None:
-            await credits.adjust(session, user_id=user.id, amount=balance - 20, reason="test", admin_id=None, now=T0)
+            await billing.adjust(session, user_id=user.id, amount=balance - 20, reason="test", admin_id=None, now=T0)
         return user.id
 
 

@@ -22,11 +22,11 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from devops_agent import billing
 from devops_agent.agent import turns
 from devops_agent.agent.backends.claude import ClaudeBackend
 from devops_agent.agent.models import Message
 from devops_agent.agent.service import AgentRuntime
-from devops_agent.billing import credits
 from devops_agent.billing.models import CreditLedger, LedgerKind, UserSubscription
 from devops_agent.billing.periods import utcnow
 from devops_agent.cli import app as cli_app
@@ -64,7 +64,7 @@ async def books(db: Database, user_id: int) -> tuple[int, list[str]]:
     """The user's balance (checked against the ledger's sums) and the kinds of their ledger rows."""
     async with db.transaction() as session:
         sub = (await session.execute(select(UserSubscription).where(UserSubscription.user_id == user_id))).scalar_one()
-        sums = await credits.ledger_sums(session, subscription_id=sub.id)
+        sums = await billing.ledger_sums(session, subscription_id=sub.id)
         assert (sums.monthly, sums.purchased) == (sub.credits_remaining, sub.purchased_credits_remaining)
         kinds = (
             await session.execute(

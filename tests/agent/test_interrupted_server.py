@@ -24,7 +24,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.models import CreditLedger, UserSubscription
 from devops_agent.db import Database
 from devops_agent.web.security import CSRF_COOKIE
@@ -153,7 +153,7 @@ async def test_hung_model_calls_a_client_that_hangs_up_and_a_killed_server(
 
     async with db.transaction() as session:
         sub = (await session.execute(select(UserSubscription).where(UserSubscription.user_id == user_id))).scalar_one()
-        sums = await credits.ledger_sums(session, subscription_id=sub.id)
+        sums = await billing.ledger_sums(session, subscription_id=sub.id)
         assert (sums.monthly, sums.purchased, sub.balance) == (
             sub.credits_remaining,
             sub.purchased_credits_remaining,

@@ -13,8 +13,8 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from devops_agent import billing
 from devops_agent.agent.service import AgentRuntime
-from devops_agent.billing import credits
 from devops_agent.billing.models import CreditLedger, UsageLog
 from devops_agent.db import Database
 from tests.factories import T0
@@ -127,6 +127,6 @@ async def test_deleting_a_conversation_keeps_usage_and_ledger(client: httpx.Asyn
     async with db.transaction() as session:
         ledger_after = (await session.execute(select(CreditLedger.id).where(CreditLedger.user_id == user["id"]))).all()
         assert ledger_after == ledger_before
-        account = await credits.get_account(session, user_id=user["id"], now=T0)
+        account = await billing.get_account(session, user_id=user["id"], now=T0)
         assert account.balance == 18
         assert (await session.execute(select(UsageLog).where(UsageLog.conversation_id == cid))).first() is None

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from devops_agent import billing
 from devops_agent.agent.models import Message
 from devops_agent.agent.service import (
     AgentRuntime,
@@ -25,7 +26,6 @@ from devops_agent.agent.service import (
 from devops_agent.agent.tools import build_toolbox
 from devops_agent.agent.tools.aws import SandboxCloud
 from devops_agent.agent.tools.registry import CloudTarget
-from devops_agent.billing import credits
 from devops_agent.billing.models import CreditLedger, UsageLog
 from devops_agent.db import Database
 from tests.agent.test_tools import UnreachableCloud
@@ -40,7 +40,7 @@ async def _user(db: Database, *, spend_down_to: int | None = None) -> int:
     async with db.transaction() as session:
         user = await make_user(session)
         if spend_down_to is not None:
-            await credits.adjust(
+            await billing.adjust(
                 session, user_id=user.id, amount=spend_down_to - 20, reason="test: spend down", admin_id=None, now=T0
             )
         return user.id

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.models import UserSubscription
 from devops_agent.db import Database
 from tests.factories import T0, make_user
@@ -48,16 +48,16 @@ class Business:
 
 async def _buy(db: Database, user_id: int, credits_amount: int, price: str, when: datetime) -> int:
     async with db.transaction() as s:
-        purchase = await credits.create_purchase(
+        purchase = await billing.create_purchase(
             s, user_id=user_id, credits_amount=credits_amount, price_paid=Decimal(price), now=when
         )
-        await credits.grant_purchase(s, purchase_id=purchase.id, now=when)
+        await billing.grant_purchase(s, purchase_id=purchase.id, now=when)
         return purchase.id
 
 
 async def _charge(db: Database, user_id: int, when: datetime, tool: str | None = None, amount: int = 1) -> int:
     async with db.transaction() as s:
-        result = await credits.charge(
+        result = await billing.charge(
             s,
             user_id=user_id,
             amount=amount,
@@ -73,13 +73,13 @@ async def seed_business(db: Database) -> Business:
         users = [await make_user(s, username=name, now=T0) for name in ("alice", "bob", "carol", "dave", "erin")]
         ids = Business(*(u.id for u in users))
         for user_id, tier in ((ids.alice, "starter"), (ids.bob, "professional"), (ids.carol, "business")):
-            await credits.change_tier(s, user_id=user_id, tier_id=(await credits.tier_by_name(s, tier)).id, now=T0)
-        await credits.change_tier(s, user_id=ids.dave, tier_id=(await credits.tier_by_name(s, "starter")).id, now=T0)
+            await billing.change_tier(s, user_id=user_id, tier_id=(await billing.tier_by_name(s, tier)).id, now=T0)
+        await billing.change_tier(s, user_id=ids.dave, tier_id=(await billing.tier_by_name(s, "starter")).id, now=T0)
     async with db.transaction() as s:
-        carol = await s.get(UserSubscription, (await credits.get_account(s, user_id=ids.carol, now=T0)).id)
+        carol = await s.get(UserSubscription, (await billing.get_account(s, user_id=ids.carol, now=T0)).id)
         assert carol is not None
         carol.payment_status = "past_due"
-        await credits.cancel(s, user_id=ids.dave, now=JAN20)
+        await billing.cancel(s, user_id=ids.dave, now=JAN20)
 
     await _buy(db, ids.alice, 250, "20.00", JAN16)
     for _ in range(3):
@@ -87,17 +87,17 @@ async def seed_business(db: Database) -> Business:
     await _charge(db, ids.alice, JAN17, "create_ec2_instance", amount=5)
     failed = await _charge(db, ids.alice, JAN17, "get_ec2_instances")
     async with db.transaction() as s:
-        await credits.refund(s, usage_log_id=failed, now=JAN17, error_message="=AWS timed out")
+        await billing.refund(s, usage_log_id=failed, now=JAN17, error_message="=AWS timed out")
 
     bob_pack = await _buy(db, ids.bob, 100, "10.00", JAN20)
     await _charge(db, ids.bob, JAN17, "get_ec2_instances")
     broken = await _charge(db, ids.bob, JAN17, "get_ec2_instances")
     async with db.transaction() as s:
-        await credits.mark_failed(s, usage_log_id=broken, error_message="user's IAM role denied it")
-        await credits.claw_back_purchase(s, purchase_id=bob_pack, now=FEB3, reason="refunded on request")
+        await billing.mark_failed(s, usage_log_id=broken, error_message="user's IAM role denied it")
+        await billing.claw_back_purchase(s, purchase_id=bob_pack, now=FEB3, reason="refunded on request")
 
     await _buy(db, ids.erin, 500, "35.00", FEB5)
     async with db.transaction() as s:
-        await credits.create_purchase(s, user_id=ids.erin, credits_amount=1000, price_paid=Decimal("60.00"), now=FEB5)
-        await credits.apply_due_reset(s, user_id=ids.dave, now=FEB16)
+        await billing.create_purchase(s, user_id=ids.erin, credits_amount=1000, price_paid=Decimal("60.00"), now=FEB5)
+        await billing.apply_due_reset(s, user_id=ids.dave, now=FEB16)
     return ids

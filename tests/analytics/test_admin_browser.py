@@ -17,13 +17,14 @@ import pytest
 import uvicorn
 from playwright.sync_api import Browser, Page, expect
 
-from devops_agent.accounts import admins
-from devops_agent.billing import books, credits
+from devops_agent import billing
+from devops_agent.billing import books
 from devops_agent.billing.models import User
 from devops_agent.cli import initialize
 from devops_agent.config import Settings
 from devops_agent.db import Database
 from devops_agent.notifications import Notifier
+from devops_agent.users import admins
 from devops_agent.web.app import create_app
 from tests.analytics.seed import seed_business
 from tests.browser.helpers import CHROMIUM, DESKTOP, PASSWORD, PHONE, SCREENSHOTS, assert_accessible, uncaught_errors
@@ -58,18 +59,18 @@ async def _prepare(url: str) -> None:
             when = datetime(2026, 2, 10 + day, 9, 0, tzinfo=UTC)
             async with db.transaction() as s:
                 for n in range(1 + day % 4):
-                    await credits.charge(s, user_id=ids.alice, amount=1, action_type="agent_message", now=when)
+                    await billing.charge(s, user_id=ids.alice, amount=1, action_type="agent_message", now=when)
                     tool = FEBRUARY_TOOLS[(day + n) % len(FEBRUARY_TOOLS)]
                     cost = 5 if tool.startswith("create") else 1
-                    await credits.charge(
+                    await billing.charge(
                         s, user_id=ids.alice, amount=cost, action_type="tool_use", tool_name=tool, now=when
                     )
-                await credits.charge(
+                await billing.charge(
                     s, user_id=ids.bob, amount=2, action_type="tool_use", tool_name="get_ec2_instances", now=when
                 )
         # dave (back on Free) spends down to 3: his low-credit email lands in the outbox (no SMTP_URL).
         async with db.transaction() as s:
-            await credits.charge(
+            await billing.charge(
                 s, user_id=ids.dave, amount=17, action_type="agent_message", now=NOW - timedelta(hours=1)
             )
         notifier = Notifier(db, smtp_url=None, sender="billing@devops-agent.test", base_url="http://agent.test")

@@ -9,7 +9,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.models import User
 from tests.web.conftest import make_client, register
 
@@ -22,7 +22,7 @@ async def upgrade_to(client: httpx.AsyncClient, name: str) -> None:
 
 async def spend(app: FastAPI, user_id: int, tool: str | None, amount: int = 1) -> None:
     async with app.state.db.transaction() as s:
-        await credits.charge(
+        await billing.charge(
             s,
             user_id=user_id,
             amount=amount,

@@ -16,7 +16,8 @@ from click.testing import Result
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from devops_agent.billing import books, credits, orgs
+from devops_agent import billing
+from devops_agent.billing import books, orgs
 from devops_agent.billing.models import ActionType
 from devops_agent.cli import app
 from devops_agent.config import get_settings
@@ -40,26 +41,26 @@ async def _keep_books(db: Database) -> Books:
     """A little business: charges, a refund, packs (granted, refunded, pending), a team with a capped member."""
     async with db.transaction() as s:
         user = await make_user(s)
-        kept = await credits.charge(s, user_id=user.id, amount=3, action_type=ActionType.TOOL_USE, now=T0)
-        failed = await credits.charge(s, user_id=user.id, amount=2, action_type=ActionType.TOOL_USE, now=T0)
-        await credits.refund(s, usage_log_id=failed.usage_log_id, now=T0, error_message="tool failed")
-        bought = await credits.create_purchase(s, user_id=user.id, credits_amount=100, price_paid=Decimal(10), now=T0)
-        await credits.grant_purchase(s, purchase_id=bought.id, now=T0)
-        returned = await credits.create_purchase(s, user_id=user.id, credits_amount=100, price_paid=Decimal(10), now=T0)
-        await credits.grant_purchase(s, purchase_id=returned.id, now=T0)
-        await credits.claw_back_purchase(s, purchase_id=returned.id, now=T0, reason="refunded")
-        pending = await credits.create_purchase(s, user_id=user.id, credits_amount=100, price_paid=Decimal(10), now=T0)
+        kept = await billing.charge(s, user_id=user.id, amount=3, action_type=ActionType.TOOL_USE, now=T0)
+        failed = await billing.charge(s, user_id=user.id, amount=2, action_type=ActionType.TOOL_USE, now=T0)
+        await billing.refund(s, usage_log_id=failed.usage_log_id, now=T0, error_message="tool failed")
+        bought = await billing.create_purchase(s, user_id=user.id, credits_amount=100, price_paid=Decimal(10), now=T0)
+        await billing.grant_purchase(s, purchase_id=bought.id, now=T0)
+        returned = await billing.create_purchase(s, user_id=user.id, credits_amount=100, price_paid=Decimal(10), now=T0)
+        await billing.grant_purchase(s, purchase_id=returned.id, now=T0)
+        await billing.claw_back_purchase(s, purchase_id=returned.id, now=T0, reason="refunded")
+        pending = await billing.create_purchase(s, user_id=user.id, credits_amount=100, price_paid=Decimal(10), now=T0)
         owner = await make_user(s)
         org = await make_org(s, owner=owner)
         member = await add_member(s, org, owner=owner)
         await fill_pool(s, org, to=50, admin=owner)
         await orgs.set_member_cap(s, org_id=org.id, actor_id=owner.id, user_id=member.id, cap=10)
         for amount in (4, 6):
-            await credits.charge(
+            await billing.charge(
                 s, user_id=member.id, org_id=org.id, amount=amount, action_type=ActionType.TOOL_USE, now=T0
             )
     async with db.transaction() as s:  # a charge in a transaction of its own, as the agent makes it
-        await credits.charge(s, user_id=user.id, amount=1, action_type=ActionType.AGENT_MESSAGE, now=T0)
+        await billing.charge(s, user_id=user.id, amount=1, action_type=ActionType.AGENT_MESSAGE, now=T0)
     return Books(user.id, kept.usage_log_id, org.id, member.id, pending.id)
 
 
@@ -225,7 +226,7 @@ async def test_the_audits_snapshot_never_blocks_a_writer_and_sees_one_state(db: 
             before = (await snapshot.execute(count)).scalar_one()
             # A charge commits while the snapshot is open: it does not wait for the reader...
             async with writer.transaction() as s:
-                await credits.charge(s, user_id=user.id, amount=1, action_type=ActionType.TOOL_USE, now=T0)
+                await billing.charge(s, user_id=user.id, amount=1, action_type=ActionType.TOOL_USE, now=T0)
             # ...and the reader's later statements still see the state of its first one.
             assert (await snapshot.execute(count)).scalar_one() == before
         async with db.snapshot() as snapshot:

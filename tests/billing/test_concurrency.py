@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from sqlalchemy import func, select
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.errors import InsufficientCredits
 from devops_agent.billing.models import CreditLedger, LedgerKind, UsageLog
 from devops_agent.db import Database
@@ -17,7 +17,7 @@ async def _charge_once(db: Database, user_id: int, key: str | None = None) -> bo
     """One charge in a transaction of its own, as the agent charges a message or a tool call."""
     try:
         async with db.transaction() as s:
-            await credits.charge(s, user_id=user_id, amount=1, action_type="agent_message", now=T0, idempotency_key=key)
+            await billing.charge(s, user_id=user_id, amount=1, action_type="agent_message", now=T0, idempotency_key=key)
     except InsufficientCredits:
         return False
     return True
@@ -30,12 +30,12 @@ async def test_fifty_concurrent_charges_on_twenty_credits(db: Database) -> None:
     assert outcomes.count(True) == 20
     assert outcomes.count(False) == 30
     async with db.transaction() as s:
-        sub = await credits.get_account(s, user_id=user.id, now=T0)
+        sub = await billing.get_account(s, user_id=user.id, now=T0)
         assert sub.balance == 0
         assert sub.credits_used_this_month == 20
         logs = await s.scalar(select(func.count()).select_from(UsageLog).where(UsageLog.user_id == user.id))
         assert logs == 20
-        sums = await credits.ledger_sums(s, subscription_id=sub.id)
+        sums = await billing.ledger_sums(s, subscription_id=sub.id)
         assert sums.total == 0
 
 
@@ -45,7 +45,7 @@ async def test_concurrent_retries_with_one_key_charge_once(db: Database) -> None
     outcomes = await gather_all(*(_charge_once(db, user.id, key="msg-1") for _ in range(10)))
     assert all(outcomes)
     async with db.transaction() as s:
-        sub = await credits.get_account(s, user_id=user.id, now=T0)
+        sub = await billing.get_account(s, user_id=user.id, now=T0)
         assert sub.balance == 19
         charges = await s.scalar(
             select(func.count()).select_from(CreditLedger).where(CreditLedger.kind == LedgerKind.CHARGE)
@@ -56,17 +56,17 @@ async def test_concurrent_retries_with_one_key_charge_once(db: Database) -> None
 async def test_concurrent_grants_of_one_purchase_grant_once(db: Database) -> None:
     async with db.transaction() as s:
         user = await make_user(s)
-        purchase = await credits.create_purchase(
+        purchase = await billing.create_purchase(
             s, user_id=user.id, credits_amount=250, price_paid=Decimal("20"), now=T0
         )
 
     async def grant() -> None:
         async with db.transaction() as s:
-            await credits.grant_purchase(s, purchase_id=purchase.id, now=T0)
+            await billing.grant_purchase(s, purchase_id=purchase.id, now=T0)
 
     await gather_all(*(grant() for _ in range(20)))
     async with db.transaction() as s:
-        sub = await credits.get_account(s, user_id=user.id, now=T0)
+        sub = await billing.get_account(s, user_id=user.id, now=T0)
         assert sub.purchased_credits_remaining == 250
 
 
@@ -75,17 +75,17 @@ async def test_spending_and_granting_at_once_loses_nothing(db: Database) -> None
     async with db.transaction() as s:
         user = await make_user(s)
         purchases = [
-            await credits.create_purchase(s, user_id=user.id, credits_amount=100, price_paid=Decimal("10"), now=T0)
+            await billing.create_purchase(s, user_id=user.id, credits_amount=100, price_paid=Decimal("10"), now=T0)
             for _ in range(3)
         ]
 
     async def grant(purchase_id: int) -> None:
         async with db.transaction() as s:
-            await credits.grant_purchase(s, purchase_id=purchase_id, now=T0)
+            await billing.grant_purchase(s, purchase_id=purchase_id, now=T0)
 
     async def give(n: int) -> None:
         async with db.transaction() as s:
-            await credits.adjust(s, user_id=user.id, amount=n, reason="goodwill", admin_id=None, now=T0)
+            await billing.adjust(s, user_id=user.id, amount=n, reason="goodwill", admin_id=None, now=T0)
 
     tasks = [_charge_once(db, user.id) for _ in range(400)]
     tasks += [grant(p.id) for p in purchases]
@@ -93,8 +93,8 @@ async def test_spending_and_granting_at_once_loses_nothing(db: Database) -> None
     results = await gather_all(*tasks)
     spent = sum(1 for r in results[:400] if r)
     async with db.transaction() as s:
-        sub = await credits.get_account(s, user_id=user.id, now=T0)
-        sums = await credits.ledger_sums(s, subscription_id=sub.id)
+        sub = await billing.get_account(s, user_id=user.id, now=T0)
+        sums = await billing.ledger_sums(s, subscription_id=sub.id)
         assert (sums.monthly, sums.purchased) == (sub.credits_remaining, sub.purchased_credits_remaining)
         assert sub.balance == 20 + 300 + 20 - spent
         assert sub.credits_used_this_month == spent

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.errors import (
     AlreadyOnTier,
     ChargeNotFound,
@@ -25,10 +25,10 @@ async def test_insufficient_credits_changes_nothing(db: Database) -> None:
         user = await make_user(s)
     async with db.transaction() as s:
         with pytest.raises(InsufficientCredits) as err:
-            await credits.charge(s, user_id=user.id, amount=21, action_type="tool_use", now=T0)
+            await billing.charge(s, user_id=user.id, amount=21, action_type="tool_use", now=T0)
     assert (err.value.balance, err.value.required) == (20, 21)
     async with db.transaction() as s:
-        sub = await credits.get_account(s, user_id=user.id, now=T0)
+        sub = await billing.get_account(s, user_id=user.id, now=T0)
         assert sub.balance == 20
         assert await s.scalar(select(func.count()).select_from(UsageLog)) == 0
 
@@ -36,9 +36,9 @@ async def test_insufficient_credits_changes_nothing(db: Database) -> None:
 async def test_charge_spans_monthly_and_purchased(db: Database) -> None:
     async with db.transaction() as s:
         user = await make_user(s)
-        p = await credits.create_purchase(s, user_id=user.id, credits_amount=100, price_paid=Decimal("10"), now=T0)
-        await credits.grant_purchase(s, purchase_id=p.id, now=T0)
-        result = await credits.charge(s, user_id=user.id, amount=25, action_type="tool_use", now=T0)
+        p = await billing.create_purchase(s, user_id=user.id, credits_amount=100, price_paid=Decimal("10"), now=T0)
+        await billing.grant_purchase(s, purchase_id=p.id, now=T0)
+        result = await billing.charge(s, user_id=user.id, amount=25, action_type="tool_use", now=T0)
         assert (result.balance.monthly, result.balance.purchased) == (0, 95)
         row = await s.get(CreditLedger, result.ledger_id)
         assert row is not None
@@ -48,15 +48,15 @@ async def test_charge_spans_monthly_and_purchased(db: Database) -> None:
 async def test_retry_with_same_key_returns_first_result(db: Database) -> None:
     async with db.transaction() as s:
         user = await make_user(s)
-        first = await credits.charge(
+        first = await billing.charge(
             s, user_id=user.id, amount=2, action_type="agent_message", now=T0, idempotency_key="k"
         )
     async with db.transaction() as s:
-        again = await credits.charge(
+        again = await billing.charge(
             s, user_id=user.id, amount=2, action_type="agent_message", now=T0, idempotency_key="k"
         )
         other = await make_user(s)
-        theirs = await credits.charge(
+        theirs = await billing.charge(
             s, user_id=other.id, amount=1, action_type="agent_message", now=T0, idempotency_key="k"
         )
     assert again.replayed
@@ -68,31 +68,31 @@ async def test_retry_with_same_key_returns_first_result(db: Database) -> None:
 async def test_refund_returns_credits_once_and_marks_the_log(db: Database) -> None:
     async with db.transaction() as s:
         user = await make_user(s)
-        charged = await credits.charge(s, user_id=user.id, amount=3, action_type="agent_message", now=T0)
+        charged = await billing.charge(s, user_id=user.id, amount=3, action_type="agent_message", now=T0)
     async with db.transaction() as s:
-        first = await credits.refund(s, usage_log_id=charged.usage_log_id, now=T0, error_message="LLM timeout")
-        second = await credits.refund(s, usage_log_id=charged.usage_log_id, now=T0, error_message="LLM timeout")
+        first = await billing.refund(s, usage_log_id=charged.usage_log_id, now=T0, error_message="LLM timeout")
+        second = await billing.refund(s, usage_log_id=charged.usage_log_id, now=T0, error_message="LLM timeout")
         assert first.balance.total == 20
         assert second.replayed
         log = await s.get(UsageLog, charged.usage_log_id)
         assert log is not None
         assert not log.success
         assert log.error_message == "LLM timeout"
-        sub = await credits.get_account(s, user_id=user.id, now=T0)
+        sub = await billing.get_account(s, user_id=user.id, now=T0)
         assert sub.credits_used_this_month == 0
         with pytest.raises(ChargeNotFound):
-            await credits.refund(s, usage_log_id=9999, now=T0)
+            await billing.refund(s, usage_log_id=9999, now=T0)
 
 
 async def test_clawback_never_goes_below_zero_and_records_shortfall(db: Database) -> None:
     async with db.transaction() as s:
         user = await make_user(s)
-        p = await credits.create_purchase(s, user_id=user.id, credits_amount=100, price_paid=Decimal("10"), now=T0)
-        await credits.grant_purchase(s, purchase_id=p.id, now=T0)
-        await credits.charge(s, user_id=user.id, amount=60, action_type="tool_use", now=T0)
+        p = await billing.create_purchase(s, user_id=user.id, credits_amount=100, price_paid=Decimal("10"), now=T0)
+        await billing.grant_purchase(s, purchase_id=p.id, now=T0)
+        await billing.charge(s, user_id=user.id, amount=60, action_type="tool_use", now=T0)
     async with db.transaction() as s:
-        result = await credits.claw_back_purchase(s, purchase_id=p.id, now=T0, reason="charge.refunded")
-        again = await credits.claw_back_purchase(s, purchase_id=p.id, now=T0, reason="charge.refunded")
+        result = await billing.claw_back_purchase(s, purchase_id=p.id, now=T0, reason="charge.refunded")
+        again = await billing.claw_back_purchase(s, purchase_id=p.id, now=T0, reason="charge.refunded")
         assert again.replayed
         assert (result.balance.monthly, result.balance.purchased) == (0, 0)
         stored = await s.get(CreditPurchase, p.id)
@@ -106,10 +106,10 @@ async def test_adjustments_need_a_reason_and_never_overdraw(db: Database) -> Non
         user = await make_user(s)
         admin = await make_user(s, is_admin=True)
         with pytest.raises(InvalidAmount):
-            await credits.adjust(s, user_id=user.id, amount=5, reason="  ", admin_id=admin.id, now=T0)
+            await billing.adjust(s, user_id=user.id, amount=5, reason="  ", admin_id=admin.id, now=T0)
         with pytest.raises(InsufficientCredits):
-            await credits.adjust(s, user_id=user.id, amount=-21, reason="abuse", admin_id=admin.id, now=T0)
-        given = await credits.adjust(s, user_id=user.id, amount=10, reason="outage credit", admin_id=admin.id, now=T0)
+            await billing.adjust(s, user_id=user.id, amount=-21, reason="abuse", admin_id=admin.id, now=T0)
+        given = await billing.adjust(s, user_id=user.id, amount=10, reason="outage credit", admin_id=admin.id, now=T0)
         assert (given.balance.monthly, given.balance.purchased) == (20, 10)
         row = await s.get(CreditLedger, given.ledger_id)
         assert row is not None
@@ -119,13 +119,13 @@ async def test_adjustments_need_a_reason_and_never_overdraw(db: Database) -> Non
 async def test_tier_errors(db: Database) -> None:
     async with db.transaction() as s:
         user = await make_user(s)
-        free = await credits.tier_by_name(s, "free")
+        free = await billing.tier_by_name(s, "free")
         with pytest.raises(AlreadyOnTier):
-            await credits.change_tier(s, user_id=user.id, tier_id=free.id, now=T0)
+            await billing.change_tier(s, user_id=user.id, tier_id=free.id, now=T0)
         with pytest.raises(TierNotFound):
-            await credits.change_tier(s, user_id=user.id, tier_id=999, now=T0)
+            await billing.change_tier(s, user_id=user.id, tier_id=999, now=T0)
         with pytest.raises(AlreadyOnTier):
-            await credits.cancel(s, user_id=user.id, now=T0)
+            await billing.cancel(s, user_id=user.id, now=T0)
 
 
 async def test_database_refuses_a_negative_balance(db: Database) -> None:

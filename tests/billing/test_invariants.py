@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.errors import AlreadyOnTier, InsufficientCredits
 from devops_agent.billing.models import CreditLedger, SubscriptionTier
 from devops_agent.db import Database
@@ -39,30 +39,30 @@ async def test_balances_always_match_the_ledger(db: Database, ops: list[tuple[st
         async with db.transaction() as s:
             try:
                 if op == "charge":
-                    result = await credits.charge(s, user_id=user.id, amount=arg, action_type="tool_use", now=now)
+                    result = await billing.charge(s, user_id=user.id, amount=arg, action_type="tool_use", now=now)
                     charges.append(result.usage_log_id)
                 elif op == "refund" and charges:
-                    await credits.refund(s, usage_log_id=charges.pop(), now=now, error_message="failed")
+                    await billing.refund(s, usage_log_id=charges.pop(), now=now, error_message="failed")
                 elif op == "purchase":
-                    p = await credits.create_purchase(
+                    p = await billing.create_purchase(
                         s, user_id=user.id, credits_amount=arg, price_paid=Decimal(arg) / 10, now=now
                     )
-                    await credits.grant_purchase(s, purchase_id=p.id, now=now)
+                    await billing.grant_purchase(s, purchase_id=p.id, now=now)
                 elif op == "advance":
                     now += timedelta(days=arg)
                 elif op == "tier":
-                    await credits.change_tier(s, user_id=user.id, tier_id=tiers[arg], now=now)
+                    await billing.change_tier(s, user_id=user.id, tier_id=tiers[arg], now=now)
                 elif op == "cancel":
-                    await credits.cancel(s, user_id=user.id, now=now)
+                    await billing.cancel(s, user_id=user.id, now=now)
                 elif op == "adjust":
-                    await credits.adjust(s, user_id=user.id, amount=arg, reason="test", admin_id=None, now=now)
+                    await billing.adjust(s, user_id=user.id, amount=arg, reason="test", admin_id=None, now=now)
             except (InsufficientCredits, AlreadyOnTier):
                 pass
         async with db.transaction() as s:
-            sub = await credits.get_account(s, user_id=user.id, now=now)
+            sub = await billing.get_account(s, user_id=user.id, now=now)
             assert sub.credits_remaining >= 0
             assert sub.purchased_credits_remaining >= 0
-            sums = await credits.ledger_sums(s, subscription_id=sub.id)
+            sums = await billing.ledger_sums(s, subscription_id=sub.id)
             assert (sums.monthly, sums.purchased) == (sub.credits_remaining, sub.purchased_credits_remaining)
             last = await s.scalar(
                 select(CreditLedger).where(CreditLedger.subscription_id == sub.id).order_by(CreditLedger.id.desc())

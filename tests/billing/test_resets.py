@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.models import CreditLedger, LedgerKind
 from devops_agent.db import Database
 from tests.factories import make_user
@@ -31,14 +31,14 @@ async def test_reset_at_month_end_keeps_purchased_credits(db: Database) -> None:
     opened = d(2026, 1, 31)
     async with db.transaction() as s:
         user = await make_user(s, now=opened)
-        p = await credits.create_purchase(s, user_id=user.id, credits_amount=100, price_paid=Decimal("10"), now=opened)
-        await credits.grant_purchase(s, purchase_id=p.id, now=opened)
-        await credits.charge(s, user_id=user.id, amount=3, action_type="agent_message", now=opened)
+        p = await billing.create_purchase(s, user_id=user.id, credits_amount=100, price_paid=Decimal("10"), now=opened)
+        await billing.grant_purchase(s, purchase_id=p.id, now=opened)
+        await billing.charge(s, user_id=user.id, amount=3, action_type="agent_message", now=opened)
     async with db.transaction() as s:
-        sub = await credits.get_account(s, user_id=user.id, now=d(2026, 2, 28, 11))
+        sub = await billing.get_account(s, user_id=user.id, now=d(2026, 2, 28, 11))
         assert sub.current_period_end == d(2026, 2, 28)
         assert sub.credits_remaining == 17
-        sub = await credits.get_account(s, user_id=user.id, now=d(2026, 2, 28, 12))
+        sub = await billing.get_account(s, user_id=user.id, now=d(2026, 2, 28, 12))
         assert (sub.current_period_start, sub.current_period_end) == (d(2026, 2, 28), d(2026, 3, 31))
         assert (sub.credits_remaining, sub.purchased_credits_remaining, sub.credits_used_this_month) == (20, 100, 0)
         assert sub.total_credits_used == 3
@@ -50,7 +50,7 @@ async def test_several_missed_months_catch_up_at_once(db: Database) -> None:
     async with db.transaction() as s:
         user = await make_user(s, now=d(2026, 1, 10))
     async with db.transaction() as s:
-        sub = await credits.get_account(s, user_id=user.id, now=d(2026, 5, 20))
+        sub = await billing.get_account(s, user_id=user.id, now=d(2026, 5, 20))
         assert (sub.current_period_start, sub.current_period_end) == (d(2026, 5, 10), d(2026, 6, 10))
         assert sub.credits_remaining == 20
     kinds = await _kinds(db, sub.id)
@@ -61,9 +61,9 @@ async def test_charge_after_period_end_resets_first(db: Database) -> None:
     async with db.transaction() as s:
         user = await make_user(s, now=d(2026, 1, 10))
         for _ in range(20):
-            await credits.charge(s, user_id=user.id, amount=1, action_type="agent_message", now=d(2026, 1, 11))
+            await billing.charge(s, user_id=user.id, amount=1, action_type="agent_message", now=d(2026, 1, 11))
     async with db.transaction() as s:
-        result = await credits.charge(s, user_id=user.id, amount=1, action_type="agent_message", now=d(2026, 2, 10))
+        result = await billing.charge(s, user_id=user.id, amount=1, action_type="agent_message", now=d(2026, 2, 10))
     assert result.balance.monthly == 19
 
 
@@ -71,28 +71,28 @@ async def test_downgrade_and_cancel_take_effect_at_period_end(db: Database) -> N
     t0 = d(2026, 3, 1)
     async with db.transaction() as s:
         user = await make_user(s, now=t0)
-        business = await credits.tier_by_name(s, "business")
-        starter = await credits.tier_by_name(s, "starter")
-        await credits.change_tier(s, user_id=user.id, tier_id=business.id, now=t0)
+        business = await billing.tier_by_name(s, "business")
+        starter = await billing.tier_by_name(s, "starter")
+        await billing.change_tier(s, user_id=user.id, tier_id=business.id, now=t0)
     async with db.transaction() as s:
-        change = await credits.change_tier(s, user_id=user.id, tier_id=starter.id, now=t0 + timedelta(days=3))
+        change = await billing.change_tier(s, user_id=user.id, tier_id=starter.id, now=t0 + timedelta(days=3))
         assert change.effective == "period_end"
-        sub = await credits.get_account(s, user_id=user.id, now=t0 + timedelta(days=3))
+        sub = await billing.get_account(s, user_id=user.id, now=t0 + timedelta(days=3))
         assert sub.tier.name == "business"
         assert sub.scheduled_tier is not None
         assert sub.scheduled_tier.name == "starter"
         assert sub.credits_remaining == 3000
     async with db.transaction() as s:
-        sub = await credits.get_account(s, user_id=user.id, now=d(2026, 4, 1))
+        sub = await billing.get_account(s, user_id=user.id, now=d(2026, 4, 1))
         assert sub.tier.name == "starter"
         assert sub.scheduled_tier is None
         assert sub.credits_remaining == 200
-        await credits.cancel(s, user_id=user.id, now=d(2026, 4, 2))
+        await billing.cancel(s, user_id=user.id, now=d(2026, 4, 2))
     async with db.transaction() as s:
-        sub = await credits.get_account(s, user_id=user.id, now=d(2026, 4, 20))
+        sub = await billing.get_account(s, user_id=user.id, now=d(2026, 4, 20))
         assert sub.tier.name == "starter"
         assert sub.cancel_at_period_end
-        sub = await credits.get_account(s, user_id=user.id, now=d(2026, 5, 1))
+        sub = await billing.get_account(s, user_id=user.id, now=d(2026, 5, 1))
         assert sub.tier.name == "free"
         assert not sub.cancel_at_period_end
         assert sub.credits_remaining == 20
@@ -103,12 +103,12 @@ async def test_reset_due_command_resets_every_due_account(db: Database) -> None:
         users = [await make_user(s, now=d(2026, 1, 5)) for _ in range(3)]
         fresh = await make_user(s, now=d(2026, 2, 20))
     async with db.transaction() as s:
-        due = await credits.due_account_user_ids(s, now=d(2026, 2, 21))
+        due = await billing.due_account_user_ids(s, now=d(2026, 2, 21))
     assert sorted(due) == sorted(u.id for u in users)
     assert fresh.id not in due
     for user_id in due:
         async with db.transaction() as s:
-            assert await credits.apply_due_reset(s, user_id=user_id, now=d(2026, 2, 21))
+            assert await billing.apply_due_reset(s, user_id=user_id, now=d(2026, 2, 21))
     async with db.transaction() as s:
-        assert await credits.due_account_user_ids(s, now=d(2026, 2, 21)) == []
-        assert not await credits.apply_due_reset(s, user_id=users[0].id, now=d(2026, 2, 21))
+        assert await billing.due_account_user_ids(s, now=d(2026, 2, 21)) == []
+        assert not await billing.apply_due_reset(s, user_id=users[0].id, now=d(2026, 2, 21))

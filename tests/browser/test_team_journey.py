@@ -20,7 +20,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from playwright.sync_api import Browser, expect
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.periods import utcnow
 from devops_agent.config import Settings
 from devops_agent.db import Database
@@ -88,8 +88,8 @@ def make_professional(settings: Settings, username: str) -> None:
                 from devops_agent.billing.models import User
 
                 user = (await session.execute(select(User).where(User.username == username))).scalar_one()
-                tier = await credits.tier_by_name(session, "professional")
-                await credits.change_tier(session, user_id=user.id, tier_id=tier.id, now=utcnow())
+                tier = await billing.tier_by_name(session, "professional")
+                await billing.change_tier(session, user_id=user.id, tier_id=tier.id, now=utcnow())
         finally:
             await db.dispose()
 

@@ -11,8 +11,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from devops_agent import notifications
-from devops_agent.billing import credits
+from devops_agent import billing, notifications
 from devops_agent.billing.models import User
 from devops_agent.db import Database
 from devops_agent.notifications import Cause, EmailOutbox, Notifier, OutboxStatus
@@ -30,14 +29,14 @@ async def new_user(db: Database, *, balance: int, opt_out: bool = False) -> int:
         user = await make_user(s, now=T0)
         user.email_opt_out = opt_out
         if balance < 20:
-            await credits.charge(s, user_id=user.id, amount=20 - balance, action_type="agent_message", now=T0)
+            await billing.charge(s, user_id=user.id, amount=20 - balance, action_type="agent_message", now=T0)
         return user.id
 
 
 async def spend(db: Database, notifier: Notifier, user_id: int, amount: int = 1) -> None:
     """What the chat endpoint does: charge and commit, THEN tell notifications."""
     async with db.transaction() as s:
-        await credits.charge(s, user_id=user_id, amount=amount, action_type="agent_message", now=T0)
+        await billing.charge(s, user_id=user_id, amount=amount, action_type="agent_message", now=T0)
     await notifier.after_balance_change(user_id=user_id, now=T0)
 
 
@@ -73,7 +72,7 @@ async def test_reaching_zero_sends_one_out_of_credits_email_and_no_later_low_one
     user_id = await new_user(db, balance=6)
     await spend(db, notifier, user_id, amount=6)  # 6 -> 0 in one step
     async with db.transaction() as s:
-        await credits.adjust(s, user_id=user_id, amount=3, reason="goodwill", admin_id=None, now=T0)
+        await billing.adjust(s, user_id=user_id, amount=3, reason="goodwill", admin_id=None, now=T0)
     await spend(db, notifier, user_id)  # 3 -> 2: below 5 again in the same period
     await notifier.wait_idle()
 
@@ -88,7 +87,7 @@ async def test_next_period_may_warn_again(db: Database, inbox: Inbox, make_notif
     await spend(db, notifier, user_id)
     later = T0 + timedelta(days=32)  # the reset grants 20 again; spend down to 3 in the new period
     async with db.transaction() as s:
-        await credits.charge(s, user_id=user_id, amount=17, action_type="agent_message", now=later)
+        await billing.charge(s, user_id=user_id, amount=17, action_type="agent_message", now=later)
     await notifier.after_balance_change(user_id=user_id, now=later)
     await notifier.wait_idle()
     assert inbox.subjects() == ["Only 4 DevOps Agent credits left", "Only 3 DevOps Agent credits left"]
@@ -101,10 +100,10 @@ async def test_no_optional_email_for_a_user_who_turned_them_off_but_receipts_sti
     user_id = await new_user(db, balance=2, opt_out=True)
     await spend(db, notifier, user_id, amount=2)
     async with db.transaction() as s:
-        purchase = await credits.create_purchase(
+        purchase = await billing.create_purchase(
             s, user_id=user_id, credits_amount=100, price_paid=Decimal("10.00"), now=T0
         )
-        await credits.grant_purchase(s, purchase_id=purchase.id, now=T0)
+        await billing.grant_purchase(s, purchase_id=purchase.id, now=T0)
     await notifier.after_purchase(purchase_id=purchase.id, now=T0)
     await notifier.wait_idle()
     assert inbox.subjects() == ["Receipt: 100 DevOps Agent credits"]
@@ -117,12 +116,12 @@ async def test_receipt_once_per_purchase_with_its_figures(
     notifier = make_notifier(db)
     user_id = await new_user(db, balance=20)
     async with db.transaction() as s:
-        pending = await credits.create_purchase(
+        pending = await billing.create_purchase(
             s, user_id=user_id, credits_amount=250, price_paid=Decimal("20.00"), now=T0
         )
     assert await notifier.after_purchase(purchase_id=pending.id, now=T0) == []  # not paid yet: no receipt
     async with db.transaction() as s:
-        await credits.grant_purchase(s, purchase_id=pending.id, now=T0)
+        await billing.grant_purchase(s, purchase_id=pending.id, now=T0)
     # Two triggers for the same purchase race each other (two workers, a retried request): one receipt.
     await asyncio.gather(*(notifier.after_purchase(purchase_id=pending.id, now=T0) for _ in range(2)))
     await notifier.wait_idle()
@@ -255,7 +254,7 @@ async def test_a_team_pool_running_low_then_empty_warns_its_owner_once_each(
 
     async def team_spend(amount: int) -> None:
         async with db.transaction() as s:
-            await credits.charge(
+            await billing.charge(
                 s, user_id=member.id, org_id=org.id, amount=amount, action_type="agent_message", now=T0
             )
         await notifier.after_pool_change(org_id=org.id, now=T0)

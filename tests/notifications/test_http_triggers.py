@@ -8,8 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from devops_agent import notifications
-from devops_agent.billing import credits
+from devops_agent import billing, notifications
 from devops_agent.billing.models import UserSubscription
 from devops_agent.db import Database
 from devops_agent.notifications import Notifier
@@ -70,7 +69,7 @@ async def test_a_team_chat_that_drains_the_pool_warns_the_owner(
         dev = await register(dev_client)
         await join(owner, org["id"], dev_client, dev)
         async with db.transaction() as s:  # the pool is down to 5 credits
-            await credits.adjust(
+            await billing.adjust(
                 s, user_id=boss["id"], org_id=org["id"], amount=-15, reason="test", admin_id=None, now=app.state.clock()
             )
         reply = await dev_client.post("/api/chat", json={"message": "help", "org_id": org["id"]})
@@ -91,7 +90,7 @@ async def test_stripe_events_send_receipts_and_failed_renewal_notices_once(
     notifier = notifications.install(db, make_notifier(db))
     async with db.transaction() as s:
         user_id = (await make_user(s, now=T0)).id
-        paid = await credits.create_purchase(
+        paid = await billing.create_purchase(
             s,
             user_id=user_id,
             credits_amount=500,
@@ -99,8 +98,8 @@ async def test_stripe_events_send_receipts_and_failed_renewal_notices_once(
             now=T0,
             stripe_checkout_session_id="cs_1",
         )
-        await credits.grant_purchase(s, purchase_id=paid.id, now=T0)
-        await credits.create_purchase(
+        await billing.grant_purchase(s, purchase_id=paid.id, now=T0)
+        await billing.create_purchase(
             s,
             user_id=user_id,
             credits_amount=100,

@@ -6,7 +6,8 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devops_agent.billing import credits, orgs
+from devops_agent import billing
+from devops_agent.billing import orgs
 from devops_agent.billing.models import User
 from devops_agent.billing.org_models import MemberRole, Organization
 from tests.factories import T0, make_user
@@ -28,9 +29,9 @@ async def add_member(
 
 async def fill_pool(session: AsyncSession, org: Organization, *, to: int, admin: User, now: datetime = T0) -> None:
     """Bring the pool's balance to exactly ``to`` credits with an admin adjustment."""
-    pool = await credits.get_account(session, user_id=None, org_id=org.id, now=now)
+    pool = await billing.get_account(session, user_id=None, org_id=org.id, now=now)
     delta = to - pool.balance
     if delta:
-        await credits.adjust(
+        await billing.adjust(
             session, user_id=admin.id, org_id=org.id, amount=delta, reason="test pool", admin_id=admin.id, now=now
         )

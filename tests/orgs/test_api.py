@@ -1,7 +1,7 @@
 """The organizations' HTTP endpoints: the team story, role checks on every route, invitations.
 
 Agent actions are charged through the credits engine as the chat endpoint does
-(``credits.charge`` with ``org_id``); the chat's own plumbing has its test with the agent.
+(``billing.charge`` with ``org_id``); the chat's own plumbing has its test with the agent.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import update
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.models import ActionType, User
 from tests.web.conftest import make_client, register
 
@@ -30,7 +30,7 @@ async def pro(client: httpx.AsyncClient, username: str | None = None) -> dict[st
 async def spend(app: FastAPI, user_id: int, org_id: int, *, tool: str | None = None, amount: int = 1) -> None:
     now: datetime = app.state.clock()
     async with app.state.db.transaction() as session:
-        await credits.charge(
+        await billing.charge(
             session,
             user_id=user_id,
             org_id=org_id,

@@ -7,7 +7,7 @@ import asyncio
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.models import UserSubscription
 from devops_agent.billing.periods import utcnow
 from devops_agent.cli import app
@@ -32,7 +32,7 @@ def test_reset_due_renews_the_pools_of_organizations(env: str) -> None:
     async def setup(s):  # type: ignore[no-untyped-def]
         owner = await make_user(s, now=T0)
         org = await make_org(s, owner=owner, now=T0)
-        await credits.charge(s, user_id=owner.id, org_id=org.id, amount=5, action_type="agent_message", now=T0)
+        await billing.charge(s, user_id=owner.id, org_id=org.id, amount=5, action_type="agent_message", now=T0)
         return org.id
 
     org_id = _in_db(env, setup)

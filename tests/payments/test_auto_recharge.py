@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.catalog import load_catalog
 from devops_agent.billing.models import CreditPurchase, UserSubscription
 from devops_agent.db import Database
@@ -54,9 +54,9 @@ async def recharge(app: FastAPI, db: Database, user_id: int) -> auto_recharge.Re
 
 async def spend_to(db: Database, app: FastAPI, user_id: int, balance: int) -> None:
     async with db.transaction() as session:
-        sub = await credits.get_account(session, user_id=user_id, now=app.state.clock())
+        sub = await billing.get_account(session, user_id=user_id, now=app.state.clock())
         if sub.balance > balance:
-            await credits.adjust(
+            await billing.adjust(
                 session,
                 user_id=user_id,
                 amount=balance - sub.balance,
@@ -141,7 +141,7 @@ async def test_declined_card_fails_the_purchase_and_releases_the_guard(
     assert state["in_flight"] is False
     assert state["last_error"]
     async with db.transaction() as session:
-        assert (await credits.get_account(session, user_id=user_id, now=stripe_app.state.clock())).balance == 20
+        assert (await billing.get_account(session, user_id=user_id, now=stripe_app.state.clock())).balance == 20
 
 
 @pytest.mark.parametrize("db", ["sqlite"], indirect=True)

@@ -20,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.models import CreditPurchase
 from devops_agent.db import Database
 from devops_agent.payments.models import StripeEvent
@@ -50,7 +50,7 @@ async def served(stripe_app: FastAPI, edge: Edge) -> AsyncIterator[str]:
 async def test_stripe_delivered_event_completes_a_pending_auto_recharge(db: Database, served: str, edge: Edge) -> None:
     async with db.transaction() as session:
         user = await make_user(session)
-        purchase = await credits.create_purchase(
+        purchase = await billing.create_purchase(
             session, user_id=user.id, credits_amount=100, price_paid=Decimal("10.00"), now=T0
         )
     stripe_sdk = sdk(edge.url)

@@ -13,7 +13,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.catalog import load_catalog
 from devops_agent.billing.models import CreditLedger, CreditPurchase, LedgerKind, SubscriptionTier, UserSubscription
 from devops_agent.db import Database
@@ -32,8 +32,8 @@ async def team_owner(app: FastAPI, client: httpx.AsyncClient, name: str = "Night
     """A user on Professional (teams; moved in the engine, no Stripe needed) who creates an organization."""
     user = await register(client)
     async with app.state.db.transaction() as session:
-        pro = await credits.tier_by_name(session, "professional")
-        await credits.change_tier(session, user_id=user["id"], tier_id=pro.id, now=app.state.clock())
+        pro = await billing.tier_by_name(session, "professional")
+        await billing.change_tier(session, user_id=user["id"], tier_id=pro.id, now=app.state.clock())
     created = await client.post("/api/orgs", json={"name": name})
     assert created.status_code == 201, created.text
     return user, int(created.json()["organization"]["id"])
@@ -94,11 +94,11 @@ async def test_the_owner_buys_a_pack_for_the_pool_credited_once_then_refunded(
         clawbacks = await session.scalar(
             select(func.count()).select_from(CreditLedger).where(CreditLedger.kind == LedgerKind.CLAWBACK.value)
         )
-        account = await credits.get_account(session, user_id=None, org_id=org_id, now=T0)
-        sums = await credits.ledger_sums(session, subscription_id=account.id)
+        account = await billing.get_account(session, user_id=None, org_id=org_id, now=T0)
+        sums = await billing.ledger_sums(session, subscription_id=account.id)
     assert (purchase.organization_id, purchase.user_id, purchase.payment_status) == (org_id, owner["id"], "refunded")
     assert clawbacks == 1
-    assert sums == credits.Balance(account.credits_remaining, account.purchased_credits_remaining)
+    assert sums == billing.Balance(account.credits_remaining, account.purchased_credits_remaining)
 
 
 async def test_the_pool_subscribes_through_checkout_and_its_periods_follow_paid_invoices(
@@ -138,7 +138,7 @@ async def test_the_pool_subscribes_through_checkout_and_its_periods_follow_paid_
     renewals = await asyncio.gather(*(deliver(stripe_client, make_event("invoice.paid", second)) for _ in range(3)))
     assert all(r.status_code == 200 for r in renewals)
     async with db.transaction() as session:
-        account_row = await credits.get_account(session, user_id=None, org_id=org_id, now=T0)
+        account_row = await billing.get_account(session, user_id=None, org_id=org_id, now=T0)
         grants = await session.scalar(
             select(func.count())
             .select_from(CreditLedger)
@@ -218,7 +218,7 @@ async def test_auto_recharge_refills_the_pool_once_with_cooldown_and_monthly_cap
     assert (await pool(stripe_client, org_id))["purchased_credits_remaining"] == 100
     # Two charges that both see a low balance at once: one recharge (the first one's cooldown holds).
     async with db.transaction() as session:
-        await credits.adjust(session, user_id=None, org_id=org_id, amount=-110, reason="spent", admin_id=None, now=T0)
+        await billing.adjust(session, user_id=None, org_id=org_id, amount=-110, reason="spent", admin_id=None, now=T0)
     outcomes = await asyncio.gather(recharge(), recharge())
     assert sorted(o.status for o in outcomes) == ["skipped", "skipped"]
     stripe_app.state.clock.advance(minutes=61)
@@ -226,7 +226,7 @@ async def test_auto_recharge_refills_the_pool_once_with_cooldown_and_monthly_cap
     assert sorted(o.status for o in outcomes) == ["granted", "skipped"]
     stripe_app.state.clock.advance(minutes=61)
     async with db.transaction() as session:
-        await credits.adjust(session, user_id=None, org_id=org_id, amount=-100, reason="spent", admin_id=None, now=T0)
+        await billing.adjust(session, user_id=None, org_id=org_id, amount=-100, reason="spent", admin_id=None, now=T0)
     capped = await recharge()
     assert capped.reason == "monthly cap of 2 recharges reached"
     async with db.transaction() as session:
@@ -294,7 +294,7 @@ async def test_a_team_chat_that_leaves_the_pool_low_runs_the_pools_auto_recharge
     rule = {"enabled": True, "threshold": 16, "pack_size": 100, "monthly_cap": 3, "cooldown_minutes": 60}
     assert (await stripe_client.put(f"/api/orgs/{org_id}/auto-recharge", json=rule)).status_code == 200
     async with db.transaction() as session:  # the pool holds 16 of its 20 Free credits
-        await credits.adjust(session, user_id=None, org_id=org_id, amount=-4, reason="spent", admin_id=None, now=T0)
+        await billing.adjust(session, user_id=None, org_id=org_id, amount=-4, reason="spent", admin_id=None, now=T0)
 
     async with http_client(stripe_app) as member:
         user = await register(member)

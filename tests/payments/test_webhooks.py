@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.models import CreditLedger, CreditPurchase, LedgerKind, SubscriptionTier
 from devops_agent.db import Database
 from devops_agent.payments.models import StripeEvent
@@ -28,7 +28,7 @@ from tests.payments.conftest import deliver, make_event
 async def pending_purchase(db: Database, amount: int = 250) -> tuple[int, int]:
     async with db.transaction() as session:
         user = await make_user(session)
-        purchase = await credits.create_purchase(
+        purchase = await billing.create_purchase(
             session, user_id=user.id, credits_amount=amount, price_paid=Decimal("20.00"), now=T0
         )
         return user.id, purchase.id
@@ -123,7 +123,7 @@ async def test_twenty_concurrent_deliveries_grant_once(db: Database, stripe_clie
             )
         )
         assert grants.scalar_one() == 1
-        assert await credits.ledger_sums(session, subscription_id=sub.id) == credits.Balance(
+        assert await billing.ledger_sums(session, subscription_id=sub.id) == billing.Balance(
             sub.credits_remaining, sub.purchased_credits_remaining
         )
 
@@ -241,7 +241,7 @@ async def test_dispute_claws_back_what_is_left_and_records_the_shortfall(
     user_id, purchase_id = await pending_purchase(db)
     await deliver(stripe_client, session_completed(user_id, purchase_id))
     async with db.transaction() as session:  # 20 monthly + 250 purchased; spend 100 of the purchased
-        await credits.adjust(session, user_id=user_id, amount=-120, reason="spent", admin_id=None, now=T0)
+        await billing.adjust(session, user_id=user_id, amount=-120, reason="spent", admin_id=None, now=T0)
     dispute = make_event(
         "charge.dispute.created",
         {"id": "dp_1", "object": "dispute", "charge": "ch_1", "payment_intent": f"pi_p{purchase_id}", "amount": 2000},

@@ -18,7 +18,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.catalog import load_catalog
 from devops_agent.billing.models import CreditLedger, CreditPurchase, LedgerKind, SubscriptionTier
 from devops_agent.db import Database
@@ -119,7 +119,7 @@ async def test_plan_checkout_renewal_failed_payment_recovery(
 
     # Spend some, then the renewal: a new period with a fresh 200 monthly credits.
     async with db.transaction() as session:
-        await credits.adjust(session, user_id=user["id"], amount=-50, reason="spent", admin_id=None, now=T0)
+        await billing.adjust(session, user_id=user["id"], amount=-50, reason="spent", admin_id=None, now=T0)
     period = first["lines"]["data"][0]["period"]
     month = period["end"] - period["start"]
     second = invoice_for(first, period["end"], period["end"] + month)

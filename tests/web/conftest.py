@@ -22,9 +22,9 @@ import pytest
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 
-from devops_agent.accounts import Passwords
 from devops_agent.config import Settings
 from devops_agent.db import Database
+from devops_agent.users import Passwords
 from devops_agent.web.app import create_app
 from devops_agent.web.security import CSRF_COOKIE
 from tests.factories import T0

@@ -7,7 +7,7 @@ from datetime import datetime
 import httpx
 from fastapi import FastAPI
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.web.deps import CurrentUser, NowDep, SessionDep
 from tests.web.conftest import SQLITE_ONLY, make_client, register
 
@@ -18,7 +18,7 @@ def add_spend_route(app: FastAPI) -> None:
     """A route that spends credits the way the chat endpoint does, to see the 402 mapping."""
 
     async def spend(user: CurrentUser, session: SessionDep, now: NowDep) -> dict[str, int]:
-        result = await credits.charge(session, user_id=user.id, amount=25, action_type="agent_message", now=now)
+        result = await billing.charge(session, user_id=user.id, amount=25, action_type="agent_message", now=now)
         return {"credits_remaining": result.balance.total}
 
     app.add_api_route("/api/test-spend", spend, methods=["POST"])

@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.models import CreditLedger, CreditPurchase, LedgerKind, User, UserSubscription
 from devops_agent.cli import app as cli_app
 from devops_agent.db import Database
@@ -49,7 +49,7 @@ async def _count(db: Database, model: Any, *where: Any) -> int:
 async def _books_balance(db: Database, user_id: int) -> int:
     async with db.transaction() as session:
         sub = (await session.execute(select(UserSubscription).where(UserSubscription.user_id == user_id))).scalar_one()
-        sums = await credits.ledger_sums(session, subscription_id=sub.id)
+        sums = await billing.ledger_sums(session, subscription_id=sub.id)
         assert (sums.monthly, sums.purchased) == (sub.credits_remaining, sub.purchased_credits_remaining)
         return sub.balance
 
@@ -121,7 +121,7 @@ async def test_an_upgrade_that_committed_before_the_crash_is_answered_not_applie
     await _left_in_progress(db, user_id=user["id"], key="up-1", path="/api/subscription/upgrade", body=body, at=started)
     async with db.transaction() as session:
         buyer = await session.get(User, user["id"])
-        tier = await credits.tier_by_id(session, pro["id"])
+        tier = await billing.tier_by_id(session, pro["id"])
     assert buyer is not None
     await app.state.gateway.change_plan(db, user=buyer, tier=tier, idempotency_key="up-1", now=started)
     grants = await _count(db, CreditLedger, CreditLedger.kind == LedgerKind.MONTHLY_GRANT.value)

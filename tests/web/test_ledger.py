@@ -17,11 +17,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from devops_agent import billing
 from devops_agent.agent.backends.offline import OfflineBackend
 from devops_agent.agent.service import AgentRuntime
 from devops_agent.agent.tools import build_toolbox
 from devops_agent.agent.tools.aws import SandboxCloud
-from devops_agent.billing import credits
 from devops_agent.billing.catalog import load_catalog
 from devops_agent.billing.models import User
 from devops_agent.db import Database
@@ -81,7 +81,7 @@ async def test_every_movement_adds_up_to_the_balance(client: httpx.AsyncClient, 
     starter = next(t for t in tiers if t["name"] == "starter")
     assert (await client.post("/api/subscription/upgrade", json={"tier_id": starter["id"]})).status_code == 200
     async with db.transaction() as session:
-        await credits.adjust(
+        await billing.adjust(
             session, user_id=user["id"], amount=7, reason="Sorry for the outage", admin_id=None, now=app.state.clock()
         )
 
@@ -145,7 +145,7 @@ async def test_a_pool_for_its_members_only(client: httpx.AsyncClient, app: FastA
         owner_row = await session.get(User, owner["id"])
         assert owner_row is not None
         org = await make_org(session, owner=owner_row, now=T0)
-        await credits.adjust(
+        await billing.adjust(
             session, user_id=owner["id"], org_id=org.id, amount=50, reason="team top-up", admin_id=None, now=T0
         )
         org_id = org.id

@@ -15,7 +15,8 @@ import stripe
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from devops_agent.billing import books, credits
+from devops_agent import billing
+from devops_agent.billing import books
 from devops_agent.db import Database
 from tests.factories import T0
 from tests.orgs.test_api import pro
@@ -65,8 +66,8 @@ async def test_chat_402_purchase_and_webhooks_move_their_counters(db: Database, 
         bought = await client.post("/api/credits/purchase", json={"pack_size": 100})
         assert bought.status_code == 200, bought.text
         async with db.transaction() as s:  # spend everything: the next message is refused
-            account = await credits.get_account(s, user_id=user["id"], now=T0)
-            await credits.adjust(s, user_id=user["id"], amount=-account.balance, reason="test", admin_id=None, now=T0)
+            account = await billing.get_account(s, user_id=user["id"], now=T0)
+            await billing.adjust(s, user_id=user["id"], amount=-account.balance, reason="test", admin_id=None, now=T0)
         refused = await client.post("/api/chat", json={"message": "hello"})
         assert refused.status_code == 402, refused.text
 

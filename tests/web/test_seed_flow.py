@@ -13,7 +13,7 @@ from datetime import datetime
 from fastapi import FastAPI
 from sqlalchemy import select, update
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.models import ActionType, CreditPurchase, SubscriptionTier, UserSubscription
 from tests.web.conftest import make_client, register
 
@@ -22,7 +22,7 @@ async def spend(app: FastAPI, user_id: int, *, tool: str | None = None, amount: 
     """One agent action, charged as the chat endpoint would."""
     now: datetime = app.state.clock()
     async with app.state.db.transaction() as session:
-        await credits.charge(
+        await billing.charge(
             session,
             user_id=user_id,
             amount=amount,
@@ -104,7 +104,7 @@ async def test_the_seed_manual_test_plan(app: FastAPI, client) -> None:
 
     async with app.state.db.transaction() as session:
         account = (await session.execute(select(UserSubscription))).scalar_one()
-        ledger = await credits.ledger_sums(session, subscription_id=account.id)
+        ledger = await billing.ledger_sums(session, subscription_id=account.id)
         purchase = (await session.execute(select(CreditPurchase))).scalar_one()
     assert (ledger.monthly, ledger.purchased) == (200, 250)
     assert str(purchase.price_paid) == "20.00"

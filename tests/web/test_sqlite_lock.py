@@ -21,7 +21,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.db import Database
 from devops_agent.web.deps import CurrentUser, DatabaseDep, NowDep
 from tests.web.conftest import SQLITE_ONLY, build_app, make_client, register
@@ -63,7 +63,7 @@ def _add_tool_charge_route(app: FastAPI) -> None:
 
     async def tool_charge(user: CurrentUser, db: DatabaseDep, now: NowDep) -> dict[str, int]:
         async with db.transaction() as session:
-            result = await credits.charge(session, user_id=user.id, amount=1, action_type="tool_call", now=now)
+            result = await billing.charge(session, user_id=user.id, amount=1, action_type="tool_call", now=now)
         return {"credits_remaining": result.balance.total}
 
     app.add_api_route("/api/test-tool-charge", tool_charge, methods=["POST"])

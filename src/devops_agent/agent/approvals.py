@@ -24,8 +24,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devops_agent import metrics
-from devops_agent.billing import credits
+from devops_agent import billing, metrics
 from devops_agent.billing.models import ActionType, Conversation
 from devops_agent.db import Database
 
@@ -159,7 +158,7 @@ async def approve(
                 return await _record(
                     session, runtime, action, text=f"{action.tool} was not run: {refused}", call=call, now=now
                 )
-            charged = await credits.charge(
+            charged = await billing.charge(
                 session,
                 user_id=user_id,
                 amount=action.credits,
@@ -198,13 +197,13 @@ async def _settle(
         return cost
     async with db.transaction() as session:
         if outcome.our_side:
-            refunded = await credits.refund(
+            refunded = await billing.refund(
                 session, usage_log_id=usage_log_id, now=clock(), error_message=outcome.summary
             )
             if not refunded.replayed:
                 metrics.count_refund(tool, cost)
             return 0
-        await credits.mark_failed(session, usage_log_id=usage_log_id, error_message=outcome.summary)
+        await billing.mark_failed(session, usage_log_id=usage_log_id, error_message=outcome.summary)
         return cost
 
 

@@ -8,12 +8,12 @@ is ever open while we wait on the network (on SQLite it would stop every writer)
 Who pays when something fails:
 
 * The backend fails (timeout, provider error, our bug): the message's credit is
-  refunded (``credits.refund``) and its usage log says ``success: false``.
+  refunded (``billing.refund``) and its usage log says ``success: false``.
 * A tool fails on our side or the provider's (no connection, throttling, AWS 5xx,
   a bug in the tool): refunded, for the same reason; the user did not get the action.
 * A tool the cloud answered with a refusal of the request itself (no such
   instance, a bucket name already taken): the charge stands and the usage log is
-  marked failed (``credits.mark_failed``). AWS did the work of answering, the
+  marked failed (``billing.mark_failed``). AWS did the work of answering, the
   answer is the result the user asked for, and refunding it would make probing
   free; the usage history still shows the failure.
 * A tool the balance (or the run's ``max_credits``, or the member's cap in an
@@ -36,9 +36,8 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devops_agent import metrics
+from devops_agent import billing, metrics
 from devops_agent.agent.tools.registry import ToolOutcome
-from devops_agent.billing import credits
 from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.errors import InsufficientCredits, MemberCapReached
 from devops_agent.billing.models import ActionType
@@ -98,12 +97,12 @@ class Meter:
     def message_cost(self) -> int:
         return self.catalog.cost_of(MESSAGE_ACTION)
 
-    async def charge_message(self, session: AsyncSession) -> credits.ChargeResult:
+    async def charge_message(self, session: AsyncSession) -> billing.ChargeResult:
         """Charge the message inside the caller's transaction (it creates the conversation too).
 
         Raises ``InsufficientCredits`` (402) when the balance is short; nothing is changed then.
         """
-        result = await credits.charge(
+        result = await billing.charge(
             session,
             user_id=self.user_id,
             amount=self.message_cost,
@@ -122,7 +121,7 @@ class Meter:
     async def refund_message(self, usage_log_id: int, error: str) -> None:
         """Give the message's credit back after a failure on our side."""
         async with self.db.transaction(queue=self.account) as session:
-            result = await credits.refund(session, usage_log_id=usage_log_id, now=self.clock(), error_message=error)
+            result = await billing.refund(session, usage_log_id=usage_log_id, now=self.clock(), error_message=error)
         if not result.replayed:
             self.spent -= self.message_cost
             metrics.count_refund(MESSAGE_ACTION, self.message_cost)
@@ -140,7 +139,7 @@ class Meter:
         self._tool_seq += 1
         try:
             async with self.db.transaction(queue=self.account) as session:
-                result = await credits.charge(
+                result = await billing.charge(
                     session,
                     user_id=self.user_id,
                     amount=cost,
@@ -174,11 +173,11 @@ class Meter:
             return paid.cost
         async with self.db.transaction(queue=self.account) as session:
             if outcome.our_side:
-                result = await credits.refund(
+                result = await billing.refund(
                     session, usage_log_id=paid.usage_log_id, now=self.clock(), error_message=outcome.summary
                 )
             else:
-                await credits.mark_failed(session, usage_log_id=paid.usage_log_id, error_message=outcome.summary)
+                await billing.mark_failed(session, usage_log_id=paid.usage_log_id, error_message=outcome.summary)
         if not outcome.our_side:
             return paid.cost
         self.balance = result.balance.total

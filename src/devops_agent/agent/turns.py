@@ -17,7 +17,7 @@ Whoever refunds first *claims* the turn with one conditional UPDATE on its messa
 (still unanswered, same attempt, lease ran out): a second claimer's UPDATE matches no
 row (PostgreSQL re-checks the condition after the first claimer's commit; SQLite
 writers are serialised), so the refunds happen once. Each refund also carries its own
-ledger key (``credits.refund``), so a charge can never be given back twice anyway.
+ledger key (``billing.refund``), so a charge can never be given back twice anyway.
 
 Which charges belong to a turn: the message's (``Message.usage_log_id``) and the tool
 calls charged under the turn's scope (``turn_scope``): their ledger keys are
@@ -37,8 +37,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, CursorResult, Result, Table, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devops_agent import metrics
-from devops_agent.billing import credits
+from devops_agent import billing, metrics
 from devops_agent.billing.models import CreditLedger, LedgerKind, UsageLog
 from devops_agent.db import Database
 
@@ -136,7 +135,7 @@ async def refund_charges(session: AsyncSession, turn: TurnRef, *, now: datetime,
         ).one_or_none()
         if charge_row is None:
             continue
-        result = await credits.refund(session, usage_log_id=usage_log_id, now=now, error_message=reason)
+        result = await billing.refund(session, usage_log_id=usage_log_id, now=now, error_message=reason)
         if not result.replayed:
             charges += 1
             credits_back -= int(charge_row[0]) + int(charge_row[1])

@@ -12,6 +12,78 @@ Ledger rules (enforced by the database where it can):
 5. Every ledger row has a unique idempotency key: a retried operation is found,
    not repeated.
 
+Only the modules below move a balance, one concern each (their docstrings hold their
+rules); their public verbs are exported here, so callers write ``billing.charge(...)``:
+
+* ``accounts``: opening and reading an account, its periods and the monthly reset;
+* ``ledger``: the ledger row, idempotency keys and replays, the ledger's sums;
+* ``charges``: charges, refunds, members' caps on an organization's pool;
+* ``purchases``: credit packs, their grant and their claw-back;
+* ``plans``: tier changes, cancellations, scheduled downgrades, provider-paid periods;
+* ``adjustments``: an admin's manual change.
+
+Every verb takes an open ``AsyncSession`` inside a transaction, flushes and never
+commits: the caller's ``Database.transaction()`` block decides.
+
 This package imports only ``devops_agent.db`` and ``devops_agent.config``: no web,
 no payment provider.
 """
+
+from .accounts import (
+    FREE_TIER,
+    apply_due_reset,
+    due_account_org_ids,
+    due_account_user_ids,
+    get_account,
+    open_account,
+    open_org_account,
+    tier_by_id,
+    tier_by_name,
+)
+from .adjustments import adjust
+from .charges import charge, mark_failed, refund
+from .ledger import (
+    REQUEST_WINDOW,
+    Balance,
+    ChargeResult,
+    LedgerResult,
+    ledger_sums,
+    new_key,
+    request_key,
+)
+from .plans import TierChange, cancel, change_tier, end_paid_plan, is_upgrade, set_payment_status, start_paid_period
+from .purchases import claw_back_purchase, create_purchase, grant_purchase, purchase_for_request
+
+__all__ = [
+    "FREE_TIER",
+    "REQUEST_WINDOW",
+    "Balance",
+    "ChargeResult",
+    "LedgerResult",
+    "TierChange",
+    "adjust",
+    "apply_due_reset",
+    "cancel",
+    "change_tier",
+    "charge",
+    "claw_back_purchase",
+    "create_purchase",
+    "due_account_org_ids",
+    "due_account_user_ids",
+    "end_paid_plan",
+    "get_account",
+    "grant_purchase",
+    "is_upgrade",
+    "ledger_sums",
+    "mark_failed",
+    "new_key",
+    "open_account",
+    "open_org_account",
+    "purchase_for_request",
+    "refund",
+    "request_key",
+    "set_payment_status",
+    "start_paid_period",
+    "tier_by_id",
+    "tier_by_name",
+]

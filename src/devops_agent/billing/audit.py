@@ -20,8 +20,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from devops_agent.db import Base
 
-from . import credits
+from .adjustments import adjust
 from .errors import InvalidAmount
+from .ledger import Balance
 from .models import BigId, User
 from .types import UTCDateTime
 
@@ -89,7 +90,7 @@ class Adjusted:
 
     ledger_id: int | None
     audit: AdminAudit | None
-    balance: credits.Balance
+    balance: Balance
 
 
 async def adjust_credits(
@@ -110,7 +111,7 @@ async def adjust_credits(
         return None
     if not reason.strip():
         raise InvalidAmount("An adjustment needs a reason.")
-    result = await credits.adjust(
+    result = await adjust(
         session,
         user_id=user_id,
         amount=amount,

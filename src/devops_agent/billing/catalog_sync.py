@@ -13,8 +13,8 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from .accounts import open_account
 from .catalog import Catalog
-from .credits import open_account
 from .models import SubscriptionTier, User, UserSubscription
 
 

@@ -13,7 +13,8 @@ from datetime import datetime
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import audit, credits
+from . import audit
+from .accounts import get_account
 from .models import CreditLedger, CreditPurchase, SubscriptionTier, UsageLog, User, UserSubscription
 from .org_models import MemberRole, Organization, OrganizationMember
 
@@ -54,7 +55,7 @@ async def customer_detail(session: AsyncSession, *, user_id: int, now: datetime,
     if user is None:
         return None
     has_account = await session.scalar(select(UserSubscription.id).where(UserSubscription.user_id == user_id))
-    account = await credits.get_account(session, user_id=user_id, now=now) if has_account else None
+    account = await get_account(session, user_id=user_id, now=now) if has_account else None
     ledger: list[CreditLedger] = []
     if account is not None:
         ledger = list(

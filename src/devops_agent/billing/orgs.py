@@ -1,8 +1,8 @@
 """Organizations (teams): membership, roles, invitations, caps and what each member may see.
 
 The pool itself is an ordinary credit account owned by the organization, moved only by
-``billing.credits`` (called with ``org_id``); this module manages who belongs to the
-organization and what they may do:
+the package's verbs (``billing.charge`` and the rest, called with ``org_id``); this module
+manages who belongs to the organization and what they may do:
 
 * roles: the **owner** (one, always) handles billing and may delete the organization;
   **admins** manage members, invitations and members' caps; **members** use the pool.
@@ -32,7 +32,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import credits, seats
+from . import seats
+from .accounts import get_account, open_org_account
 from .errors import (
     AlreadyMember,
     InvalidAmount,
@@ -112,7 +113,7 @@ async def create_organization(session: AsyncSession, *, user_id: int, name: str,
         )
     )
     await session.flush()
-    await credits.open_org_account(session, org_id=org.id, now=now)
+    await open_org_account(session, org_id=org.id, now=now)
     return org
 
 
@@ -198,7 +199,7 @@ async def members(session: AsyncSession, *, org_id: int, now: datetime) -> list[
     org = await session.get(Organization, org_id)
     if org is None:
         raise OrganizationNotFound(f"Organization {org_id} not found.")
-    pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
+    pool = await get_account(session, user_id=None, org_id=org_id, now=now)
     rows = await session.execute(
         select(OrganizationMember, User)
         .join(User, User.id == OrganizationMember.user_id)
@@ -236,7 +237,7 @@ class OrganizationView:
 async def view(session: AsyncSession, *, org_id: int, user_id: int, now: datetime) -> OrganizationView:
     """The organization as the member ``user_id`` sees it (404 for a non-member); a due reset of the pool first."""
     org, member = await get_organization(session, org_id=org_id, user_id=user_id)
-    pool = await credits.get_account(session, user_id=None, org_id=org.id, now=now)
+    pool = await get_account(session, user_id=None, org_id=org.id, now=now)
     count = await session.scalar(
         select(func.count()).select_from(OrganizationMember).where(OrganizationMember.organization_id == org.id)
     )

@@ -1,4 +1,4 @@
-"""What a plan change would do, told before it is made: the same rules as ``credits.change_tier``.
+"""What a plan change would do, told before it is made: the same rules as ``plans.change_tier``.
 
 An upgrade starts a new period at once: the monthly credits left are replaced by the
 new tier's (they are lost), purchased credits stay, and the new price is due now.
@@ -19,10 +19,11 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .credits import get_account, is_upgrade, tier_by_id
+from .accounts import get_account, tier_by_id
 from .errors import AlreadyOnTier
 from .models import SubscriptionTier, UserSubscription
 from .periods import add_months
+from .plans import is_upgrade
 
 CURRENCY = "usd"
 

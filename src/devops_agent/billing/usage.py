@@ -8,7 +8,7 @@ own (``orgs.can_see_everyone``); a user who is not a member gets
 ``OrganizationNotFound``, as for every route of an organization.
 
 Read-only, except that reading an account first applies its due monthly reset (as
-``credits.get_account`` does), so the totals answered belong to the current period.
+``get_account`` does), so the totals answered belong to the current period.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import credits, orgs, seats
+from . import orgs, seats
+from .accounts import apply_due_reset, get_account
 from .errors import OrgForbidden
 from .models import UsageLog, User, UserSubscription
 
@@ -119,10 +120,10 @@ async def _everyone(session: AsyncSession, *, user_id: int, org_id: int) -> bool
 async def stats(session: AsyncSession, *, user_id: int, now: datetime, org_id: int | None = None) -> UsageStats:
     """The account's balance and actions per tool; for a pool, also per member (see ``UsageStats``)."""
     if org_id is None:
-        account = await credits.get_account(session, user_id=user_id, now=now)
+        account = await get_account(session, user_id=user_id, now=now)
         return UsageStats(account, await tool_counts(session, user_id=user_id))
     everyone = await _everyone(session, user_id=user_id, org_id=org_id)
-    account = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
+    account = await get_account(session, user_id=None, org_id=org_id, now=now)
     tools = await tool_counts(session, user_id=None if everyone else user_id, org_id=org_id)
     by_member = await tool_counts_by_member(session, org_id=org_id)
     members = [
@@ -138,11 +139,11 @@ async def history(
 ) -> UsagePage:
     """The account's usage log, newest first, one page; for a pool, what the member may see."""
     if org_id is None:
-        await credits.apply_due_reset(session, user_id=user_id, now=now)
+        await apply_due_reset(session, user_id=user_id, now=now)
         where = _paid_from(user_id=user_id, org_id=None)
     else:
         everyone = await _everyone(session, user_id=user_id, org_id=org_id)
-        await credits.apply_due_reset(session, user_id=None, org_id=org_id, now=now)
+        await apply_due_reset(session, user_id=None, org_id=org_id, now=now)
         where = _paid_from(user_id=None if everyone else user_id, org_id=org_id)
     total = await session.scalar(select(func.count()).select_from(UsageLog).where(*where))
     rows = await session.execute(
@@ -170,7 +171,7 @@ async def pool_billing(session: AsyncSession, *, org_id: int, user_id: int, now:
     """The organization's billing page for its owner and admins (``OrgForbidden`` for a member, 404 for others)."""
     if not await _everyone(session, user_id=user_id, org_id=org_id):
         raise OrgForbidden("Only the owner and admins of the organization see its billing.")
-    pool = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
+    pool = await get_account(session, user_id=None, org_id=org_id, now=now)
     taken = await seats.seats_of(session, org_id=org_id, now=now)
     members = await orgs.members(session, org_id=org_id, now=now)
     return PoolBilling(taken, pool.current_period_start, pool.current_period_end, members)

@@ -60,7 +60,7 @@ async def after_pool_change(db: Database, *, org_id: int, now: datetime, balance
 
 
 async def after_purchase(db: Database, *, purchase_id: int, now: datetime) -> None:
-    """Call after ``billing.credits.grant_purchase`` committed: queues the receipt."""
+    """Call after ``billing.grant_purchase`` committed: queues the receipt."""
     try:
         await notifier_for(db).after_purchase(purchase_id=purchase_id, now=now)
     except Exception:

@@ -31,7 +31,7 @@ import stripe
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.models import CreditPurchase, PurchaseStatus, UserSubscription
 from devops_agent.billing.org_models import MemberRole, OrganizationMember
@@ -193,7 +193,7 @@ async def _claim(
     )
     if not getattr(won, "rowcount", 0):
         return "a recharge is already in flight"
-    purchase = await credits.create_purchase(
+    purchase = await billing.create_purchase(
         session, user_id=buyer, org_id=org_id, credits_amount=pack.credits, price_paid=pack.price, now=now
     )
     await session.execute(
@@ -257,7 +257,7 @@ async def maybe_recharge(
     async with db.transaction() as session:
         await _set_intent(session, claim.purchase_id, str(intent["id"]))
         if status == "succeeded":
-            await credits.grant_purchase(session, purchase_id=claim.purchase_id, now=now)
+            await billing.grant_purchase(session, purchase_id=claim.purchase_id, now=now)
             await release(session, purchase_id=claim.purchase_id, error=None, now=now)
             return RechargeOutcome("granted", "paid", claim.purchase_id, str(intent["id"]))
         if status in ("requires_payment_method", "requires_action", "canceled"):

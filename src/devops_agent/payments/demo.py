@@ -3,14 +3,15 @@
 This is the default when Stripe is not configured, so a fresh checkout is a
 working product: a pack purchase is recorded in ``credit_purchases`` as completed
 with its list price and its credits granted; an upgrade starts the new tier now.
-Everything goes through ``billing.credits`` in one transaction per operation.
+Everything goes through the ``billing`` verbs in one transaction per operation.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from devops_agent.billing import credits, plan_preview
+from devops_agent import billing
+from devops_agent.billing import plan_preview
 from devops_agent.billing.catalog import PackSpec
 from devops_agent.billing.models import SubscriptionTier, User
 from devops_agent.billing.plan_preview import PlanPreview
@@ -33,12 +34,12 @@ class DemoGateway:
         now: datetime,
         org_id: int | None = None,
     ) -> PackPurchaseResult:
-        key = credits.request_key(user.id, idempotency_key, org_id=org_id)
+        key = billing.request_key(user.id, idempotency_key, org_id=org_id)
         async with db.transaction() as session:
             # The balance we answer is current.
-            await credits.apply_due_reset(session, user_id=user.id, now=now, org_id=org_id)
+            await billing.apply_due_reset(session, user_id=user.id, now=now, org_id=org_id)
             # A retry of a request whose purchase committed before a crash answers that purchase.
-            purchase = await credits.purchase_for_request(session, key, now=now) or await credits.create_purchase(
+            purchase = await billing.purchase_for_request(session, key, now=now) or await billing.create_purchase(
                 session,
                 user_id=user.id,
                 org_id=org_id,
@@ -48,7 +49,7 @@ class DemoGateway:
                 request_key=key,
             )
             # grant_purchase re-reads the row with populate_existing: ``purchase`` is current after it.
-            result = await credits.grant_purchase(session, purchase_id=purchase.id, now=now)
+            result = await billing.grant_purchase(session, purchase_id=purchase.id, now=now)
         return PackPurchaseResult(purchase=purchase, credits_remaining=result.balance.total)
 
     async def change_plan(
@@ -62,23 +63,23 @@ class DemoGateway:
         org_id: int | None = None,
     ) -> PlanChangeResult:
         async with db.transaction() as session:
-            change = await credits.change_tier(
+            change = await billing.change_tier(
                 session,
                 user_id=user.id,
                 tier_id=tier.id,
                 now=now,
                 org_id=org_id,
-                request_key=credits.request_key(user.id, idempotency_key, org_id=org_id),
+                request_key=billing.request_key(user.id, idempotency_key, org_id=org_id),
             )
-            sub = await credits.get_account(session, user_id=user.id, now=now, org_id=org_id)
+            sub = await billing.get_account(session, user_id=user.id, now=now, org_id=org_id)
         return PlanChangeResult(subscription=sub, message=change.message)
 
     async def cancel_plan(
         self, db: Database, *, user: User, now: datetime, org_id: int | None = None
     ) -> PlanChangeResult:
         async with db.transaction() as session:
-            change = await credits.cancel(session, user_id=user.id, now=now, org_id=org_id)
-            sub = await credits.get_account(session, user_id=user.id, now=now, org_id=org_id)
+            change = await billing.cancel(session, user_id=user.id, now=now, org_id=org_id)
+            sub = await billing.get_account(session, user_id=user.id, now=now, org_id=org_id)
         return PlanChangeResult(subscription=sub, message=change.message)
 
     async def preview_plan(self, db: Database, *, user: User, tier: SubscriptionTier, now: datetime) -> PlanPreview:

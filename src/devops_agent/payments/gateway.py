@@ -38,7 +38,7 @@ class PackPurchaseResult:
 class PlanChangeResult:
     """Either the account after the change with a sentence about it (demo), or where to pay (Stripe).
 
-    ``subscription`` has ``tier`` and ``scheduled_tier`` loaded (from ``billing.credits.get_account``).
+    ``subscription`` has ``tier`` and ``scheduled_tier`` loaded (from ``billing.get_account``).
     """
 
     subscription: UserSubscription | None = None

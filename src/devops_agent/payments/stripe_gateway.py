@@ -32,7 +32,8 @@ from typing import Any
 import stripe
 from sqlalchemy import select, update
 
-from devops_agent.billing import credits, plan_preview
+from devops_agent import billing
+from devops_agent.billing import plan_preview
 from devops_agent.billing.catalog import PackSpec
 from devops_agent.billing.errors import AlreadyOnTier
 from devops_agent.billing.models import CreditPurchase, PurchaseStatus, SubscriptionTier, User, UserSubscription
@@ -178,7 +179,7 @@ class StripeGateway:
             recurring=False,
         )
         async with db.transaction() as session:
-            purchase = await credits.create_purchase(
+            purchase = await billing.create_purchase(
                 session, user_id=user.id, org_id=org_id, credits_amount=pack.credits, price_paid=pack.price, now=now
             )
             purchase_id = purchase.id
@@ -229,16 +230,16 @@ class StripeGateway:
     ) -> PlanChangeResult:
         """Checkout for a first subscription, else change the subscription's price."""
         async with db.transaction() as session:
-            account = await credits.get_account(session, user_id=user.id, now=now, org_id=org_id)
+            account = await billing.get_account(session, user_id=user.id, now=now, org_id=org_id)
             current = account.tier
-        if tier.name == credits.FREE_TIER:
+        if tier.name == billing.FREE_TIER:
             return await self.cancel_plan(db, user=user, now=now, org_id=org_id)
         if tier.id == current.id and account.scheduled_tier_id is None and not account.cancel_at_period_end:
             raise AlreadyOnTier(f"you are already on the {tier.display_name} tier")
         subscription_id = account.stripe_subscription_id
         key = idempotency_key or uuid.uuid4().hex
         if subscription_id is None:
-            if not credits.is_upgrade(current, tier):
+            if not billing.is_upgrade(current, tier):
                 return await self._local_change(db, user=user, tier=tier, now=now, org_id=org_id)
             return await self._subscription_checkout(db, user=user, tier=tier, key=key, org_id=org_id)
         price_id = await self._tier_price_id(db, tier)
@@ -250,7 +251,7 @@ class StripeGateway:
                 "cancel_at_period_end": False,
                 "metadata": self._metadata(user, org_id, tier=tier.name),
             }
-            upgrade = credits.is_upgrade(current, tier)
+            upgrade = billing.is_upgrade(current, tier)
             if upgrade:
                 # Charge the difference now and start a new cycle: the paid invoice starts the period.
                 params.update(proration_behavior="always_invoice", billing_cycle_anchor="now")
@@ -265,7 +266,7 @@ class StripeGateway:
             raise PaymentProviderError(f"Stripe could not change the subscription: {exc.user_message or exc}") from exc
         if upgrade:
             async with db.transaction() as session:
-                account = await credits.get_account(session, user_id=user.id, now=now, org_id=org_id)
+                account = await billing.get_account(session, user_id=user.id, now=now, org_id=org_id)
             return PlanChangeResult(
                 subscription=account,
                 message=f"Upgrade to {tier.display_name} requested: it starts as soon as Stripe confirms the payment.",
@@ -282,9 +283,9 @@ class StripeGateway:
         """
         async with db.transaction() as session:
             preview = await plan_preview.preview_change(session, user_id=user.id, tier_id=tier.id, now=now)
-            account = await credits.get_account(session, user_id=user.id, now=now)
+            account = await billing.get_account(session, user_id=user.id, now=now)
         subscription_id = account.stripe_subscription_id
-        if not preview.upgrade or subscription_id is None or tier.name == credits.FREE_TIER:
+        if not preview.upgrade or subscription_id is None or tier.name == billing.FREE_TIER:
             return preview
         price_id = await self._tier_price_id(db, tier)
         try:
@@ -310,8 +311,8 @@ class StripeGateway:
         self, db: Database, *, user: User, tier: SubscriptionTier, now: datetime, org_id: int | None
     ) -> PlanChangeResult:
         async with db.transaction() as session:
-            change = await credits.change_tier(session, user_id=user.id, tier_id=tier.id, now=now, org_id=org_id)
-            account = await credits.get_account(session, user_id=user.id, now=now, org_id=org_id)
+            change = await billing.change_tier(session, user_id=user.id, tier_id=tier.id, now=now, org_id=org_id)
+            account = await billing.get_account(session, user_id=user.id, now=now, org_id=org_id)
         return PlanChangeResult(subscription=account, message=change.message)
 
     async def _subscription_checkout(
@@ -344,7 +345,7 @@ class StripeGateway:
     ) -> PlanChangeResult:
         """Cancel at period end: on the Stripe subscription, and scheduled here."""
         async with db.transaction() as session:
-            account = await credits.get_account(session, user_id=user.id, now=now, org_id=org_id)
+            account = await billing.get_account(session, user_id=user.id, now=now, org_id=org_id)
         if account.stripe_subscription_id:
             try:
                 await self.client.v1.subscriptions.update_async(
@@ -359,8 +360,8 @@ class StripeGateway:
                     f"Stripe could not cancel the subscription: {exc.user_message or exc}"
                 ) from exc
         async with db.transaction() as session:
-            change = await credits.cancel(session, user_id=user.id, now=now, org_id=org_id)
-            account = await credits.get_account(session, user_id=user.id, now=now, org_id=org_id)
+            change = await billing.cancel(session, user_id=user.id, now=now, org_id=org_id)
+            account = await billing.get_account(session, user_id=user.id, now=now, org_id=org_id)
         return PlanChangeResult(subscription=account, message=change.message)
 
     # --- seats ------------------------------------------------------------------------
@@ -374,7 +375,7 @@ class StripeGateway:
         Call it outside any transaction, after the change of seats committed.
         """
         async with db.transaction() as session:
-            account = await credits.get_account(session, user_id=None, org_id=org_id, now=now)
+            account = await billing.get_account(session, user_id=None, org_id=org_id, now=now)
             org = await session.get(Organization, org_id)
             price_id = await session.scalar(
                 select(StripePrice.price_id).where(

@@ -21,7 +21,6 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from devops_agent import notifications
-from devops_agent.accounts import Passwords
 from devops_agent.agent import turns
 from devops_agent.agent.tools import check_catalog_tools
 from devops_agent.billing.catalog import cached_catalog
@@ -31,6 +30,7 @@ from devops_agent.config import Settings, get_settings
 from devops_agent.db import Database
 from devops_agent.migrate import take_startup_lock, upgrade
 from devops_agent.payments.gateway import get_gateway
+from devops_agent.users import Passwords
 from devops_agent.web.api.subscription import TierCache
 from devops_agent.web.errors import error_body, install_error_handlers
 from devops_agent.web.instrumentation import sample_pools_forever

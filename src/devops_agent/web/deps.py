@@ -22,7 +22,7 @@ from fastapi import Depends, Header, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.models import SubscriptionTier, User, UserSubscription
 from devops_agent.config import Settings
 from devops_agent.db import Database
@@ -172,7 +172,7 @@ async def user_has_feature(session: AsyncSession, user_id: int, feature: str, *,
     has read the account since.
     """
     if now is not None:
-        await credits.apply_due_reset(session, user_id=user_id, now=now)
+        await billing.apply_due_reset(session, user_id=user_id, now=now)
     tier = (
         await session.execute(
             select(SubscriptionTier)

@@ -16,8 +16,8 @@ process killed during the work leaves the record "in progress", and once the lea
 run out a retry takes the reservation over (one conditional UPDATE, so one retry wins)
 and runs the work again, and ``devops-agent recover`` releases such records. Running
 the work again is safe because its effects are named by the request: a purchase
-carries the request's key (``credits.purchase_for_request``) and an upgrade's grant
-is keyed by it (``credits.change_tier``), so a second run finds what the first one
+carries the request's key (``billing.purchase_for_request``) and an upgrade's grant
+is keyed by it (``billing.change_tier``), so a second run finds what the first one
 committed and answers it instead of applying it twice. With Stripe, a plan change
 carries the key to Stripe, and a pack checkout is only a pending purchase until paid
 (a second run opens another checkout; the lost one is never shown, so never paid).

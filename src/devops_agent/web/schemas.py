@@ -26,10 +26,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, PlainSerializer
 
-from devops_agent.accounts.users import Email, Password, Username
 from devops_agent.billing.models import UserSubscription
 from devops_agent.payments import auto_recharge
 from devops_agent.payments.models import AutoRecharge
+from devops_agent.users.registration import Email, Password, Username
 
 
 def _iso(value: datetime) -> str:
@@ -215,7 +215,7 @@ class UsageLogOut(FromAttributes):
 def subscription_out(sub: UserSubscription) -> SubscriptionOut:
     """A Subscription as the contract shows it; ``sub`` needs ``tier`` and ``scheduled_tier`` loaded
 
-    (``billing.credits.get_account`` loads both, after applying a due reset). Built field
+    (``billing.get_account`` loads both, after applying a due reset). Built field
     by field because the contract's names are not the row's: the contract's
     ``credits_remaining`` is the whole balance, the row's is the monthly part.
     """
@@ -238,14 +238,14 @@ def subscription_out(sub: UserSubscription) -> SubscriptionOut:
 
 
 class RegisterIn(Strict):
-    """The registration form: the rules of ``accounts.users`` (the CLI's ``create-admin`` checks the same)."""
+    """The registration form: the rules of ``users.registration`` (the CLI's ``create-admin`` checks the same)."""
 
     username: Username
     email: Email
     password: Password
 
 
-# --- plans and packs, personal and a team's (web/api/subscription.py, credits.py, orgs.py) ---
+# --- plans and packs, personal and a team's (web/api/subscription.py, billing.py, orgs.py) ---
 
 
 class SubscriptionEnvelope(BaseModel):

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.models import CreditPurchase, PurchaseStatus
 
 from .. import auto_recharge
@@ -73,7 +73,7 @@ async def grant(session: AsyncSession, purchase: CreditPurchase, now: datetime) 
     """Grant a paid pack (once: a replay finds it granted) and let its auto-recharge, if any, run again."""
     if purchase.payment_status not in (PurchaseStatus.PENDING, PurchaseStatus.COMPLETED):
         return Handled(f"ignored: purchase {purchase.id} is {purchase.payment_status}")
-    result = await credits.grant_purchase(session, purchase_id=purchase.id, now=now)
+    result = await billing.grant_purchase(session, purchase_id=purchase.id, now=now)
     await auto_recharge.release(session, purchase_id=purchase.id, error=None, now=now)
     paid = PackPaid(purchase_id=purchase.id, credits=purchase.credits_amount)
     if result.replayed:
@@ -126,7 +126,7 @@ async def claw_back(session: AsyncSession, obj: Any, event: Event, now: datetime
         await fail_purchase(session, purchase.id)
         return Handled(f"purchase {purchase.id} was never granted; marked failed")
     why: Literal["refunded", "disputed"] = "refunded" if event["type"] == "charge.refunded" else "disputed"
-    await credits.claw_back_purchase(
+    await billing.claw_back_purchase(
         session, purchase_id=purchase.id, now=now, reason=f"payment {why} ({event['type']} {event['id']})"
     )
     await session.refresh(purchase)

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.errors import AlreadyOnTier
 from devops_agent.billing.models import PaymentStatus, SubscriptionTier, UserSubscription
 
@@ -143,7 +143,7 @@ async def invoice_paid(session: AsyncSession, obj: Any, event: Event, now: datet
     # may still start its period (that is forward-only), but must not mark it active.
     newest = advance(row, event, now, status="active")
     period_start, period_end = timestamp(start), timestamp(end)
-    started = await credits.start_paid_period(
+    started = await billing.start_paid_period(
         session,
         user_id=owner.user_id,
         org_id=owner.org_id,
@@ -187,7 +187,7 @@ async def invoice_payment_failed(session: AsyncSession, obj: Any, event: Event, 
     row = await track_subscription(session, subscription, owner, status="active")
     if row.status == "canceled" or not advance(row, event, now, status="past_due"):
         return Handled(f"ignored: older than the state already applied to {subscription}", failed)
-    await credits.set_payment_status(
+    await billing.set_payment_status(
         session, user_id=owner.user_id, org_id=owner.org_id, status=PaymentStatus.PAST_DUE, now=now
     )
     return Handled(f"{owner}: renewal payment failed, past_due", failed)
@@ -211,7 +211,7 @@ async def subscription_changed(session: AsyncSession, obj: Any, event: Event, no
     if event["type"] == "customer.subscription.deleted" or row.status == "canceled":
         row.status = "canceled"
         await session.flush()
-        ended = await credits.end_paid_plan(
+        ended = await billing.end_paid_plan(
             session, user_id=owner.user_id, org_id=owner.org_id, subscription_ref=subscription, now=now
         )
         return Handled(f"{owner}: subscription ended" + ("; back to Free" if ended else ""))
@@ -223,7 +223,7 @@ async def subscription_changed(session: AsyncSession, obj: Any, event: Event, no
     payment_status = STATUS_MAP.get(row.status)
     stripe_paid = account.stripe_subscription_id == subscription
     if payment_status is not None and stripe_paid and account.payment_status != payment_status:
-        await credits.set_payment_status(
+        await billing.set_payment_status(
             session, user_id=owner.user_id, org_id=owner.org_id, status=payment_status, now=now
         )
         notes.append(f"payment {payment_status.value}")
@@ -235,25 +235,25 @@ async def apply_plan_intent(session: AsyncSession, account: UserSubscription, ob
     """Mirror a cancellation, a resumption or a downgrade made in Stripe (e.g. in the Portal)."""
     if account.stripe_subscription_id is None:
         return []
-    current = await credits.tier_by_id(session, account.tier_id)
-    if current.name == credits.FREE_TIER:
+    current = await billing.tier_by_id(session, account.tier_id)
+    if current.name == billing.FREE_TIER:
         return []
     wants_cancel = bool(field(obj, "cancel_at_period_end"))
     user_id, org_id = account.user_id, account.organization_id
     try:
         if wants_cancel and not account.cancel_at_period_end:
-            await credits.cancel(session, now=now, user_id=user_id, org_id=org_id)
+            await billing.cancel(session, now=now, user_id=user_id, org_id=org_id)
             return ["cancels at period end"]
         if not wants_cancel and account.cancel_at_period_end:
-            await credits.change_tier(session, tier_id=current.id, now=now, user_id=user_id, org_id=org_id)
+            await billing.change_tier(session, tier_id=current.id, now=now, user_id=user_id, org_id=org_id)
             return ["cancellation withdrawn"]
         target = await tier_for_price(session, subscription_price_id(obj))
         if (
             target is not None
             and target.id not in (current.id, account.scheduled_tier_id)
-            and not credits.is_upgrade(current, target)
+            and not billing.is_upgrade(current, target)
         ):
-            await credits.change_tier(session, tier_id=target.id, now=now, user_id=user_id, org_id=org_id)
+            await billing.change_tier(session, tier_id=target.id, now=now, user_id=user_id, org_id=org_id)
             return [f"moves to {target.name} at period end"]
     except AlreadyOnTier:
         return []

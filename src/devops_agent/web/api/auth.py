@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
-from devops_agent import accounts
+from devops_agent import users
 from devops_agent.billing.models import User
 from devops_agent.web import sessions
 from devops_agent.web.api import errors
@@ -89,11 +89,11 @@ async def register(
             refusal = await limiter.count(session, address=address, now=now)
             if refusal is not None:  # a concurrent registration took the last place: nothing is written
                 raise _rate_limited(refusal, "Too many new accounts from this address")
-            user = await accounts.create_user(
+            user = await users.create_user(
                 session, username=body.username, email=body.email, password_hash=password_hash, now=now
             )
             login = await sessions.open_session(session, user=user, now=now)
-    except (accounts.UserExists, IntegrityError):  # taken, or a concurrent registration took it first
+    except (users.UserExists, IntegrityError):  # taken, or a concurrent registration took it first
         raise taken from None
     request.state.user_id = user.id
     sessions.set_cookies(request, response, login, secure=settings.cookie_secure)
@@ -116,7 +116,7 @@ async def login(
         refusal = await limiter.check(session, username=name, address=address, now=now)
         user = None
         if refusal is None:
-            user = await accounts.user_named(session, name)
+            user = await users.user_named(session, name)
     if refusal is not None:
         raise _rate_limited(refusal, "Too many failed logins")
     ok = await request.app.state.passwords.verify(user.password_hash if user else None, body.password)

@@ -17,7 +17,8 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devops_agent.billing import activity, credits, orgs
+from devops_agent import billing
+from devops_agent.billing import activity, orgs
 from devops_agent.billing.models import LedgerKind, UserSubscription
 from devops_agent.billing.periods import add_months
 from devops_agent.web import labels
@@ -87,7 +88,7 @@ async def _account(session: AsyncSession, *, user_id: int, org_id: int | None, n
     """The account whose movements the user may read: their own, or a pool of theirs."""
     if org_id is not None:
         await orgs.get_organization(session, org_id=org_id, user_id=user_id)  # 404 unless a member
-    return await credits.get_account(session, user_id=None if org_id is not None else user_id, org_id=org_id, now=now)
+    return await billing.get_account(session, user_id=None if org_id is not None else user_id, org_id=org_id, now=now)
 
 
 def reason(movement: activity.Movement) -> str | None:

@@ -1,6 +1,6 @@
 """The subscription endpoints (``/api/subscription``): current plan, tiers, upgrade, cancel.
 
-Reads go through ``billing.credits.get_account``, which applies a due monthly reset
+Reads go through ``billing.get_account``, which applies a due monthly reset
 first. Changes go through the payment gateway (demo: at once; Stripe: a checkout URL).
 A team's pool is read and changed by the same functions with ``org_id``
 (``web.api.org_pool``), after its own role check.
@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.catalog import Catalog
 from devops_agent.billing.models import SubscriptionTier, User
 from devops_agent.db import Database
@@ -117,7 +117,7 @@ async def subscription_envelope(
     org_id: int | None = None,
 ) -> SubscriptionEnvelope:
     """The account's plan (the user's, or the pool of ``org_id``) with the tiers it can move to."""
-    sub = await credits.get_account(session, user_id=user_id, org_id=org_id, now=now)
+    sub = await billing.get_account(session, user_id=user_id, org_id=org_id, now=now)
     cache: TierCache = request.app.state.tier_cache
     tiers = await cache.get(session)
     return SubscriptionEnvelope(subscription=subscription_out(sub), available_tiers=tiers, payments_mode=gateway.mode)
@@ -229,7 +229,7 @@ async def preview(
 
 async def _tier(db: Database, tier_id: int) -> SubscriptionTier:
     async with db.transaction() as session:
-        return await credits.tier_by_id(session, tier_id, active_only=True)
+        return await billing.tier_by_id(session, tier_id, active_only=True)
 
 
 @router.post(

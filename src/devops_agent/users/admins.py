@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from devops_agent.db import Database
 
 from .passwords import Passwords
-from .users import NewUser, UserExists, create_user, normal_email, user_named
+from .registration import NewUser, UserExists, create_user, normal_email, user_named
 
 
 class AdminInputError(ValueError):

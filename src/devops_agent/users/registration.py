@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from devops_agent.billing import credits
+from devops_agent import billing
 from devops_agent.billing.models import User
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.\-]{3,32}$"
@@ -86,5 +86,5 @@ async def create_user(
     )
     session.add(user)
     await session.flush()
-    await credits.open_account(session, user_id=user.id, now=now)
+    await billing.open_account(session, user_id=user.id, now=now)
     return user

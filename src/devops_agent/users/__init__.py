@@ -12,7 +12,7 @@ It sits above ``billing`` (a new user gets a credit account) and below ``web`` a
 
 from __future__ import annotations
 
-from devops_agent.accounts.passwords import Passwords
-from devops_agent.accounts.users import UserExists, create_user, user_named
+from devops_agent.users.passwords import Passwords
+from devops_agent.users.registration import UserExists, create_user, user_named
 
 __all__ = ["Passwords", "UserExists", "create_user", "user_named"]

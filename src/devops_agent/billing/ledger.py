@@ -1,0 +1,163 @@
+"""The ledger: one append-only row per change of a balance, found again by its key.
+
+Rules this module keeps for the whole engine:
+
+* Every change of a balance appends exactly one ``credit_ledger`` row
+  (``append_ledger``) with the monthly and purchased deltas and the balances after;
+  rows are never updated or deleted, so for every account the balances equal the sums
+  of the deltas (``ledger_sums``, read by audits and tests).
+* Every row carries a unique idempotency key, scoped so that callers cannot collide:
+  ``u<user>:<kind>:<key>`` for a user's named operation (``scoped_key``),
+  ``refund:usage:<id>``, ``purchase:<id>`` and ``clawback:<id>`` for what happens once
+  to a charge or a purchase, ``s<account>:...`` for a period's grant and expiry. A
+  retried operation finds the first row (``replay_ledger``, ``replay_charge``) and
+  returns its result instead of acting again; the unique index decides a race.
+* A request made with an ``Idempotency-Key`` is named by ``request_key`` for
+  ``REQUEST_WINDOW``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .models import CreditLedger, LedgerKind
+
+# How long a request's Idempotency-Key names that one request (the web layer keeps its records as long).
+REQUEST_WINDOW = timedelta(days=30)
+_ledger = cast(Table, CreditLedger.__table__)
+
+
+@dataclass(frozen=True)
+class Balance:
+    """An account's two balances: monthly credits (expire at a reset) and purchased ones (never expire)."""
+
+    monthly: int
+    purchased: int
+
+    @property
+    def total(self) -> int:
+        return self.monthly + self.purchased
+
+
+@dataclass(frozen=True)
+class ChargeResult:
+    """What a charge did (``replayed``: a retry answered from the first charge's ledger row)."""
+
+    usage_log_id: int
+    ledger_id: int
+    credits_used: int
+    balance: Balance
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class LedgerResult:
+    """What any other balance change did, and the balances after it."""
+
+    ledger_id: int | None
+    balance: Balance
+    replayed: bool = False
+
+
+def new_key() -> str:
+    """A fresh idempotency key for operations the caller did not name."""
+    return uuid.uuid4().hex
+
+
+def request_key(user_id: int, idempotency_key: str | None, *, org_id: int | None = None) -> str | None:
+    """The name of a user's request made with an ``Idempotency-Key`` (None without one)."""
+    if not idempotency_key:
+        return None
+    return f"u{user_id}:o{org_id}:{idempotency_key}" if org_id is not None else f"u{user_id}:{idempotency_key}"
+
+
+def scoped_key(user_id: int, kind: str, key: str | None) -> str:
+    """The ledger key of a user's operation: the caller's key names it only within that user and kind."""
+    return f"u{user_id}:{kind}:{key}" if key else f"u{user_id}:{kind}:{new_key()}"
+
+
+async def append_ledger(
+    session: AsyncSession,
+    *,
+    subscription_id: int,
+    user_id: int | None,
+    kind: LedgerKind,
+    monthly_delta: int,
+    purchased_delta: int,
+    balance_after: Balance,
+    key: str,
+    now: datetime,
+    usage_log_id: int | None = None,
+    purchase_id: int | None = None,
+    admin_id: int | None = None,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> int:
+    """Append the one ledger row of a balance change; return its id (a reused ``key`` violates the unique index)."""
+    result = await session.execute(
+        insert(_ledger)
+        .values(
+            subscription_id=subscription_id,
+            user_id=user_id,
+            kind=kind.value,
+            monthly_delta=monthly_delta,
+            purchased_delta=purchased_delta,
+            monthly_balance_after=balance_after.monthly,
+            purchased_balance_after=balance_after.purchased,
+            usage_log_id=usage_log_id,
+            purchase_id=purchase_id,
+            admin_id=admin_id,
+            reason=reason,
+            idempotency_key=key,
+            details=details,
+            created_at=now,
+        )
+        .returning(_ledger.c.id)
+    )
+    return int(result.scalar_one())
+
+
+async def ledger_by_key(session: AsyncSession, key: str) -> CreditLedger | None:
+    """The ledger row recorded under ``key``, if any."""
+    return (await session.execute(select(CreditLedger).where(CreditLedger.idempotency_key == key))).scalar_one_or_none()
+
+
+async def replay_ledger(session: AsyncSession, key: str) -> LedgerResult | None:
+    """The result of the operation already recorded under ``key``, if there is one."""
+    row = await ledger_by_key(session, key)
+    if row is None:
+        return None
+    return LedgerResult(row.id, Balance(row.monthly_balance_after, row.purchased_balance_after), replayed=True)
+
+
+async def replay_charge(session: AsyncSession, key: str) -> ChargeResult | None:
+    """The result of the charge already recorded under ``key``, if there is one."""
+    row = await ledger_by_key(session, key)
+    if row is None:
+        return None
+    return ChargeResult(
+        usage_log_id=int(row.usage_log_id or 0),
+        ledger_id=row.id,
+        credits_used=-row.delta,
+        balance=Balance(row.monthly_balance_after, row.purchased_balance_after),
+        replayed=True,
+    )
+
+
+async def ledger_sums(session: AsyncSession, *, subscription_id: int) -> Balance:
+    """The balances the ledger says an account should have (for audits and tests)."""
+    row = (
+        await session.execute(
+            select(
+                func.coalesce(func.sum(CreditLedger.monthly_delta), 0),
+                func.coalesce(func.sum(CreditLedger.purchased_delta), 0),
+            ).where(CreditLedger.subscription_id == subscription_id)
+        )
+    ).one()
+    return Balance(int(row[0]), int(row[1]))
