@@ -25,12 +25,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, case, insert, select, update
+from sqlalchemy import Table, bindparam, case, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent.db import UNIQUE_VIOLATIONS
 
-from .accounts import apply_due_reset, lock_account, no_account, owned_by
+from .accounts import apply_due_reset, lock_account, no_account
 from .errors import ChargeNotFound, InsufficientCredits, InvalidAmount, MemberCapReached, OrganizationNotFound
 from .ledger import Balance, ChargeResult, LedgerResult, append_ledger, replay_charge, replay_ledger, scoped_key
 from .models import ActionType, CreditLedger, LedgerKind, UsageLog, UserSubscription
@@ -40,6 +40,38 @@ _sub = cast(Table, UserSubscription.__table__)
 _usage = cast(Table, UsageLog.__table__)
 _members = cast(Table, OrganizationMember.__table__)
 _orgs = cast(Table, Organization.__table__)
+
+# A charge's statements, built once and run with values: every chat and tool call pays
+# SQLAlchemy a cache lookup for each, not the building of a new statement.
+_ACCOUNT = select(
+    _sub.c.id,
+    _sub.c.credits_remaining,
+    _sub.c.purchased_credits_remaining,
+    _sub.c.current_period_end,
+    _sub.c.current_period_start,
+    _sub.c.tier_id,
+)
+_LOCK_USERS = _ACCOUNT.where(_sub.c.user_id == bindparam("owner")).with_for_update()
+_LOCK_POOL = _ACCOUNT.where(_sub.c.organization_id == bindparam("owner")).with_for_update()
+# Still one conditional UPDATE computed by the database: it can never take a balance
+# below zero even if the lock were missing.
+_SPEND = (
+    update(_sub)
+    .where(
+        _sub.c.id == bindparam("account_id"),
+        _sub.c.credits_remaining >= bindparam("from_monthly"),
+        _sub.c.purchased_credits_remaining >= bindparam("from_purchased"),
+    )
+    .values(
+        credits_remaining=_sub.c.credits_remaining - bindparam("from_monthly"),
+        purchased_credits_remaining=_sub.c.purchased_credits_remaining - bindparam("from_purchased"),
+        credits_used_this_month=_sub.c.credits_used_this_month + bindparam("spent"),
+        total_credits_used=_sub.c.total_credits_used + bindparam("spent"),
+        updated_at=bindparam("at"),
+    )
+    .returning(_sub.c.credits_remaining, _sub.c.purchased_credits_remaining)
+)
+_LOG_USAGE = insert(_usage).returning(_usage.c.id)
 
 
 async def charge(
@@ -95,23 +127,12 @@ async def _charge(
 ) -> ChargeResult:
     # Lock the row (PostgreSQL; SQLite writers are serialised already)
     # to learn how the charge splits between the monthly and purchased balances.
-    locked = (
-        select(
-            _sub.c.id,
-            _sub.c.credits_remaining,
-            _sub.c.purchased_credits_remaining,
-            _sub.c.current_period_end,
-            _sub.c.current_period_start,
-            _sub.c.tier_id,
-        )
-        .where(owned_by(user_id, org_id))
-        .with_for_update()
-    )
-    row = (await session.execute(locked)).first()
+    locked, owner = (_LOCK_POOL, org_id) if org_id is not None else (_LOCK_USERS, user_id)
+    row = (await session.execute(locked, {"owner": owner})).first()
     if row is None:
         raise no_account(user_id, org_id)
     if row.current_period_end <= now and await apply_due_reset(session, user_id=user_id, now=now, org_id=org_id):
-        row = (await session.execute(locked)).one()
+        row = (await session.execute(locked, {"owner": owner})).one()
     sub_id, monthly, purchased = int(row.id), int(row.credits_remaining), int(row.purchased_credits_remaining)
     if org_id is not None:
         # The pool's row lock (taken above) serialises every charge of the organization,
@@ -122,44 +143,28 @@ async def _charge(
     if monthly + purchased < amount:
         raise InsufficientCredits(balance=monthly + purchased, required=amount, tier_id=int(row.tier_id))
     from_monthly = min(monthly, amount)
-    # Still one conditional UPDATE computed by the database: it can never take a
-    # balance below zero even if the lock above were missing.
-    updated = await session.execute(
-        update(_sub)
-        .where(
-            _sub.c.id == sub_id,
-            _sub.c.credits_remaining >= from_monthly,
-            _sub.c.purchased_credits_remaining >= amount - from_monthly,
-        )
-        .values(
-            credits_remaining=_sub.c.credits_remaining - from_monthly,
-            purchased_credits_remaining=_sub.c.purchased_credits_remaining - (amount - from_monthly),
-            credits_used_this_month=_sub.c.credits_used_this_month + amount,
-            total_credits_used=_sub.c.total_credits_used + amount,
-            updated_at=now,
-        )
-        .returning(_sub.c.credits_remaining, _sub.c.purchased_credits_remaining)
-    )
-    after = updated.first()
+    spend = {
+        "account_id": sub_id,
+        "from_monthly": from_monthly,
+        "from_purchased": amount - from_monthly,
+        "spent": amount,
+        "at": now,
+    }
+    after = (await session.execute(_SPEND, spend)).first()
     if after is None:  # pragma: no cover - only reachable if the row lock is bypassed
         raise InsufficientCredits(balance=monthly + purchased, required=amount, tier_id=int(row.tier_id))
     balance = Balance(int(after[0]), int(after[1]))
-    usage_id = (
-        await session.execute(
-            insert(_usage)
-            .values(
-                user_id=user_id,
-                organization_id=org_id,
-                conversation_id=conversation_id,
-                action_type=action_type,
-                tool_name=tool_name,
-                credits_used=amount,
-                success=True,
-                created_at=now,
-            )
-            .returning(_usage.c.id)
-        )
-    ).scalar_one()
+    usage = {
+        "user_id": user_id,
+        "organization_id": org_id,
+        "conversation_id": conversation_id,
+        "action_type": action_type,
+        "tool_name": tool_name,
+        "credits_used": amount,
+        "success": True,
+        "created_at": now,
+    }
+    usage_id = (await session.execute(_LOG_USAGE, usage)).scalar_one()
     ledger_id = await append_ledger(
         session,
         subscription_id=sub_id,

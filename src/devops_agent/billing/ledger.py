@@ -31,6 +31,8 @@ from .models import CreditLedger, LedgerKind
 # How long a request's Idempotency-Key names that one request (the web layer keeps its records as long).
 REQUEST_WINDOW = timedelta(days=30)
 _ledger = cast(Table, CreditLedger.__table__)
+# Built once, run with each row's values (the ledger is written on every balance change).
+_APPEND = insert(_ledger).returning(_ledger.c.id)
 
 
 @dataclass(frozen=True)
@@ -100,27 +102,24 @@ async def append_ledger(
     details: dict[str, Any] | None = None,
 ) -> int:
     """Append the one ledger row of a balance change; return its id (a reused ``key`` violates the unique index)."""
-    result = await session.execute(
-        insert(_ledger)
-        .values(
-            subscription_id=subscription_id,
-            user_id=user_id,
-            kind=kind.value,
-            monthly_delta=monthly_delta,
-            purchased_delta=purchased_delta,
-            monthly_balance_after=balance_after.monthly,
-            purchased_balance_after=balance_after.purchased,
-            usage_log_id=usage_log_id,
-            purchase_id=purchase_id,
-            admin_id=admin_id,
-            reason=reason,
-            idempotency_key=key,
-            details=details,
-            created_at=now,
-        )
-        .returning(_ledger.c.id)
-    )
-    return int(result.scalar_one())
+    row: dict[str, Any] = {
+        "subscription_id": subscription_id,
+        "user_id": user_id,
+        "kind": kind.value,
+        "monthly_delta": monthly_delta,
+        "purchased_delta": purchased_delta,
+        "monthly_balance_after": balance_after.monthly,
+        "purchased_balance_after": balance_after.purchased,
+        "usage_log_id": usage_log_id,
+        "purchase_id": purchase_id,
+        "admin_id": admin_id,
+        "reason": reason,
+        "idempotency_key": key,
+        "created_at": now,
+    }
+    if details is not None:  # absent, not None: a bound None would be stored as JSON 'null', not SQL NULL
+        row["details"] = details
+    return int((await session.execute(_APPEND, row)).scalar_one())
 
 
 async def ledger_by_key(session: AsyncSession, key: str) -> CreditLedger | None:
