@@ -9,8 +9,9 @@ cores would measure itself. Scenarios:
   FastAPI, uvicorn and wrk on this machine, with no database;
 * ``chat_one`` / ``chat_many``: ``POST /api/chat {"message": "hello"}`` (offline agent,
   no tool, a new conversation each time) as one account, and round-robin over 200;
-* ``chat_half``: ``chat_many`` paced at half its measured rate (each connection waits
-  between requests), for the latency a user sees on a server that is not saturated;
+* ``chat_half``: ``chat_many`` paced at half its measured rate (each connection waits a
+  random time between requests, so that requests arrive spread out as users' do), for
+  the latency a user sees on a server that is not saturated;
 * ``purchase``: ``POST /api/credits/purchase`` (100-credit pack, demo payments), 200 accounts;
 * ``subscription``: ``GET /api/subscription``, 200 accounts.
 
@@ -102,7 +103,9 @@ def _lua(scenario: Scenario, accounts: list[Account]) -> str:
     chosen = accounts[: scenario.accounts]
     creds = ",\n".join(f'{{"{a.cookie}", "{a.csrf}"}}' for a in chosen)
     body = "nil" if scenario.body is None else json.dumps(scenario.body)
-    pace = f"delay = function() return {scenario.pace_ms:.1f} end\n" if scenario.pace_ms else ""
+    # A random wait, on average ``pace_ms``: a fixed one keeps the 64 connections in step,
+    # and their requests arrive in bursts of 64 that queue behind each other.
+    pace = f"delay = function() return math.random() * {2 * scenario.pace_ms:.1f} end\n" if scenario.pace_ms else ""
     return f"""
 local creds = {{ {creds} }}
 local body = {body}

@@ -197,6 +197,9 @@ def create_app(
     from devops_agent.web.api import cloud as cloud_api
 
     # --- routers: one include_router per line; add yours here -----------------------
+    # The chat first: requests are matched against routes in this order, and the chat is
+    # the request made most often (its paths overlap no other router's).
+    app.include_router(agent_chat_api.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(auth.router)
@@ -215,7 +218,6 @@ def create_app(
     app.include_router(org_pool.router)
     app.include_router(org_billing.router)
     app.include_router(org_pages.router)
-    app.include_router(agent_chat_api.router)
     app.include_router(agent_templates_api.router)
     app.include_router(cloud_api.router)
     pages.install(app)  # HTML pages, /static, and 404/500 pages for browsers (wraps the JSON handlers)
