@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from devops_agent.billing.catalog import load_catalog
-from devops_agent.db import Database
+from devops_agent.db import Database, driver_sqlite_connection
 from devops_agent.migrate import is_current
 from tests.scratch_pg import brand_new_postgres
 
@@ -89,3 +89,17 @@ async def test_a_failed_transaction_gives_the_next_in_its_queue_its_turn(db: Dat
             1 / 0  # noqa: B018
     async with asyncio.timeout(5), db.transaction(queue=("account", 1)) as session:
         assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
+
+
+async def test_a_lone_read_runs_without_begin_and_commit(db: Database) -> None:
+    """The session cookie's check, on every request, costs its one statement: no transaction around it."""
+    async with db.lone_reads() as session:
+        assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
+        connection = await session.connection()
+        raw = (await connection.get_raw_connection()).driver_connection
+        if db.is_sqlite:
+            assert not (await driver_sqlite_connection(connection)).in_transaction
+        else:
+            assert not raw.is_in_transaction()
+    async with db.transaction() as session:  # the pooled connection is fit for a transaction after it
+        assert (await session.execute(text("SELECT 2"))).scalar_one() == 2

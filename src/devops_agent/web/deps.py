@@ -114,24 +114,16 @@ async def request_transaction(request: Request) -> AsyncIterator[AsyncSession]:
 
 @asynccontextmanager
 async def request_reads(request: Request) -> AsyncIterator[AsyncSession]:
-    """Like ``request_transaction`` but for reads only: on PostgreSQL in autocommit mode.
+    """Like ``request_transaction`` but for a lone read (``Database.lone_reads``).
 
-    A session-cookie check is one SELECT; in autocommit it is one round trip instead
-    of three (BEGIN, SELECT, COMMIT), on every request. SQLite keeps its serialised
-    transaction (its one connection must not be shared outside the lock), without
-    the write lock.
+    A session-cookie check is one SELECT, on every request: without BEGIN and COMMIT
+    around it (on PostgreSQL one round trip instead of three).
     """
     open_session: AsyncSession | None = getattr(request.state, REQUEST_SESSION, None)
-    db = database_of(request)
     if open_session is not None:
         yield open_session
         return
-    if db.is_sqlite:
-        async with db.transaction(write=False) as session:
-            yield session
-        return
-    async with db.sessionmaker() as session:
-        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    async with database_of(request).lone_reads() as session:
         yield session
 
 
