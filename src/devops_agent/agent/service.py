@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import Insert, Table, bindparam, insert, select, update
+from sqlalchemy import Executable, Insert, Result, Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent.billing.catalog import Catalog, cached_catalog
@@ -250,8 +250,8 @@ async def _history(session: AsyncSession, conversation_id: int, *, before: int |
 async def _balance(session: AsyncSession, user_id: int, org_id: int | None = None) -> int:
     """The balance that paid: the organization's pool in a team workspace, else the user's own."""
     if org_id is not None:
-        return int((await session.execute(_POOL_BALANCE, {"owner": org_id})).scalar_one())
-    return int((await session.execute(_USER_BALANCE, {"owner": user_id})).scalar_one())
+        return int((await _run(session, _POOL_BALANCE, owner=org_id)).scalar_one())
+    return int((await _run(session, _USER_BALANCE, owner=user_id)).scalar_one())
 
 
 async def _restart(
@@ -341,7 +341,13 @@ async def _start(
 
 async def _insert(session: AsyncSession, statement: Insert, **values: Any) -> int:
     """Run one of the INSERT ... RETURNING id statements above; the new row's id."""
-    return int((await session.execute(statement, values)).scalar_one())
+    return int((await _run(session, statement, **values)).scalar_one())
+
+
+async def _run(session: AsyncSession, statement: Executable, **values: Any) -> Result[Any]:
+    """One of the statements above, on the session's connection (the session's execute()
+    adds ORM hooks these Core statements do not need; nothing ORM is pending on this path)."""
+    return await (await session.connection()).execute(statement, values)
 
 
 async def _finish(db: Database, runtime: AgentRuntime, meter: Meter, started: _Started, run: AgentRun) -> ChatReply:
@@ -375,11 +381,9 @@ async def _finish(db: Database, runtime: AgentRuntime, meter: Meter, started: _S
             pending_actions=run.pending_actions,
         )
         if started.keyed:  # kept for a retry with the same Idempotency-Key
-            await session.execute(
-                _SET_MESSAGE,
-                {"message_id": started.message_id, "reply_status": 200, "reply": reply.model_dump(mode="json")},
-            )
-        await session.execute(_SET_CONVERSATION, {"conversation_id": started.conversation_id, "updated_at": now})
+            reply_json = reply.model_dump(mode="json")
+            await _run(session, _SET_MESSAGE, message_id=started.message_id, reply_status=200, reply=reply_json)
+        await _run(session, _SET_CONVERSATION, conversation_id=started.conversation_id, updated_at=now)
     return reply
 
 

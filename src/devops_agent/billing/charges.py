@@ -127,12 +127,15 @@ async def _charge(
 ) -> ChargeResult:
     # Lock the row (PostgreSQL; SQLite writers are serialised already)
     # to learn how the charge splits between the monthly and purchased balances.
+    # On the session's connection: the session's own execute() adds work these Core
+    # statements do not need (ORM execution hooks, autoflush; nothing is pending here).
+    connection = await session.connection()
     locked, owner = (_LOCK_POOL, org_id) if org_id is not None else (_LOCK_USERS, user_id)
-    row = (await session.execute(locked, {"owner": owner})).first()
+    row = (await connection.execute(locked, {"owner": owner})).first()
     if row is None:
         raise no_account(user_id, org_id)
     if row.current_period_end <= now and await apply_due_reset(session, user_id=user_id, now=now, org_id=org_id):
-        row = (await session.execute(locked, {"owner": owner})).one()
+        row = (await connection.execute(locked, {"owner": owner})).one()
     sub_id, monthly, purchased = int(row.id), int(row.credits_remaining), int(row.purchased_credits_remaining)
     if org_id is not None:
         # The pool's row lock (taken above) serialises every charge of the organization,
@@ -150,7 +153,7 @@ async def _charge(
         "spent": amount,
         "at": now,
     }
-    after = (await session.execute(_SPEND, spend)).first()
+    after = (await connection.execute(_SPEND, spend)).first()
     if after is None:  # pragma: no cover - only reachable if the row lock is bypassed
         raise InsufficientCredits(balance=monthly + purchased, required=amount, tier_id=int(row.tier_id))
     balance = Balance(int(after[0]), int(after[1]))
@@ -164,7 +167,7 @@ async def _charge(
         "success": True,
         "created_at": now,
     }
-    usage_id = (await session.execute(_LOG_USAGE, usage)).scalar_one()
+    usage_id = (await connection.execute(_LOG_USAGE, usage)).scalar_one()
     ledger_id = await append_ledger(
         session,
         subscription_id=sub_id,

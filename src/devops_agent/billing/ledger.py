@@ -119,7 +119,8 @@ async def append_ledger(
     }
     if details is not None:  # absent, not None: a bound None would be stored as JSON 'null', not SQL NULL
         row["details"] = details
-    return int((await session.execute(_APPEND, row)).scalar_one())
+    connection = await session.connection()  # a Core statement: no ORM execution hooks needed
+    return int((await connection.execute(_APPEND, row)).scalar_one())
 
 
 async def ledger_by_key(session: AsyncSession, key: str) -> CreditLedger | None:
