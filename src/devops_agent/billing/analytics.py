@@ -461,17 +461,16 @@ def _csv_safe(value: str) -> str:
 
 @dataclass(frozen=True)
 class StatementEntry:
+    """One ledger row as the statement shows it (``delta``: both balances' change)."""
+
     id: int
     created_at: datetime
     kind: str
     reason: str | None
     monthly_delta: int
     purchased_delta: int
+    delta: int
     balance_after: int
-
-    @property
-    def delta(self) -> int:
-        return self.monthly_delta + self.purchased_delta
 
 
 @dataclass(frozen=True)
@@ -519,6 +518,7 @@ async def monthly_statement(session: AsyncSession, *, user_id: int, year: int, m
             reason=r.reason,
             monthly_delta=r.monthly_delta,
             purchased_delta=r.purchased_delta,
+            delta=r.delta,
             balance_after=r.monthly_balance_after + r.purchased_balance_after,
         )
         for r in rows

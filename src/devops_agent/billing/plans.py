@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from .accounts import FREE_TIER, apply_due_reset, lock_account, start_period, tier_by_id, tier_by_name
 from .errors import AlreadyOnTier
 from .ledger import REQUEST_WINDOW, ledger_by_key
-from .models import LedgerKind, PaymentStatus, SubscriptionTier
+from .models import LedgerKind, PaymentStatus, SubscriptionTier, UserSubscription
 from .periods import add_months
 
 
@@ -88,15 +88,11 @@ async def change_tier(
             f"You move to {target.display_name} on {sub.current_period_end.date().isoformat()}, "
             f"when this period ends; until then you keep {current.display_name}.",
         )
-    await start_period(
+    await _move_now(
         session,
         sub,
-        tier=target,
-        start=now,
-        end=add_months(now, 1),
-        anchor=now,
+        target,
         now=now,
-        expiry_kind=LedgerKind.TIER_CHANGE,
         reason=f"upgrade from {current.display_name} to {target.display_name}",
         grant_key=grant_key,
     )
@@ -105,6 +101,30 @@ async def change_tier(
     sub.payment_status = PaymentStatus.ACTIVE
     await session.flush()
     return _upgraded(target)
+
+
+async def _move_now(
+    session: AsyncSession,
+    sub: UserSubscription,
+    tier: SubscriptionTier,
+    *,
+    now: datetime,
+    reason: str,
+    grant_key: str | None = None,
+) -> None:
+    """Put the account on ``tier`` from now: a month-long period anchored now, its monthly credits replaced."""
+    await start_period(
+        session,
+        sub,
+        tier=tier,
+        start=now,
+        end=add_months(now, 1),
+        anchor=now,
+        now=now,
+        expiry_kind=LedgerKind.TIER_CHANGE,
+        reason=reason,
+        grant_key=grant_key,
+    )
 
 
 def _upgrade_key(subscription_id: int, request_key: str) -> str:
@@ -209,16 +229,8 @@ async def end_paid_plan(
         await session.flush()
         return False
     current = await tier_by_id(session, sub.tier_id)
-    await start_period(
-        session,
-        sub,
-        tier=free,
-        start=now,
-        end=add_months(now, 1),
-        anchor=now,
-        now=now,
-        expiry_kind=LedgerKind.TIER_CHANGE,
-        reason=f"{current.display_name} subscription ended: back to {free.display_name}",
+    await _move_now(
+        session, sub, free, now=now, reason=f"{current.display_name} subscription ended: back to {free.display_name}"
     )
     return True
 

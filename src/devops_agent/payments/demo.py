@@ -8,7 +8,10 @@ Everything goes through the ``billing`` verbs in one transaction per operation.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent import billing
 from devops_agent.billing import plan_preview
@@ -62,27 +65,48 @@ class DemoGateway:
         now: datetime,
         org_id: int | None = None,
     ) -> PlanChangeResult:
-        async with db.transaction() as session:
-            change = await billing.change_tier(
+        return await _plan_change(
+            db,
+            lambda session: billing.change_tier(
                 session,
                 user_id=user.id,
                 tier_id=tier.id,
                 now=now,
                 org_id=org_id,
                 request_key=billing.request_key(user.id, idempotency_key, org_id=org_id),
-            )
-            sub = await billing.get_account(session, user_id=user.id, now=now, org_id=org_id)
-        return PlanChangeResult(subscription=sub, message=change.message)
+            ),
+            user=user,
+            now=now,
+            org_id=org_id,
+        )
 
     async def cancel_plan(
         self, db: Database, *, user: User, now: datetime, org_id: int | None = None
     ) -> PlanChangeResult:
-        async with db.transaction() as session:
-            change = await billing.cancel(session, user_id=user.id, now=now, org_id=org_id)
-            sub = await billing.get_account(session, user_id=user.id, now=now, org_id=org_id)
-        return PlanChangeResult(subscription=sub, message=change.message)
+        return await _plan_change(
+            db,
+            lambda session: billing.cancel(session, user_id=user.id, now=now, org_id=org_id),
+            user=user,
+            now=now,
+            org_id=org_id,
+        )
 
     async def preview_plan(self, db: Database, *, user: User, tier: SubscriptionTier, now: datetime) -> PlanPreview:
         """The change's rules alone: an upgrade's price is due now, in full (a new period starts)."""
         async with db.transaction() as session:
             return await plan_preview.preview_change(session, user_id=user.id, tier_id=tier.id, now=now)
+
+
+async def _plan_change(
+    db: Database,
+    change: Callable[[AsyncSession], Awaitable[billing.TierChange]],
+    *,
+    user: User,
+    now: datetime,
+    org_id: int | None,
+) -> PlanChangeResult:
+    """Make ``change`` in one transaction and answer the account after it, with the change's sentence."""
+    async with db.transaction() as session:
+        done = await change(session)
+        sub = await billing.get_account(session, user_id=user.id, now=now, org_id=org_id)
+    return PlanChangeResult(subscription=sub, message=done.message)

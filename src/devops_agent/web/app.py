@@ -196,30 +196,34 @@ def create_app(
     )
     from devops_agent.web.api import cloud as cloud_api
 
-    # --- routers: one include_router per line; add yours here -----------------------
+    # --- routers: one per line; add yours here --------------------------------------
     # The chat first: requests are matched against routes in this order, and the chat is
     # the request made most often (its paths overlap no other router's).
-    app.include_router(agent_chat_api.router)
-    app.include_router(health.router)
-    app.include_router(metrics.router)
-    app.include_router(auth.router)
-    app.include_router(auth.account_router)
-    app.include_router(keys.router)
-    app.include_router(subscription.router)
-    app.include_router(credits.router)
-    app.include_router(ledger.router)
-    app.include_router(usage.router)
-    app.include_router(admin.router)
-    app.include_router(admin_system.router)
-    app.include_router(analytics.router)
-    app.include_router(admin_system.page_router)
-    app.include_router(stripe.router)
-    app.include_router(orgs.router)
-    app.include_router(org_pool.router)
-    app.include_router(org_billing.router)
-    app.include_router(org_pages.router)
-    app.include_router(agent_templates_api.router)
-    app.include_router(cloud_api.router)
+    routers = (
+        agent_chat_api.router,
+        health.router,
+        metrics.router,
+        auth.router,
+        auth.account_router,
+        keys.router,
+        subscription.router,
+        credits.router,
+        ledger.router,
+        usage.router,
+        admin.router,
+        admin_system.router,
+        analytics.router,
+        admin_system.page_router,
+        stripe.router,
+        orgs.router,
+        org_pool.router,
+        org_billing.router,
+        org_pages.router,
+        agent_templates_api.router,
+        cloud_api.router,
+    )
+    for router in routers:
+        app.include_router(router)
     pages.install(app)  # HTML pages, /static, and 404/500 pages for browsers (wraps the JSON handlers)
     # --- end of routers -------------------------------------------------------------
     return app

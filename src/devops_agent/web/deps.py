@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -296,3 +297,29 @@ async def _idempotency_key(
 
 
 IdempotencyKeyDep = Annotated[str | None, Depends(_idempotency_key)]
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentContext:
+    """Who pays and through what: what every endpoint that changes what an account pays needs.
+
+    The personal routes (``/api/credits``, ``/api/subscription``, ``/api/stripe``) and a
+    team's (``/api/orgs/{id}/...``) take it as one parameter and hand it to the same
+    implementation, which reads ``request`` for the app's catalog and idempotency records.
+    """
+
+    request: Request
+    user: User
+    db: Database
+    now: datetime
+    gateway: PaymentGateway
+
+
+async def get_payment_context(
+    request: Request, user: CurrentUser, db: DatabaseDep, now: NowDep, gateway: GatewayDep
+) -> PaymentContext:
+    # A function, not the dataclass itself as the dependency: FastAPI would call a class in its thread pool.
+    return PaymentContext(request=request, user=user, db=db, now=now, gateway=gateway)
+
+
+PaymentDep = Annotated[PaymentContext, Depends(get_payment_context)]

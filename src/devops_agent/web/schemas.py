@@ -88,21 +88,37 @@ FREE_TIER_EXAMPLE: dict[str, JsonValue] = {
 }
 
 
+# The example each 402 body shows in the API docs (``web.api.errors()``), by its ``error`` code.
+_PAYMENT_REQUIRED_EXAMPLES: dict[str, dict[str, JsonValue]] = {
+    "insufficient_credits": {
+        "message": "You have run out of credits. Please upgrade your plan or purchase more credits.",
+        "credits_remaining": 0,
+        "tier": FREE_TIER_EXAMPLE,
+    },
+    "member_cap_reached": {
+        "message": "You have used 30 of your 30 monthly credits in this organization. "
+        "Ask an owner or admin of the organization to raise your cap.",
+        "cap": 30,
+        "used": 30,
+    },
+    "seat_limit_reached": {
+        "message": "The Free plan of this organization includes 5 members and all 5 seats are taken "
+        "(pending invitations hold one each). The owner can move the organization to a bigger plan.",
+        "included": 5,
+        "used": 5,
+    },
+}
+
+
+def _example(code: str) -> ConfigDict:
+    """The config of the 402 body for ``code``: its one example, ``error`` first."""
+    return ConfigDict(json_schema_extra={"examples": [{"error": code, **_PAYMENT_REQUIRED_EXAMPLES[code]}]})
+
+
 class InsufficientCreditsOut(BaseModel):
     """Not enough credits: the balance cannot pay for the action."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "error": "insufficient_credits",
-                    "message": "You have run out of credits. Please upgrade your plan or purchase more credits.",
-                    "credits_remaining": 0,
-                    "tier": FREE_TIER_EXAMPLE,
-                }
-            ]
-        }
-    )
+    model_config = _example("insufficient_credits")
 
     error: Literal["insufficient_credits"]
     message: str
@@ -113,19 +129,7 @@ class InsufficientCreditsOut(BaseModel):
 class MemberCapReachedOut(BaseModel):
     """The charge would pass the member's monthly cap in the organization, however full the pool."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "error": "member_cap_reached",
-                    "message": "You have used 30 of your 30 monthly credits in this organization. "
-                    "Ask an owner or admin of the organization to raise your cap.",
-                    "cap": 30,
-                    "used": 30,
-                }
-            ]
-        }
-    )
+    model_config = _example("member_cap_reached")
 
     error: Literal["member_cap_reached"]
     message: str
@@ -136,19 +140,7 @@ class MemberCapReachedOut(BaseModel):
 class SeatLimitReachedOut(BaseModel):
     """The organization's plan includes no more members and sells no extra seat."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "error": "seat_limit_reached",
-                    "message": "The Free plan of this organization includes 5 members and all 5 seats are taken "
-                    "(pending invitations hold one each). The owner can move the organization to a bigger plan.",
-                    "included": 5,
-                    "used": 5,
-                }
-            ]
-        }
-    )
+    model_config = _example("seat_limit_reached")
 
     error: Literal["seat_limit_reached"]
     message: str

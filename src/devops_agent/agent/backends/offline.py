@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from devops_agent.agent.tools.registry import Tool
@@ -98,34 +99,39 @@ def describe_result(name: str, result: dict[str, Any], is_error: bool) -> str:
         )
     if is_error or "error" in result:
         return f"{name} did not succeed: {result.get('error', 'unknown error')}"
-    if name == "get_ec2_instances":
-        items = result["instances"]
+    if name in _LISTINGS:
+        key, noun, line = _LISTINGS[name]
+        items = result[key]
         if not items:
-            return "You have no EC2 instances."
-        lines = [f"- {i['instance_id']} {i['name'] or '(no name)'} {i['instance_type']} {i['state']}" for i in items]
-        return f"You have {_count(len(items), 'EC2 instance')}:\n" + "\n".join(lines)
+            return f"You have no {noun}s."
+        return f"You have {_count(len(items), noun)}:\n" + "\n".join(line(item) for item in items)
     if name == "create_ec2_instance":
         i = result["instance"]
         return f"Launched EC2 instance {i['instance_id']} named {i['name']} ({i['instance_type']}, {i['state']})."
     if name == "stop_ec2_instance":
         return f"Instance {result['instance_id']} is {result['state']} (it was {result['previous_state']})."
-    if name == "get_rds_instances":
-        dbs = result["databases"]
-        if not dbs:
-            return "You have no RDS databases."
-        lines = [f"- {d['identifier']} {d['engine']} {d['instance_class']} {d['status']}" for d in dbs]
-        return f"You have {_count(len(dbs), 'RDS database')}:\n" + "\n".join(lines)
     if name == "create_rds_instance":
         d = result["database"]
         return f"Creating RDS database {d['identifier']} ({d['engine']}, {d['instance_class']}): {d['status']}."
-    if name == "get_s3_buckets":
-        buckets = result["buckets"]
-        if not buckets:
-            return "You have no S3 buckets."
-        return f"You have {_count(len(buckets), 'S3 bucket')}:\n" + "\n".join(f"- {b['name']}" for b in buckets)
     if name == "create_s3_bucket":
         return f"Created S3 bucket {result['bucket']['name']}."
     return f"{name}: {json.dumps(result, default=str)}"
+
+
+# The listing tools: the result's key, what one item is called, and its line.
+_LISTINGS: dict[str, tuple[str, str, Callable[[dict[str, Any]], str]]] = {
+    "get_ec2_instances": (
+        "instances",
+        "EC2 instance",
+        lambda i: f"- {i['instance_id']} {i['name'] or '(no name)'} {i['instance_type']} {i['state']}",
+    ),
+    "get_rds_instances": (
+        "databases",
+        "RDS database",
+        lambda d: f"- {d['identifier']} {d['engine']} {d['instance_class']} {d['status']}",
+    ),
+    "get_s3_buckets": ("buckets", "S3 bucket", lambda b: f"- {b['name']}"),
+}
 
 
 def _count(n: int, noun: str) -> str:

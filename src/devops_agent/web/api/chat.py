@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, TypeVar
+from typing import Annotated, Protocol, TypeVar
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request, Response
 from pydantic import BaseModel, Field, field_validator
@@ -34,7 +35,9 @@ from devops_agent.agent.service import (
     rename_conversation,
     send_message,
 )
+from devops_agent.billing.models import User
 from devops_agent.config import Settings
+from devops_agent.db import Database
 from devops_agent.payments import auto_recharge
 from devops_agent.web.api import AUTHED, POOL_CREDITS, errors
 from devops_agent.web.deps import CurrentUser, DatabaseDep, IdempotencyKeyDep, SessionDep
@@ -133,17 +136,43 @@ class ConversationDetailOut(BaseModel):
     messages: list[MessageOut]
 
 
+@dataclass(frozen=True, slots=True)
+class AgentCall:
+    """Who asks the agent and with what: shared by a chat message and a template run."""
+
+    user: User
+    db: Database
+    runtime: AgentRuntime
+    clock: Callable[[], datetime]
+    idempotency_key: str | None
+
+
+async def get_agent_call(
+    user: CurrentUser, db: DatabaseDep, runtime: RuntimeDep, clock: ClockDep, idempotency_key: IdempotencyKeyDep
+) -> AgentCall:
+    # A function, not the dataclass itself as the dependency: FastAPI would call a class in its thread pool.
+    return AgentCall(user=user, db=db, runtime=runtime, clock=clock, idempotency_key=idempotency_key)
+
+
+AgentCallDep = Annotated[AgentCall, Depends(get_agent_call)]
+
+
+class TurnOptions(Protocol):
+    """The body fields a chat message and a template run share."""
+
+    @property
+    def conversation_id(self) -> int | None: ...
+    @property
+    def max_credits(self) -> int | None: ...
+    @property
+    def org_id(self) -> int | None: ...
+
+
 async def chat_reply(
-    db: DatabaseDep,
-    runtime: AgentRuntime,
-    *,
-    user_id: int,
+    call: AgentCall,
     message: str,
-    clock: Callable[[], datetime],
-    conversation_id: int | None,
-    idempotency_key: str | None,
-    max_credits: int | None,
-    org_id: int | None = None,
+    options: TurnOptions,
+    *,
     request: Request | None = None,
     background: BackgroundTasks | None = None,
 ) -> ChatReply:
@@ -152,15 +181,16 @@ async def chat_reply(
     With ``request`` and ``background``, the user's auto-recharge runs after the
     response (the charges have committed; Stripe is called outside any transaction).
     """
+    db, clock, user_id, org_id = call.db, call.clock, call.user.id, options.org_id
     turn = send_message(
         db,
-        runtime,
+        call.runtime,
         user_id=user_id,
         message=message,
         clock=clock,
-        conversation_id=conversation_id,
-        idempotency_key=idempotency_key,
-        max_credits=max_credits,
+        conversation_id=options.conversation_id,
+        idempotency_key=call.idempotency_key,
+        max_credits=options.max_credits,
         org_id=org_id,
     )
     reply = await (until_disconnected(request, turn) if request is not None else turn)
@@ -190,29 +220,8 @@ async def chat_reply(
     summary="Send the agent a message: 1 credit, charged before processing, plus each tool call's price",
     responses=errors(*AUTHED, 404, 409, 502, payment=POOL_CREDITS),
 )
-async def chat(
-    body: ChatIn,
-    user: CurrentUser,
-    db: DatabaseDep,
-    runtime: RuntimeDep,
-    clock: ClockDep,
-    idempotency_key: IdempotencyKeyDep,
-    request: Request,
-    background: BackgroundTasks,
-) -> ChatReply:
-    return await chat_reply(
-        db,
-        runtime,
-        user_id=user.id,
-        message=body.message,
-        clock=clock,
-        conversation_id=body.conversation_id,
-        idempotency_key=idempotency_key,
-        max_credits=body.max_credits,
-        org_id=body.org_id,
-        request=request,
-        background=background,
-    )
+async def chat(body: ChatIn, call: AgentCallDep, request: Request, background: BackgroundTasks) -> ChatReply:
+    return await chat_reply(call, body.message, body, request=request, background=background)
 
 
 @router.post(

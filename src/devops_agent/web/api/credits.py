@@ -8,7 +8,6 @@ buys its packs through the same ``buy_pack`` (``web.api.org_pool``).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -17,11 +16,8 @@ from pydantic import BaseModel
 
 from devops_agent import metrics, notifications
 from devops_agent.billing.catalog import Catalog
-from devops_agent.billing.models import User
-from devops_agent.db import Database
-from devops_agent.payments.gateway import PaymentGateway
 from devops_agent.web.api import AUTHED, errors
-from devops_agent.web.deps import CurrentUser, DatabaseDep, GatewayDep, IdempotencyKeyDep, NowDep
+from devops_agent.web.deps import GatewayDep, IdempotencyKeyDep, PaymentContext, PaymentDep
 from devops_agent.web.idempotency import run_idempotent_post
 from devops_agent.web.schemas import (
     USD,
@@ -64,39 +60,24 @@ async def list_packs(request: Request, gateway: GatewayDep) -> PacksOut:
     summary="Buy a credit pack: completed at once (demo) or a checkout URL (Stripe)",
     responses=errors(*AUTHED, 409),
 )
-async def purchase(
-    body: PurchaseIn,
-    request: Request,
-    user: CurrentUser,
-    db: DatabaseDep,
-    now: NowDep,
-    gateway: GatewayDep,
-    idempotency_key: IdempotencyKeyDep,
-) -> JSONResponse:
-    return await buy_pack(body, request, user=user, db=db, now=now, gateway=gateway, idempotency_key=idempotency_key)
+async def purchase(body: PurchaseIn, pay: PaymentDep, idempotency_key: IdempotencyKeyDep) -> JSONResponse:
+    return await buy_pack(body, pay, idempotency_key=idempotency_key)
 
 
 async def buy_pack(
-    body: PurchaseIn,
-    request: Request,
-    *,
-    user: User,
-    db: Database,
-    now: datetime,
-    gateway: PaymentGateway,
-    idempotency_key: str | None,
-    org_id: int | None = None,
+    body: PurchaseIn, pay: PaymentContext, *, idempotency_key: str | None, org_id: int | None = None
 ) -> JSONResponse:
-    """Sell the pack to the account that pays: ``user``'s own, or with ``org_id`` the pool ``user`` owns.
+    """Sell the pack to the account that pays: ``pay.user``'s own, or with ``org_id`` the pool they own.
 
     The team's endpoint checks the role first; from here the purchase is the same:
     through the gateway, counted, its receipt emailed once committed, replayed for a
     retried ``Idempotency-Key``.
     """
-    pack = _catalog(request).require_pack(body.pack_size)
+    pack = _catalog(pay.request).require_pack(body.pack_size)
+    db, user, now = pay.db, pay.user, pay.now
 
     async def work() -> tuple[int, dict[str, Any]]:
-        result = await gateway.purchase_pack(
+        result = await pay.gateway.purchase_pack(
             db, user=user, pack=pack, idempotency_key=idempotency_key, now=now, org_id=org_id
         )
         if result.checkout_url is not None:
@@ -110,4 +91,4 @@ async def buy_pack(
         out = PurchaseCompletedOut(purchase=purchase, credits_remaining=result.credits_remaining)
         return 200, out.model_dump(mode="json")
 
-    return await run_idempotent_post(db, request, body, user_id=user.id, key=idempotency_key, now=now, work=work)
+    return await run_idempotent_post(db, pay.request, body, user_id=user.id, key=idempotency_key, now=now, work=work)

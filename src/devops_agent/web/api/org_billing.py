@@ -14,7 +14,7 @@ import io
 from datetime import datetime
 from decimal import Decimal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from devops_agent.billing import usage
@@ -23,7 +23,7 @@ from devops_agent.db import Database
 from devops_agent.web.api import AUTHED, errors
 from devops_agent.web.api.orgs import MEMBER_ROUTE, OrgId, as_owner
 from devops_agent.web.api.stripe import read_auto_recharge, save_auto_recharge, stripe_only
-from devops_agent.web.deps import CurrentUser, DatabaseDep, GatewayDep, NowDep
+from devops_agent.web.deps import CurrentUser, DatabaseDep, GatewayDep, NowDep, PaymentDep
 from devops_agent.web.schemas import AutoRechargeIn, AutoRechargeOut, FromAttributes, PortalOut, Timestamp
 
 router = APIRouter(prefix="/api/orgs", tags=["organizations"])
@@ -57,17 +57,9 @@ async def get_auto_recharge(org_id: OrgId, user: CurrentUser, db: DatabaseDep, n
     summary="Turn the pool's auto-recharge on or off: needs a card saved with the organization's customer (owner)",
     responses=errors(*AUTHED, 400, 404, 502),
 )
-async def put_auto_recharge(
-    org_id: OrgId,
-    body: AutoRechargeIn,
-    request: Request,
-    user: CurrentUser,
-    db: DatabaseDep,
-    gateway: GatewayDep,
-    now: NowDep,
-) -> AutoRechargeOut:
-    await as_owner(db, org_id, user)
-    return await save_auto_recharge(body, request, user=user, db=db, gateway=gateway, now=now, org_id=org_id)
+async def put_auto_recharge(org_id: OrgId, body: AutoRechargeIn, pay: PaymentDep) -> AutoRechargeOut:
+    await as_owner(pay.db, org_id, pay.user)
+    return await save_auto_recharge(body, pay, org_id=org_id)
 
 
 # --- seats and each member's usage (the organization's billing page) ------------------

@@ -21,14 +21,7 @@ from devops_agent.web.api.credits import buy_pack
 from devops_agent.web.api.orgs import MEMBER_ROUTE, OrgId, as_owner
 from devops_agent.web.api.subscription import cancel_plan, change_plan, subscription_envelope
 from devops_agent.web.api.usage import stats_out
-from devops_agent.web.deps import (
-    CurrentUser,
-    DatabaseDep,
-    GatewayDep,
-    IdempotencyKeyDep,
-    NowDep,
-    SessionDep,
-)
+from devops_agent.web.deps import CurrentUser, GatewayDep, IdempotencyKeyDep, NowDep, PaymentDep, SessionDep
 from devops_agent.web.schemas import (
     CancelOut,
     CheckoutOut,
@@ -89,20 +82,9 @@ async def get_subscription(
     summary="Move the organization to another tier: at once (demo) or through Stripe Checkout (owner)",
     responses=errors(*MEMBER_ROUTE, 409, 502),
 )
-async def upgrade(
-    org_id: OrgId,
-    body: UpgradeIn,
-    request: Request,
-    user: CurrentUser,
-    db: DatabaseDep,
-    now: NowDep,
-    gateway: GatewayDep,
-    idempotency_key: IdempotencyKeyDep,
-) -> JSONResponse:
-    await as_owner(db, org_id, user)
-    return await change_plan(
-        body, request, user=user, db=db, now=now, gateway=gateway, idempotency_key=idempotency_key, org_id=org_id
-    )
+async def upgrade(org_id: OrgId, body: UpgradeIn, pay: PaymentDep, idempotency_key: IdempotencyKeyDep) -> JSONResponse:
+    await as_owner(pay.db, org_id, pay.user)
+    return await change_plan(body, pay, idempotency_key=idempotency_key, org_id=org_id)
 
 
 @router.post(
@@ -111,9 +93,9 @@ async def upgrade(
     summary="Move the organization back to Free when the period ends (owner)",
     responses=errors(*MEMBER_ROUTE, 502),
 )
-async def cancel(org_id: OrgId, user: CurrentUser, db: DatabaseDep, now: NowDep, gateway: GatewayDep) -> CancelOut:
-    await as_owner(db, org_id, user)
-    return await cancel_plan(user=user, db=db, now=now, gateway=gateway, org_id=org_id)
+async def cancel(org_id: OrgId, pay: PaymentDep) -> CancelOut:
+    await as_owner(pay.db, org_id, pay.user)
+    return await cancel_plan(pay, org_id=org_id)
 
 
 @router.post(
@@ -123,19 +105,10 @@ async def cancel(org_id: OrgId, user: CurrentUser, db: DatabaseDep, now: NowDep,
     responses=errors(*MEMBER_ROUTE, 409, 502),
 )
 async def purchase(
-    org_id: OrgId,
-    body: PurchaseIn,
-    request: Request,
-    user: CurrentUser,
-    db: DatabaseDep,
-    now: NowDep,
-    gateway: GatewayDep,
-    idempotency_key: IdempotencyKeyDep,
+    org_id: OrgId, body: PurchaseIn, pay: PaymentDep, idempotency_key: IdempotencyKeyDep
 ) -> JSONResponse:
-    await as_owner(db, org_id, user)
-    return await buy_pack(
-        body, request, user=user, db=db, now=now, gateway=gateway, idempotency_key=idempotency_key, org_id=org_id
-    )
+    await as_owner(pay.db, org_id, pay.user)
+    return await buy_pack(body, pay, idempotency_key=idempotency_key, org_id=org_id)
 
 
 @router.get(

@@ -23,10 +23,8 @@ from fastapi import APIRouter, Request
 from devops_agent import metrics, notifications
 from devops_agent.billing import orgs
 from devops_agent.billing.catalog import Catalog
-from devops_agent.billing.models import User
 from devops_agent.db import Database
 from devops_agent.payments import auto_recharge
-from devops_agent.payments.gateway import PaymentGateway
 from devops_agent.payments.stripe_gateway import StripeGateway
 from devops_agent.payments.webhooks import (
     Effect,
@@ -39,7 +37,7 @@ from devops_agent.payments.webhooks import (
     verify_event,
 )
 from devops_agent.web.api import AUTHED, errors
-from devops_agent.web.deps import CurrentUser, DatabaseDep, GatewayDep, NowDep, SettingsDep
+from devops_agent.web.deps import CurrentUser, DatabaseDep, GatewayDep, NowDep, PaymentContext, PaymentDep, SettingsDep
 from devops_agent.web.errors import ApiError
 from devops_agent.web.schemas import AutoRechargeIn, AutoRechargeOut, FromAttributes, PortalOut, auto_recharge_out
 
@@ -135,10 +133,8 @@ async def read_auto_recharge(
     summary="Turn auto-recharge on or off: needs a card saved with Stripe (e.g. by a pack purchase)",
     responses=errors(*AUTHED),
 )
-async def put_auto_recharge(
-    body: AutoRechargeIn, request: Request, user: CurrentUser, db: DatabaseDep, gateway: GatewayDep, now: NowDep
-) -> AutoRechargeOut:
-    return await save_auto_recharge(body, request, user=user, db=db, gateway=gateway, now=now)
+async def put_auto_recharge(body: AutoRechargeIn, pay: PaymentDep) -> AutoRechargeOut:
+    return await save_auto_recharge(body, pay)
 
 
 NO_SAVED_CARD = "Save a card first: buy a pack once, or add a card in the billing portal."
@@ -146,22 +142,16 @@ NO_SAVED_POOL_CARD = "Save a card first: buy a pack for the pool once, or add a 
 
 
 async def save_auto_recharge(
-    body: AutoRechargeIn,
-    request: Request,
-    *,
-    user: User,
-    db: Database,
-    gateway: PaymentGateway,
-    now: datetime,
-    org_id: int | None = None,
+    body: AutoRechargeIn, pay: PaymentContext, *, org_id: int | None = None
 ) -> AutoRechargeOut:
-    """Save the rule of the account that pays (``user``'s own, or the pool of ``org_id`` that ``user`` owns).
+    """Save the rule of the account that pays (``pay.user``'s own, or the pool of ``org_id`` that they own).
 
     The saved card is read from Stripe before the transaction (network); the pool's
     membership is checked again inside it.
     """
-    stripe_gateway = stripe_only(gateway)
-    catalog: Catalog = request.app.state.catalog
+    db, user, now = pay.db, pay.user, pay.now
+    stripe_gateway = stripe_only(pay.gateway)
+    catalog: Catalog = pay.request.app.state.catalog
     catalog.require_pack(body.pack_size)
     card = await stripe_gateway.saved_card(db, user=user, org_id=org_id)  # network: before the transaction
     if body.enabled and card is None:

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent import billing
 from devops_agent.billing.catalog import Catalog
-from devops_agent.billing.models import SubscriptionTier, User
+from devops_agent.billing.models import SubscriptionTier
 from devops_agent.db import Database
 from devops_agent.payments.gateway import PaymentGateway, PlanChangeResult
 from devops_agent.web.api import AUTHED, errors
@@ -30,6 +30,8 @@ from devops_agent.web.deps import (
     GatewayDep,
     IdempotencyKeyDep,
     NowDep,
+    PaymentContext,
+    PaymentDep,
     SessionDep,
 )
 from devops_agent.web.idempotency import run_idempotent_post
@@ -179,39 +181,24 @@ def plan_body(result: PlanChangeResult) -> dict[str, Any]:
     summary="Move to another tier: dearer at once, cheaper at the period's end (demo); or a checkout URL (Stripe)",
     responses=errors(*AUTHED, 404, 409),
 )
-async def upgrade(
-    body: UpgradeIn,
-    request: Request,
-    user: CurrentUser,
-    db: DatabaseDep,
-    now: NowDep,
-    gateway: GatewayDep,
-    idempotency_key: IdempotencyKeyDep,
-) -> JSONResponse:
-    return await change_plan(body, request, user=user, db=db, now=now, gateway=gateway, idempotency_key=idempotency_key)
+async def upgrade(body: UpgradeIn, pay: PaymentDep, idempotency_key: IdempotencyKeyDep) -> JSONResponse:
+    return await change_plan(body, pay, idempotency_key=idempotency_key)
 
 
 async def change_plan(
-    body: UpgradeIn,
-    request: Request,
-    *,
-    user: User,
-    db: Database,
-    now: datetime,
-    gateway: PaymentGateway,
-    idempotency_key: str | None,
-    org_id: int | None = None,
+    body: UpgradeIn, pay: PaymentContext, *, idempotency_key: str | None, org_id: int | None = None
 ) -> JSONResponse:
-    """Move the account that pays (``user``'s own, or the pool of ``org_id``) to the tier; a retried key replays."""
+    """Move the account that pays (``pay.user``'s own, or the pool of ``org_id``) to the tier; a retried key replays."""
+    db, user, now = pay.db, pay.user, pay.now
 
     async def work() -> tuple[int, dict[str, Any]]:
         tier = await _tier(db, body.tier_id)
-        result = await gateway.change_plan(
+        result = await pay.gateway.change_plan(
             db, user=user, tier=tier, idempotency_key=idempotency_key, now=now, org_id=org_id
         )
         return 200, plan_body(result)
 
-    return await run_idempotent_post(db, request, body, user_id=user.id, key=idempotency_key, now=now, work=work)
+    return await run_idempotent_post(db, pay.request, body, user_id=user.id, key=idempotency_key, now=now, work=work)
 
 
 @router.post(
@@ -238,14 +225,12 @@ async def _tier(db: Database, tier_id: int) -> SubscriptionTier:
     summary="Go back to Free when the period ends",
     responses=errors(*AUTHED),
 )
-async def cancel(user: CurrentUser, db: DatabaseDep, now: NowDep, gateway: GatewayDep) -> CancelOut:
-    return await cancel_plan(user=user, db=db, now=now, gateway=gateway)
+async def cancel(pay: PaymentDep) -> CancelOut:
+    return await cancel_plan(pay)
 
 
-async def cancel_plan(
-    *, user: User, db: Database, now: datetime, gateway: PaymentGateway, org_id: int | None = None
-) -> CancelOut:
-    """Return the account that pays (``user``'s own, or the pool of ``org_id``) to Free when the period ends."""
-    result = await gateway.cancel_plan(db, user=user, now=now, org_id=org_id)
+async def cancel_plan(pay: PaymentContext, *, org_id: int | None = None) -> CancelOut:
+    """Return the account that pays (``pay.user``'s own, or the pool of ``org_id``) to Free when the period ends."""
+    result = await pay.gateway.cancel_plan(pay.db, user=pay.user, now=pay.now, org_id=org_id)
     assert result.subscription is not None
     return CancelOut(subscription=subscription_out(result.subscription), message=result.message or "")

@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field, computed_field
 from devops_agent.agent import templates
 from devops_agent.agent.service import MAX_MESSAGE_LENGTH, ChatReply
 from devops_agent.web.api import AUTHED, POOL_CREDITS, errors
-from devops_agent.web.api.chat import ClockDep, IdPath, RuntimeDep, chat_reply
-from devops_agent.web.deps import CurrentUser, DatabaseDep, IdempotencyKeyDep, NowDep, SessionDep, require_feature
+from devops_agent.web.api.chat import AgentCallDep, IdPath, chat_reply
+from devops_agent.web.deps import CurrentUser, NowDep, SessionDep, require_feature
 from devops_agent.web.schemas import FromAttributes, Strict, Timestamp
 
 FEATURE = "custom_templates"
@@ -95,26 +95,7 @@ async def delete(template_id: IdPath, user: CurrentUser, session: SessionDep) ->
     summary="Run a saved template with parameters: a chat message, metered like any other",
     responses=errors(*AUTHED, 404, 409, 502, payment=POOL_CREDITS),
 )
-async def run(
-    template_id: IdPath,
-    body: TemplateRunIn,
-    user: CurrentUser,
-    db: DatabaseDep,
-    runtime: RuntimeDep,
-    clock: ClockDep,
-    idempotency_key: IdempotencyKeyDep,
-) -> ChatReply:
-    async with db.transaction() as session:
-        template = await templates.get_template(session, user_id=user.id, template_id=template_id)
-    message = templates.render(template.prompt, body.params)
-    return await chat_reply(
-        db,
-        runtime,
-        user_id=user.id,
-        message=message,
-        clock=clock,
-        conversation_id=body.conversation_id,
-        idempotency_key=idempotency_key,
-        max_credits=body.max_credits,
-        org_id=body.org_id,
-    )
+async def run(template_id: IdPath, body: TemplateRunIn, call: AgentCallDep) -> ChatReply:
+    async with call.db.transaction() as session:
+        template = await templates.get_template(session, user_id=call.user.id, template_id=template_id)
+    return await chat_reply(call, templates.render(template.prompt, body.params), body)
