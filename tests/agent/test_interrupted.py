@@ -123,13 +123,14 @@ async def test_a_cancelled_chat_refunds_and_its_key_answers_afterwards(
     assert conversation["messages"][1]["content"] == turns.INTERRUPTED_NOTE
 
 
-async def test_a_client_that_disconnects_gets_its_credit_back(
-    app: FastAPI, client: httpx.AsyncClient, db: Database, anthropic_server: FakeAnthropic
+async def _hang_up_while_waiting(
+    app: FastAPI, client: httpx.AsyncClient, db: Database, anthropic_server: FakeAnthropic, path: str, payload: Any
 ) -> None:
-    """The ASGI conversation of a client that sends its request, then hangs up while waiting."""
-    anthropic_server.script(hang())
-    user = await register(client)
-    body = json.dumps({"message": "hello"}).encode()
+    """The ASGI conversation of a client that sends its request to ``path``, then hangs up
+    while the model thinks: the turn is cancelled and its credit refunded, nothing answered."""
+    user_id = client.user_id  # type: ignore[attr-defined]
+    balance, kinds = await books(db, user_id)
+    body = json.dumps(payload).encode()
     hung_up = asyncio.Event()
     sent: list[dict[str, Any]] = []
     messages = [{"type": "http.request", "body": body, "more_body": False}]
@@ -150,8 +151,8 @@ async def test_a_client_that_disconnects_gets_its_credit_back(
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": "/api/chat",
-        "raw_path": b"/api/chat",
+        "path": path,
+        "raw_path": path.encode(),
         "root_path": "",
         "query_string": b"",
         "headers": [
@@ -165,19 +166,44 @@ async def test_a_client_that_disconnects_gets_its_credit_back(
         "client": ("127.0.0.1", 50000),
         "server": ("testserver", 80),
     }
+    asked = len(anthropic_server.requests)
     call = asyncio.create_task(app(scope, receive, send))
-    await until(lambda: len(anthropic_server.requests) == 1, "the model was asked")
-    assert (await books(db, user["id"]))[0] == 19
+    await until(lambda: len(anthropic_server.requests) == asked + 1, "the model was asked")
+    assert (await books(db, user_id))[0] == balance - 1
     hung_up.set()
     with pytest.raises(asyncio.CancelledError):
         await call
     assert not sent  # nobody to answer
-    assert await books(db, user["id"]) == (20, ["monthly_grant", "charge", "refund"])
+    assert await books(db, user_id) == (balance, [*kinds, "charge", "refund"])
+
+
+async def test_a_client_that_disconnects_gets_its_credit_back(
+    app: FastAPI, client: httpx.AsyncClient, db: Database, anthropic_server: FakeAnthropic
+) -> None:
+    anthropic_server.script(hang())
+    client.user_id = (await register(client))["id"]  # type: ignore[attr-defined]
+    await _hang_up_while_waiting(app, client, db, anthropic_server, "/api/chat", {"message": "hello"})
     anthropic_server.release()
 
     anthropic_server.script(text_reply("Still here."))
     again = await client.post("/api/chat", json={"message": "hello"}, headers={"Idempotency-Key": "gone-1"})
     assert (again.status_code, again.json()["credits_remaining"]) == (200, 19)
+
+
+async def test_a_template_run_whose_client_disconnects_is_refunded_too(
+    app: FastAPI, client: httpx.AsyncClient, db: Database, anthropic_server: FakeAnthropic
+) -> None:
+    """A saved template runs as a chat does, down to its cancellation."""
+    anthropic_server.script(hang())
+    client.user_id = (await register(client))["id"]  # type: ignore[attr-defined]
+    tiers = (await client.get("/api/subscription/tiers")).json()["tiers"]
+    professional = next(t["id"] for t in tiers if t["name"] == "professional")
+    assert (await client.post("/api/subscription/upgrade", json={"tier_id": professional})).status_code == 200
+    created = await client.post("/api/templates", json={"name": "greeting", "prompt": "hello"})
+    assert created.status_code == 201, created.text
+    path = f"/api/templates/{created.json()['template']['id']}/run"
+    await _hang_up_while_waiting(app, client, db, anthropic_server, path, {"params": {}})
+    anthropic_server.release()
 
 
 async def _hung_turns(

@@ -8,7 +8,7 @@ Users whose plan lacks the feature get 403 ``feature_not_in_plan`` on every rout
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, BackgroundTasks, Request, Response
 from pydantic import BaseModel, Field, computed_field
 
 from devops_agent.agent import templates
@@ -95,7 +95,10 @@ async def delete(template_id: IdPath, user: CurrentUser, session: SessionDep) ->
     summary="Run a saved template with parameters: a chat message, metered like any other",
     responses=errors(*AUTHED, 404, 409, 502, payment=POOL_CREDITS),
 )
-async def run(template_id: IdPath, body: TemplateRunIn, call: AgentCallDep) -> ChatReply:
+async def run(
+    template_id: IdPath, body: TemplateRunIn, call: AgentCallDep, request: Request, background: BackgroundTasks
+) -> ChatReply:
     async with call.db.transaction() as session:
         template = await templates.get_template(session, user_id=call.user.id, template_id=template_id)
-    return await chat_reply(call, templates.render(template.prompt, body.params), body)
+    message = templates.render(template.prompt, body.params)
+    return await chat_reply(call, message, body, request=request, background=background)
