@@ -28,13 +28,14 @@ from devops_agent import billing, metrics
 from devops_agent.billing.models import ActionType, Conversation
 from devops_agent.db import Database
 
+from . import records
 from .backends.offline import describe_result
 from .cloud_models import ActionStatus, PendingAction
 from .cloud_targets import target_for
 from .guardrails import account_limits, creates_this_month, refusal
 from .loop import ToolCallOut
 from .models import Message, Role
-from .service import AgentError, AgentRuntime, ChatReply, ReplyInProgress, _balance
+from .service import AgentError, AgentRuntime, ChatReply, ReplyInProgress
 from .tools.registry import ToolOutcome
 
 
@@ -90,7 +91,7 @@ async def _record(
     now: datetime,
 ) -> ChatReply:
     """Add the answer to the conversation and keep it on the (now approved or declined) action."""
-    balance = await _balance(session, action.user_id, action.organization_id)
+    balance = await records.balance(session, action.user_id, action.organization_id)
     session.add(
         Message(
             conversation_id=action.conversation_id,

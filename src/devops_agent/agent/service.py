@@ -30,19 +30,18 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
 
 from pydantic import BaseModel
-from sqlalchemy import Executable, Insert, Result, Table, bindparam, insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent.billing.catalog import Catalog, cached_catalog
-from devops_agent.billing.models import Conversation, UserSubscription
+from devops_agent.billing.models import Conversation
 from devops_agent.config import Settings
 from devops_agent.db import Database
 from devops_agent.errors import DomainError
 
-from . import turns
+from . import records, turns
 from .backends import build_backend
 from .backends.base import AssistantTurn, Backend, BackendError, Turn, UserTurn
 from .cloud_targets import how_to_connect, target_for
@@ -59,22 +58,6 @@ HISTORY_MESSAGES = 20
 TITLE_LENGTH = 60
 MAX_MESSAGE_LENGTH = 8000
 IN_PROGRESS = "A request with this Idempotency-Key is still being processed; retry shortly."
-
-
-_messages = cast(Table, Message.__table__)
-_conversations = cast(Table, Conversation.__table__)
-_accounts = cast(Table, UserSubscription.__table__)
-
-# The chat's statements, built once and run with a dict of values: a chat then costs
-# SQLAlchemy a cache lookup per statement, not a new statement with its bound values
-# (and no unit-of-work flush: nothing reads these rows back as objects).
-_ADD_CONVERSATION = insert(_conversations).returning(_conversations.c.id)
-_ADD_MESSAGE = insert(_messages).returning(_messages.c.id)
-_SET_MESSAGE = update(_messages).where(_messages.c.id == bindparam("message_id"))
-_SET_CONVERSATION = update(_conversations).where(_conversations.c.id == bindparam("conversation_id"))
-_BALANCE = select(_accounts.c.credits_remaining + _accounts.c.purchased_credits_remaining)
-_USER_BALANCE = _BALANCE.where(_accounts.c.user_id == bindparam("owner"))
-_POOL_BALANCE = _BALANCE.where(_accounts.c.organization_id == bindparam("owner"))
 
 
 class AgentError(DomainError):
@@ -247,13 +230,6 @@ async def _history(session: AsyncSession, conversation_id: int, *, before: int |
     return list(rows.scalars())[::-1]
 
 
-async def _balance(session: AsyncSession, user_id: int, org_id: int | None = None) -> int:
-    """The balance that paid: the organization's pool in a team workspace, else the user's own."""
-    if org_id is not None:
-        return int((await _run(session, _POOL_BALANCE, owner=org_id)).scalar_one())
-    return int((await _run(session, _USER_BALANCE, owner=user_id)).scalar_one())
-
-
 async def _restart(
     session: AsyncSession, meter: Meter, row: Message, *, text: str, now: datetime, lease: timedelta
 ) -> _Started:
@@ -312,17 +288,17 @@ async def _start(
             history = await _history(session, conversation.id)
         else:
             title = " ".join(text.split())[:TITLE_LENGTH] or "New conversation"
-            conversation_id = await _insert(
-                session, _ADD_CONVERSATION, user_id=user_id, title=title, created_at=now, updated_at=now
+            conversation_id = await records.add(
+                session, records.ADD_CONVERSATION, user_id=user_id, title=title, created_at=now, updated_at=now
             )
             history = []
         meter.conversation_id = conversation_id
         charged = await meter.charge_message(session)
         if charged.replayed:
             raise _Raced
-        message_id = await _insert(
+        message_id = await records.add(
             session,
-            _ADD_MESSAGE,
+            records.ADD_MESSAGE,
             conversation_id=conversation_id,
             user_id=user_id,
             role=Role.USER.value,
@@ -339,27 +315,16 @@ async def _start(
         )
 
 
-async def _insert(session: AsyncSession, statement: Insert, **values: Any) -> int:
-    """Run one of the INSERT ... RETURNING id statements above; the new row's id."""
-    return int((await _run(session, statement, **values)).scalar_one())
-
-
-async def _run(session: AsyncSession, statement: Executable, **values: Any) -> Result[Any]:
-    """One of the statements above, on the session's connection (the session's execute()
-    adds ORM hooks these Core statements do not need; nothing ORM is pending on this path)."""
-    return await (await session.connection()).execute(statement, values)
-
-
 async def _finish(db: Database, runtime: AgentRuntime, meter: Meter, started: _Started, run: AgentRun) -> ChatReply:
     now = meter.clock()
     async with db.transaction() as session:
         if not await turns.release(session, started.turn):
             raise _LeaseLost
         tool_calls = list(run.tool_calls)
-        balance = await _balance(session, meter.user_id, meter.org_id)
-        await _insert(
+        balance = await records.balance(session, meter.user_id, meter.org_id)
+        await records.add(
             session,
-            _ADD_MESSAGE,
+            records.ADD_MESSAGE,
             conversation_id=started.conversation_id,
             user_id=meter.user_id,
             role=Role.ASSISTANT.value,
@@ -382,8 +347,10 @@ async def _finish(db: Database, runtime: AgentRuntime, meter: Meter, started: _S
         )
         if started.keyed:  # kept for a retry with the same Idempotency-Key
             reply_json = reply.model_dump(mode="json")
-            await _run(session, _SET_MESSAGE, message_id=started.message_id, reply_status=200, reply=reply_json)
-        await _run(session, _SET_CONVERSATION, conversation_id=started.conversation_id, updated_at=now)
+            await records.run(
+                session, records.SET_MESSAGE, message_id=started.message_id, reply_status=200, reply=reply_json
+            )
+        await records.run(session, records.SET_CONVERSATION, conversation_id=started.conversation_id, updated_at=now)
     return reply
 
 
@@ -525,7 +492,7 @@ async def _given_up(db: Database, meter: Meter, started: _Started) -> AgentUnava
     """The turn outlived its lease and was recovered: refund what it charged since, and say so."""
     async with db.transaction() as session:
         await turns.refund_charges(session, started.turn, now=meter.clock(), reason=turns.INTERRUPTED_REASON)
-        meter.balance = await _balance(session, meter.user_id, meter.org_id)
+        meter.balance = await records.balance(session, meter.user_id, meter.org_id)
     return AgentUnavailable(
         "The agent took too long to answer and this message was given up; its credits were refunded. Please try again.",
         credits_remaining=meter.balance,
