@@ -214,7 +214,7 @@ async def _user_from_cookie(request: Request, session: AsyncSession) -> User | N
     if data is None:
         return None
     # One read: the session's row (ended sessions have none) joined to its user.
-    user = (await session.execute(sessions.user_by_session(data))).scalar_one_or_none()
+    user = await sessions.user_by_session(session, data)
     if user is None or password_fingerprint(user.password_hash) != data.fingerprint:
         return None
     if request.method in UNSAFE_METHODS:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import Request, Response
-from sqlalchemy import Select, delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent.billing.models import User
@@ -40,13 +40,20 @@ async def open_session(session: AsyncSession, *, user: User, now: datetime) -> S
     return SessionData(user.id, new_csrf_token(), password_fingerprint(user.password_hash), session_id)
 
 
-def user_by_session(data: SessionData) -> Select[User]:
+# Built once: it runs on every request a cookie authenticates.
+_USER_BY_SESSION = (
+    select(User)
+    .join(UserSession, UserSession.user_id == User.id)
+    .where(UserSession.id_hash == bindparam("id_hash"), User.id == bindparam("user_id"))
+)
+
+
+async def user_by_session(session: AsyncSession, data: SessionData) -> User | None:
     """The user of a live session: the session row by its key, joined to its user (both by primary key)."""
-    return (
-        select(User)
-        .join(UserSession, UserSession.user_id == User.id)
-        .where(UserSession.id_hash == session_id_hash(data.session_id), User.id == data.user_id)
+    found = await session.execute(
+        _USER_BY_SESSION, {"id_hash": session_id_hash(data.session_id), "user_id": data.user_id}
     )
+    return found.scalar_one_or_none()
 
 
 async def end_session(session: AsyncSession, *, data: SessionData) -> None:
