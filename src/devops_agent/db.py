@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Hashable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import Any
 
 import aiosqlite
@@ -42,7 +42,6 @@ import asyncpg
 from sqlalchemy import MetaData, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -197,10 +196,6 @@ def _try_begin(connection: sqlite3.Connection, *, write: bool) -> bool:
     return True
 
 
-# A unique constraint refused a row.
-UNIQUE_VIOLATIONS: tuple[type[Exception], ...] = (IntegrityError,)
-
-
 class _InlineCalls:
     """Stands in for aiosqlite's queue to its worker thread: runs each call at once."""
 
@@ -228,7 +223,7 @@ class InlineSQLiteConnection(aiosqlite.Connection):
 
     @property
     def sqlite_connection(self) -> sqlite3.Connection:
-        """The sqlite3 connection underneath, for statements run in a batch."""
+        """The sqlite3 connection underneath (our own BEGIN, and the wait for the write lock)."""
         return self._conn
 
 
@@ -278,9 +273,6 @@ class KeyedQueue:
                 del self._locks[key]
             else:
                 self._locks[key] = (lock, users - 1)
-
-    def __len__(self) -> int:
-        return len(self._locks)
 
 
 class Database:
@@ -343,11 +335,8 @@ class Database:
         transactions are serialised already.
         """
         if self._lock is None:
-            if queue is None:
-                async with self.sessionmaker.begin() as session:
-                    yield session
-                return
-            async with self._queues.turn(queue), self.sessionmaker.begin() as session:
+            queued = self._queues.turn(queue) if queue is not None else nullcontext()
+            async with queued, self.sessionmaker.begin() as session:
                 yield session
             return
         async with (

@@ -321,11 +321,10 @@ async def _finish(db: Database, runtime: AgentRuntime, meter: Meter, started: _S
         if not await turns.release(session, started.turn):
             raise _LeaseLost
         tool_calls = list(run.tool_calls)
-        # The balance this turn's last charge or refund left (each returns it): the
-        # balance after this message, without reading the account again.
-        balance = (
-            meter.balance if meter.balance is not None else await records.balance(session, meter.user_id, meter.org_id)
-        )
+        # The balance this turn's last charge or refund left (each returns it; the message's
+        # charge always ran): the balance after this message, without reading the account again.
+        assert meter.balance is not None
+        balance = meter.balance
         await records.add(
             session,
             records.ADD_MESSAGE,

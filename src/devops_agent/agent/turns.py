@@ -154,18 +154,20 @@ def _rowcount(result: Result[Any]) -> int:
 _messages = cast(Table, Message.__table__)
 
 
-def _unanswered(message_id: int, attempt: int) -> ColumnElement[bool]:
-    m = _messages.c
-    return and_(m.id == message_id, m.attempt == attempt, m.reply_status.is_(None))
-
-
-# Built once (it runs on every chat): the lease of an unanswered attempt that still holds one.
-_HELD_LEASE = update(_messages).where(
+# Built once (the release runs on every chat): this attempt of the turn, still unanswered;
+# run with ``_lease_of(turn, ...)``.
+_UNANSWERED = and_(
     _messages.c.id == bindparam("message_id"),
     _messages.c.attempt == bindparam("turn_attempt"),
     _messages.c.reply_status.is_(None),
-    _messages.c.lease_expires_at.is_not(None),
 )
+# ... that still holds its lease.
+_HELD_LEASE = update(_messages).where(_UNANSWERED, _messages.c.lease_expires_at.is_not(None))
+
+
+def _lease_of(turn: TurnRef, until: datetime | None) -> dict[str, Any]:
+    """The values that set the lease of ``turn``'s attempt to ``until`` (None: no lease)."""
+    return {"message_id": turn.message_id, "turn_attempt": turn.attempt, "lease_expires_at": until}
 
 
 async def claim_expired(session: AsyncSession, turn: TurnRef, *, now: datetime, released_too: bool = True) -> bool:
@@ -173,17 +175,13 @@ async def claim_expired(session: AsyncSession, turn: TurnRef, *, now: datetime, 
     refunded already); False if someone else took it first."""
     lease = _messages.c.lease_expires_at
     expired = or_(lease.is_(None), lease <= now) if released_too else lease <= now
-    claimed = await session.execute(
-        update(_messages).where(_unanswered(turn.message_id, turn.attempt), expired).values(lease_expires_at=None)
-    )
+    claimed = await session.execute(update(_messages).where(_UNANSWERED, expired), _lease_of(turn, None))
     return _rowcount(claimed) == 1
 
 
 async def release(session: AsyncSession, turn: TurnRef) -> bool:
     """Give up the lease this attempt holds; False if the turn was already taken from it."""
-    released = await session.execute(
-        _HELD_LEASE, {"message_id": turn.message_id, "turn_attempt": turn.attempt, "lease_expires_at": None}
-    )
+    released = await session.execute(_HELD_LEASE, _lease_of(turn, None))
     return _rowcount(released) == 1
 
 
@@ -296,9 +294,7 @@ async def recover_turn(db: Database, turn: TurnRef, *, now: datetime) -> Refunde
 
 async def _renew(db: Database, turn: TurnRef, *, until: datetime) -> bool:
     async with db.transaction() as session:
-        renewed = await session.execute(
-            _HELD_LEASE, {"message_id": turn.message_id, "turn_attempt": turn.attempt, "lease_expires_at": until}
-        )
+        renewed = await session.execute(_HELD_LEASE, _lease_of(turn, until))
     return _rowcount(renewed) == 1
 
 

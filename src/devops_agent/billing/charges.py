@@ -26,9 +26,8 @@ from datetime import datetime
 from typing import cast
 
 from sqlalchemy import Table, bindparam, case, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-
-from devops_agent.db import UNIQUE_VIOLATIONS
 
 from .accounts import apply_due_reset, lock_account, no_account
 from .errors import ChargeNotFound, InsufficientCredits, InvalidAmount, MemberCapReached, OrganizationNotFound
@@ -106,7 +105,7 @@ async def charge(
                 return await _charge(
                     session, user_id, amount, str(action_type), now, tool_name, conversation_id, key, org_id
                 )
-        except UNIQUE_VIOLATIONS:
+        except IntegrityError:  # a racing retry took the key first
             replay = await replay_charge(session, key)
             if replay is None:
                 raise

@@ -15,7 +15,7 @@ from devops_agent.notifications import notifier_for, recent_outbox
 from devops_agent.web.api.admin import ADMIN_ERRORS, Limit
 from devops_agent.web.deps import AdminUser, DatabaseDep, OptionalUser, SessionDep
 from devops_agent.web.pages import render_page
-from devops_agent.web.schemas import Timestamp
+from devops_agent.web.schemas import FromAttributes, Timestamp
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 page_router = APIRouter(include_in_schema=False)
@@ -30,7 +30,7 @@ class DiscrepancyOut(BaseModel):
     detail: str
 
 
-class BooksRunOut(BaseModel):
+class BooksRunOut(FromAttributes):
     ok: bool
     started_at: Timestamp
     finished_at: Timestamp
@@ -52,19 +52,7 @@ class BooksOut(BaseModel):
 )
 async def books_audit(_admin: AdminUser, session: SessionDep) -> BooksOut:
     run = await books.last_run(session)
-    if run is None:
-        return BooksOut(last_run=None)
-    return BooksOut(
-        last_run=BooksRunOut(
-            ok=run.ok,
-            started_at=run.started_at,
-            finished_at=run.finished_at,
-            accounts=run.accounts,
-            discrepancies=run.discrepancies,
-            checks=run.checks,
-            examples=[DiscrepancyOut.model_validate(e) for e in run.examples],
-        )
-    )
+    return BooksOut(last_run=BooksRunOut.model_validate(run) if run is not None else None)
 
 
 # --- emails ---------------------------------------------------------------------------
