@@ -40,9 +40,16 @@ async def test_charge_spans_monthly_and_purchased(db: Database) -> None:
         await billing.grant_purchase(s, purchase_id=p.id, now=T0)
         result = await billing.charge(s, user_id=user.id, amount=25, action_type="tool_use", now=T0)
         assert (result.balance.monthly, result.balance.purchased) == (0, 95)
-        row = await s.get(CreditLedger, result.ledger_id)
-        assert row is not None
-        assert (row.monthly_delta, row.purchased_delta) == (-20, -5)
+        rows = (
+            await s.execute(
+                select(CreditLedger).where(CreditLedger.usage_log_id == result.usage_log_id).order_by(CreditLedger.id)
+            )
+        ).scalars()
+        # One ledger row per grant the charge drew from, the plan's first, each with the balances after it.
+        assert [(r.monthly_delta, r.purchased_delta, r.monthly_balance_after, r.purchased_balance_after) for r in rows] == [
+            (-20, 0, 0, 100),
+            (0, -5, 0, 95),
+        ]
 
 
 async def test_retry_with_same_key_returns_first_result(db: Database) -> None:

@@ -12,9 +12,11 @@ Rules:
   ``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite writers are already serialised by
   ``BEGIN IMMEDIATE``), re-reading the row rather than trusting the identity map.
 * A period is the anniversary period of the account's anchor (``billing.periods``). At
-  its end the monthly credits left expire and the tier's credits are granted: two
-  ledger rows whose keys name the period, so a period is never reset twice. Purchased
-  credits are never touched by a reset.
+  its end what is left of the plan's grant expires and the tier's credits are granted
+  as a new plan grant lasting the period: ledger rows whose keys name the period, so a
+  period is never reset twice. Other grants are not touched by a reset; they expire at
+  their own dates (``grants.expire_due``), checked at the same moments (``settle``).
+* A new user's account also gets the catalog's sign-up bonus, a promotional grant.
 * Accounts paid through a payment provider and not cancelled are not reset here: the
   provider's paid invoice starts their next period (``plans.start_paid_period``).
 """
@@ -28,9 +30,11 @@ from sqlalchemy import ColumnElement, Table, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from .catalog import current_catalog
 from .errors import AccountNotFound, TierNotFound
-from .ledger import Balance, append_ledger, new_key
-from .models import LedgerKind, PaymentStatus, SubscriptionTier, UserSubscription
+from .grants import add_grant, expire_due, expiry_after, grants_of, move
+from .ledger import new_key
+from .models import CreditGrant, GrantCategory, LedgerKind, PaymentStatus, SubscriptionTier, UserSubscription
 from .periods import add_months, period_containing
 
 FREE_TIER = "free"
@@ -88,8 +92,24 @@ async def tier_by_id(session: AsyncSession, tier_id: int, *, active_only: bool =
 
 
 async def open_account(session: AsyncSession, *, user_id: int, now: datetime) -> UserSubscription:
-    """Put a new user on the Free tier with its monthly credits (one grant row)."""
-    return await _open(session, user_id=user_id, org_id=None, now=now)
+    """Put a new user on the Free tier with its monthly credits, and the catalog's sign-up bonus if any."""
+    sub = await _open(session, user_id=user_id, org_id=None, now=now)
+    bonus = current_catalog().signup_bonus
+    if bonus is not None:
+        await add_grant(
+            session,
+            sub,
+            category=GrantCategory.PROMOTIONAL,
+            credits=bonus.credits,
+            now=now,
+            kind=LedgerKind.GRANT,
+            key=f"s{sub.id}:signup_bonus",
+            source="signup_bonus",
+            user_id=user_id,
+            reason="sign-up bonus",
+            expires_at=expiry_after(bonus.expires_after_days, now),
+        )
+    return sub
 
 
 async def _open(session: AsyncSession, *, user_id: int | None, org_id: int | None, now: datetime) -> UserSubscription:
@@ -99,8 +119,9 @@ async def _open(session: AsyncSession, *, user_id: int | None, org_id: int | Non
         user_id=user_id,
         organization_id=org_id,
         tier_id=tier.id,
-        credits_remaining=tier.monthly_credits,
+        credits_remaining=0,
         purchased_credits_remaining=0,
+        promotional_credits_remaining=0,
         credits_used_this_month=0,
         total_credits_used=0,
         billing_anchor=now,
@@ -113,20 +134,49 @@ async def _open(session: AsyncSession, *, user_id: int | None, org_id: int | Non
     )
     session.add(sub)
     await session.flush()
-    await append_ledger(
+    await _grant_plan(
         session,
-        subscription_id=sub.id,
-        user_id=user_id,
-        kind=LedgerKind.MONTHLY_GRANT,
-        monthly_delta=tier.monthly_credits,
-        purchased_delta=0,
-        balance_after=Balance(tier.monthly_credits, 0),
-        key=f"s{sub.id}:grant:{now.isoformat()}",
+        sub,
+        tier=tier,
+        start=now,
+        end=sub.current_period_end,
         now=now,
+        key=f"s{sub.id}:grant:{now.isoformat()}",
         reason=f"{tier.display_name} tier: opening grant",
-        details={"tier_id": tier.id},  # what analytics reads: names may change, ids do not
     )
     return sub
+
+
+async def _grant_plan(
+    session: AsyncSession,
+    sub: UserSubscription,
+    *,
+    tier: SubscriptionTier,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    key: str,
+    reason: str,
+) -> CreditGrant:
+    """The plan's grant for the period ``[start, end)``: the tier's credits at its price (its cost basis)."""
+    grant, _ = await add_grant(
+        session,
+        sub,
+        category=GrantCategory.PLAN,
+        credits=tier.monthly_credits,
+        now=now,
+        kind=LedgerKind.MONTHLY_GRANT,
+        key=key,
+        source=f"plan:{tier.name}",
+        user_id=sub.user_id,
+        reason=reason,
+        effective_at=start,
+        expires_at=end,
+        price=tier.monthly_price,
+        tier_id=tier.id,
+        details={"tier_id": tier.id},  # what analytics reads: names may change, ids do not
+    )
+    return grant
 
 
 async def open_org_account(session: AsyncSession, *, org_id: int, now: datetime) -> UserSubscription:
@@ -151,44 +201,36 @@ async def start_period(
     reason: str,
     grant_key: str | None = None,
 ) -> None:
-    """Expire the monthly credits left and grant ``tier``'s credits for a new period.
+    """Expire what is left of the plan's grant and grant ``tier``'s credits for a new period.
 
-    ``sub`` must be locked by the caller. Purchased credits are never touched.
+    ``sub`` must be locked by the caller. Other grants are never touched.
     ``grant_key``: the grant's ledger key, when the caller must find the grant again.
     """
     # A reset's keys name its period, so a second reset of the same period is refused;
     # a tier change is an event of its own (two may happen in one instant).
     unique = f":{new_key()}" if expiry_kind == LedgerKind.TIER_CHANGE else ""
-    expired = sub.credits_remaining
-    purchased = sub.purchased_credits_remaining
-    if expired:
-        await append_ledger(
-            session,
-            subscription_id=sub.id,
-            user_id=sub.user_id,
-            kind=expiry_kind,
-            monthly_delta=-expired,
-            purchased_delta=0,
-            balance_after=Balance(0, purchased),
-            key=f"s{sub.id}:{expiry_kind.value}:{sub.current_period_end.isoformat()}:{start.isoformat()}{unique}",
-            now=now,
-            reason=reason,
-        )
-    await append_ledger(
+    plan_left = [(g, -g.remaining) for g in await grants_of(session, sub.id) if g.category == GrantCategory.PLAN]
+    await move(
         session,
-        subscription_id=sub.id,
-        user_id=sub.user_id,
-        kind=LedgerKind.MONTHLY_GRANT,
-        monthly_delta=tier.monthly_credits,
-        purchased_delta=0,
-        balance_after=Balance(tier.monthly_credits, purchased),
-        key=grant_key or f"s{sub.id}:grant:{start.isoformat()}:{tier.id}{unique}",
+        sub,
+        plan_left,
+        kind=expiry_kind,
+        key=f"s{sub.id}:{expiry_kind.value}:{sub.current_period_end.isoformat()}:{start.isoformat()}{unique}",
         now=now,
+        user_id=sub.user_id,
+        reason=reason,
+    )
+    await _grant_plan(
+        session,
+        sub,
+        tier=tier,
+        start=start,
+        end=end,
+        now=now,
+        key=grant_key or f"s{sub.id}:grant:{start.isoformat()}:{tier.id}{unique}",
         reason=f"{tier.display_name} tier: monthly credits",
-        details={"tier_id": tier.id},  # what analytics reads: names may change, ids do not
     )
     sub.tier_id = tier.id
-    sub.credits_remaining = tier.monthly_credits
     if expiry_kind != LedgerKind.TIER_CHANGE:
         # A plan change is not a new month: what was used this month stays counted.
         sub.credits_used_this_month = 0
@@ -248,6 +290,54 @@ async def apply_due_reset(
     return True
 
 
+async def settle(session: AsyncSession, *, user_id: int | None, now: datetime, org_id: int | None = None) -> bool:
+    """Bring the account up to ``now``: the monthly reset if due, then grants past their expiry.
+
+    Returns whether anything changed.
+    """
+    reset = await apply_due_reset(session, user_id=user_id, now=now, org_id=org_id)
+    if not await _has_lapsed_grant(session, user_id=user_id, org_id=org_id, now=now):
+        return reset
+    sub = await lock_account(session, user_id=user_id, org_id=org_id)
+    return await expire_due(session, sub, now=now) > 0 or reset
+
+
+async def _has_lapsed_grant(session: AsyncSession, *, user_id: int | None, org_id: int | None, now: datetime) -> bool:
+    """Whether a grant of the account has credits left past its expiry (one indexed read, no lock)."""
+    found = await session.execute(
+        select(CreditGrant.id)
+        .join(UserSubscription, UserSubscription.id == CreditGrant.subscription_id)
+        .where(owned_by(user_id, org_id), CreditGrant.remaining > 0, CreditGrant.expires_at <= now)
+        .limit(1)
+    )
+    return found.first() is not None
+
+
+async def due_grant_accounts(
+    session: AsyncSession, *, now: datetime, limit: int = 500
+) -> list[tuple[int | None, int | None]]:
+    """Accounts with a grant past its expiry, as ``(user_id, org_id)`` (for the ``reset-due`` job)."""
+    rows = await session.execute(
+        select(_sub.c.user_id, _sub.c.organization_id)
+        .join(CreditGrant, CreditGrant.subscription_id == _sub.c.id)
+        .where(CreditGrant.remaining > 0, CreditGrant.expires_at <= now)
+        .distinct()
+        .limit(limit)
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+async def active_grants(
+    session: AsyncSession, *, user_id: int | None, now: datetime, org_id: int | None = None
+) -> list[CreditGrant]:
+    """The account's grants with credits left, settled first, in the order they will be spent."""
+    await settle(session, user_id=user_id, now=now, org_id=org_id)
+    sub_id = (await session.execute(select(_sub.c.id).where(owned_by(user_id, org_id)))).scalar_one_or_none()
+    if sub_id is None:
+        raise no_account(user_id, org_id)
+    return [g for g in await grants_of(session, int(sub_id)) if g.effective_at <= now]
+
+
 async def due_account_user_ids(session: AsyncSession, *, now: datetime, limit: int = 500) -> list[int]:
     """Users whose period has ended (for the ``reset-due`` cron job)."""
     rows = await session.execute(
@@ -273,8 +363,8 @@ async def due_account_org_ids(session: AsyncSession, *, now: datetime, limit: in
 async def get_account(
     session: AsyncSession, *, user_id: int | None, now: datetime, org_id: int | None = None
 ) -> UserSubscription:
-    """The user's account (or the organization's pool with ``org_id``), reset first if its period is over."""
-    await apply_due_reset(session, user_id=user_id, now=now, org_id=org_id)
+    """The user's account (or the organization's pool with ``org_id``), settled first (reset, expiries)."""
+    await settle(session, user_id=user_id, now=now, org_id=org_id)
     sub = (
         await session.execute(
             select(UserSubscription)

@@ -4,9 +4,10 @@ Rules:
 
 * An adjustment changes the balance (never by zero) and says why: the reason is
   recorded on its ledger row with the admin who made it.
-* Credits given go to the purchased balance, which never expires; credits taken come
-  from the monthly allowance first, then from purchased credits, and never below
-  zero (``InsufficientCredits``).
+* Credits given are a paid grant with no cost basis that never expires (they count in
+  the purchased balance, as before grants); credits taken come from the grants in
+  draw-down order, one ledger row per grant, and never below zero
+  (``InsufficientCredits``). Promotional credits are ``grant_promotional``'s.
 * With an ``idempotency_key`` (scoped to the user) a retry returns the first result.
 * A due reset runs first, then the account's row is locked.
 """
@@ -17,10 +18,11 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .accounts import apply_due_reset, lock_account
+from .accounts import lock_account, settle
 from .errors import InsufficientCredits, InvalidAmount
-from .ledger import Balance, LedgerResult, append_ledger, replay_ledger, scoped_key
-from .models import LedgerKind
+from .grants import add_grant, grants_of, move, plan_draw
+from .ledger import Balance, LedgerResult, new_key, replay_ledger, scoped_key
+from .models import CreditGrant, GrantCategory, LedgerKind
 
 
 async def adjust(
@@ -34,9 +36,9 @@ async def adjust(
     idempotency_key: str | None = None,
     org_id: int | None = None,
 ) -> LedgerResult:
-    """An admin's manual change: credits given go to the purchased (never expiring) balance;
+    """An admin's manual change: credits given are a paid grant that never expires;
 
-    credits taken come from the monthly allowance first; never below zero. With
+    credits taken come from the grants in draw-down order; never below zero. With
     ``org_id`` the organization's pool changes (``user_id`` is recorded on the row).
     """
     if amount == 0:
@@ -46,32 +48,80 @@ async def adjust(
     key = scoped_key(user_id, "adjust", idempotency_key)
     if (replay := await replay_ledger(session, key)) is not None:
         return replay
-    await apply_due_reset(session, user_id=user_id, now=now, org_id=org_id)
+    await settle(session, user_id=user_id, now=now, org_id=org_id)
     sub = await lock_account(session, user_id=user_id, org_id=org_id)
     if amount > 0:
-        monthly_delta, purchased_delta = 0, amount
-    else:
-        take = -amount
-        if take > sub.balance:
-            raise InsufficientCredits(balance=sub.balance, required=take, tier_id=sub.tier_id)
-        from_monthly = min(sub.credits_remaining, take)
-        monthly_delta, purchased_delta = -from_monthly, -(take - from_monthly)
-    sub.credits_remaining += monthly_delta
-    sub.purchased_credits_remaining += purchased_delta
-    sub.updated_at = now
-    await session.flush()
-    balance = Balance(sub.credits_remaining, sub.purchased_credits_remaining)
-    ledger_id = await append_ledger(
+        _, grant_row = await add_grant(
+            session,
+            sub,
+            category=GrantCategory.PAID,
+            credits=amount,
+            now=now,
+            kind=LedgerKind.ADJUSTMENT,
+            key=key,
+            source=f"adjustment:{admin_id}" if admin_id is not None else "adjustment",
+            user_id=user_id,
+            reason=reason.strip(),
+            admin_id=admin_id,
+        )
+        return LedgerResult(grant_row, Balance.of(sub))
+    grants = await grants_of(session, sub.id)
+    draws = plan_draw(grants, -amount, now=now)
+    if sum(take for _, take in draws) < -amount:
+        raise InsufficientCredits(balance=sub.balance, required=-amount, tier_id=sub.tier_id)
+    ledger_id, balance = await move(
         session,
-        subscription_id=sub.id,
-        user_id=user_id,
+        sub,
+        [(grant, -take) for grant, take in draws],
         kind=LedgerKind.ADJUSTMENT,
-        monthly_delta=monthly_delta,
-        purchased_delta=purchased_delta,
-        balance_after=balance,
         key=key,
         now=now,
+        user_id=user_id,
         admin_id=admin_id,
         reason=reason.strip(),
     )
     return LedgerResult(ledger_id, balance)
+
+
+MAX_PROMOTIONAL_GRANT = 1_000_000
+
+
+async def grant_promotional(
+    session: AsyncSession,
+    *,
+    user_id: int | None,
+    credits: int,
+    reason: str,
+    admin_id: int | None,
+    now: datetime,
+    expires_at: datetime | None = None,
+    org_id: int | None = None,
+) -> CreditGrant:
+    """Give an account promotional credits (cost basis 0), optionally expiring, with a reason.
+
+    With ``org_id`` the organization's pool gets them. ``InvalidAmount`` for no credits,
+    too many, no reason, or an expiry that is not in the future.
+    """
+    if not 0 < credits <= MAX_PROMOTIONAL_GRANT:
+        raise InvalidAmount(f"a promotional grant is 1 to {MAX_PROMOTIONAL_GRANT:,} credits")
+    if not reason.strip():
+        raise InvalidAmount("a promotional grant needs a reason")
+    if expires_at is not None and expires_at <= now:
+        raise InvalidAmount("a promotional grant must expire in the future")
+    await settle(session, user_id=user_id, now=now, org_id=org_id)
+    sub = await lock_account(session, user_id=user_id, org_id=org_id)
+    grant, _ = await add_grant(
+        session,
+        sub,
+        category=GrantCategory.PROMOTIONAL,
+        credits=credits,
+        now=now,
+        kind=LedgerKind.GRANT,
+        key=new_key(),
+        source=f"admin:{admin_id}" if admin_id is not None else "admin",
+        user_id=sub.user_id,
+        reason=reason.strip(),
+        expires_at=expires_at,
+        admin_id=admin_id,
+    )
+    return grant

@@ -16,6 +16,8 @@ from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 
+from devops_agent.config import get_settings
+
 from .errors import InvalidPackSize
 
 DEFAULT_PRICING_FILE = Path(__file__).with_name("pricing.toml")
@@ -74,10 +76,19 @@ class PackSpec:
     credits: int
     price: Decimal
     popular: bool = False
+    expires_after_days: int | None = None  # None: the pack's credits never expire
 
     @property
     def price_per_credit(self) -> Decimal:
         return (self.price / self.credits).quantize(Decimal("0.0001"))
+
+
+@dataclass(frozen=True)
+class SignupBonus:
+    """Promotional credits every new user account gets (``[signup_bonus]``)."""
+
+    credits: int
+    expires_after_days: int | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,7 @@ class Catalog:
     default_cost: int = 1
     # Per tool, the credits of each size (instance type, DB class) that prices differently.
     size_costs: dict[str, dict[str, int]] = field(default_factory=dict)
+    signup_bonus: SignupBonus | None = None
 
     def cost_of(self, action: str, size: str | None = None) -> int:
         """Credits one action (``agent_message`` or a tool's name, of a ``size``) costs."""
@@ -211,6 +223,11 @@ def parse_catalog(data: dict[str, object]) -> Catalog:
                 credits=_positive_int(p.get("credits"), where),
                 price=_price(p.get("price"), where),
                 popular=bool(p.get("popular", False)),
+                expires_after_days=(
+                    _positive_int(p["expires_after_days"], f"{where}.expires_after_days")
+                    if "expires_after_days" in p
+                    else None
+                ),
             )
         )
     costs = {str(k): _positive_int(v, f"costs.{k}") for k, v in raw_costs.items()}
@@ -221,6 +238,19 @@ def parse_catalog(data: dict[str, object]) -> Catalog:
         costs=costs,
         default_cost=default_cost,
         size_costs=_size_costs(data.get("size_costs", {})),
+        signup_bonus=_signup_bonus(data.get("signup_bonus")),
+    )
+
+
+def _signup_bonus(raw: object) -> SignupBonus | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise CatalogError("[signup_bonus] must be a table")
+    days = raw.get("expires_after_days")
+    return SignupBonus(
+        credits=_positive_int(raw.get("credits"), "signup_bonus.credits"),
+        expires_after_days=_positive_int(days, "signup_bonus.expires_after_days") if days is not None else None,
     )
 
 
@@ -239,3 +269,8 @@ def load_catalog(path: Path | None = None) -> Catalog:
 def cached_catalog(path: Path | None = None) -> Catalog:
     """The catalog for a path, read once per process."""
     return load_catalog(path)
+
+
+def current_catalog() -> Catalog:
+    """The catalog the settings name (``PRICING_FILE``), read once per process."""
+    return cached_catalog(get_settings().pricing_file)

@@ -2,19 +2,21 @@
 
 Rules:
 
-* A charge spends monthly credits first and purchased credits after, and never takes a
+* A charge spends the account's grants in the draw-down order (``grants.draw_key``:
+  with default priorities, the plan's monthly credits before packs) and never takes a
   balance below zero: the account's row is locked (PostgreSQL; SQLite writers are
-  serialised already) to learn the split, and the spend is still one conditional
-  UPDATE computed by the database (``... WHERE balance >= amount``) with the new
-  balances RETURNed; no Python read-modify-write.
+  serialised already) while its grants are read, and each grant and the account's sums
+  are decremented by conditional UPDATEs the database computes and CHECK constraints
+  bound; no Python read-modify-write of a balance.
 * Too few credits raise ``InsufficientCredits`` and change nothing.
-* A charge writes its ``usage_logs`` row and exactly one ledger row. Its key is the
-  caller's ``idempotency_key`` scoped to the user (``ledger.scoped_key``): a retry
-  returns the first charge's result, and two racing retries are settled by the
-  ledger's unique index (a savepoint, then the replay).
-* A refund gives a charge's credits back to the balances they came from, once (its
-  key is ``refund:usage:<id>``), and marks the usage log failed; ``mark_failed`` marks
-  it without giving anything back.
+* A charge writes its ``usage_logs`` row and one ledger row per grant it draws from.
+  Its key is the caller's ``idempotency_key`` scoped to the user (``ledger.scoped_key``)
+  on the first row: a retry returns the first charge's result, and two racing retries
+  are settled by the ledger's unique index (a savepoint, then the replay).
+* A refund gives a charge's credits back to the grants they came from, once (its key
+  is ``refund:usage:<id>``; ``grants.give_back`` says what happens to a grant that has
+  expired since), and marks the usage log failed; ``mark_failed`` marks it without
+  giving anything back.
 * On an organization's pool (``org_id``) the acting member's monthly cap is counted
   under the pool's row lock, so one charge at a time reads and writes it; a refund
   returns what it counted, if still in the same period.
@@ -22,53 +24,84 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, case, insert, select, update
+from sqlalchemy import Table, and_, bindparam, case, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .accounts import apply_due_reset, lock_account, no_account
+from .accounts import lock_account, no_account, settle
 from .errors import ChargeNotFound, InsufficientCredits, InvalidAmount, MemberCapReached, OrganizationNotFound
-from .ledger import Balance, ChargeResult, LedgerResult, append_ledger, replay_charge, replay_ledger, scoped_key
-from .models import ActionType, CreditLedger, LedgerKind, UsageLog, UserSubscription
+from .grants import Slot, deltas, give_back, is_due, moved, plan_draw
+from .ledger import (
+    Balance,
+    ChargeResult,
+    LedgerResult,
+    append_ledger,
+    replay_charge,
+    replay_ledger,
+    scoped_key,
+    split_key,
+)
+from .models import ActionType, CreditGrant, CreditLedger, GrantCategory, LedgerKind, UsageLog, UserSubscription
 from .org_models import Organization, OrganizationMember
 
 _sub = cast(Table, UserSubscription.__table__)
+_grants = cast(Table, CreditGrant.__table__)
 _usage = cast(Table, UsageLog.__table__)
 _members = cast(Table, OrganizationMember.__table__)
 _orgs = cast(Table, Organization.__table__)
 
 # A charge's statements, built once and run with values: every chat and tool call pays
 # SQLAlchemy a cache lookup for each, not the building of a new statement.
+# The account and its grants with credits left, in one read: one row per grant (or one
+# row of NULL grant columns); only the account's row is locked (grants change only
+# under their account's lock).
 _ACCOUNT = select(
     _sub.c.id,
     _sub.c.credits_remaining,
     _sub.c.purchased_credits_remaining,
+    _sub.c.promotional_credits_remaining,
     _sub.c.current_period_end,
     _sub.c.current_period_start,
     _sub.c.tier_id,
+    _sub.c.stripe_subscription_id,
+    _sub.c.cancel_at_period_end,
+    _grants.c.id.label("grant_id"),
+    _grants.c.category,
+    _grants.c.remaining,
+    _grants.c.priority,
+    _grants.c.effective_at,
+    _grants.c.expires_at,
+).select_from(_sub.outerjoin(_grants, and_(_grants.c.subscription_id == _sub.c.id, _grants.c.remaining > 0)))
+_LOCK_USERS = _ACCOUNT.where(_sub.c.user_id == bindparam("owner")).with_for_update(of=_sub)
+_LOCK_POOL = _ACCOUNT.where(_sub.c.organization_id == bindparam("owner")).with_for_update(of=_sub)
+# Conditional UPDATEs computed by the database: they can never take a grant or a
+# balance below zero even if the lock were missing (and CHECK constraints refuse it).
+_TAKE = (
+    update(_grants)
+    .where(_grants.c.id == bindparam("grant"), _grants.c.remaining >= bindparam("take"))
+    .values(remaining=_grants.c.remaining - bindparam("take"))
 )
-_LOCK_USERS = _ACCOUNT.where(_sub.c.user_id == bindparam("owner")).with_for_update()
-_LOCK_POOL = _ACCOUNT.where(_sub.c.organization_id == bindparam("owner")).with_for_update()
-# Still one conditional UPDATE computed by the database: it can never take a balance
-# below zero even if the lock were missing.
 _SPEND = (
     update(_sub)
     .where(
         _sub.c.id == bindparam("account_id"),
-        _sub.c.credits_remaining >= bindparam("from_monthly"),
-        _sub.c.purchased_credits_remaining >= bindparam("from_purchased"),
+        _sub.c.credits_remaining >= bindparam("from_plan"),
+        _sub.c.purchased_credits_remaining >= bindparam("from_paid"),
+        _sub.c.promotional_credits_remaining >= bindparam("from_promotional"),
     )
     .values(
-        credits_remaining=_sub.c.credits_remaining - bindparam("from_monthly"),
-        purchased_credits_remaining=_sub.c.purchased_credits_remaining - bindparam("from_purchased"),
+        credits_remaining=_sub.c.credits_remaining - bindparam("from_plan"),
+        purchased_credits_remaining=_sub.c.purchased_credits_remaining - bindparam("from_paid"),
+        promotional_credits_remaining=_sub.c.promotional_credits_remaining - bindparam("from_promotional"),
         credits_used_this_month=_sub.c.credits_used_this_month + bindparam("spent"),
         total_credits_used=_sub.c.total_credits_used + bindparam("spent"),
         updated_at=bindparam("at"),
     )
-    .returning(_sub.c.credits_remaining, _sub.c.purchased_credits_remaining)
+    .returning(_sub.c.credits_remaining, _sub.c.purchased_credits_remaining, _sub.c.promotional_credits_remaining)
 )
 _LOG_USAGE = insert(_usage).returning(_usage.c.id)
 
@@ -85,7 +118,7 @@ async def charge(
     idempotency_key: str | None = None,
     org_id: int | None = None,
 ) -> ChargeResult:
-    """Spend ``amount`` credits (monthly first, then purchased) and log the action.
+    """Spend ``amount`` credits from the account's grants in draw-down order and log the action.
 
     Raises ``InsufficientCredits`` and changes nothing when the balance is short.
     With an ``idempotency_key`` a retry returns the first charge's result.
@@ -113,6 +146,22 @@ async def charge(
     return await _charge(session, user_id, amount, str(action_type), now, tool_name, conversation_id, key, org_id)
 
 
+def _slots(rows: Sequence[Any]) -> list[Slot]:
+    return [
+        Slot(r.grant_id, r.category, r.remaining, r.priority, r.effective_at, r.expires_at)
+        for r in rows
+        if r.grant_id is not None
+    ]
+
+
+def _unsettled(head: Any, slots: list[Slot], now: datetime) -> bool:
+    """Whether the account needs its reset or an expiry before it can be charged."""
+    waits = head.stripe_subscription_id is not None and not head.cancel_at_period_end  # the provider resets it
+    if head.current_period_end <= now and not waits:
+        return True
+    return any(is_due(s, now) and not (waits and s.category == GrantCategory.PLAN) for s in slots)
+
+
 async def _charge(
     session: AsyncSession,
     user_id: int,
@@ -124,38 +173,46 @@ async def _charge(
     key: str,
     org_id: int | None = None,
 ) -> ChargeResult:
-    # Lock the row (PostgreSQL; SQLite writers are serialised already)
-    # to learn how the charge splits between the monthly and purchased balances.
-    # On the session's connection: the session's own execute() adds work these Core
-    # statements do not need (ORM execution hooks, autoflush; nothing is pending here).
+    # Lock the row (PostgreSQL; SQLite writers are serialised already) and read the
+    # grants the charge draws from. On the session's connection: the session's own
+    # execute() adds work these Core statements do not need (ORM execution hooks,
+    # autoflush; nothing is pending here).
     connection = await session.connection()
     locked, owner = (_LOCK_POOL, org_id) if org_id is not None else (_LOCK_USERS, user_id)
-    row = (await connection.execute(locked, {"owner": owner})).first()
-    if row is None:
+    rows = (await connection.execute(locked, {"owner": owner})).all()
+    if not rows:
         raise no_account(user_id, org_id)
-    if row.current_period_end <= now and await apply_due_reset(session, user_id=user_id, now=now, org_id=org_id):
-        row = (await connection.execute(locked, {"owner": owner})).one()
-    sub_id, monthly, purchased = int(row.id), int(row.credits_remaining), int(row.purchased_credits_remaining)
+    slots = _slots(rows)
+    if _unsettled(rows[0], slots, now) and await settle(session, user_id=user_id, now=now, org_id=org_id):
+        rows = (await connection.execute(locked, {"owner": owner})).all()
+        slots = _slots(rows)
+    head = rows[0]
+    before = Balance.of(head)
     if org_id is not None:
         # The pool's row lock (taken above) serialises every charge of the organization,
         # so the member's counter is read and written by one charge at a time.
         await _spend_member_cap(
-            session, org_id=org_id, user_id=user_id, amount=amount, period_start=row.current_period_start
+            session, org_id=org_id, user_id=user_id, amount=amount, period_start=head.current_period_start
         )
-    if monthly + purchased < amount:
-        raise InsufficientCredits(balance=monthly + purchased, required=amount, tier_id=int(row.tier_id))
-    from_monthly = min(monthly, amount)
+    draws = plan_draw(slots, amount, now=now)
+    if sum(take for _, take in draws) < amount:
+        raise InsufficientCredits(balance=before.total, required=amount, tier_id=int(head.tier_id))
+    taken = {c.value: 0 for c in GrantCategory}
+    for slot, take in draws:
+        taken[slot.category] += take
+    takes = [{"grant": slot.id, "take": take} for slot, take in draws]
+    await connection.execute(_TAKE, takes[0] if len(takes) == 1 else takes)
     spend = {
-        "account_id": sub_id,
-        "from_monthly": from_monthly,
-        "from_purchased": amount - from_monthly,
+        "account_id": head.id,
+        "from_plan": taken[GrantCategory.PLAN],
+        "from_paid": taken[GrantCategory.PAID],
+        "from_promotional": taken[GrantCategory.PROMOTIONAL],
         "spent": amount,
         "at": now,
     }
     after = (await connection.execute(_SPEND, spend)).first()
     if after is None:  # pragma: no cover - only reachable if the row lock is bypassed
-        raise InsufficientCredits(balance=monthly + purchased, required=amount, tier_id=int(row.tier_id))
-    balance = Balance(int(after[0]), int(after[1]))
+        raise InsufficientCredits(balance=before.total, required=amount, tier_id=int(head.tier_id))
     usage = {
         "user_id": user_id,
         "organization_id": org_id,
@@ -166,20 +223,25 @@ async def _charge(
         "success": True,
         "created_at": now,
     }
-    usage_id = (await connection.execute(_LOG_USAGE, usage)).scalar_one()
-    ledger_id = await append_ledger(
-        session,
-        subscription_id=sub_id,
-        user_id=user_id,
-        kind=LedgerKind.CHARGE,
-        monthly_delta=-from_monthly,
-        purchased_delta=-(amount - from_monthly),
-        balance_after=balance,
-        key=key,
-        now=now,
-        usage_log_id=int(usage_id),
-    )
-    return ChargeResult(usage_log_id=int(usage_id), ledger_id=ledger_id, credits_used=amount, balance=balance)
+    usage_id = int((await connection.execute(_LOG_USAGE, usage)).scalar_one())
+    balance, first_id = before, 0
+    for n, (slot, take) in enumerate(draws, start=1):
+        balance = moved(balance, slot.category, -take)
+        row_id = await append_ledger(
+            session,
+            subscription_id=int(head.id),
+            user_id=user_id,
+            kind=LedgerKind.CHARGE,
+            **deltas(slot.category, -take),
+            balance_after=balance,
+            key=key if n == 1 else split_key(first_id, n),
+            now=now,
+            grant_id=slot.id,
+            usage_log_id=usage_id,
+        )
+        first_id = first_id or row_id
+    assert balance == Balance(int(after[0]), int(after[1]), int(after[2]))
+    return ChargeResult(usage_log_id=usage_id, ledger_id=first_id, credits_used=amount, balance=balance)
 
 
 async def refund(
@@ -187,53 +249,59 @@ async def refund(
 ) -> LedgerResult:
     """Give back the credits of a charge whose action failed on our side, once.
 
-    The credits go back to the balances they came from, and the usage log is
-    marked ``success = false`` with the error.
+    The credits go back to the grants they came from (``grants.give_back``), and the
+    usage log is marked ``success = false`` with the error.
     """
     key = f"refund:usage:{usage_log_id}"
     if (replay := await replay_ledger(session, key)) is not None:
         return replay
-    charge_row = (
-        await session.execute(
-            select(CreditLedger).where(
-                CreditLedger.usage_log_id == usage_log_id, CreditLedger.kind == LedgerKind.CHARGE.value
+    charge_rows = (
+        (
+            await session.execute(
+                select(CreditLedger)
+                .where(CreditLedger.usage_log_id == usage_log_id, CreditLedger.kind == LedgerKind.CHARGE.value)
+                .order_by(CreditLedger.id)
             )
         )
-    ).scalar_one_or_none()
-    if charge_row is None:
+        .scalars()
+        .all()
+    )
+    if not charge_rows:
         raise ChargeNotFound(f"no charge for usage log {usage_log_id}")
     usage = await session.get(UsageLog, usage_log_id)
     assert usage is not None
     sub = await lock_account(session, user_id=usage.user_id, org_id=usage.organization_id)
+    amount = -sum(r.delta for r in charge_rows)
     if usage.organization_id is not None:
         await _return_member_cap(
             session,
             org_id=usage.organization_id,
             user_id=usage.user_id,
-            amount=-charge_row.delta,
+            amount=amount,
             period_start=sub.current_period_start,
         )
-    back_monthly, back_purchased = -charge_row.monthly_delta, -charge_row.purchased_delta
-    amount = back_monthly + back_purchased
-    sub.credits_remaining += back_monthly
-    sub.purchased_credits_remaining += back_purchased
+    taken = [
+        (row.grant_id, category.value, -delta)
+        for row in charge_rows
+        for category, delta in (
+            (GrantCategory.PLAN, row.monthly_delta),
+            (GrantCategory.PAID, row.purchased_delta),
+            (GrantCategory.PROMOTIONAL, row.promotional_delta),
+        )
+        if delta
+    ]
     sub.credits_used_this_month = max(sub.credits_used_this_month - amount, 0)
     sub.total_credits_used = max(sub.total_credits_used - amount, 0)
-    sub.updated_at = now
     usage.success = False
     usage.error_message = error_message
-    await session.flush()
-    balance = Balance(sub.credits_remaining, sub.purchased_credits_remaining)
-    ledger_id = await append_ledger(
+    ledger_id, balance = await give_back(
         session,
-        subscription_id=sub.id,
-        user_id=usage.user_id,
+        sub,
+        taken,
         kind=LedgerKind.REFUND,
-        monthly_delta=back_monthly,
-        purchased_delta=back_purchased,
-        balance_after=balance,
         key=key,
         now=now,
+        user_id=usage.user_id,
         usage_log_id=usage_log_id,
         reason=error_message or "action failed",
     )

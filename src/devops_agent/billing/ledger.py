@@ -2,10 +2,13 @@
 
 Rules this module keeps for the whole engine:
 
-* Every change of a balance appends exactly one ``credit_ledger`` row
-  (``append_ledger``) with the monthly and purchased deltas and the balances after;
-  rows are never updated or deleted, so for every account the balances equal the sums
-  of the deltas (``ledger_sums``, read by audits and tests).
+* Every change of a grant's credits appends exactly one ``credit_ledger`` row
+  (``append_ledger``) naming the grant, with the monthly, purchased and promotional
+  deltas and the balances after; an operation that moves several grants (a charge
+  spanning two) writes one row per grant, all in its transaction, the first under the
+  operation's key and the others under ``split:<first row id>:<n>``. Rows are never
+  updated or deleted, so for every account the balances equal the sums of the deltas
+  (``ledger_sums``, read by audits and tests).
 * Every row carries a unique idempotency key, scoped so that callers cannot collide:
   ``u<user>:<kind>:<key>`` for a user's named operation (``scoped_key``),
   ``refund:usage:<id>``, ``purchase:<id>`` and ``clawback:<id>`` for what happens once
@@ -37,14 +40,27 @@ _APPEND = insert(_ledger).returning(_ledger.c.id)
 
 @dataclass(frozen=True)
 class Balance:
-    """An account's two balances: monthly credits (expire at a reset) and purchased ones (never expire)."""
+    """An account's three balances: plan (monthly), paid (purchased) and promotional credits."""
 
     monthly: int
     purchased: int
+    promotional: int = 0
 
     @property
     def total(self) -> int:
-        return self.monthly + self.purchased
+        return self.monthly + self.purchased + self.promotional
+
+    @classmethod
+    def of(cls, row: Any) -> Balance:
+        """The balances of an account row (``UserSubscription`` or a row with its columns)."""
+        return cls(
+            int(row.credits_remaining), int(row.purchased_credits_remaining), int(row.promotional_credits_remaining)
+        )
+
+    @classmethod
+    def after(cls, row: CreditLedger) -> Balance:
+        """The balances a ledger row left."""
+        return cls(row.monthly_balance_after, row.purchased_balance_after, row.promotional_balance_after)
 
 
 @dataclass(frozen=True)
@@ -95,6 +111,8 @@ async def append_ledger(
     balance_after: Balance,
     key: str,
     now: datetime,
+    promotional_delta: int = 0,
+    grant_id: int | None = None,
     usage_log_id: int | None = None,
     purchase_id: int | None = None,
     admin_id: int | None = None,
@@ -108,8 +126,11 @@ async def append_ledger(
         "kind": kind.value,
         "monthly_delta": monthly_delta,
         "purchased_delta": purchased_delta,
+        "promotional_delta": promotional_delta,
         "monthly_balance_after": balance_after.monthly,
         "purchased_balance_after": balance_after.purchased,
+        "promotional_balance_after": balance_after.promotional,
+        "grant_id": grant_id,
         "usage_log_id": usage_log_id,
         "purchase_id": purchase_id,
         "admin_id": admin_id,
@@ -133,7 +154,8 @@ async def replay_ledger(session: AsyncSession, key: str) -> LedgerResult | None:
     row = await ledger_by_key(session, key)
     if row is None:
         return None
-    return LedgerResult(row.id, Balance(row.monthly_balance_after, row.purchased_balance_after), replayed=True)
+    last = await _last_of_operation(session, row)
+    return LedgerResult(row.id, Balance.after(last), replayed=True)
 
 
 async def replay_charge(session: AsyncSession, key: str) -> ChargeResult | None:
@@ -141,13 +163,35 @@ async def replay_charge(session: AsyncSession, key: str) -> ChargeResult | None:
     row = await ledger_by_key(session, key)
     if row is None:
         return None
+    rows = await operation_rows(session, row)
     return ChargeResult(
         usage_log_id=int(row.usage_log_id or 0),
         ledger_id=row.id,
-        credits_used=-row.delta,
-        balance=Balance(row.monthly_balance_after, row.purchased_balance_after),
+        credits_used=-sum(r.delta for r in rows),
+        balance=Balance.after(rows[-1]),
         replayed=True,
     )
+
+
+def split_key(first_id: int, n: int) -> str:
+    """The key of an operation's ``n``-th ledger row (n >= 2) when it moves several grants."""
+    return f"split:{first_id}:{n}"
+
+
+async def operation_rows(session: AsyncSession, first: CreditLedger) -> list[CreditLedger]:
+    """The ledger rows of one operation, in order: its keyed row and the rows split from it."""
+    split = (
+        await session.execute(
+            select(CreditLedger)
+            .where(CreditLedger.idempotency_key.like(f"split:{first.id}:%"))
+            .order_by(CreditLedger.id)
+        )
+    ).scalars()
+    return [first, *split]
+
+
+async def _last_of_operation(session: AsyncSession, first: CreditLedger) -> CreditLedger:
+    return (await operation_rows(session, first))[-1]
 
 
 async def ledger_sums(session: AsyncSession, *, subscription_id: int) -> Balance:
@@ -157,7 +201,8 @@ async def ledger_sums(session: AsyncSession, *, subscription_id: int) -> Balance
             select(
                 func.coalesce(func.sum(CreditLedger.monthly_delta), 0),
                 func.coalesce(func.sum(CreditLedger.purchased_delta), 0),
+                func.coalesce(func.sum(CreditLedger.promotional_delta), 0),
             ).where(CreditLedger.subscription_id == subscription_id)
         )
     ).one()
-    return Balance(int(row[0]), int(row[1]))
+    return Balance(int(row[0]), int(row[1]), int(row[2]))

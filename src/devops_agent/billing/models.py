@@ -56,6 +56,7 @@ class PurchaseStatus(StrEnum):
 
 class LedgerKind(StrEnum):
     MONTHLY_GRANT = "monthly_grant"
+    GRANT = "grant"  # a promotional grant (an admin's, the sign-up bonus)
     EXPIRY = "expiry"
     PURCHASE = "purchase"
     CHARGE = "charge"
@@ -63,6 +64,14 @@ class LedgerKind(StrEnum):
     ADJUSTMENT = "adjustment"
     TIER_CHANGE = "tier_change"
     CLAWBACK = "clawback"
+
+
+class GrantCategory(StrEnum):
+    """Where a grant's credits come from, and which balance of the account they count in."""
+
+    PLAN = "plan"  # the plan's monthly credits: ``credits_remaining``
+    PAID = "paid"  # packs (and admins' adjustments): ``purchased_credits_remaining``
+    PROMOTIONAL = "promotional"  # given away: ``promotional_credits_remaining``
 
 
 class ActionType(StrEnum):
@@ -128,8 +137,10 @@ class UserSubscription(Base):
 
     * the column ``credits_remaining`` is the **monthly** balance (the plan's allowance,
       spent first, reset at each period's end);
-    * ``purchased_credits_remaining`` holds pack credits (spent after, never expire);
-    * ``balance`` is their sum, and that total is what the API calls ``credits_remaining``
+    * ``purchased_credits_remaining`` holds paid credits (packs);
+    * ``promotional_credits_remaining`` holds credits given away (admins' grants, the sign-up bonus);
+    * each is the sum of the account's grants of that category (``CreditGrant``), kept
+      here for the hot path; ``balance`` is their sum, and that total is what the API calls ``credits_remaining``
       (``GET /api/subscription``, the chat reply, the 402 body); the API names the column's
       figure ``monthly_credits_remaining``. Read the column as "monthly credits remaining".
     """
@@ -138,6 +149,7 @@ class UserSubscription(Base):
     __table_args__ = (
         CheckConstraint("credits_remaining >= 0", name="credits_remaining_non_negative"),
         CheckConstraint("purchased_credits_remaining >= 0", name="purchased_credits_non_negative"),
+        CheckConstraint("promotional_credits_remaining >= 0", name="promotional_credits_non_negative"),
         CheckConstraint("credits_used_this_month >= 0", name="used_this_month_non_negative"),
         CheckConstraint("total_credits_used >= 0", name="total_used_non_negative"),
         CheckConstraint("current_period_end > current_period_start", name="period_forward"),
@@ -154,6 +166,7 @@ class UserSubscription(Base):
     tier_id: Mapped[int] = mapped_column(ForeignKey("subscription_tiers.id"))
     credits_remaining: Mapped[int] = mapped_column(Integer, default=0)
     purchased_credits_remaining: Mapped[int] = mapped_column(Integer, default=0)
+    promotional_credits_remaining: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     credits_used_this_month: Mapped[int] = mapped_column(Integer, default=0)
     total_credits_used: Mapped[int] = mapped_column(BigInteger, default=0)
     billing_anchor: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -172,8 +185,8 @@ class UserSubscription(Base):
 
     @property
     def balance(self) -> int:
-        """Monthly plus purchased credits: what the API calls ``credits_remaining``."""
-        return self.credits_remaining + self.purchased_credits_remaining
+        """Monthly, purchased and promotional credits: what the API calls ``credits_remaining``."""
+        return self.credits_remaining + self.purchased_credits_remaining + self.promotional_credits_remaining
 
 
 class CreditPurchase(Base):
@@ -240,7 +253,9 @@ class CreditLedger(Base):
     __table_args__ = (
         CheckConstraint("monthly_balance_after >= 0", name="monthly_after_non_negative"),
         CheckConstraint("purchased_balance_after >= 0", name="purchased_after_non_negative"),
+        CheckConstraint("promotional_balance_after >= 0", name="promotional_after_non_negative"),
         Index("ix_credit_ledger_subscription_id_id", "subscription_id", "id"),
+        Index("ix_credit_ledger_grant_id", "grant_id"),
         # The ledger row of a usage log: a refund's lookup, and the activity's grouping.
         Index("ix_credit_ledger_usage_log_id", "usage_log_id"),
     )
@@ -253,6 +268,10 @@ class CreditLedger(Base):
     purchased_delta: Mapped[int] = mapped_column(Integer)
     monthly_balance_after: Mapped[int] = mapped_column(Integer)
     purchased_balance_after: Mapped[int] = mapped_column(Integer)
+    promotional_delta: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    promotional_balance_after: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The grant whose credits moved (NULL on rows written before grants existed).
+    grant_id: Mapped[int | None] = mapped_column(ForeignKey("credit_grants.id", ondelete="SET NULL"))
     usage_log_id: Mapped[int | None] = mapped_column(ForeignKey("usage_logs.id", ondelete="SET NULL"))
     purchase_id: Mapped[int | None] = mapped_column(ForeignKey("credit_purchases.id", ondelete="SET NULL"))
     admin_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
@@ -263,4 +282,49 @@ class CreditLedger(Base):
 
     @property
     def delta(self) -> int:
-        return self.monthly_delta + self.purchased_delta
+        return self.monthly_delta + self.purchased_delta + self.promotional_delta
+
+
+class CreditGrant(Base):
+    """Credits given to an account at once, consumed in the draw-down order (``billing.grants``).
+
+    Every credit on an account comes from a grant: the plan's monthly credits (expiring
+    at the period's end), a pack (``paid``; never expiring unless the catalog says so),
+    or a promotional grant (cost basis 0). ``price`` is what the customer paid for the
+    grant's credits, so ``price / credits`` is their cost basis, the revenue each
+    consumed credit recognizes. ``remaining`` never goes below zero nor above
+    ``credits``: a refund gives back only what was taken.
+    """
+
+    __tablename__ = "credit_grants"
+    __table_args__ = (
+        CheckConstraint("category IN ('plan', 'paid', 'promotional')", name="grant_category_known"),
+        CheckConstraint("credits >= 0", name="grant_credits_non_negative"),
+        CheckConstraint("remaining >= 0 AND remaining <= credits", name="grant_remaining_in_range"),
+        CheckConstraint("price >= 0", name="grant_price_non_negative"),
+        CheckConstraint("expires_at IS NULL OR expires_at > effective_at", name="grant_expires_after_start"),
+        Index("ix_credit_grants_subscription_id_remaining", "subscription_id", "remaining"),
+        Index("ix_credit_grants_expires_at", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("user_subscriptions.id", ondelete="CASCADE"))
+    category: Mapped[str] = mapped_column(String(16))
+    credits: Mapped[int] = mapped_column(Integer)
+    remaining: Mapped[int] = mapped_column(Integer)
+    priority: Mapped[int] = mapped_column(Integer, default=50)
+    effective_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    price: Mapped[Decimal] = mapped_column(Money, default=Decimal("0"))
+    # What the grant is, for people: "plan:professional", "purchase:12", "admin:3", "signup_bonus", ...
+    source: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    tier_id: Mapped[int | None] = mapped_column(ForeignKey("subscription_tiers.id"))
+    purchase_id: Mapped[int | None] = mapped_column(ForeignKey("credit_purchases.id", ondelete="SET NULL"))
+    admin_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    @property
+    def cost_basis_per_credit(self) -> Decimal:
+        """The revenue one of its credits recognizes when consumed (0 for promotional credits)."""
+        return self.price / self.credits if self.credits else Decimal(0)

@@ -8,9 +8,11 @@ Rules:
 * A buyer's request made with an ``Idempotency-Key`` stores its ``request_key`` on the
   purchase, so a retry of the request finds it (``purchase_for_request``) instead of
   making a second one.
-* Purchased credits never expire and only purchases move them up. A refunded or
-  disputed pack is clawed back from them once (key ``clawback:<id>``), never below
-  zero: what is already spent is recorded as the purchase's shortfall.
+* A completed purchase is a paid grant of its credits at its price (the cost basis of
+  each credit), never expiring unless the catalog gives the pack ``expires_after_days``.
+  A refunded or disputed pack is clawed back once (key ``clawback:<id>``): from its own
+  grant first, then from the account's other paid grants in draw-down order, never
+  below zero; what is already spent is recorded as the purchase's shortfall.
 * The grant and the claw-back lock the purchase and then the account it pays into.
 """
 
@@ -23,9 +25,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .accounts import lock_account
+from .catalog import current_catalog
 from .errors import InvalidAmount, PurchaseNotFound
+from .grants import add_grant, expiry_after, grants_of, move
 from .ledger import REQUEST_WINDOW, Balance, LedgerResult, append_ledger, replay_ledger
-from .models import CreditPurchase, LedgerKind, PurchaseStatus, UserSubscription
+from .models import CreditGrant, CreditPurchase, GrantCategory, LedgerKind, PurchaseStatus, UserSubscription
 
 
 async def create_purchase(
@@ -108,24 +112,23 @@ async def grant_purchase(session: AsyncSession, *, purchase_id: int, now: dateti
         raise InvalidAmount(f"purchase {purchase_id} is {purchase.payment_status}, not pending")
     purchase.payment_status = PurchaseStatus.COMPLETED
     purchase.completed_at = now
-    sub.purchased_credits_remaining += purchase.credits_amount
-    sub.updated_at = now
-    await session.flush()
-    balance = Balance(sub.credits_remaining, sub.purchased_credits_remaining)
-    ledger_id = await append_ledger(
+    pack = current_catalog().pack(purchase.credits_amount)
+    _, ledger_id = await add_grant(
         session,
-        subscription_id=sub.id,
-        user_id=purchase.user_id,
-        kind=LedgerKind.PURCHASE,
-        monthly_delta=0,
-        purchased_delta=purchase.credits_amount,
-        balance_after=balance,
-        key=key,
+        sub,
+        category=GrantCategory.PAID,
+        credits=purchase.credits_amount,
         now=now,
-        purchase_id=purchase.id,
+        kind=LedgerKind.PURCHASE,
+        key=key,
+        source=f"purchase:{purchase.id}",
+        user_id=purchase.user_id,
         reason=f"{purchase.credits_amount} credit pack",
+        expires_at=expiry_after(pack.expires_after_days if pack else None, now),
+        price=purchase.price_paid,
+        purchase_id=purchase.id,
     )
-    return LedgerResult(ledger_id, balance)
+    return LedgerResult(ledger_id, Balance.of(sub))
 
 
 async def claw_back_purchase(session: AsyncSession, *, purchase_id: int, now: datetime, reason: str) -> LedgerResult:
@@ -139,25 +142,45 @@ async def claw_back_purchase(session: AsyncSession, *, purchase_id: int, now: da
     purchase, sub = await _lock_purchase(session, purchase_id)
     if purchase.payment_status != PurchaseStatus.COMPLETED:
         raise InvalidAmount(f"purchase {purchase_id} is {purchase.payment_status}; only completed ones are clawed back")
-    taken = min(purchase.credits_amount, sub.purchased_credits_remaining)
+    paid = [g for g in await grants_of(session, sub.id) if g.category == GrantCategory.PAID]
+    # Its own grant first, then the other paid grants in draw-down order.
+    paid.sort(key=lambda g: g.purchase_id != purchase.id)
+    moves: list[tuple[CreditGrant, int]] = []
+    left = purchase.credits_amount
+    for grant in paid:
+        take = min(grant.remaining, left)
+        if take:
+            moves.append((grant, -take))
+            left -= take
     purchase.payment_status = PurchaseStatus.REFUNDED
-    purchase.clawback_shortfall = purchase.credits_amount - taken
-    sub.purchased_credits_remaining -= taken
-    sub.updated_at = now
-    await session.flush()
-    balance = Balance(sub.credits_remaining, sub.purchased_credits_remaining)
-    ledger_id = await append_ledger(
+    purchase.clawback_shortfall = left
+    if not moves:  # nothing left to take: the claw-back is still recorded, once
+        row_id = await append_ledger(
+            session,
+            subscription_id=sub.id,
+            user_id=purchase.user_id,
+            kind=LedgerKind.CLAWBACK,
+            monthly_delta=0,
+            purchased_delta=0,
+            balance_after=Balance.of(sub),
+            key=key,
+            now=now,
+            purchase_id=purchase.id,
+            reason=reason,
+            details={"shortfall": purchase.clawback_shortfall},
+        )
+        return LedgerResult(row_id, Balance.of(sub))
+    ledger_id, balance = await move(
         session,
-        subscription_id=sub.id,
-        user_id=purchase.user_id,
+        sub,
+        moves,
         kind=LedgerKind.CLAWBACK,
-        monthly_delta=0,
-        purchased_delta=-taken,
-        balance_after=balance,
         key=key,
         now=now,
+        user_id=purchase.user_id,
         purchase_id=purchase.id,
         reason=reason,
         details={"shortfall": purchase.clawback_shortfall},
     )
+    await session.flush()
     return LedgerResult(ledger_id, balance)
