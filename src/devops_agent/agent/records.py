@@ -26,7 +26,9 @@ ADD_CONVERSATION = insert(_conversations).returning(_conversations.c.id)
 ADD_MESSAGE = insert(_messages).returning(_messages.c.id)
 SET_MESSAGE = update(_messages).where(_messages.c.id == bindparam("message_id"))
 SET_CONVERSATION = update(_conversations).where(_conversations.c.id == bindparam("conversation_id"))
-_BALANCE = select(_accounts.c.credits_remaining + _accounts.c.purchased_credits_remaining)
+_BALANCE = select(
+    _accounts.c.credits_remaining + _accounts.c.purchased_credits_remaining + _accounts.c.promotional_credits_remaining
+)
 _USER_BALANCE = _BALANCE.where(_accounts.c.user_id == bindparam("owner"))
 _POOL_BALANCE = _BALANCE.where(_accounts.c.organization_id == bindparam("owner"))
 

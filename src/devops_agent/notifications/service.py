@@ -142,7 +142,7 @@ class Notifier:
             if row is None:
                 return []
             user, account = row
-            balance = account.credits_remaining + account.purchased_credits_remaining
+            balance = account.balance
             if balance >= self.threshold or user.email_opt_out:
                 return []
             period = account.current_period_start.isoformat()
@@ -177,7 +177,7 @@ class Notifier:
             if row is None:
                 return []
             org, account, owner = row
-            balance = account.credits_remaining + account.purchased_credits_remaining
+            balance = account.balance
             if balance >= self.threshold or owner.email_opt_out:
                 return []
             period = f"org{org.id}:{account.current_period_start.isoformat()}"
