@@ -89,6 +89,10 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("promotional_delta", sa.Integer(), server_default="0", nullable=False))
         batch_op.add_column(sa.Column("promotional_balance_after", sa.Integer(), server_default="0", nullable=False))
         batch_op.add_column(sa.Column("grant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True))
+        batch_op.add_column(
+            sa.Column("operation_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True)
+        )
+        batch_op.create_index("ix_credit_ledger_operation_id", ["operation_id"], unique=False)
         batch_op.create_index("ix_credit_ledger_grant_id", ["grant_id"], unique=False)
         batch_op.create_foreign_key(
             batch_op.f("fk_credit_ledger_grant_id_credit_grants"),
@@ -162,6 +166,8 @@ def downgrade() -> None:
     with op.batch_alter_table("credit_ledger", schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f("fk_credit_ledger_grant_id_credit_grants"), type_="foreignkey")
         batch_op.drop_index("ix_credit_ledger_grant_id")
+        batch_op.drop_index("ix_credit_ledger_operation_id")
+        batch_op.drop_column("operation_id")
         batch_op.drop_column("grant_id")
         batch_op.drop_column("promotional_balance_after")
         batch_op.drop_column("promotional_delta")

@@ -90,6 +90,7 @@ async def initialize(db: Database) -> list[str]:
     lines.append("")
     lines.append(
         f"Credits outstanding: {summary.monthly_outstanding} monthly + {summary.purchased_outstanding} purchased"
+        f" + {summary.promotional_outstanding} promotional"
     )
     return lines
 

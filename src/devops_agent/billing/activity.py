@@ -68,11 +68,14 @@ def _grouped(subscription_id: int, start: datetime | None, end: datetime | None,
     statistics turns into a nested loop over every pair of rows).
     """
     charge = CreditLedger.kind == LedgerKind.CHARGE.value
-    latest_message = func.max(
-        case((and_(charge, UsageLog.action_type == ActionType.AGENT_MESSAGE.value), CreditLedger.id), else_=None)
-    ).over(partition_by=(UsageLog.user_id, UsageLog.conversation_id), order_by=CreditLedger.id, rows=(None, 0))
+    first_row = CreditLedger.operation_id.is_(None)  # an operation that moved several grants is one movement
+    message = and_(charge, first_row, UsageLog.action_type == ActionType.AGENT_MESSAGE.value)
+    latest_message = func.max(case((message, CreditLedger.id), else_=None)).over(
+        partition_by=(UsageLog.user_id, UsageLog.conversation_id), order_by=CreditLedger.id, rows=(None, 0)
+    )
     tool_charge = and_(charge, UsageLog.action_type == ActionType.TOOL_USE.value, UsageLog.conversation_id.is_not(None))
-    group = func.coalesce(case((tool_charge, latest_message), else_=None), CreditLedger.id)
+    operation = func.coalesce(CreditLedger.operation_id, CreditLedger.id)
+    group = func.coalesce(case((tool_charge, latest_message), else_=None), operation)
     rows = (
         select(CreditLedger.id.label("ledger_id"), group.label("group_id"))
         .outerjoin(UsageLog, UsageLog.id == CreditLedger.usage_log_id)
@@ -129,15 +132,18 @@ async def movements(
 def _movement(key: int, rows: list[tuple[CreditLedger, UsageLog | None]]) -> Movement:
     first, first_usage = rows[0]
     last, _ = rows[-1]
-    actions = tuple(
-        Action(
+    by_usage: dict[int, Action] = {}  # one action per usage log, however many grants paid it
+    for ledger, usage in rows:
+        if usage is None:
+            continue
+        credits = -ledger.delta if ledger.kind == LedgerKind.CHARGE.value else ledger.delta
+        earlier = by_usage.get(usage.id)
+        by_usage[usage.id] = Action(
             name=usage.tool_name or ActionType.AGENT_MESSAGE.value,
-            credits=-ledger.delta if ledger.kind == LedgerKind.CHARGE.value else ledger.delta,
+            credits=credits + (earlier.credits if earlier else 0),
             success=bool(usage.success),
         )
-        for ledger, usage in rows
-        if usage is not None
-    )
+    actions = tuple(by_usage.values())
     return Movement(
         id=key,
         at=first.created_at,

@@ -99,6 +99,7 @@ class SystemSummary:
     tiers: list[TierSummary]
     monthly_outstanding: int
     purchased_outstanding: int
+    promotional_outstanding: int
 
 
 async def summarize(session: AsyncSession) -> SystemSummary:
@@ -111,6 +112,7 @@ async def summarize(session: AsyncSession) -> SystemSummary:
             select(
                 func.coalesce(func.sum(UserSubscription.credits_remaining), 0),
                 func.coalesce(func.sum(UserSubscription.purchased_credits_remaining), 0),
+                func.coalesce(func.sum(UserSubscription.promotional_credits_remaining), 0),
             )
         )
     ).one()
@@ -123,4 +125,5 @@ async def summarize(session: AsyncSession) -> SystemSummary:
         ],
         monthly_outstanding=int(totals[0]),
         purchased_outstanding=int(totals[1]),
+        promotional_outstanding=int(totals[2]),
     )

@@ -235,6 +235,7 @@ async def _charge(
             **deltas(slot.category, -take),
             balance_after=balance,
             key=key if n == 1 else split_key(first_id, n),
+            operation_id=first_id or None,
             now=now,
             grant_id=slot.id,
             usage_log_id=usage_id,

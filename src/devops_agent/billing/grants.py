@@ -204,6 +204,7 @@ async def move(
             **deltas(grant.category, delta),
             balance_after=balance,
             key=key if first_id is None else split_key(first_id, n),
+            operation_id=first_id,
             now=now,
             grant_id=grant.id,
             usage_log_id=usage_log_id,

@@ -6,7 +6,8 @@ Rules this module keeps for the whole engine:
   (``append_ledger``) naming the grant, with the monthly, purchased and promotional
   deltas and the balances after; an operation that moves several grants (a charge
   spanning two) writes one row per grant, all in its transaction, the first under the
-  operation's key and the others under ``split:<first row id>:<n>``. Rows are never
+  operation's key and the others under ``split:<first row id>:<n>`` with
+  ``operation_id`` naming the first. Rows are never
   updated or deleted, so for every account the balances equal the sums of the deltas
   (``ledger_sums``, read by audits and tests).
 * Every row carries a unique idempotency key, scoped so that callers cannot collide:
@@ -113,6 +114,7 @@ async def append_ledger(
     now: datetime,
     promotional_delta: int = 0,
     grant_id: int | None = None,
+    operation_id: int | None = None,
     usage_log_id: int | None = None,
     purchase_id: int | None = None,
     admin_id: int | None = None,
@@ -131,6 +133,7 @@ async def append_ledger(
         "purchased_balance_after": balance_after.purchased,
         "promotional_balance_after": balance_after.promotional,
         "grant_id": grant_id,
+        "operation_id": operation_id,
         "usage_log_id": usage_log_id,
         "purchase_id": purchase_id,
         "admin_id": admin_id,
@@ -182,9 +185,7 @@ async def operation_rows(session: AsyncSession, first: CreditLedger) -> list[Cre
     """The ledger rows of one operation, in order: its keyed row and the rows split from it."""
     split = (
         await session.execute(
-            select(CreditLedger)
-            .where(CreditLedger.idempotency_key.like(f"split:{first.id}:%"))
-            .order_by(CreditLedger.id)
+            select(CreditLedger).where(CreditLedger.operation_id == first.id).order_by(CreditLedger.id)
         )
     ).scalars()
     return [first, *split]

@@ -256,6 +256,7 @@ class CreditLedger(Base):
         CheckConstraint("promotional_balance_after >= 0", name="promotional_after_non_negative"),
         Index("ix_credit_ledger_subscription_id_id", "subscription_id", "id"),
         Index("ix_credit_ledger_grant_id", "grant_id"),
+        Index("ix_credit_ledger_operation_id", "operation_id"),
         # The ledger row of a usage log: a refund's lookup, and the activity's grouping.
         Index("ix_credit_ledger_usage_log_id", "usage_log_id"),
     )
@@ -272,6 +273,9 @@ class CreditLedger(Base):
     promotional_balance_after: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The grant whose credits moved (NULL on rows written before grants existed).
     grant_id: Mapped[int | None] = mapped_column(ForeignKey("credit_grants.id", ondelete="SET NULL"))
+    # The first row of the operation this row belongs to, when one operation moved several
+    # grants (NULL on an operation's first or only row): what the customer's ledger groups by.
+    operation_id: Mapped[int | None] = mapped_column(BigId)
     usage_log_id: Mapped[int | None] = mapped_column(ForeignKey("usage_logs.id", ondelete="SET NULL"))
     purchase_id: Mapped[int | None] = mapped_column(ForeignKey("credit_purchases.id", ondelete="SET NULL"))
     admin_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
