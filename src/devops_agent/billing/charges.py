@@ -271,7 +271,9 @@ async def refund(
         raise ChargeNotFound(f"no charge for usage log {usage_log_id}")
     usage = await session.get(UsageLog, usage_log_id)
     assert usage is not None
-    sub = await lock_account(session, user_id=usage.user_id, org_id=usage.organization_id)
+    owner = {"user_id": usage.user_id, "org_id": usage.organization_id}
+    await settle(session, now=now, **owner)  # grants past their expiry give up their credits first
+    sub = await lock_account(session, **owner)
     amount = -sum(r.delta for r in charge_rows)
     if usage.organization_id is not None:
         await _return_member_cap(
