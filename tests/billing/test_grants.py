@@ -83,7 +83,8 @@ async def test_a_retried_charge_spanning_grants_answers_the_whole_charge(db: Dat
         first = await billing.charge(s, user_id=user_id, amount=25, action_type="tool_use", now=T0, idempotency_key="k")
     async with db.transaction() as s:
         again = await billing.charge(s, user_id=user_id, amount=25, action_type="tool_use", now=T0, idempotency_key="k")
-    assert again.replayed and (again.credits_used, again.balance, again.ledger_id) == (
+    assert again.replayed
+    assert (again.credits_used, again.balance, again.ledger_id) == (
         25,
         first.balance,
         first.ledger_id,
@@ -128,7 +129,8 @@ async def test_a_refund_after_the_grant_expired_does_not_revive_its_credits(db: 
     async with db.transaction() as s:  # the promotion ends with 6 left; then the charge is refunded
         refunded = await billing.refund(s, usage_log_id=charged.usage_log_id, now=T0 + 8 * DAY)
         sub = await billing.get_account(s, user_id=user_id, now=T0 + 8 * DAY)
-        assert sub.promotional_credits_remaining == 0 and refunded.balance.promotional == 0
+        assert sub.promotional_credits_remaining == 0
+        assert refunded.balance.promotional == 0
         sums = await billing.ledger_sums(s, subscription_id=sub.id)
         assert sums.promotional == 0
         fresh = (await s.execute(select(CreditGrant).where(CreditGrant.source.like("refund:grant:%")))).scalar_one()
