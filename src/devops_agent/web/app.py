@@ -179,6 +179,7 @@ def create_app(
     from devops_agent.web import org_pages, pages
     from devops_agent.web.api import (
         admin,
+        admin_revenue,
         admin_system,
         analytics,
         auth,
@@ -211,6 +212,7 @@ def create_app(
         ledger.router,
         usage.router,
         admin.router,
+        admin_revenue.router,
         admin_system.router,
         analytics.router,
         admin_system.page_router,

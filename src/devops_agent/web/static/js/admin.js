@@ -1,6 +1,6 @@
-// The admin dashboard: revenue, usage, the projection calculator, user lookup with
-// adjustments and suspensions, the email outbox and the audit log, all from
-// /api/admin/*. Charts are drawn by charts.js; each has its numbers in a table too.
+// The admin dashboard: revenue, its recognition by month, usage, the projection
+// calculator, user lookup with adjustments and suspensions, the email outbox and the
+// audit log, all from /api/admin/*. Charts are drawn by charts.js; each has its numbers in a table too.
 import { api, clearErrors, dateTime, el, errorMessage, formValues, plural, showErrors } from "./common.js";
 import { baseOptions, dayLabel, draw, fillRows, money } from "./charts.js";
 
@@ -75,6 +75,35 @@ async function loadRevenue() {
     },
     options: baseOptions(c),
   }));
+}
+
+// --- revenue recognition ------------------------------------------------------------
+
+// "2026-03" moved by whole months.
+function addMonths(month, n) {
+  const [year, number] = month.split("-").map(Number);
+  const index = year * 12 + number - 1 + n;
+  return `${Math.floor(index / 12)}-${String((index % 12) + 1).padStart(2, "0")}`;
+}
+
+async function loadRecognition() {
+  const input = $("#recognition-month");
+  const query = input.value ? `?month=${encodeURIComponent(input.value)}` : ""; // none: the current month
+  const result = await api("GET", `/api/admin/revenue/recognition${query}`);
+  if (!result.ok) return say(errorMessage(result), "error");
+  const data = result.data;
+  input.value = data.month;
+  for (const cell of document.querySelectorAll("[data-recognition] [data-figure]")) {
+    const amount = data[cell.dataset.figure];
+    if (cell.firstChild && cell.firstChild.nodeType === Node.TEXT_NODE) cell.firstChild.textContent = money(amount);
+    else cell.prepend(money(amount));
+  }
+  $("[data-recognition-label]").textContent = `(${data.month})`;
+  const first = addMonths(data.month, -11) < "2000-01" ? "2000-01" : addMonths(data.month, -11);
+  const csv = $("[data-recognition-csv]");
+  csv.href = `/api/admin/revenue/recognition.csv?from=${first}&to=${data.month}`;
+  csv.textContent = `CSV, ${first} to ${data.month}`;
+  $("[data-recognition]").dataset.ready = "true";
 }
 
 // --- usage --------------------------------------------------------------------------
@@ -321,11 +350,18 @@ async function start() {
   buildProjectionInputs();
   $("#revenue-months").addEventListener("change", loadRevenue);
   $("#usage-days").addEventListener("change", loadUsage);
+  $("#recognition-month").addEventListener("change", (event) => {
+    if (event.currentTarget.checkValidity()) loadRecognition();
+  });
+  $("[data-recognition-form]").addEventListener("submit", (event) => {
+    event.preventDefault();
+    loadRecognition();
+  });
   $("[data-projection-form]").addEventListener("submit", project);
   $("[data-user-search]").addEventListener("submit", search);
   $("[data-adjust-form]").addEventListener("submit", adjust);
   $("[data-suspend-form]").addEventListener("submit", suspendOrRestore);
-  await Promise.all([loadRevenue(), loadUsage(), loadEmails(), loadAudit(), loadBooks()]);
+  await Promise.all([loadRevenue(), loadRecognition(), loadUsage(), loadEmails(), loadAudit(), loadBooks()]);
   document.body.dataset.adminReady = "true";
 }
 
