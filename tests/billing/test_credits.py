@@ -46,9 +46,7 @@ async def test_charge_spans_monthly_and_purchased(db: Database) -> None:
             )
         ).scalars()
         # One ledger row per grant the charge drew from, the plan's first, each with the balances after it.
-        assert [
-            (r.monthly_delta, r.purchased_delta, r.monthly_balance_after, r.purchased_balance_after) for r in rows
-        ] == [
+        assert [(r.monthly_delta, r.purchased_delta, r.monthly_balance_after, r.purchased_balance_after) for r in rows] == [
             (-20, 0, 0, 100),
             (0, -5, 0, 95),
         ]
