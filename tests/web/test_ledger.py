@@ -29,7 +29,17 @@ from tests.factories import T0
 from tests.orgs.factories import make_org
 from tests.web.conftest import build_app, make_client, register
 
-ENTRY_KEYS = {"id", "at", "kind", "credits", "monthly_after", "purchased_after", "reason", "conversation_id"}
+ENTRY_KEYS = {
+    "id",
+    "at",
+    "kind",
+    "credits",
+    "monthly_after",
+    "purchased_after",
+    "promotional_after",
+    "reason",
+    "conversation_id",
+}
 
 
 @pytest.fixture

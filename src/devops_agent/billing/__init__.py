@@ -18,7 +18,8 @@ Ledger rules (enforced by the database where it can):
 Only the modules below move a balance, one concern each (their docstrings hold their
 rules); their public verbs are exported here, so callers write ``billing.charge(...)``:
 
-* ``accounts``: opening and reading an account, its periods and the monthly reset;
+* ``accounts``: opening and reading an account (and its active grants, in the order
+  they are spent), its periods and the monthly reset;
 * ``ledger``: the ledger row, idempotency keys and replays, the ledger's sums;
 * ``grants``: grants, the draw-down order, expiry, giving credits back;
 * ``charges``: charges, refunds, members' caps on an organization's pool;

@@ -47,6 +47,7 @@ class Movement:
     credits: int
     monthly_after: int
     purchased_after: int
+    promotional_after: int
     reason: str | None
     conversation_id: int | None
     user_id: int | None
@@ -151,6 +152,7 @@ def _movement(key: int, rows: list[tuple[CreditLedger, UsageLog | None]]) -> Mov
         credits=sum(ledger.delta for ledger, _ in rows),
         monthly_after=last.monthly_balance_after,
         purchased_after=last.purchased_balance_after,
+        promotional_after=last.promotional_balance_after,
         reason=first.reason,
         conversation_id=first_usage.conversation_id if first_usage is not None else None,
         user_id=first.user_id,

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from .accounts import lock_account, settle
 from .errors import InsufficientCredits, InvalidAmount
 from .grants import add_grant, grants_of, move, plan_draw
-from .ledger import Balance, LedgerResult, new_key, replay_ledger, scoped_key
+from .ledger import Balance, LedgerResult, ledger_by_key, new_key, replay_ledger, scoped_key
 from .models import CreditGrant, GrantCategory, LedgerKind
 
 
@@ -96,11 +96,13 @@ async def grant_promotional(
     now: datetime,
     expires_at: datetime | None = None,
     org_id: int | None = None,
+    idempotency_key: str | None = None,
 ) -> CreditGrant:
     """Give an account promotional credits (cost basis 0), optionally expiring, with a reason.
 
     With ``org_id`` the organization's pool gets them. ``InvalidAmount`` for no credits,
-    too many, no reason, or an expiry that is not in the future.
+    too many, no reason, or an expiry that is not in the future. With an
+    ``idempotency_key`` (scoped to the account) a retry returns the first grant.
     """
     if not 0 < credits <= MAX_PROMOTIONAL_GRANT:
         raise InvalidAmount(f"a promotional grant is 1 to {MAX_PROMOTIONAL_GRANT:,} credits")
@@ -108,6 +110,12 @@ async def grant_promotional(
         raise InvalidAmount("a promotional grant needs a reason")
     if expires_at is not None and expires_at <= now:
         raise InvalidAmount("a promotional grant must expire in the future")
+    owner = f"o{org_id}" if org_id is not None else f"u{user_id}"
+    key = f"{owner}:grant:{idempotency_key}" if idempotency_key else new_key()
+    if idempotency_key and (first := await ledger_by_key(session, key)) is not None and first.grant_id is not None:
+        replayed = await session.get(CreditGrant, first.grant_id, populate_existing=True)
+        if replayed is not None:
+            return replayed
     await settle(session, user_id=user_id, now=now, org_id=org_id)
     sub = await lock_account(session, user_id=user_id, org_id=org_id)
     grant, _ = await add_grant(
@@ -117,7 +125,7 @@ async def grant_promotional(
         credits=credits,
         now=now,
         kind=LedgerKind.GRANT,
-        key=new_key(),
+        key=key,
         source=f"admin:{admin_id}" if admin_id is not None else "admin",
         user_id=sub.user_id,
         reason=reason.strip(),

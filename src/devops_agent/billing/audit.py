@@ -1,10 +1,12 @@
 """The admin audit log: who did what to which account, when and why.
 
-Every admin action (a credit adjustment, a suspension, a restore) appends one row
-in the same transaction as the action, so the log and the change commit together
-or not at all. A credit adjustment is also in the ledger (with ``admin_id`` and
-``reason``); this table puts it beside the actions that move no credits.
-``adjust_credits`` and ``set_suspended`` are those actions, each with its row.
+Every admin action (a credit adjustment, a promotional grant, a suspension, a restore)
+appends one row in the same transaction as the action, so the log and the change
+commit together or not at all. A credit adjustment or grant is also in the ledger
+(with ``admin_id`` and ``reason``); this table puts it beside the actions that move no
+credits. ``adjust_credits``, ``grant_credits`` and ``set_suspended`` are those actions,
+each with its row. A grant to an organization's pool has no target user: its row names
+the organization in ``details`` (``org_id``).
 """
 
 from __future__ import annotations
@@ -20,15 +22,17 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from devops_agent.db import Base
 
-from .adjustments import adjust
+from .adjustments import adjust, grant_promotional
 from .errors import InvalidAmount
 from .ledger import Balance
-from .models import BigId, User
+from .models import BigId, CreditGrant, CreditLedger, LedgerKind, User
+from .org_models import Organization
 from .types import UTCDateTime
 
 
 class AdminAction(StrEnum):
     ADJUST_CREDITS = "adjust_credits"
+    GRANT_CREDITS = "grant_credits"
     SUSPEND = "suspend"
     RESTORE = "restore"
 
@@ -52,7 +56,7 @@ async def record(
     *,
     admin_id: int,
     action: AdminAction,
-    target_user_id: int,
+    target_user_id: int | None,
     reason: str,
     now: datetime,
     ledger_id: int | None = None,
@@ -133,6 +137,71 @@ async def adjust_credits(
             details={"amount": amount},
         )
     return Adjusted(result.ledger_id, entry, result.balance)
+
+
+@dataclass(frozen=True)
+class Granted:
+    """A promotional grant and its audit row (the first one's, for a replayed ``idempotency_key``)."""
+
+    grant: CreditGrant
+    audit: AdminAudit
+
+
+async def grant_credits(
+    session: AsyncSession,
+    *,
+    admin_id: int,
+    credits: int,
+    reason: str,
+    now: datetime,
+    expires_at: datetime | None = None,
+    user_id: int | None = None,
+    org_id: int | None = None,
+    idempotency_key: str | None = None,
+) -> Granted | None:
+    """Give a user's account (or with ``org_id`` an organization's pool) promotional credits, audited.
+
+    None: no such user or organization. A retried ``idempotency_key`` returns the first
+    grant and its audit row, and appends no second one.
+    """
+    owner = await session.get(Organization, org_id) if org_id is not None else await session.get(User, user_id)
+    if owner is None:
+        return None
+    grant = await grant_promotional(
+        session,
+        user_id=user_id if org_id is None else None,
+        org_id=org_id,
+        credits=credits,
+        reason=reason,
+        admin_id=admin_id,
+        now=now,
+        expires_at=expires_at,
+        idempotency_key=f"admin:{idempotency_key}" if idempotency_key else None,
+    )
+    ledger_id = await session.scalar(
+        select(CreditLedger.id).where(CreditLedger.grant_id == grant.id, CreditLedger.kind == LedgerKind.GRANT.value)
+    )
+    first = await session.scalar(select(AdminAudit).where(AdminAudit.ledger_id == ledger_id)) if ledger_id else None
+    if first is not None:  # a replay: the grant was audited when it was made
+        return Granted(grant, first)
+    details: dict[str, Any] = {
+        "grant_id": grant.id,
+        "credits": credits,
+        "expires_at": expires_at.isoformat() if expires_at is not None else None,
+    }
+    if org_id is not None:
+        details["org_id"] = org_id
+    entry = await record(
+        session,
+        admin_id=admin_id,
+        action=AdminAction.GRANT_CREDITS,
+        target_user_id=user_id if org_id is None else None,
+        reason=reason.strip(),
+        now=now,
+        ledger_id=ledger_id,
+        details=details,
+    )
+    return Granted(grant, entry)
 
 
 async def set_suspended(

@@ -14,8 +14,8 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import audit
-from .accounts import get_account
-from .models import CreditLedger, CreditPurchase, SubscriptionTier, UsageLog, User, UserSubscription
+from .accounts import active_grants, get_account
+from .models import CreditGrant, CreditLedger, CreditPurchase, SubscriptionTier, UsageLog, User, UserSubscription
 from .org_models import MemberRole, Organization, OrganizationMember
 
 
@@ -39,10 +39,14 @@ async def find_users(session: AsyncSession, *, q: str, limit: int) -> list[User]
 
 @dataclass(frozen=True)
 class CustomerDetail:
-    """One user with their own account (None before it is opened) and the newest rows of its history."""
+    """One user with their own account (None before it is opened), its active grants in draw-down order,
+
+    and the newest rows of its history.
+    """
 
     user: User
     account: UserSubscription | None
+    grants: list[CreditGrant]
     ledger: list[CreditLedger]
     usage: list[UsageLog]
     purchases: list[CreditPurchase]
@@ -57,7 +61,9 @@ async def customer_detail(session: AsyncSession, *, user_id: int, now: datetime,
     has_account = await session.scalar(select(UserSubscription.id).where(UserSubscription.user_id == user_id))
     account = await get_account(session, user_id=user_id, now=now) if has_account else None
     ledger: list[CreditLedger] = []
+    grants: list[CreditGrant] = []
     if account is not None:
+        grants = await active_grants(session, user_id=user_id, now=now)
         ledger = list(
             (
                 await session.execute(
@@ -84,6 +90,7 @@ async def customer_detail(session: AsyncSession, *, user_id: int, now: datetime,
     return CustomerDetail(
         user=user,
         account=account,
+        grants=grants,
         ledger=ledger,
         usage=list(usage),
         purchases=list(purchases),

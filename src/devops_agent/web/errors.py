@@ -152,6 +152,8 @@ class BadRequestOnInvalidBody(APIRoute):
     the same ``validation_error`` with ``details`` as everywhere else.
     """
 
+    code = "validation_error"
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
@@ -160,11 +162,22 @@ class BadRequestOnInvalidBody(APIRoute):
                 return await handler(request)
             except RequestValidationError as exc:
                 response = await validation_error_handler(request, exc)
-                if response.status_code == 422:
-                    response.status_code = 400
-                return response
+                if response.status_code != 422:
+                    return response
+                details = [_detail(e) for e in exc.errors()]
+                return error_response(400, self.code, messages.summary(details), details=details)
 
         return run
+
+
+class InvalidRequestOnInvalidBody(BadRequestOnInvalidBody):
+    """A route whose contract answers every bad body with 400 ``invalid_request`` (with ``details``
+
+    when it fails the schema), the same answer as for a value the domain refuses
+    (``POST /api/admin/users/{id}/grants``: credits out of range, no reason, a past expiry).
+    """
+
+    code = "invalid_request"
 
 
 async def http_error_handler(_request: Request, exc: Exception) -> JSONResponse:

@@ -26,7 +26,8 @@ ACTION_LABELS: dict[str, str] = {
 
 KIND_LABELS: dict[str, str] = {
     "monthly_grant": "Monthly credits",
-    "expiry": "Unused monthly credits expired",
+    "grant": "Promotional credits",
+    "expiry": "Credits expired",
     "purchase": "Credit pack bought",
     "charge": "Agent use",
     "refund": "Refund",

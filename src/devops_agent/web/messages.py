@@ -45,6 +45,7 @@ _SIMPLE: dict[str, str] = {
     "extra_forbidden": "This field is not accepted here.",
     "datetime_parsing": "Enter a date and time like 2026-01-31T12:00:00Z.",
     "datetime_type": "Enter a date and time like 2026-01-31T12:00:00Z.",
+    "timezone_aware": "Give the time zone too, like 2026-12-31T23:59:59Z.",
     "date_parsing": "Enter a date like 2026-01-31.",
     "date_from_datetime_parsing": "Enter a date like 2026-01-31.",
     "dict_type": "This must be a set of named values.",

@@ -171,9 +171,12 @@ class TierOut(FromAttributes):
 
 
 class SubscriptionOut(BaseModel):
-    credits_remaining: int
+    credits_remaining: int = Field(
+        description="Every credit the account can spend: monthly, purchased and promotional."
+    )
     monthly_credits_remaining: int
     purchased_credits_remaining: int
+    promotional_credits_remaining: int = Field(description="Credits given away (admins' grants, a sign-up bonus).")
     credits_used_this_month: int
     total_credits_used: int
     tier: TierOut
@@ -182,6 +185,19 @@ class SubscriptionOut(BaseModel):
     payment_status: str
     cancel_at_period_end: bool
     scheduled_tier: TierOut | None
+
+
+class GrantOut(FromAttributes):
+    """A credit grant: where some of an account's credits come from, and when what is left of them expires."""
+
+    id: int
+    category: Literal["plan", "paid", "promotional"]
+    credits: int = Field(description="Credits granted.")
+    remaining: int = Field(description="Credits of the grant not yet spent.")
+    priority: int = Field(description="Lower is spent first (then the soonest expiry).")
+    effective_at: Timestamp
+    expires_at: Timestamp | None = Field(description="When what is left expires; null: never.")
+    source: str = Field(description='What the grant is: "plan:starter", "purchase:12", "admin:3", "signup_bonus", ...')
 
 
 class PurchaseOut(FromAttributes):
@@ -215,6 +231,7 @@ def subscription_out(sub: UserSubscription) -> SubscriptionOut:
         credits_remaining=sub.balance,
         monthly_credits_remaining=sub.credits_remaining,
         purchased_credits_remaining=sub.purchased_credits_remaining,
+        promotional_credits_remaining=sub.promotional_credits_remaining,
         credits_used_this_month=sub.credits_used_this_month,
         total_credits_used=sub.total_credits_used,
         tier=TierOut.model_validate(sub.tier),

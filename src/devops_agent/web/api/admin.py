@@ -24,6 +24,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from devops_agent.billing import analytics, audit, customers
+from devops_agent.billing.ledger import Balance
 from devops_agent.billing.models import User
 from devops_agent.web.api import AUTHED, OWN_CREDITS, PageOffset, errors
 from devops_agent.web.deps import AdminUser, IdempotencyKeyDep, NowDep, SessionDep
@@ -31,6 +32,7 @@ from devops_agent.web.errors import ApiError
 from devops_agent.web.schemas import (
     DayOut,
     FromAttributes,
+    GrantOut,
     PurchaseOut,
     Strict,
     SubscriptionOut,
@@ -247,7 +249,10 @@ class AdminLedgerEntryOut(BaseModel):
     kind: str
     monthly_delta: int
     purchased_delta: int
-    balance_after: int
+    promotional_delta: int
+    balance_after: int = Field(
+        description="Every credit of the account after the row: monthly, purchased, promotional."
+    )
     reason: str | None
     admin_id: int | None
 
@@ -272,6 +277,7 @@ class UserDetailOut(BaseModel):
     user: UserSummaryOut
     subscription: SubscriptionOut | None
     balance: BalanceOut | None
+    grants: list[GrantOut] = Field(description="The account's grants with credits left, in draw-down order.")
     ledger: list[AdminLedgerEntryOut]
     usage: list[UsageLogOut]
     purchases: list[PurchaseOut]
@@ -285,7 +291,7 @@ def _no_user(user_id: int) -> ApiError:
 @router.get(
     "/users/{user_id}",
     response_model=UserDetailOut,
-    summary="One user: subscription, balance split, ledger with reasons, usage, purchases, audit",
+    summary="One user: subscription, balance split, grants, ledger with reasons, usage, purchases, audit",
     responses=errors(*AUTHED, 404),
 )
 async def user_detail(
@@ -303,6 +309,7 @@ async def user_detail(
             if sub is not None
             else None
         ),
+        grants=[GrantOut.model_validate(g) for g in found.grants],
         ledger=[
             AdminLedgerEntryOut(
                 id=row.id,
@@ -310,7 +317,8 @@ async def user_detail(
                 kind=row.kind,
                 monthly_delta=row.monthly_delta,
                 purchased_delta=row.purchased_delta,
-                balance_after=row.monthly_balance_after + row.purchased_balance_after,
+                promotional_delta=row.promotional_delta,
+                balance_after=Balance.after(row).total,
                 reason=row.reason,
                 admin_id=row.admin_id,
             )

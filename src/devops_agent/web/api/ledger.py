@@ -46,6 +46,7 @@ class LedgerEntryOut(BaseModel):
     credits: int
     monthly_after: int
     purchased_after: int
+    promotional_after: int
     reason: str | None
     conversation_id: int | None
 
@@ -116,6 +117,7 @@ def _entry(movement: activity.Movement, viewer_id: int) -> LedgerEntryOut:
         credits=movement.credits,
         monthly_after=movement.monthly_after,
         purchased_after=movement.purchased_after,
+        promotional_after=movement.promotional_after,
         reason=reason(movement),
         conversation_id=movement.conversation_id if mine else None,
     )
@@ -149,7 +151,18 @@ async def ledger(
     )
 
 
-CSV_COLUMNS = ("id", "at", "kind", "credits", "monthly_after", "purchased_after", "what", "conversation_id")
+# Columns are only ever added at the end: spreadsheets and scripts read them by position.
+CSV_COLUMNS = (
+    "id",
+    "at",
+    "kind",
+    "credits",
+    "monthly_after",
+    "purchased_after",
+    "what",
+    "conversation_id",
+    "promotional_after",
+)
 
 
 def _csv_safe(value: str) -> str:
@@ -189,6 +202,7 @@ async def ledger_csv(
                 entry.purchased_after,
                 _csv_safe(entry.reason or ""),
                 entry.conversation_id or "",
+                entry.promotional_after,
             )
         )
     name = f"credits-{month or 'all'}.csv"

@@ -1,8 +1,10 @@
 // The "Activity" section of /billing: every movement of the customer's credits, newest
 // first, from GET /api/credits/ledger (cursor pages), with readable kinds, a link to the
-// conversation a charge was for, and the CSV export with the same filters. It reloads
-// when a purchase or a plan change happens on the page.
-import { api, dateTime, el, errorMessage, kindLabel, plural } from "./common.js";
+// conversation a charge was for, and the CSV export with the same filters; above it, what
+// expires when ("40 promotional credits expire on Dec 31, 2026"), one line per grant with
+// an expiry from GET /api/credits/grants, soonest first. It reloads when a purchase or a
+// plan change happens on the page.
+import { api, dateTime, el, errorMessage, expiryLine, kindLabel, plural } from "./common.js";
 
 const section = document.querySelector("[data-activity]");
 const rows = section.querySelector("[data-activity-rows]");
@@ -11,6 +13,8 @@ const more = section.querySelector("[data-activity-more]");
 const summary = section.querySelector("[data-activity-summary]");
 const filters = section.querySelector("[data-activity-filters]");
 const csvLink = section.querySelector("[data-activity-csv]");
+const expiring = section.querySelector("[data-expiring]");
+const expiringList = section.querySelector("[data-expiring-list]");
 const PAGE = 20;
 
 let cursor = null;
@@ -37,19 +41,30 @@ function row(entry) {
   if (entry.conversation_id) {
     what.append(el("a", { class: "activity-link", href: `/chat?c=${entry.conversation_id}`, text: "Open the conversation" }));
   }
-  const after = entry.monthly_after + entry.purchased_after;
+  const promotional = entry.promotional_after || 0;
+  const after = entry.monthly_after + entry.purchased_after + promotional;
+  let split = `${plural(entry.monthly_after, "monthly credit")} and ${plural(entry.purchased_after, "purchased credit")}`;
+  if (promotional) split = `${plural(entry.monthly_after, "monthly credit")}, ${plural(entry.purchased_after, "purchased credit")} and ${plural(promotional, "promotional credit")}`;
   return el(
     "tr",
-    { "data-entry-id": entry.id, "data-credits": entry.credits },
+    { "data-entry-id": entry.id, "data-credits": entry.credits, "data-kind": entry.kind },
     el("td", { text: dateTime(entry.at) }),
     what,
     el("td", { class: `num ${entry.credits < 0 ? "debit" : "credit"}`, text: signed(entry.credits) }),
-    el("td", {
-      class: "num",
-      title: `${plural(entry.monthly_after, "monthly credit")} and ${plural(entry.purchased_after, "purchased credit")}`,
-      text: String(after),
-    }),
+    el("td", { class: "num", title: split, text: String(after) }),
   );
+}
+
+/** One line per grant that expires, soonest first (the draw-down order lists them so). */
+async function loadExpiring() {
+  const result = await api("GET", "/api/credits/grants");
+  if (!result.ok) return;
+  const lines = result.data.grants
+    .filter((grant) => grant.expires_at)
+    .sort((a, b) => Date.parse(a.expires_at) - Date.parse(b.expires_at))
+    .map((grant) => el("li", { "data-grant-id": grant.id, text: expiryLine(grant) }));
+  expiringList.replaceChildren(...lines);
+  expiring.hidden = lines.length === 0;
 }
 
 async function load(reset) {
@@ -58,6 +73,7 @@ async function load(reset) {
     shown = 0;
     total = 0;
     rows.replaceChildren();
+    loadExpiring();
   }
   const params = query({ limit: PAGE, ...(cursor ? { cursor } : {}) });
   const result = await api("GET", `/api/credits/ledger?${params}`);

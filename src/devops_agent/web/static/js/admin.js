@@ -1,7 +1,19 @@
 // The admin dashboard: revenue, its recognition by month, usage, the projection
-// calculator, user lookup with adjustments and suspensions, the email outbox and the
-// audit log, all from /api/admin/*. Charts are drawn by charts.js; each has its numbers in a table too.
-import { api, clearErrors, dateTime, el, errorMessage, formValues, plural, showErrors } from "./common.js";
+// calculator, user lookup with adjustments, promotional grants and suspensions, the email
+// outbox and the audit log, all from /api/admin/*. Charts are drawn by charts.js; each has
+// its numbers in a table too.
+import {
+  api,
+  clearErrors,
+  dateTime,
+  el,
+  errorMessage,
+  expiryDate,
+  formValues,
+  grantWord,
+  plural,
+  showErrors,
+} from "./common.js";
 import { baseOptions, dayLabel, draw, fillRows, money } from "./charts.js";
 
 const $ = (selector) => document.querySelector(selector);
@@ -234,12 +246,14 @@ async function openUser(id) {
   if (!result.ok) return say(errorMessage(result), "error");
   const data = result.data;
   currentUser = data.user;
+  $("[data-grant-result]").textContent = "";
   const sub = data.subscription;
   $("[data-user-title]").textContent = `${data.user.username} (${data.user.email})`;
   $("[data-user-plan]").textContent = sub ? sub.tier.display_name : "no account";
   $("[data-user-payment]").textContent = sub ? sub.payment_status : "—";
   $("[data-user-monthly]").textContent = data.balance ? String(data.balance.monthly) : "—";
   $("[data-user-purchased]").textContent = data.balance ? String(data.balance.purchased) : "—";
+  $("[data-user-promotional]").textContent = sub ? String(sub.promotional_credits_remaining) : "—";
   $("[data-user-balance]").textContent = data.balance ? String(data.balance.total) : "—";
   $("[data-user-state]").textContent = data.user.is_suspended ? "suspended" : "active";
   $("[data-suspend-heading]").textContent = data.user.is_suspended ? "Restore account" : "Suspend account";
@@ -249,10 +263,15 @@ async function openUser(id) {
   fillRows(
     $("[data-ledger-rows]"),
     data.ledger.map((e) => {
-      const change = e.monthly_delta + e.purchased_delta;
+      const change = e.monthly_delta + e.purchased_delta + e.promotional_delta;
       return [dateTime(e.created_at), e.kind, change > 0 ? `+${change}` : change, e.balance_after, e.reason || ""];
     }),
     [2, 3],
+  );
+  fillRows(
+    $("[data-user-grant-rows]"),
+    data.grants.map((g) => [grantWord(g.category), g.remaining, g.credits, g.expires_at ? expiryDate(g.expires_at) : "never", g.source]),
+    [1, 2],
   );
   fillRows(
     $("[data-user-usage-rows]"),
@@ -277,6 +296,27 @@ async function adjust(event) {
   form.reset();
   say(`Adjusted ${currentUser.username}: balance now ${plural(result.data.balance.total, "credit")}.`);
   await Promise.all([openUser(currentUser.id), loadAudit()]);
+}
+
+async function grant(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  clearErrors(form);
+  const values = formValues(form);
+  const result = await api("POST", `/api/admin/users/${currentUser.id}/grants`, {
+    credits: Number(values.credits),
+    // A date input gives a day: the credits last until its end, in UTC (the API wants a time zone).
+    expires_at: values.expires_at ? `${values.expires_at}T23:59:59Z` : null,
+    reason: values.reason,
+  });
+  if (!result.ok) return showErrors(form, result);
+  const given = result.data.grant;
+  const until = given.expires_at ? `, expiring on ${expiryDate(given.expires_at)}` : ", never expiring";
+  const said = `Granted ${plural(given.credits, "promotional credit")} to ${currentUser.username}${until}.`;
+  form.reset();
+  say(said);
+  await Promise.all([openUser(currentUser.id), loadAudit()]);
+  form.querySelector("[data-grant-result]").textContent = said;
 }
 
 async function suspendOrRestore(event) {
@@ -360,6 +400,7 @@ async function start() {
   $("[data-projection-form]").addEventListener("submit", project);
   $("[data-user-search]").addEventListener("submit", search);
   $("[data-adjust-form]").addEventListener("submit", adjust);
+  $("[data-grant-form]").addEventListener("submit", grant);
   $("[data-suspend-form]").addEventListener("submit", suspendOrRestore);
   await Promise.all([loadRevenue(), loadRecognition(), loadUsage(), loadEmails(), loadAudit(), loadBooks()]);
   document.body.dataset.adminReady = "true";

@@ -99,6 +99,8 @@ function renderBalance(sub) {
   $("[data-monthly-reset]").textContent = `(until ${shortDate(sub.current_period_end)})`;
   $("[data-purchased-legend]").textContent = String(purchased);
   $("[data-purchased]").textContent = String(purchased);
+  $("[data-promotional]").textContent = String(sub.promotional_credits_remaining);
+  $("[data-promotional-fact]").hidden = !sub.promotional_credits_remaining;
   $("[data-next-reset]").textContent = shortDate(sub.current_period_end);
   $("[data-total-used]").textContent = String(sub.total_credits_used);
   $("[data-payment-status]").textContent = sub.payment_status.replace("_", " ");

@@ -175,12 +175,14 @@ export function setBalances(sub) {
   setCredits(sub.credits_remaining);
   const monthly = sub.monthly_credits_remaining;
   const purchased = sub.purchased_credits_remaining;
+  const promotional = sub.promotional_credits_remaining || 0;
   const reset = shortDate(sub.current_period_end);
-  const detail = `${plural(monthly, "monthly credit")} until ${reset}, ${plural(purchased, "purchased credit")} that never expire`;
+  let detail = `${plural(monthly, "monthly credit")} until ${reset}, ${plural(purchased, "purchased credit")} that never expire`;
+  if (promotional) detail += `, ${plural(promotional, "promotional credit")}`;
   for (const pill of document.querySelectorAll("[data-credit-counter]")) pill.title = detail;
   for (const said of document.querySelectorAll("[data-credit-detail]")) said.textContent = `: ${detail}`;
   for (const split of document.querySelectorAll("[data-credit-split]")) {
-    split.textContent = `${monthly} monthly · ${purchased} purchased`;
+    split.textContent = `${monthly} monthly · ${purchased} purchased${promotional ? ` · ${promotional} promotional` : ""}`;
   }
 }
 
@@ -201,6 +203,25 @@ export function usd(amount) {
 export function shortDate(iso) {
   if (!iso) return "";
   return new Date(iso).toLocaleDateString(undefined, { day: "numeric", month: "short", year: "numeric" });
+}
+
+/**
+ * The day a grant expires (ISO string), in UTC: the day the ledger's expiry row names
+ * ("40 promotional credits expired on 2026-12-31"), wherever the reader is.
+ */
+export function expiryDate(iso) {
+  if (!iso) return "";
+  return new Date(iso).toLocaleDateString(undefined, { day: "numeric", month: "short", year: "numeric", timeZone: "UTC" });
+}
+
+/** How a grant's credits are called by its category: "monthly", "purchased", "promotional". */
+export function grantWord(category) {
+  return { plan: "monthly", paid: "purchased" }[category] || category;
+}
+
+/** "40 promotional credits expire on Dec 31, 2026" for a grant (from GET /api/credits/grants) with an expiry. */
+export function expiryLine(grant) {
+  return `${plural(grant.remaining, `${grantWord(grant.category)} credit`)} expire${grant.remaining === 1 ? "s" : ""} on ${expiryDate(grant.expires_at)}`;
 }
 
 /** A timestamp (ISO string) as date and time in the reader's locale. */
