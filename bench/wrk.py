@@ -45,10 +45,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import text
 
 from bench.common import free_port, scratch_postgres, server_env, wait_ready
 from devops_agent import billing
+from devops_agent.billing.books import check_books
 from devops_agent.db import Database
 from devops_agent.migrate import upgrade
 
@@ -150,10 +150,11 @@ _PGBENCH = """\\set uid {uid}
 SELECT id, password_hash, is_suspended FROM users WHERE id = :uid;
 BEGIN;
 INSERT INTO conversations (user_id, title, created_at, updated_at) VALUES (:uid, 'hello', now(), now()) RETURNING id AS cid \\gset
-SELECT id AS sid FROM user_subscriptions WHERE user_id = :uid FOR UPDATE \\gset
+SELECT s.id AS sid, g.id AS gid FROM user_subscriptions s LEFT JOIN credit_grants g ON g.subscription_id = s.id AND g.category = 'paid' AND g.remaining > 0 WHERE s.user_id = :uid LIMIT 1 FOR UPDATE OF s \\gset
+UPDATE credit_grants SET remaining = remaining - 1 WHERE id = :gid AND remaining >= 1;
 UPDATE user_subscriptions SET purchased_credits_remaining = purchased_credits_remaining - 1, credits_used_this_month = credits_used_this_month + 1, total_credits_used = total_credits_used + 1, updated_at = now() WHERE id = :sid AND purchased_credits_remaining >= 1 RETURNING credits_remaining AS ma, purchased_credits_remaining AS pa \\gset
 INSERT INTO usage_logs (user_id, conversation_id, action_type, credits_used, success, created_at) VALUES (:uid, :cid, 'agent_message', 1, TRUE, now()) RETURNING id AS ulid \\gset
-INSERT INTO credit_ledger (subscription_id, user_id, kind, monthly_delta, purchased_delta, monthly_balance_after, purchased_balance_after, usage_log_id, idempotency_key, created_at) VALUES (:sid, :uid, 'charge', 0, -1, :ma, :pa, :ulid, md5(random()::text || clock_timestamp()::text), now());
+INSERT INTO credit_ledger (subscription_id, user_id, kind, monthly_delta, purchased_delta, monthly_balance_after, purchased_balance_after, grant_id, usage_log_id, idempotency_key, created_at) VALUES (:sid, :uid, 'charge', 0, -1, :ma, :pa, :gid, :ulid, md5(random()::text || clock_timestamp()::text), now());
 INSERT INTO messages (conversation_id, user_id, role, content, created_at) VALUES (:cid, :uid, 'user', 'hello', now());
 END;
 BEGIN;
@@ -196,7 +197,12 @@ def _sqlite_loop(path: Path, accounts: list[Account], many: bool, synchronous: s
             "INSERT INTO conversations (user_id, title, created_at, updated_at) VALUES (?, 'hello', ?, ?) RETURNING id",
             (uid, now, now),
         ).fetchone()
-        (sid,) = conn.execute("SELECT id FROM user_subscriptions WHERE user_id = ?", (uid,)).fetchone()
+        sid, gid = conn.execute(
+            "SELECT s.id, g.id FROM user_subscriptions s LEFT JOIN credit_grants g"
+            " ON g.subscription_id = s.id AND g.category = 'paid' AND g.remaining > 0 WHERE s.user_id = ?",
+            (uid,),
+        ).fetchone()
+        conn.execute("UPDATE credit_grants SET remaining = remaining - 1 WHERE id = ? AND remaining >= 1", (gid,))
         ma, pa = conn.execute(
             "UPDATE user_subscriptions SET purchased_credits_remaining = purchased_credits_remaining - 1, "
             "credits_used_this_month = credits_used_this_month + 1, total_credits_used = total_credits_used + 1, "
@@ -211,9 +217,9 @@ def _sqlite_loop(path: Path, accounts: list[Account], many: bool, synchronous: s
         ).fetchone()
         conn.execute(
             "INSERT INTO credit_ledger (subscription_id, user_id, kind, monthly_delta, purchased_delta, "
-            "monthly_balance_after, purchased_balance_after, usage_log_id, idempotency_key, created_at) "
-            "VALUES (?, ?, 'charge', 0, -1, ?, ?, ?, ?, ?)",
-            (sid, uid, ma, pa, ulid, uuid.uuid4().hex, now),
+            "monthly_balance_after, purchased_balance_after, grant_id, usage_log_id, idempotency_key, created_at) "
+            "VALUES (?, ?, 'charge', 0, -1, ?, ?, ?, ?, ?, ?)",
+            (sid, uid, ma, pa, gid, ulid, uuid.uuid4().hex, now),
         )
         conn.execute(
             "INSERT INTO messages (conversation_id, user_id, role, content, created_at) "
@@ -266,22 +272,13 @@ async def _accounts(base: str, url: str) -> list[Account]:
 
 
 async def _books_balance(url: str) -> bool:
-    """Whether every account's stored balances equal its ledger's sums."""
+    """Whether the books balance: the audit's checks (``devops-agent audit``), grants included."""
     db = Database(url)
-    async with db.engine.connect() as conn:
-        wrong = (
-            await conn.execute(
-                text(
-                    "SELECT count(*) FROM user_subscriptions s LEFT JOIN ("
-                    " SELECT subscription_id, sum(monthly_delta) AS m, sum(purchased_delta) AS p"
-                    " FROM credit_ledger GROUP BY subscription_id) l ON l.subscription_id = s.id"
-                    " WHERE s.credits_remaining <> coalesce(l.m, 0)"
-                    " OR s.purchased_credits_remaining <> coalesce(l.p, 0)"
-                )
-            )
-        ).scalar_one()
-    await db.dispose()
-    return int(wrong) == 0
+    try:
+        report = await check_books(db, clock=lambda: datetime.now(UTC))
+    finally:
+        await db.dispose()
+    return report.ok
 
 
 def _serve(url: str, port: int, workers: int, workdir: Path) -> subprocess.Popen[bytes]:
