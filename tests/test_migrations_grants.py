@@ -20,6 +20,7 @@ from sqlalchemy import func, select, text
 
 from devops_agent import billing
 from devops_agent.billing import books
+from devops_agent.billing.accounts import active_grants
 from devops_agent.billing.adjustments import grant_promotional
 from devops_agent.billing.catalog import load_catalog
 from devops_agent.billing.catalog_sync import sync_catalog
@@ -249,3 +250,73 @@ async def test_the_downgrade_keeps_every_credit_promotional_ones_as_purchased(ba
         after = {r[0]: (r[1], r[2]) for r in rows}
         assert after == {a: (m, p + promo) for a, (m, p, promo) in before.items()}
         assert {r[0]: (int(r[1]), int(r[2])) for r in sums} == after
+
+
+async def _old_charges(db: Database, account: int) -> dict[str, int]:
+    """Alice's charges made before grants (their rows name no grant), by the balance they took from."""
+    async with db.transaction() as s:
+        rows = (
+            await s.execute(
+                select(CreditLedger).where(CreditLedger.subscription_id == account, CreditLedger.kind == "charge")
+            )
+        ).scalars()
+        return {("monthly" if r.monthly_delta else "purchased"): int(r.usage_log_id or 0) for r in rows}
+
+
+@backends
+async def test_a_charge_made_before_grants_is_refunded_without_reviving_an_ended_periods_credits(
+    backend: str, tmp_path: Path
+) -> None:
+    async with scratch_database(backend, tmp_path) as db:
+        old = await _fill(db)
+        await migrate(db, "heads")
+        charges = await _old_charges(db, old.alice)
+        async with db.transaction() as s:
+            await sync_catalog(s, load_catalog())
+            alice_id = (await s.get(UserSubscription, old.alice)).user_id  # type: ignore[union-attr]
+        later = END + timedelta(days=1)
+        # The period the monthly credits were taken in has ended, and nobody read the account since:
+        # the refund used to fail (a plan grant from now until the period's end, already past).
+        async with db.transaction() as s:
+            await billing.refund(s, usage_log_id=charges["monthly"], now=later, error_message="interrupted")
+            await billing.refund(s, usage_log_id=charges["purchased"], now=later, error_message="interrupted")
+        async with db.transaction() as s:
+            sub = await billing.get_account(s, user_id=alice_id, now=later)
+            # The new period's 200, the paid credits and the 300 refunded; the ended period's 50 stay gone.
+            assert billing.Balance.of(sub) == billing.Balance(200, 600, 0)
+        # Bob's account was renewed first: his old charge's monthly credits do not move into the new period.
+        bob_charge = (await _old_charges(db, old.bob))["monthly"]
+        async with db.transaction() as s:
+            bob_id = (await s.get(UserSubscription, old.bob)).user_id  # type: ignore[union-attr]
+            assert billing.Balance.of(await billing.get_account(s, user_id=bob_id, now=later)) == billing.Balance(
+                20, 40, 0
+            )
+        async with db.transaction() as s:
+            refunded = await billing.refund(s, usage_log_id=bob_charge, now=later, error_message="interrupted")
+            assert refunded.balance == billing.Balance(20, 40, 0)
+        assert (await books.check_books(db, clock=lambda: later)).ok
+
+
+@backends
+async def test_a_charge_made_before_grants_is_refunded_to_the_period_it_was_taken_in(
+    backend: str, tmp_path: Path
+) -> None:
+    async with scratch_database(backend, tmp_path) as db:
+        old = await _fill(db)
+        await migrate(db, "heads")
+        charges = await _old_charges(db, old.alice)
+        async with db.transaction() as s:
+            alice_id = (await s.get(UserSubscription, old.alice)).user_id  # type: ignore[union-attr]
+            await billing.refund(s, usage_log_id=charges["monthly"], now=NOW, error_message="interrupted")
+            assert billing.Balance.of(await billing.get_account(s, user_id=alice_id, now=NOW)) == billing.Balance(
+                200, 300, 0
+            )
+        async with db.transaction() as s:  # ...and they end with it
+            await sync_catalog(s, load_catalog())
+            sub = await billing.get_account(s, user_id=alice_id, now=END + timedelta(hours=1))
+            assert billing.Balance.of(sub) == billing.Balance(200, 300, 0)
+            plan = [g for g in await active_grants(s, user_id=alice_id, now=END + timedelta(hours=1))]
+            assert [(g.category, g.remaining, g.effective_at) for g in plan if g.category == "plan"] == [
+                ("plan", 200, END)
+            ]
+        assert (await books.check_books(db, clock=lambda: NOW)).ok
