@@ -15,10 +15,10 @@ from devops_agent import billing
 from devops_agent.agent import turns
 from devops_agent.billing.catalog import load_catalog
 from devops_agent.billing.catalog_sync import sync_catalog
-from devops_agent.billing.models import Conversation
 from devops_agent.db import Database
 from devops_agent.migrate import alembic_config
 from tests.factories import T0, make_user
+from tests.old_books import OldBooks
 
 
 def _to(revision: str):  # type: ignore[no-untyped-def]
@@ -73,35 +73,53 @@ async def test_a_keyed_turn_an_older_version_left_unanswered_is_recovered_after_
     try:
         async with db.engine.connect() as conn:
             await conn.run_sync(_to("0012"))
-            await conn.commit()
-        async with db.transaction() as s:  # a turn charged, then its process died (the old key scheme)
-            await sync_catalog(s, load_catalog())
-            user = await make_user(s)
-            conversation = Conversation(user_id=user.id, title="t", created_at=T0, updated_at=T0)
-            s.add(conversation)
-            await s.flush()
-            await billing.charge(
-                s,
-                user_id=user.id,
-                amount=1,
-                action_type="agent_message",
-                now=T0,
-                conversation_id=conversation.id,
-                idempotency_key="chat:old-key:message",
+            # A turn charged, then its process died (the old key scheme); rows as the engine of 0012 wrote them.
+            old = OldBooks(conn)
+            free = await old.tier("free", price="0.00", credits=20)
+            user_id = await old.user("alice", now=T0)
+            account = await old.account(
+                user_id=user_id, tier_id=free, monthly=19, purchased=0, start=T0, end=T0 + timedelta(days=31)
             )
-            await s.execute(
+            await old.ledger(
+                account=account, user_id=user_id, kind="monthly_grant", monthly=20, purchased=0, after=(20, 0), now=T0
+            )
+            conversation_id = (
+                await conn.execute(
+                    text(
+                        "INSERT INTO conversations (user_id, title, created_at, updated_at) "
+                        "VALUES (:u, 't', :t, :t) RETURNING id"
+                    ),
+                    {"u": user_id, "t": old.at(T0)},
+                )
+            ).scalar_one()
+            usage = await old.usage(user_id=user_id, credits=1, now=T0)
+            await old.ledger(
+                account=account,
+                user_id=user_id,
+                kind="charge",
+                monthly=-1,
+                purchased=0,
+                after=(19, 0),
+                now=T0,
+                key=f"u{user_id}:charge:chat:old-key:message",
+                usage_log_id=usage,
+            )
+            await conn.execute(
                 text(
                     "INSERT INTO messages (conversation_id, user_id, role, content, idempotency_key, created_at) "
                     "VALUES (:c, :u, 'user', 'hello', 'old-key', :t)"
                 ),
-                {"c": conversation.id, "u": user.id, "t": T0.replace(tzinfo=None)},
+                {"c": conversation_id, "u": user_id, "t": old.at(T0)},
             )
+            await conn.commit()
         async with db.engine.connect() as conn:
             await conn.run_sync(_to("heads"))
             await conn.commit()
-        refunded = await turns.recover_expired(db, now=T0 + timedelta(minutes=5))
-        assert [(r.user_id, r.charges, r.credits) for r in refunded] == [(user.id, 1, 1)]
         async with db.transaction() as s:
-            assert (await billing.get_account(s, user_id=user.id, now=T0)).balance == 20
+            await sync_catalog(s, load_catalog())
+        refunded = await turns.recover_expired(db, now=T0 + timedelta(minutes=5))
+        assert [(r.user_id, r.charges, r.credits) for r in refunded] == [(user_id, 1, 1)]
+        async with db.transaction() as s:
+            assert (await billing.get_account(s, user_id=user_id, now=T0)).balance == 20
     finally:
         await db.dispose()

@@ -13,12 +13,18 @@ Today's balances become grants, no credit lost or gained:
 
 Ledger rows written before grants name no grant; the account's sums are unchanged.
 
+SQLite rebuilds ``credit_ledger`` and ``user_subscriptions`` (batch mode) to add their
+constraints: dropping the old ``user_subscriptions`` with foreign keys on would run its
+ON DELETE CASCADE and empty the ledger, so the rebuilds run with foreign keys off and
+checked afterwards (``_sqlite_rebuild``, as in 0006), both ways.
+
 Revision ID: 0014
 Revises: 0008
 Create Date: 2026-12-01 02:14:28
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 from alembic import op
@@ -27,6 +33,35 @@ revision: str = "0014"
 down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+
+@contextmanager
+def _sqlite_rebuild() -> Iterator[None]:
+    """On SQLite, run table rebuilds with foreign keys off so no ON DELETE action fires.
+
+    ``PRAGMA foreign_keys`` is ignored inside a transaction: commit, switch them off,
+    rebuild, check them with ``foreign_key_check``, switch them back on.
+    """
+    bind = op.get_bind()
+    if bind.dialect.name != "sqlite":
+        yield
+        return
+    bind.exec_driver_sql("COMMIT")
+    bind.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    bind.exec_driver_sql("BEGIN IMMEDIATE")
+    try:
+        yield
+        broken = bind.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise RuntimeError(f"foreign keys broken by the rebuild: {broken[:5]}")
+        bind.exec_driver_sql("COMMIT")
+    except BaseException:
+        bind.exec_driver_sql("ROLLBACK")
+        raise
+    finally:
+        bind.exec_driver_sql("PRAGMA foreign_keys=ON")
+        # Alembic still holds its transaction open; give it one to commit.
+        bind.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def upgrade() -> None:
@@ -85,34 +120,41 @@ def upgrade() -> None:
             "ix_credit_grants_subscription_id_remaining", ["subscription_id", "remaining"], unique=False
         )
 
-    with op.batch_alter_table("credit_ledger", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("promotional_delta", sa.Integer(), server_default="0", nullable=False))
-        batch_op.add_column(sa.Column("promotional_balance_after", sa.Integer(), server_default="0", nullable=False))
-        batch_op.add_column(sa.Column("grant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True))
-        batch_op.add_column(
-            sa.Column("operation_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True)
-        )
-        batch_op.create_index("ix_credit_ledger_operation_id", ["operation_id"], unique=False)
-        batch_op.create_index("ix_credit_ledger_grant_id", ["grant_id"], unique=False)
-        batch_op.create_foreign_key(
-            batch_op.f("fk_credit_ledger_grant_id_credit_grants"),
-            "credit_grants",
-            ["grant_id"],
-            ["id"],
-            ondelete="SET NULL",
-        )
+    # Rebuilds on SQLite: foreign keys off, or dropping user_subscriptions empties the ledger.
+    with _sqlite_rebuild():
+        with op.batch_alter_table("credit_ledger", schema=None) as batch_op:
+            batch_op.add_column(sa.Column("promotional_delta", sa.Integer(), server_default="0", nullable=False))
+            batch_op.add_column(
+                sa.Column("promotional_balance_after", sa.Integer(), server_default="0", nullable=False)
+            )
+            batch_op.add_column(
+                sa.Column("grant_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True)
+            )
+            batch_op.add_column(
+                sa.Column("operation_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True)
+            )
+            batch_op.create_index("ix_credit_ledger_operation_id", ["operation_id"], unique=False)
+            batch_op.create_index("ix_credit_ledger_grant_id", ["grant_id"], unique=False)
+            batch_op.create_foreign_key(
+                batch_op.f("fk_credit_ledger_grant_id_credit_grants"),
+                "credit_grants",
+                ["grant_id"],
+                ["id"],
+                ondelete="SET NULL",
+            )
 
-    with op.batch_alter_table("user_subscriptions", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("promotional_credits_remaining", sa.Integer(), server_default="0", nullable=False)
-        )
-        batch_op.create_check_constraint(
-            batch_op.f("ck_user_subscriptions_promotional_credits_non_negative"), "promotional_credits_remaining >= 0"
-        )
-    with op.batch_alter_table("credit_ledger", schema=None) as batch_op:
-        batch_op.create_check_constraint(
-            batch_op.f("ck_credit_ledger_promotional_after_non_negative"), "promotional_balance_after >= 0"
-        )
+        with op.batch_alter_table("user_subscriptions", schema=None) as batch_op:
+            batch_op.add_column(
+                sa.Column("promotional_credits_remaining", sa.Integer(), server_default="0", nullable=False)
+            )
+            batch_op.create_check_constraint(
+                batch_op.f("ck_user_subscriptions_promotional_credits_non_negative"),
+                "promotional_credits_remaining >= 0",
+            )
+        with op.batch_alter_table("credit_ledger", schema=None) as batch_op:
+            batch_op.create_check_constraint(
+                batch_op.f("ck_credit_ledger_promotional_after_non_negative"), "promotional_balance_after >= 0"
+            )
     op.execute(_PLAN_GRANTS)
     op.execute(_PAID_GRANTS)
 
@@ -157,20 +199,24 @@ def downgrade() -> None:
         "UPDATE credit_ledger SET purchased_delta = purchased_delta + promotional_delta, "
         "purchased_balance_after = purchased_balance_after + promotional_balance_after"
     )
-    with op.batch_alter_table("user_subscriptions", schema=None) as batch_op:
-        batch_op.drop_constraint(batch_op.f("ck_user_subscriptions_promotional_credits_non_negative"), type_="check")
-        batch_op.drop_column("promotional_credits_remaining")
-    with op.batch_alter_table("credit_ledger", schema=None) as batch_op:
-        batch_op.drop_constraint(batch_op.f("ck_credit_ledger_promotional_after_non_negative"), type_="check")
+    # Rebuilds on SQLite: foreign keys off, or dropping user_subscriptions empties the ledger.
+    with _sqlite_rebuild():
+        with op.batch_alter_table("user_subscriptions", schema=None) as batch_op:
+            batch_op.drop_constraint(
+                batch_op.f("ck_user_subscriptions_promotional_credits_non_negative"), type_="check"
+            )
+            batch_op.drop_column("promotional_credits_remaining")
+        with op.batch_alter_table("credit_ledger", schema=None) as batch_op:
+            batch_op.drop_constraint(batch_op.f("ck_credit_ledger_promotional_after_non_negative"), type_="check")
 
-    with op.batch_alter_table("credit_ledger", schema=None) as batch_op:
-        batch_op.drop_constraint(batch_op.f("fk_credit_ledger_grant_id_credit_grants"), type_="foreignkey")
-        batch_op.drop_index("ix_credit_ledger_grant_id")
-        batch_op.drop_index("ix_credit_ledger_operation_id")
-        batch_op.drop_column("operation_id")
-        batch_op.drop_column("grant_id")
-        batch_op.drop_column("promotional_balance_after")
-        batch_op.drop_column("promotional_delta")
+        with op.batch_alter_table("credit_ledger", schema=None) as batch_op:
+            batch_op.drop_constraint(batch_op.f("fk_credit_ledger_grant_id_credit_grants"), type_="foreignkey")
+            batch_op.drop_index("ix_credit_ledger_grant_id")
+            batch_op.drop_index("ix_credit_ledger_operation_id")
+            batch_op.drop_column("operation_id")
+            batch_op.drop_column("grant_id")
+            batch_op.drop_column("promotional_balance_after")
+            batch_op.drop_column("promotional_delta")
 
     with op.batch_alter_table("credit_grants", schema=None) as batch_op:
         batch_op.drop_index("ix_credit_grants_subscription_id_remaining")

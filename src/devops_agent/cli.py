@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, TypeVar
 
 import typer
@@ -109,10 +109,10 @@ def init() -> None:
 
 @app.command("reset-due")
 def reset_due() -> None:
-    """Run the monthly reset for every account whose period has ended (for cron)."""
+    """Run the monthly reset for every account whose period has ended; expire grants past their expiry (for cron)."""
+    from devops_agent.billing.accounts import due_grant_accounts, settle
 
-    async def work(db: Database) -> int:
-        now = utcnow()
+    async def resets(db: Database, now: datetime) -> int:
         done = 0
         while True:
             async with db.transaction(write=False) as session:
@@ -127,7 +127,28 @@ def reset_due() -> None:
                 async with db.transaction() as session:
                     done += await billing.apply_due_reset(session, user_id=None, org_id=org_id, now=now)
 
-    typer.echo(f"Reset {_run(work)} account(s).")
+    async def expiries(db: Database, now: datetime) -> int:
+        # Grants expire lazily when their account is read or charged; this settles the
+        # accounts nobody touched, so balances and analytics do not count dead credits.
+        done = 0
+        while True:
+            async with db.transaction(write=False) as session:
+                due = await due_grant_accounts(session, now=now)
+            settled = 0
+            for user_id, org_id in due:
+                async with db.transaction() as session:
+                    settled += await settle(session, user_id=user_id, org_id=org_id, now=now)
+            done += settled
+            if not settled:  # nothing left that this run can expire
+                return done
+
+    async def work(db: Database) -> tuple[int, int]:
+        now = utcnow()
+        return await resets(db, now), await expiries(db, now)
+
+    reset, expired = _run(work)
+    typer.echo(f"Reset {reset} account(s).")
+    typer.echo(f"Expired grants on {expired} account(s).")
 
 
 @app.command()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from typer.testing import CliRunner
 
 from devops_agent import billing
 from devops_agent.billing import books, orgs
+from devops_agent.billing.adjustments import grant_promotional
 from devops_agent.billing.models import ActionType
 from devops_agent.cli import app
 from devops_agent.config import get_settings
@@ -35,6 +37,7 @@ class Books:
     org_id: int
     member_id: int
     pending_purchase_id: int
+    spender_id: int  # promotional grants, charges drawing from several grants, a refund after an expiry
 
 
 async def _keep_books(db: Database) -> Books:
@@ -61,7 +64,18 @@ async def _keep_books(db: Database) -> Books:
             )
     async with db.transaction() as s:  # a charge in a transaction of its own, as the agent makes it
         await billing.charge(s, user_id=user.id, amount=1, action_type=ActionType.AGENT_MESSAGE, now=T0)
-    return Books(user.id, kept.usage_log_id, org.id, member.id, pending.id)
+    async with db.transaction() as s:  # promotional credits, one grant expired since; charges drawing several grants
+        spender = await make_user(s)
+        await grant_promotional(
+            s, user_id=spender.id, credits=5, reason="welcome", admin_id=None, now=T0, expires_at=T0 + timedelta(days=1)
+        )
+        await grant_promotional(s, user_id=spender.id, credits=30, reason="sorry", admin_id=None, now=T0)
+        split = await billing.charge(s, user_id=spender.id, amount=30, action_type=ActionType.TOOL_USE, now=T0)
+    later = T0 + timedelta(days=2)
+    async with db.transaction() as s:
+        await billing.refund(s, usage_log_id=split.usage_log_id, now=later, error_message="tool failed")
+        await billing.charge(s, user_id=spender.id, amount=10, action_type=ActionType.TOOL_USE, now=later)
+    return Books(user.id, kept.usage_log_id, org.id, member.id, pending.id, spender.id)
 
 
 async def _sql(db: Database, statement: str, **params: object) -> None:
@@ -96,12 +110,12 @@ async def test_clean_books_pass_and_the_run_is_kept(db: Database) -> None:
     result = await _audit()
     assert result.exit_code == 0, result.output
     assert _problems(result.output) == {c.name: 0 for c in books.CHECKS}
-    assert "4 account(s) checked" in result.output  # three people and a team pool
+    assert "5 account(s) checked" in result.output  # four people and a team pool
     assert "the books hold" in result.output
     run = await _last_run(db)
     assert run.ok
     assert run.discrepancies == 0
-    assert run.accounts == 4
+    assert run.accounts == 5
 
 
 @pytest.mark.usefixtures("env")
@@ -115,6 +129,8 @@ async def test_a_balance_changed_behind_the_ledger_fails_and_names_the_account(d
     assert _problems(result.output) == {
         "balances": 1,
         "balance_after": 1,
+        "grants": 1,
+        "grant_ledger": 0,
         "charges": 0,
         "usage_logs": 0,
         "member_caps": 0,
@@ -184,7 +200,7 @@ async def test_a_usage_log_without_its_charge_or_refunded_twice_fails(db: Databa
     result = await _audit()
     assert result.exit_code == 1
     assert _problems(result.output)["usage_logs"] == 1
-    assert "0 charge row(s) for 0 credits" in result.output
+    assert "0 charge(s) for 0 credits" in result.output
     assert _problems(result.output)["balances"] == 0
 
 
@@ -246,3 +262,43 @@ async def test_an_audit_that_cannot_reach_the_database_exits_2(monkeypatch: pyte
         get_settings.cache_clear()
     assert result.exit_code == 2, result.output
     assert "the books could not be checked" in result.output
+
+
+@pytest.mark.usefixtures("env")
+async def test_a_grant_changed_behind_the_ledger_fails_and_is_named(db: Database) -> None:
+    kept = await _keep_books(db)
+    async with db.transaction() as s:
+        grant_id = await s.scalar(
+            text(
+                "SELECT g.id FROM credit_grants g JOIN user_subscriptions s ON s.id = g.subscription_id "
+                "WHERE s.user_id = :u AND g.category = 'promotional' AND g.remaining > 0"
+            ),
+            {"u": kept.spender_id},
+        )
+    await _sql(db, "UPDATE credit_grants SET remaining = remaining - 4 WHERE id = :g", g=grant_id)
+    result = await _audit()
+    assert result.exit_code == 1
+    counts = _problems(result.output)
+    assert (counts["grants"], counts["grant_ledger"], counts["balances"]) == (1, 1, 0)
+    grants = f"grants: user {kept.spender_id}: balance 10 + 0 + 30 (plan + paid + promotional), grants 10 + 0 + 26"
+    assert grants in result.output
+    ledger = f"grant_ledger: user {kept.spender_id}: promotional grant {grant_id} has 26 credits left"
+    assert f"{ledger}, its ledger rows sum to 30" in result.output
+    run = await _last_run(db)
+    assert run.checks["grant_ledger"] == 1
+
+
+@pytest.mark.usefixtures("env")
+async def test_promotional_credits_changed_behind_the_ledger_fail(db: Database) -> None:
+    kept = await _keep_books(db)
+    await _sql(
+        db,
+        "UPDATE user_subscriptions SET promotional_credits_remaining = promotional_credits_remaining + 3 "
+        "WHERE user_id = :u",
+        u=kept.spender_id,
+    )
+    result = await _audit()
+    assert result.exit_code == 1
+    counts = _problems(result.output)
+    assert (counts["balances"], counts["balance_after"], counts["grants"], counts["grant_ledger"]) == (1, 1, 1, 0)
+    assert f"balances: user {kept.spender_id}: balance 10 monthly + 0 purchased + 33 promotional, " in result.output

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, update
+from typer.testing import CliRunner
 
 from devops_agent import billing
-from devops_agent.billing.models import CreditLedger, LedgerKind
+from devops_agent.billing.accounts import due_grant_accounts
+from devops_agent.billing.adjustments import grant_promotional
+from devops_agent.billing.models import CreditLedger, LedgerKind, UserSubscription
+from devops_agent.billing.periods import utcnow
+from devops_agent.cli import app
 from devops_agent.db import Database
 from tests.factories import make_user
 
@@ -112,3 +119,37 @@ async def test_reset_due_command_resets_every_due_account(db: Database) -> None:
     async with db.transaction() as s:
         assert await billing.due_account_user_ids(s, now=d(2026, 2, 21)) == []
         assert not await billing.apply_due_reset(s, user_id=users[0].id, now=d(2026, 2, 21))
+
+
+@pytest.mark.usefixtures("env")
+async def test_reset_due_expires_grants_past_their_expiry_on_accounts_nobody_read(db: Database) -> None:
+    now = utcnow()
+    opened = now - timedelta(days=3)
+    async with db.transaction() as s:
+        user = await make_user(s, now=opened)
+        promo = await grant_promotional(
+            s, user_id=user.id, credits=15, reason="launch week", admin_id=None, now=opened,
+            expires_at=opened + timedelta(days=1),
+        )  # fmt: skip
+        # A provider-paid account whose period ended: its plan's grant waits for the paid invoice.
+        paying = await make_user(s, now=now - timedelta(days=40))
+        await s.execute(
+            update(UserSubscription).where(UserSubscription.user_id == paying.id).values(stripe_subscription_id="sub_1")
+        )
+    async with db.transaction() as s:  # the waiting plan grant is not the job's: it would be found on every run
+        assert await due_grant_accounts(s, now=now) == [(user.id, None)]
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["reset-due"])
+    assert result.exit_code == 0, result.output
+    assert "Reset 0 account(s)." in result.output
+    assert "Expired grants on 1 account(s)." in result.output
+    async with db.transaction() as s:  # read as stored: get_account would settle the account itself
+        sub = (await s.execute(select(UserSubscription).where(UserSubscription.user_id == user.id))).scalar_one()
+        assert (sub.credits_remaining, sub.promotional_credits_remaining) == (20, 0)
+        expiry = (
+            (await s.execute(select(CreditLedger).where(CreditLedger.grant_id == promo.id).order_by(CreditLedger.id)))
+            .scalars()
+            .all()[-1]
+        )
+        assert (expiry.kind, expiry.promotional_delta, expiry.promotional_balance_after) == (LedgerKind.EXPIRY, -15, 0)
+        kept = (await s.execute(select(UserSubscription).where(UserSubscription.user_id == paying.id))).scalar_one()
+        assert kept.credits_remaining == 20

@@ -44,6 +44,9 @@ _sub = cast(Table, UserSubscription.__table__)
 # Accounts whose periods we start ourselves at the period end: everyone but those whose
 # plan is paid through a payment provider and not cancelled (their paid invoice does it).
 _lazily_reset = or_(UserSubscription.stripe_subscription_id.is_(None), UserSubscription.cancel_at_period_end.is_(True))
+# Grants past their expiry that ``expire_due`` expires: all but the plan's grant of an
+# account whose provider's paid invoice ends it (``grants.waits_for_provider``).
+_expires_here = or_(CreditGrant.category != GrantCategory.PLAN.value, _lazily_reset)
 
 
 def owned_by(user_id: int | None, org_id: int | None) -> ColumnElement[bool]:
@@ -307,7 +310,7 @@ async def _has_lapsed_grant(session: AsyncSession, *, user_id: int | None, org_i
     found = await session.execute(
         select(CreditGrant.id)
         .join(UserSubscription, UserSubscription.id == CreditGrant.subscription_id)
-        .where(owned_by(user_id, org_id), CreditGrant.remaining > 0, CreditGrant.expires_at <= now)
+        .where(owned_by(user_id, org_id), CreditGrant.remaining > 0, CreditGrant.expires_at <= now, _expires_here)
         .limit(1)
     )
     return found.first() is not None
@@ -316,11 +319,15 @@ async def _has_lapsed_grant(session: AsyncSession, *, user_id: int | None, org_i
 async def due_grant_accounts(
     session: AsyncSession, *, now: datetime, limit: int = 500
 ) -> list[tuple[int | None, int | None]]:
-    """Accounts with a grant past its expiry, as ``(user_id, org_id)`` (for the ``reset-due`` job)."""
+    """Accounts with a grant past its expiry, as ``(user_id, org_id)`` (for the ``reset-due`` job).
+
+    Not a provider-paid plan's grant waiting for its paid invoice: ``settle`` leaves it,
+    and the job would find the account again and again (and, 500 of them, no other).
+    """
     rows = await session.execute(
         select(_sub.c.user_id, _sub.c.organization_id)
         .join(CreditGrant, CreditGrant.subscription_id == _sub.c.id)
-        .where(CreditGrant.remaining > 0, CreditGrant.expires_at <= now)
+        .where(CreditGrant.remaining > 0, CreditGrant.expires_at <= now, _expires_here)
         .distinct()
         .limit(limit)
     )

@@ -4,10 +4,17 @@ The engine keeps these rules in each transaction; the audit checks afterwards, o
 whole database, that nothing (a bug, a hand-edited row, a restore from a backup) broke
 them:
 
-* ``balances``: each account's stored balances equal the sums of its ledger deltas;
+* ``balances``: each account's three stored balances (monthly, purchased, promotional)
+  equal the sums of its ledger deltas;
 * ``balance_after``: its newest ledger row's ``*_balance_after`` equal the stored balances;
-* ``charges``: each charge row points to a usage log of the same amount;
-* ``usage_logs``: each charged usage log has exactly one charge row and at most one
+* ``grants``: each account's three balances equal the sums of its grants' remaining
+  credits by category (plan, paid, promotional);
+* ``grant_ledger``: each grant's ledger rows sum to its remaining credits. Grants the
+  migration to grants made from the balances of the time (``MIGRATED``) are left out:
+  their credits arrived without a ledger row naming them;
+* ``charges``: each charge (its ledger rows, one per grant it drew from) points to a
+  usage log of the same amount and account;
+* ``usage_logs``: each charged usage log has exactly one charge and at most one
   refund, and a refund gives back what the charge took;
 * ``member_caps``: no member of a team spent more than their cap in the pool's current
   period (the counter the charge checks, or the period's usage logs net of refunds:
@@ -49,12 +56,23 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from devops_agent.db import Base, Database
 
-from .models import BigId, CreditLedger, CreditPurchase, LedgerKind, PurchaseStatus, UsageLog, UserSubscription
+from .models import (
+    BigId,
+    CreditGrant,
+    CreditLedger,
+    CreditPurchase,
+    GrantCategory,
+    LedgerKind,
+    PurchaseStatus,
+    UsageLog,
+    UserSubscription,
+)
 from .org_models import Organization, OrganizationMember
 from .types import UTCDateTime
 
 _sub = cast(Table, UserSubscription.__table__)
 _ledger = cast(Table, CreditLedger.__table__)
+_grants = cast(Table, CreditGrant.__table__)
 _usage = cast(Table, UsageLog.__table__)
 _purchases = cast(Table, CreditPurchase.__table__)
 _members = cast(Table, OrganizationMember.__table__)
@@ -62,6 +80,14 @@ _orgs = cast(Table, Organization.__table__)
 
 # Discrepancies kept per check (the total is counted in full).
 EXAMPLES = 20
+# The marks migration 0014 left on the grants it made from the balances of the time
+# (the purchased balance's source, the monthly balance's reason).
+MIGRATED_SOURCE = "balance before grants"
+MIGRATED_PLAN_REASON = "the monthly credits before grants"
+# A ledger row's change of the account's total, and whether it is an operation's keyed
+# (first) row rather than a row split from it (``ledger.split_key``).
+_delta = _ledger.c.monthly_delta + _ledger.c.purchased_delta + _ledger.c.promotional_delta
+_keyed = ~_ledger.c.idempotency_key.like("split:%")
 
 
 class AuditRun(Base):
@@ -140,23 +166,101 @@ def _balances() -> Select[Any]:
             _ledger.c.subscription_id,
             func.sum(_ledger.c.monthly_delta).label("monthly"),
             func.sum(_ledger.c.purchased_delta).label("purchased"),
+            func.sum(_ledger.c.promotional_delta).label("promotional"),
         )
         .group_by(_ledger.c.subscription_id)
         .subquery()
     )
     monthly, purchased = func.coalesce(sums.c.monthly, 0), func.coalesce(sums.c.purchased, 0)
+    promotional = func.coalesce(sums.c.promotional, 0)
     return (
         select(
             _sub.c.user_id,
             _sub.c.organization_id,
             _sub.c.credits_remaining,
             _sub.c.purchased_credits_remaining,
+            _sub.c.promotional_credits_remaining,
             monthly.label("ledger_monthly"),
             purchased.label("ledger_purchased"),
+            promotional.label("ledger_promotional"),
         )
         .select_from(_sub.outerjoin(sums, sums.c.subscription_id == _sub.c.id))
-        .where(or_(_sub.c.credits_remaining != monthly, _sub.c.purchased_credits_remaining != purchased))
+        .where(
+            or_(
+                _sub.c.credits_remaining != monthly,
+                _sub.c.purchased_credits_remaining != purchased,
+                _sub.c.promotional_credits_remaining != promotional,
+            )
+        )
         .order_by(_sub.c.id)
+    )
+
+
+def _by_category(category: GrantCategory) -> Any:
+    return func.sum(case((_grants.c.category == category.value, _grants.c.remaining), else_=0))
+
+
+def _grant_balances() -> Select[Any]:
+    sums = (
+        select(
+            _grants.c.subscription_id,
+            _by_category(GrantCategory.PLAN).label("plan"),
+            _by_category(GrantCategory.PAID).label("paid"),
+            _by_category(GrantCategory.PROMOTIONAL).label("promotional"),
+        )
+        .group_by(_grants.c.subscription_id)
+        .subquery()
+    )
+    plan, paid = func.coalesce(sums.c.plan, 0), func.coalesce(sums.c.paid, 0)
+    promotional = func.coalesce(sums.c.promotional, 0)
+    return (
+        select(
+            _sub.c.user_id,
+            _sub.c.organization_id,
+            _sub.c.credits_remaining,
+            _sub.c.purchased_credits_remaining,
+            _sub.c.promotional_credits_remaining,
+            plan.label("plan"),
+            paid.label("paid"),
+            promotional.label("promotional"),
+        )
+        .select_from(_sub.outerjoin(sums, sums.c.subscription_id == _sub.c.id))
+        .where(
+            or_(
+                _sub.c.credits_remaining != plan,
+                _sub.c.purchased_credits_remaining != paid,
+                _sub.c.promotional_credits_remaining != promotional,
+            )
+        )
+        .order_by(_sub.c.id)
+    )
+
+
+def _grant_ledger() -> Select[Any]:
+    moved = (
+        select(_ledger.c.grant_id, func.sum(_delta).label("moved"))
+        .where(_ledger.c.grant_id.is_not(None))
+        .group_by(_ledger.c.grant_id)
+        .subquery()
+    )
+    total = func.coalesce(moved.c.moved, 0)
+    migrated = or_(_grants.c.source == MIGRATED_SOURCE, _grants.c.reason == MIGRATED_PLAN_REASON)
+    return (
+        select(
+            _sub.c.user_id,
+            _sub.c.organization_id,
+            _grants.c.id.label("grant_id"),
+            _grants.c.category,
+            _grants.c.remaining,
+            total.label("moved"),
+        )
+        .select_from(
+            _grants.join(_sub, _sub.c.id == _grants.c.subscription_id).outerjoin(
+                moved, moved.c.grant_id == _grants.c.id
+            )
+        )
+        .where(~migrated, _grants.c.remaining != total)
+        .order_by(_grants.c.id)
     )
 
 
@@ -174,8 +278,10 @@ def _balance_after() -> Select[Any]:
             _sub.c.credits_remaining,
             _sub.c.purchased_credits_remaining,
             last.c.id.label("ledger_id"),
+            _sub.c.promotional_credits_remaining,
             last.c.monthly_balance_after,
             last.c.purchased_balance_after,
+            last.c.promotional_balance_after,
         )
         .select_from(
             _sub.outerjoin(newest, newest.c.subscription_id == _sub.c.id).outerjoin(last, last.c.id == newest.c.id)
@@ -185,6 +291,7 @@ def _balance_after() -> Select[Any]:
                 last.c.id.is_(None),
                 last.c.monthly_balance_after != _sub.c.credits_remaining,
                 last.c.purchased_balance_after != _sub.c.purchased_credits_remaining,
+                last.c.promotional_balance_after != _sub.c.promotional_credits_remaining,
             )
         )
         .order_by(_sub.c.id)
@@ -192,49 +299,62 @@ def _balance_after() -> Select[Any]:
 
 
 def _charges() -> Select[Any]:
-    charged = -(_ledger.c.monthly_delta + _ledger.c.purchased_delta)
+    # A charge is its ledger rows for one usage log, one per grant it drew from; a charge
+    # row whose usage log is gone (NULL) stands alone.
+    charges = (
+        select(
+            _ledger.c.subscription_id,
+            _ledger.c.usage_log_id,
+            func.min(_ledger.c.id).label("ledger_id"),
+            func.sum(-_delta).label("charged"),
+        )
+        .where(_ledger.c.kind == LedgerKind.CHARGE.value)
+        .group_by(
+            _ledger.c.subscription_id, _ledger.c.usage_log_id, func.coalesce(_ledger.c.usage_log_id, -_ledger.c.id)
+        )
+        .subquery()
+    )
     return (
         select(
             _sub.c.user_id,
             _sub.c.organization_id,
-            _ledger.c.id.label("ledger_id"),
-            _ledger.c.usage_log_id,
-            charged.label("charged"),
+            charges.c.ledger_id,
+            charges.c.usage_log_id,
+            charges.c.charged,
             _usage.c.id.label("usage_id"),
             _usage.c.credits_used,
             _usage.c.user_id.label("usage_user_id"),
             _usage.c.organization_id.label("usage_org_id"),
         )
         .select_from(
-            _ledger.join(_sub, _sub.c.id == _ledger.c.subscription_id).outerjoin(
-                _usage, _usage.c.id == _ledger.c.usage_log_id
+            charges.join(_sub, _sub.c.id == charges.c.subscription_id).outerjoin(
+                _usage, _usage.c.id == charges.c.usage_log_id
             )
         )
         .where(
-            _ledger.c.kind == LedgerKind.CHARGE.value,
             or_(
                 _usage.c.id.is_(None),
-                _usage.c.credits_used != charged,
+                _usage.c.credits_used != charges.c.charged,
                 # The account charged is the one the usage log names: the pool, else the user's.
                 _sub.c.organization_id.is_distinct_from(_usage.c.organization_id),
                 and_(_usage.c.organization_id.is_(None), _sub.c.user_id.is_distinct_from(_usage.c.user_id)),
             ),
         )
-        .order_by(_ledger.c.id)
+        .order_by(charges.c.ledger_id)
     )
 
 
 def _usage_logs() -> Select[Any]:
-    delta = _ledger.c.monthly_delta + _ledger.c.purchased_delta
     is_charge = _ledger.c.kind == LedgerKind.CHARGE.value
     is_refund = _ledger.c.kind == LedgerKind.REFUND.value
+    # An operation is counted by its keyed row; the rows split from it only add their credits.
     rows = (
         select(
             _ledger.c.usage_log_id,
-            func.sum(case((is_charge, 1), else_=0)).label("charges"),
-            func.sum(case((is_refund, 1), else_=0)).label("refunds"),
-            func.sum(case((is_charge, -delta), else_=0)).label("charged"),
-            func.sum(case((is_refund, delta), else_=0)).label("refunded"),
+            func.sum(case((and_(is_charge, _keyed), 1), else_=0)).label("charges"),
+            func.sum(case((and_(is_refund, _keyed), 1), else_=0)).label("refunds"),
+            func.sum(case((is_charge, -_delta), else_=0)).label("charged"),
+            func.sum(case((is_refund, _delta), else_=0)).label("refunded"),
         )
         .where(_ledger.c.usage_log_id.is_not(None), or_(is_charge, is_refund))
         .group_by(_ledger.c.usage_log_id)
@@ -365,8 +485,9 @@ CHECKS = (
         "stored balances equal the ledger's sums",
         _balances,
         lambda r: (
-            f"balance {r.credits_remaining} monthly + {r.purchased_credits_remaining} purchased, "
-            f"ledger sums {r.ledger_monthly} + {r.ledger_purchased}"
+            f"balance {r.credits_remaining} monthly + {r.purchased_credits_remaining} purchased + "
+            f"{r.promotional_credits_remaining} promotional, ledger sums {r.ledger_monthly} + {r.ledger_purchased} + "
+            f"{r.ledger_promotional}"
         ),
     ),
     _Check(
@@ -376,22 +497,38 @@ CHECKS = (
         lambda r: (
             "no ledger row"
             if r.ledger_id is None
-            else f"balance {r.credits_remaining} + {r.purchased_credits_remaining}, ledger row {r.ledger_id} "
-            f"says {r.monthly_balance_after} + {r.purchased_balance_after}"
+            else f"balance {r.credits_remaining} + {r.purchased_credits_remaining} + "
+            f"{r.promotional_credits_remaining}, ledger row {r.ledger_id} says {r.monthly_balance_after} + "
+            f"{r.purchased_balance_after} + {r.promotional_balance_after}"
         ),
     ),
     _Check(
+        "grants",
+        "stored balances equal the sums of the account's grants by category",
+        _grant_balances,
+        lambda r: (
+            f"balance {r.credits_remaining} + {r.purchased_credits_remaining} + {r.promotional_credits_remaining} "
+            f"(plan + paid + promotional), grants {r.plan} + {r.paid} + {r.promotional}"
+        ),
+    ),
+    _Check(
+        "grant_ledger",
+        "each grant's ledger rows sum to its remaining credits",
+        _grant_ledger,
+        lambda r: f"{r.category} grant {r.grant_id} has {r.remaining} credits left, its ledger rows sum to {r.moved}",
+    ),
+    _Check(
         "charges",
-        "each charge row points to a usage log of the same amount and account",
+        "each charge (its rows, one per grant) points to a usage log of the same amount and account",
         _charges,
         _describe_charge,
     ),
     _Check(
         "usage_logs",
-        "each charged usage log has one charge row and at most one refund of the same amount",
+        "each charged usage log has one charge and at most one refund of the same amount",
         _usage_logs,
         lambda r: (
-            f"usage log {r.usage_id}: {r.charges} charge row(s) for {r.charged} credits, "
+            f"usage log {r.usage_id}: {r.charges} charge(s) for {r.charged} credits, "
             f"{r.refunds} refund(s) for {r.refunded}"
         ),
     ),

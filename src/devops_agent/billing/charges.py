@@ -307,6 +307,7 @@ async def refund(
         user_id=usage.user_id,
         usage_log_id=usage_log_id,
         reason=error_message or "action failed",
+        taken_at=charge_rows[0].created_at,
     )
     return LedgerResult(ledger_id, balance)
 

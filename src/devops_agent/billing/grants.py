@@ -266,14 +266,17 @@ async def give_back(
     user_id: int | None,
     usage_log_id: int | None = None,
     reason: str | None = None,
+    taken_at: datetime | None = None,
 ) -> tuple[int | None, Balance]:
     """Return credits to the grants they were taken from: ``(grant_id, category, credits)`` each.
 
     A grant still in force gets them back. One that has expired since gets a fresh,
     already-expired grant with its dates, expired again at once (``expiry`` row), so the
     credits are on the books and not revived. Credits whose grant is unknown (taken
-    before grants existed) come back as a grant of their category that lasts as the
-    category's credits did: the plan's until the period's end, others without expiry.
+    before grants existed, at ``taken_at``) come back as a grant of their category that
+    lasts as the category's credits did: the plan's for the account's period (expired
+    at once if that period has ended, or if they were taken in an earlier one), others
+    without expiry.
     """
     moves: list[tuple[CreditGrant, int]] = []
     lapsed: list[tuple[CreditGrant, int]] = []
@@ -282,24 +285,11 @@ async def give_back(
         if grant is not None and (grant.expires_at is None or grant.expires_at > now or waits_for_provider(sub, grant)):
             moves.append((grant, credits))
             continue
-        fresh = CreditGrant(
-            subscription_id=sub.id,
-            category=category,
-            credits=credits,
-            remaining=0,
-            priority=grant.priority if grant else DEFAULT_PRIORITY,
-            effective_at=grant.effective_at if grant else now,
-            expires_at=grant.expires_at if grant else (sub.current_period_end if category == "plan" else None),
-            price=(grant.cost_basis_per_credit * credits).quantize(Decimal("0.01")) if grant else Decimal(0),
-            source=f"refund:grant:{grant.id}" if grant else "refund",
-            reason=reason,
-            tier_id=grant.tier_id if grant else None,
-            created_at=now,
-        )
+        fresh = _fresh(sub, grant, category, credits, now=now, reason=reason)
         session.add(fresh)
         await session.flush()
         moves.append((fresh, credits))
-        if grant is not None:
+        if grant is not None or _lapsed_unknown(sub, fresh, now=now, taken_at=taken_at):
             lapsed.append((fresh, -credits))
     first_id, balance = await move(
         session, sub, moves, kind=kind, key=key, now=now, user_id=user_id, usage_log_id=usage_log_id, reason=reason
@@ -316,6 +306,41 @@ async def give_back(
             reason="refunded credits of a grant that had expired",
         )
     return first_id, balance
+
+
+def _fresh(
+    sub: UserSubscription, grant: CreditGrant | None, category: str, credits: int, *, now: datetime, reason: str | None
+) -> CreditGrant:
+    """The grant refunded credits come back as when theirs has expired (``grant``) or is unknown (None)."""
+    if grant is not None:
+        effective_at, expires_at = grant.effective_at, grant.expires_at
+    elif category == GrantCategory.PLAN:
+        # The period's, as the monthly balance was; never ``now`` to an end already past.
+        effective_at, expires_at = sub.current_period_start, sub.current_period_end
+    else:
+        effective_at, expires_at = now, None
+    return CreditGrant(
+        subscription_id=sub.id,
+        category=category,
+        credits=credits,
+        remaining=0,
+        priority=grant.priority if grant else DEFAULT_PRIORITY,
+        effective_at=effective_at,
+        expires_at=expires_at,
+        price=(grant.cost_basis_per_credit * credits).quantize(Decimal("0.01")) if grant else Decimal(0),
+        source=f"refund:grant:{grant.id}" if grant else "refund",
+        reason=reason,
+        tier_id=grant.tier_id if grant else None,
+        created_at=now,
+    )
+
+
+def _lapsed_unknown(sub: UserSubscription, fresh: CreditGrant, *, now: datetime, taken_at: datetime | None) -> bool:
+    """Whether plan credits taken before grants belong to a period that has ended."""
+    if fresh.category != GrantCategory.PLAN or waits_for_provider(sub, fresh):
+        return False
+    assert fresh.expires_at is not None
+    return fresh.expires_at <= now or (taken_at is not None and taken_at < fresh.effective_at)
 
 
 def expiry_after(days: int | None, now: datetime) -> datetime | None:
