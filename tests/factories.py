@@ -55,5 +55,5 @@ async def balance_matching_ledger(db: Database, user_id: int, now: datetime = T0
     async with db.transaction() as session:
         sub = await account(session, user_id, now)
         sums = await billing.ledger_sums(session, subscription_id=sub.id)
-        assert (sums.monthly, sums.purchased) == (sub.credits_remaining, sub.purchased_credits_remaining)
+        assert sums == billing.Balance.of(sub)
         return sub.balance

@@ -23,7 +23,7 @@ async def assert_ledger_matches(db: Database, user_id: int) -> None:
     async with db.transaction() as s:
         sub = await billing.get_account(s, user_id=user_id, now=T0)
         sums = await billing.ledger_sums(s, subscription_id=sub.id)
-        assert (sums.monthly, sums.purchased) == (sub.credits_remaining, sub.purchased_credits_remaining)
+        assert sums == billing.Balance.of(sub)
 
 
 async def test_seed_story(db: Database) -> None:

@@ -95,6 +95,6 @@ async def test_spending_and_granting_at_once_loses_nothing(db: Database) -> None
     async with db.transaction() as s:
         sub = await billing.get_account(s, user_id=user.id, now=T0)
         sums = await billing.ledger_sums(s, subscription_id=sub.id)
-        assert (sums.monthly, sums.purchased) == (sub.credits_remaining, sub.purchased_credits_remaining)
+        assert sums == billing.Balance.of(sub)
         assert sub.balance == 20 + 300 + 20 - spent
         assert sub.credits_used_this_month == spent

@@ -63,7 +63,7 @@ async def test_balances_always_match_the_ledger(db: Database, ops: list[tuple[st
             assert sub.credits_remaining >= 0
             assert sub.purchased_credits_remaining >= 0
             sums = await billing.ledger_sums(s, subscription_id=sub.id)
-            assert (sums.monthly, sums.purchased) == (sub.credits_remaining, sub.purchased_credits_remaining)
+            assert sums == billing.Balance.of(sub)
             last = await s.scalar(
                 select(CreditLedger).where(CreditLedger.subscription_id == sub.id).order_by(CreditLedger.id.desc())
             )

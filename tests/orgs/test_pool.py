@@ -49,7 +49,7 @@ async def test_two_hundred_concurrent_charges_on_a_pool_of_100_with_caps_of_30(d
         pool = await billing.get_account(s, user_id=None, org_id=org.id, now=T0)
         assert pool.balance == 0
         sums = await billing.ledger_sums(s, subscription_id=pool.id)
-        assert (sums.monthly, sums.purchased) == (pool.credits_remaining, pool.purchased_credits_remaining)
+        assert sums == billing.Balance.of(pool)
         charged = await s.execute(
             select(CreditLedger.user_id, func.sum(-CreditLedger.monthly_delta - CreditLedger.purchased_delta))
             .where(CreditLedger.subscription_id == pool.id, CreditLedger.kind == LedgerKind.CHARGE)

@@ -50,7 +50,7 @@ async def _books_balance(db: Database, user_id: int) -> int:
     async with db.transaction() as session:
         sub = (await session.execute(select(UserSubscription).where(UserSubscription.user_id == user_id))).scalar_one()
         sums = await billing.ledger_sums(session, subscription_id=sub.id)
-        assert (sums.monthly, sums.purchased) == (sub.credits_remaining, sub.purchased_credits_remaining)
+        assert sums == billing.Balance.of(sub)
         return sub.balance
 
 
