@@ -191,3 +191,17 @@ async def test_packs_carry_their_price_as_cost_basis_and_the_plan_its_price(db: 
     assert (pack.price, pack.cost_basis_per_credit, pack.expires_at) == (Decimal("10.00"), Decimal("0.1"), None)
     assert grants["admin"].cost_basis_per_credit == 0
     assert grants["plan:free"].expires_at == T0.replace(month=2)
+
+
+async def test_a_refund_after_an_upgrade_does_not_revive_the_old_plans_credits(db: Database) -> None:
+    async with db.transaction() as s:
+        user = await make_user(s)
+        charged = await billing.charge(s, user_id=user.id, amount=5, action_type="tool_use", now=T0)
+        starter = await billing.tier_by_name(s, "starter")
+        await billing.change_tier(s, user_id=user.id, tier_id=starter.id, now=T0 + DAY)
+    async with db.transaction() as s:
+        refunded = await billing.refund(s, usage_log_id=charged.usage_log_id, now=T0 + 2 * DAY)
+        # The Free plan ended with the upgrade: its 5 credits come back already expired.
+        assert refunded.balance.total == 200
+        sub = await billing.get_account(s, user_id=user.id, now=T0 + 2 * DAY)
+        assert billing.Balance.of(sub) == await billing.ledger_sums(s, subscription_id=sub.id) == refunded.balance

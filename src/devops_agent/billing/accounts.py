@@ -212,7 +212,11 @@ async def start_period(
     # A reset's keys name its period, so a second reset of the same period is refused;
     # a tier change is an event of its own (two may happen in one instant).
     unique = f":{new_key()}" if expiry_kind == LedgerKind.TIER_CHANGE else ""
-    plan_left = [(g, -g.remaining) for g in await grants_of(session, sub.id) if g.category == GrantCategory.PLAN]
+    plans = [g for g in await grants_of(session, sub.id, with_credits=False) if g.category == GrantCategory.PLAN]
+    plan_left = [(g, -g.remaining) for g in plans if g.remaining]
+    for grant in plans:  # the old plan ends now (a refund must not bring its credits back)
+        if grant.expires_at is not None and grant.effective_at < now < grant.expires_at:
+            grant.expires_at = now
     await move(
         session,
         sub,
