@@ -346,7 +346,7 @@ async def active_grants(
     sub_id = (await session.execute(select(_sub.c.id).where(owned_by(user_id, org_id)))).scalar_one_or_none()
     if sub_id is None:
         raise no_account(user_id, org_id)
-    return [g for g in await grants_of(session, int(sub_id)) if g.effective_at <= now]
+    return await grants_of(session, int(sub_id))
 
 
 async def due_account_user_ids(session: AsyncSession, *, now: datetime, limit: int = 500) -> list[int]:

@@ -66,7 +66,7 @@ async def adjust(
         )
         return LedgerResult(grant_row, Balance.of(sub))
     grants = await grants_of(session, sub.id)
-    draws = plan_draw(grants, -amount, now=now)
+    draws = plan_draw(grants, -amount)
     if sum(take for _, take in draws) < -amount:
         raise InsufficientCredits(balance=sub.balance, required=-amount, tier_id=sub.tier_id)
     ledger_id, balance = await move(

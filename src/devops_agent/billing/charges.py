@@ -194,7 +194,7 @@ async def _charge(
         await _spend_member_cap(
             session, org_id=org_id, user_id=user_id, amount=amount, period_start=head.current_period_start
         )
-    draws = plan_draw(slots, amount, now=now)
+    draws = plan_draw(slots, amount)
     if sum(take for _, take in draws) < amount:
         raise InsufficientCredits(balance=before.total, required=amount, tier_id=int(head.tier_id))
     taken = {c.value: 0 for c in GrantCategory}

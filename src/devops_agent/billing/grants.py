@@ -60,11 +60,16 @@ def draw_key(slot: Slot | CreditGrant) -> tuple[Any, ...]:
     return (slot.priority, expiry, _RANK[slot.category], slot.effective_at, slot.id)
 
 
-def plan_draw(slots: Iterable[Slot | CreditGrant], amount: int, *, now: datetime) -> list[tuple[Any, int]]:
-    """The grants ``amount`` credits come from, and how many from each (short if the account is)."""
+def plan_draw(slots: Iterable[Slot | CreditGrant], amount: int) -> list[tuple[Any, int]]:
+    """The grants ``amount`` credits come from, and how many from each (short if the account is).
+
+    A grant is spendable from the moment it is written: ``effective_at`` orders grants
+    (and dates a plan's period, which a payment provider may start a moment ahead of
+    our clock), it does not hold credits back.
+    """
     taken: list[tuple[Any, int]] = []
     left = amount
-    for slot in sorted((s for s in slots if s.remaining > 0 and s.effective_at <= now), key=draw_key):
+    for slot in sorted((s for s in slots if s.remaining > 0), key=draw_key):
         if left == 0:
             break
         take = min(slot.remaining, left)
