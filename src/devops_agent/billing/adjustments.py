@@ -22,7 +22,15 @@ from .accounts import lock_account, settle
 from .errors import InsufficientCredits, InvalidAmount
 from .grants import add_grant, grants_of, move, plan_draw
 from .ledger import Balance, LedgerResult, ledger_by_key, new_key, replay_ledger, scoped_key
-from .models import CreditGrant, GrantCategory, LedgerKind
+from .models import CreditGrant, GrantCategory, LedgerKind, UserSubscription
+
+
+async def _settled(
+    session: AsyncSession, *, user_id: int | None, org_id: int | None, now: datetime
+) -> UserSubscription:
+    """The account brought up to ``now`` (reset, expiries), then locked."""
+    await settle(session, user_id=user_id, now=now, org_id=org_id)
+    return await lock_account(session, user_id=user_id, org_id=org_id)
 
 
 async def adjust(
@@ -48,8 +56,7 @@ async def adjust(
     key = scoped_key(user_id, "adjust", idempotency_key)
     if (replay := await replay_ledger(session, key)) is not None:
         return replay
-    await settle(session, user_id=user_id, now=now, org_id=org_id)
-    sub = await lock_account(session, user_id=user_id, org_id=org_id)
+    sub = await _settled(session, user_id=user_id, org_id=org_id, now=now)
     if amount > 0:
         _, grant_row = await add_grant(
             session,
@@ -116,8 +123,7 @@ async def grant_promotional(
         replayed = await session.get(CreditGrant, first.grant_id, populate_existing=True)
         if replayed is not None:
             return replayed
-    await settle(session, user_id=user_id, now=now, org_id=org_id)
-    sub = await lock_account(session, user_id=user_id, org_id=org_id)
+    sub = await _settled(session, user_id=user_id, org_id=org_id, now=now)
     grant, _ = await add_grant(
         session,
         sub,

@@ -160,40 +160,36 @@ def _with_total(query: Select[Any]) -> Select[Any]:
     return query.add_columns(func.count().over().label("total")).limit(EXAMPLES)
 
 
-def _balances() -> Select[Any]:
-    sums = (
-        select(
-            _ledger.c.subscription_id,
-            func.sum(_ledger.c.monthly_delta).label("monthly"),
-            func.sum(_ledger.c.purchased_delta).label("purchased"),
-            func.sum(_ledger.c.promotional_delta).label("promotional"),
-        )
-        .group_by(_ledger.c.subscription_id)
-        .subquery()
-    )
-    monthly, purchased = func.coalesce(sums.c.monthly, 0), func.coalesce(sums.c.purchased, 0)
-    promotional = func.coalesce(sums.c.promotional, 0)
+def _balances_differing_from(sums: Any, names: tuple[str, str, str]) -> Select[Any]:
+    """Accounts whose three balances (monthly, purchased, promotional) differ from the three
+    columns ``names`` of ``sums`` (one row per account; an account without a row sums to 0)."""
+    expected = [func.coalesce(sums.c[name], 0) for name in names]
+    stored = (_sub.c.credits_remaining, _sub.c.purchased_credits_remaining, _sub.c.promotional_credits_remaining)
     return (
         select(
             _sub.c.user_id,
             _sub.c.organization_id,
-            _sub.c.credits_remaining,
-            _sub.c.purchased_credits_remaining,
-            _sub.c.promotional_credits_remaining,
-            monthly.label("ledger_monthly"),
-            purchased.label("ledger_purchased"),
-            promotional.label("ledger_promotional"),
+            *stored,
+            *(value.label(name) for value, name in zip(expected, names, strict=True)),
         )
         .select_from(_sub.outerjoin(sums, sums.c.subscription_id == _sub.c.id))
-        .where(
-            or_(
-                _sub.c.credits_remaining != monthly,
-                _sub.c.purchased_credits_remaining != purchased,
-                _sub.c.promotional_credits_remaining != promotional,
-            )
-        )
+        .where(or_(*(have != want for have, want in zip(stored, expected, strict=True))))
         .order_by(_sub.c.id)
     )
+
+
+def _balances() -> Select[Any]:
+    sums = (
+        select(
+            _ledger.c.subscription_id,
+            func.sum(_ledger.c.monthly_delta).label("ledger_monthly"),
+            func.sum(_ledger.c.purchased_delta).label("ledger_purchased"),
+            func.sum(_ledger.c.promotional_delta).label("ledger_promotional"),
+        )
+        .group_by(_ledger.c.subscription_id)
+        .subquery()
+    )
+    return _balances_differing_from(sums, ("ledger_monthly", "ledger_purchased", "ledger_promotional"))
 
 
 def _by_category(category: GrantCategory) -> Any:
@@ -211,29 +207,7 @@ def _grant_balances() -> Select[Any]:
         .group_by(_grants.c.subscription_id)
         .subquery()
     )
-    plan, paid = func.coalesce(sums.c.plan, 0), func.coalesce(sums.c.paid, 0)
-    promotional = func.coalesce(sums.c.promotional, 0)
-    return (
-        select(
-            _sub.c.user_id,
-            _sub.c.organization_id,
-            _sub.c.credits_remaining,
-            _sub.c.purchased_credits_remaining,
-            _sub.c.promotional_credits_remaining,
-            plan.label("plan"),
-            paid.label("paid"),
-            promotional.label("promotional"),
-        )
-        .select_from(_sub.outerjoin(sums, sums.c.subscription_id == _sub.c.id))
-        .where(
-            or_(
-                _sub.c.credits_remaining != plan,
-                _sub.c.purchased_credits_remaining != paid,
-                _sub.c.promotional_credits_remaining != promotional,
-            )
-        )
-        .order_by(_sub.c.id)
-    )
+    return _balances_differing_from(sums, ("plan", "paid", "promotional"))
 
 
 def _grant_ledger() -> Select[Any]:

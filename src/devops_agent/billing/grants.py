@@ -140,7 +140,7 @@ async def add_grant(
         subscription_id=sub.id,
         category=category.value,
         credits=credits,
-        remaining=credits,
+        remaining=0,  # its credits arrive with its ledger row (``move``)
         priority=priority,
         effective_at=effective_at or now,
         expires_at=expires_at,
@@ -153,24 +153,22 @@ async def add_grant(
         created_at=now,
     )
     session.add(grant)
-    balance = moved(Balance.of(sub), category, credits)
-    _set_balance(sub, balance, now)
     await session.flush()
-    ledger_id = await append_ledger(
+    ledger_id, _ = await move(
         session,
-        subscription_id=sub.id,
-        user_id=user_id,
+        sub,
+        [(grant, credits)],
         kind=kind,
-        **deltas(category, credits),
-        balance_after=balance,
         key=key,
         now=now,
-        grant_id=grant.id,
+        user_id=user_id,
         purchase_id=purchase_id,
         admin_id=admin_id,
         reason=reason,
         details=details,
+        always=True,
     )
+    assert ledger_id is not None
     return grant, ledger_id
 
 
@@ -188,15 +186,18 @@ async def move(
     admin_id: int | None = None,
     reason: str | None = None,
     details: dict[str, Any] | None = None,
+    always: bool = False,
 ) -> tuple[int | None, Balance]:
-    """Move credits of grants (negative: taken, positive: given back), one ledger row per grant.
+    """Move credits of grants (negative: taken, positive: given), one ledger row per grant.
 
     ``sub`` is locked by the caller. The first row carries ``key``, the others
-    ``split_key``. Returns the first row's id (None if nothing moved) and the balances after.
+    ``split_key``. A move of 0 credits writes no row unless ``always`` (a new grant of 0
+    credits, a tier's without monthly credits, is still on the books). Returns the first
+    row's id (None if nothing moved) and the balances after.
     """
     balance = Balance.of(sub)
     first_id: int | None = None
-    for n, (grant, delta) in enumerate(((g, d) for g, d in moves if d), start=1):
+    for n, (grant, delta) in enumerate(((g, d) for g, d in moves if d or always), start=1):
         grant.remaining += delta
         balance = moved(balance, grant.category, delta)
         _set_balance(sub, balance, now)
