@@ -150,7 +150,8 @@ _PGBENCH = """\\set uid {uid}
 SELECT id, password_hash, is_suspended FROM users WHERE id = :uid;
 BEGIN;
 INSERT INTO conversations (user_id, title, created_at, updated_at) VALUES (:uid, 'hello', now(), now()) RETURNING id AS cid \\gset
-SELECT s.id AS sid, g.id AS gid FROM user_subscriptions s LEFT JOIN credit_grants g ON g.subscription_id = s.id AND g.category = 'paid' AND g.remaining > 0 WHERE s.user_id = :uid LIMIT 1 FOR UPDATE OF s \\gset
+SELECT id AS sid FROM user_subscriptions WHERE user_id = :uid FOR UPDATE \\gset
+SELECT id AS gid FROM credit_grants WHERE subscription_id = :sid AND category = 'paid' AND remaining > 0 LIMIT 1 \\gset
 UPDATE credit_grants SET remaining = remaining - 1 WHERE id = :gid AND remaining >= 1;
 UPDATE user_subscriptions SET purchased_credits_remaining = purchased_credits_remaining - 1, credits_used_this_month = credits_used_this_month + 1, total_credits_used = total_credits_used + 1, updated_at = now() WHERE id = :sid AND purchased_credits_remaining >= 1 RETURNING credits_remaining AS ma, purchased_credits_remaining AS pa \\gset
 INSERT INTO usage_logs (user_id, conversation_id, action_type, credits_used, success, created_at) VALUES (:uid, :cid, 'agent_message', 1, TRUE, now()) RETURNING id AS ulid \\gset
@@ -197,10 +198,10 @@ def _sqlite_loop(path: Path, accounts: list[Account], many: bool, synchronous: s
             "INSERT INTO conversations (user_id, title, created_at, updated_at) VALUES (?, 'hello', ?, ?) RETURNING id",
             (uid, now, now),
         ).fetchone()
-        sid, gid = conn.execute(
-            "SELECT s.id, g.id FROM user_subscriptions s LEFT JOIN credit_grants g"
-            " ON g.subscription_id = s.id AND g.category = 'paid' AND g.remaining > 0 WHERE s.user_id = ?",
-            (uid,),
+        (sid,) = conn.execute("SELECT id FROM user_subscriptions WHERE user_id = ?", (uid,)).fetchone()
+        (gid,) = conn.execute(
+            "SELECT id FROM credit_grants WHERE subscription_id = ? AND category = 'paid' AND remaining > 0 LIMIT 1",
+            (sid,),
         ).fetchone()
         conn.execute("UPDATE credit_grants SET remaining = remaining - 1 WHERE id = ? AND remaining >= 1", (gid,))
         ma, pa = conn.execute(

@@ -7,6 +7,7 @@ from decimal import Decimal
 from sqlalchemy import func, select
 
 from devops_agent import billing
+from devops_agent.billing.books import check_books
 from devops_agent.billing.errors import InsufficientCredits
 from devops_agent.billing.models import CreditLedger, LedgerKind, UsageLog
 from devops_agent.db import Database
@@ -98,3 +99,26 @@ async def test_spending_and_granting_at_once_loses_nothing(db: Database) -> None
         assert sums == billing.Balance.of(sub)
         assert sub.balance == 20 + 300 + 20 - spent
         assert sub.credits_used_this_month == spent
+
+
+async def test_concurrent_charges_crossing_from_grant_to_grant_keep_every_grant_exact(db: Database) -> None:
+    """Charges that wait on the account's lock read its grants as they are once they hold it.
+
+    On PostgreSQL a statement that waits for a row lock re-reads only the locked row: grants
+    read by the same statement would be as they were before the wait, and a charge would
+    take credits from a grant that another charge had just emptied.
+    """
+    async with db.transaction() as s:
+        user = await make_user(s)  # 20 plan credits
+        for credits in (10, 100):
+            pack = await billing.create_purchase(
+                s, user_id=user.id, credits_amount=credits, price_paid=Decimal(credits), now=T0
+            )
+            await billing.grant_purchase(s, purchase_id=pack.id, now=T0)
+    outcomes = await gather_all(*(_charge_once(db, user.id) for _ in range(60)))
+    assert outcomes.count(True) == 60  # 130 credits: no charge is refused
+    report = await check_books(db, clock=lambda: T0)
+    assert report.ok, [d.detail for c in report.checks for d in c.examples]
+    async with db.transaction() as s:
+        sub = await billing.get_account(s, user_id=user.id, now=T0)
+        assert (sub.credits_remaining, sub.purchased_credits_remaining) == (0, 70)

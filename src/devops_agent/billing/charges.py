@@ -24,13 +24,12 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, case, insert, select, update
+from sqlalchemy import Select, Table, bindparam, case, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from .accounts import lock_account, no_account, settle
 from .errors import ChargeNotFound, InsufficientCredits, InvalidAmount, MemberCapReached, OrganizationNotFound
@@ -56,9 +55,10 @@ _orgs = cast(Table, Organization.__table__)
 
 # A charge's statements, built once and run with values: every chat and tool call pays
 # SQLAlchemy a cache lookup for each, not the building of a new statement.
-# The account and its grants with credits left, in one read: one row per grant (or one
-# row of NULL grant columns); only the account's row is locked (grants change only
-# under their account's lock).
+# The account, locked; then its grants with credits left, read once the lock is held.
+# Not one joined statement: on PostgreSQL a statement that waits for a row lock re-reads
+# only the locked row, so grants joined to it would be read as they were before the
+# wait (tests/billing/test_concurrency.py). Grants change only under their account's lock.
 _ACCOUNT = select(
     _sub.c.id,
     _sub.c.credits_remaining,
@@ -69,15 +69,17 @@ _ACCOUNT = select(
     _sub.c.tier_id,
     _sub.c.stripe_subscription_id,
     _sub.c.cancel_at_period_end,
-    _grants.c.id.label("grant_id"),
+)
+_LOCK_USERS = _ACCOUNT.where(_sub.c.user_id == bindparam("owner")).with_for_update()
+_LOCK_POOL = _ACCOUNT.where(_sub.c.organization_id == bindparam("owner")).with_for_update()
+_GRANTS = select(
+    _grants.c.id,
     _grants.c.category,
     _grants.c.remaining,
     _grants.c.priority,
     _grants.c.effective_at,
     _grants.c.expires_at,
-).select_from(_sub.outerjoin(_grants, and_(_grants.c.subscription_id == _sub.c.id, _grants.c.remaining > 0)))
-_LOCK_USERS = _ACCOUNT.where(_sub.c.user_id == bindparam("owner")).with_for_update(of=_sub)
-_LOCK_POOL = _ACCOUNT.where(_sub.c.organization_id == bindparam("owner")).with_for_update(of=_sub)
+).where(_grants.c.subscription_id == bindparam("account_id"), _grants.c.remaining > 0)
 # Conditional UPDATEs computed by the database: they can never take a grant or a
 # balance below zero even if the lock were missing (and CHECK constraints refuse it).
 _TAKE = (
@@ -146,12 +148,13 @@ async def charge(
     return await _charge(session, user_id, amount, str(action_type), now, tool_name, conversation_id, key, org_id)
 
 
-def _slots(rows: Sequence[Any]) -> list[Slot]:
-    return [
-        Slot(r.grant_id, r.category, r.remaining, r.priority, r.effective_at, r.expires_at)
-        for r in rows
-        if r.grant_id is not None
-    ]
+async def _locked(connection: AsyncConnection, statement: Select[Any], owner: int) -> tuple[Any, list[Slot]]:
+    """The account's row, locked (None if there is none), and its grants with credits left."""
+    head = (await connection.execute(statement, {"owner": owner})).first()
+    if head is None:
+        return None, []
+    rows = await connection.execute(_GRANTS, {"account_id": head.id})
+    return head, [Slot(r.id, r.category, r.remaining, r.priority, r.effective_at, r.expires_at) for r in rows]
 
 
 def _unsettled(head: Any, slots: list[Slot], now: datetime) -> bool:
@@ -173,20 +176,17 @@ async def _charge(
     key: str,
     org_id: int | None = None,
 ) -> ChargeResult:
-    # Lock the row (PostgreSQL; SQLite writers are serialised already) and read the
+    # Lock the row (PostgreSQL; SQLite writers are serialised already), then read the
     # grants the charge draws from. On the session's connection: the session's own
     # execute() adds work these Core statements do not need (ORM execution hooks,
     # autoflush; nothing is pending here).
     connection = await session.connection()
     locked, owner = (_LOCK_POOL, org_id) if org_id is not None else (_LOCK_USERS, user_id)
-    rows = (await connection.execute(locked, {"owner": owner})).all()
-    if not rows:
+    head, slots = await _locked(connection, locked, owner)
+    if head is None:
         raise no_account(user_id, org_id)
-    slots = _slots(rows)
-    if _unsettled(rows[0], slots, now) and await settle(session, user_id=user_id, now=now, org_id=org_id):
-        rows = (await connection.execute(locked, {"owner": owner})).all()
-        slots = _slots(rows)
-    head = rows[0]
+    if _unsettled(head, slots, now) and await settle(session, user_id=user_id, now=now, org_id=org_id):
+        head, slots = await _locked(connection, locked, owner)
     before = Balance.of(head)
     if org_id is not None:
         # The pool's row lock (taken above) serialises every charge of the organization,
