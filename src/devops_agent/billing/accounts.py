@@ -26,7 +26,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import ColumnElement, Table, or_, select
+from sqlalchemy import ColumnElement, Select, Table, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -302,22 +302,30 @@ async def settle(session: AsyncSession, *, user_id: int | None, now: datetime, o
 
     Returns whether anything changed.
     """
-    reset = await apply_due_reset(session, user_id=user_id, now=now, org_id=org_id)
-    if not await _has_lapsed_grant(session, user_id=user_id, org_id=org_id, now=now):
+    found = (await session.execute(_what_is_due(now).where(owned_by(user_id, org_id)))).first()
+    if found is None or not (found.reset or found.lapsed):
+        return False
+    reset = bool(found.reset) and await apply_due_reset(session, user_id=user_id, now=now, org_id=org_id)
+    if not found.lapsed:
         return reset
     sub = await lock_account(session, user_id=user_id, org_id=org_id)
     return await expire_due(session, sub, now=now) > 0 or reset
 
 
-async def _has_lapsed_grant(session: AsyncSession, *, user_id: int | None, org_id: int | None, now: datetime) -> bool:
-    """Whether a grant of the account has credits left past its expiry (one indexed read, no lock)."""
-    found = await session.execute(
+def _what_is_due(now: datetime) -> Select[bool, bool]:
+    """Whether an account's period has ended (and we reset it) and whether a grant of it has
+    credits left past its expiry: one read, no lock, on every read of an account."""
+    lapsed = (
         select(CreditGrant.id)
-        .join(UserSubscription, UserSubscription.id == CreditGrant.subscription_id)
-        .where(owned_by(user_id, org_id), CreditGrant.remaining > 0, CreditGrant.expires_at <= now, _expires_here)
-        .limit(1)
+        .where(
+            CreditGrant.subscription_id == _sub.c.id,
+            CreditGrant.remaining > 0,
+            CreditGrant.expires_at <= now,
+            _expires_here,
+        )
+        .exists()
     )
-    return found.first() is not None
+    return select(and_(_sub.c.current_period_end <= now, _lazily_reset).label("reset"), lapsed.label("lapsed"))
 
 
 async def due_grant_accounts(
