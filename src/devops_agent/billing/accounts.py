@@ -32,7 +32,7 @@ from sqlalchemy.orm import selectinload
 
 from .catalog import current_catalog
 from .errors import AccountNotFound, TierNotFound
-from .grants import add_grant, expire_due, expiry_after, grants_of, move
+from .grants import add_grant, expire_due, expiry_after, grants_of, move, provider_renews
 from .ledger import new_key
 from .models import CreditGrant, GrantCategory, LedgerKind, PaymentStatus, SubscriptionTier, UserSubscription
 from .periods import add_months, period_containing
@@ -271,7 +271,7 @@ async def apply_due_reset(
     sub = await lock_account(session, user_id=user_id, org_id=org_id)
     if sub.current_period_end > now:  # another transaction reset it while we waited for the lock
         return False
-    if sub.stripe_subscription_id is not None and not sub.cancel_at_period_end:
+    if provider_renews(sub):
         return False  # became provider-paid while we waited for the lock
     next_tier_id = sub.scheduled_tier_id or sub.tier_id
     if sub.cancel_at_period_end:

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from .accounts import lock_account, no_account, settle
 from .errors import ChargeNotFound, InsufficientCredits, InvalidAmount, MemberCapReached, OrganizationNotFound
-from .grants import Slot, deltas, give_back, is_due, moved, plan_draw
+from .grants import Slot, deltas, give_back, is_due, moved, plan_draw, provider_renews, waits_for_provider
 from .ledger import (
     Balance,
     ChargeResult,
@@ -159,10 +159,9 @@ async def _locked(connection: AsyncConnection, statement: Select[Any], owner: in
 
 def _unsettled(head: Any, slots: list[Slot], now: datetime) -> bool:
     """Whether the account needs its reset or an expiry before it can be charged."""
-    waits = head.stripe_subscription_id is not None and not head.cancel_at_period_end  # the provider resets it
-    if head.current_period_end <= now and not waits:
+    if head.current_period_end <= now and not provider_renews(head):
         return True
-    return any(is_due(s, now) and not (waits and s.category == GrantCategory.PLAN) for s in slots)
+    return any(is_due(s, now) and not waits_for_provider(head, s) for s in slots)
 
 
 async def _charge(

@@ -232,11 +232,14 @@ async def grants_of(session: AsyncSession, subscription_id: int, *, with_credits
     return sorted(rows, key=draw_key)
 
 
+def provider_renews(sub: UserSubscription) -> bool:
+    """A plan paid through a payment provider, not cancelled: its paid invoice starts each period."""
+    return sub.stripe_subscription_id is not None and not sub.cancel_at_period_end
+
+
 def waits_for_provider(sub: UserSubscription, grant: CreditGrant | Slot) -> bool:
     """A plan grant of a provider-paid plan ends with the provider's paid invoice, not at its date."""
-    return (
-        grant.category == GrantCategory.PLAN and sub.stripe_subscription_id is not None and not sub.cancel_at_period_end
-    )
+    return grant.category == GrantCategory.PLAN and provider_renews(sub)
 
 
 async def expire_due(session: AsyncSession, sub: UserSubscription, *, now: datetime) -> int:
