@@ -86,6 +86,18 @@ async def test_a_replayed_reply_carries_the_same_costs(client: httpx.AsyncClient
     assert again.json()["balance_after"] == 18
 
 
+async def test_the_conversation_written_in_last_comes_first(client: httpx.AsyncClient, app: FastAPI) -> None:
+    await register(client)
+    older = await _chat(client, "hello")
+    app.state.clock.advance(minutes=1)
+    newer = await _chat(client, "list my S3 buckets")
+    app.state.clock.advance(minutes=1)
+    await _chat(client, "hello again", older["conversation_id"])
+    listed = (await client.get("/api/conversations")).json()["conversations"]
+    assert [c["id"] for c in listed] == [older["conversation_id"], newer["conversation_id"]]
+    assert listed[0]["updated_at"] > listed[0]["created_at"]
+
+
 async def test_rename_a_conversation(client: httpx.AsyncClient, app: FastAPI) -> None:
     await register(client)
     reply = await _chat(client, "hello")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Executable, Insert, Result, Table, bindparam, insert, select, update
+from sqlalchemy import Executable, Insert, Result, Table, bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent.billing.models import Conversation, UserSubscription
@@ -24,8 +24,6 @@ _accounts = cast(Table, UserSubscription.__table__)
 
 ADD_CONVERSATION = insert(_conversations).returning(_conversations.c.id)
 ADD_MESSAGE = insert(_messages).returning(_messages.c.id)
-SET_MESSAGE = update(_messages).where(_messages.c.id == bindparam("message_id"))
-SET_CONVERSATION = update(_conversations).where(_conversations.c.id == bindparam("conversation_id"))
 _BALANCE = select(
     _accounts.c.credits_remaining + _accounts.c.purchased_credits_remaining + _accounts.c.promotional_credits_remaining
 )

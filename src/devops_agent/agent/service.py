@@ -285,6 +285,9 @@ async def _start(
             conversation = await session.get(Conversation, conversation_id)
             if conversation is None or conversation.user_id != user_id:
                 raise ConversationNotFound(f"There is no conversation {conversation_id}.")
+            # A conversation's last activity is its last message sent (a new one's is set as
+            # it is made): no UPDATE of the conversation when the reply is recorded.
+            conversation.updated_at = now
             history = await _history(session, conversation.id)
         else:
             title = " ".join(text.split())[:TITLE_LENGTH] or "New conversation"
@@ -318,8 +321,6 @@ async def _start(
 async def _finish(db: Database, runtime: AgentRuntime, meter: Meter, started: _Started, run: AgentRun) -> ChatReply:
     now = meter.clock()
     async with db.transaction() as session:
-        if not await turns.release(session, started.turn):
-            raise _LeaseLost
         tool_calls = list(run.tool_calls)
         # The balance this turn's last charge or refund left (each returns it; the message's
         # charge always ran): the balance after this message, without reading the account again.
@@ -348,12 +349,11 @@ async def _finish(db: Database, runtime: AgentRuntime, meter: Meter, started: _S
             low_credits=balance < runtime.low_credit_threshold,
             pending_actions=run.pending_actions,
         )
-        if started.keyed:  # kept for a retry with the same Idempotency-Key
-            reply_json = reply.model_dump(mode="json")
-            await records.run(
-                session, records.SET_MESSAGE, message_id=started.message_id, reply_status=200, reply=reply_json
-            )
-        await records.run(session, records.SET_CONVERSATION, conversation_id=started.conversation_id, updated_at=now)
+        # The lease given up and, for a keyed message, the reply kept for a retry with the
+        # same Idempotency-Key: one UPDATE of the user's message.
+        kept = {"reply_status": 200, "reply": reply.model_dump(mode="json")} if started.keyed else {}
+        if not await turns.release(session, started.turn, **kept):
+            raise _LeaseLost  # rolls back the reply: the turn was recovered and refunded meanwhile
     return reply
 
 

@@ -179,9 +179,10 @@ async def claim_expired(session: AsyncSession, turn: TurnRef, *, now: datetime, 
     return _rowcount(claimed) == 1
 
 
-async def release(session: AsyncSession, turn: TurnRef) -> bool:
-    """Give up the lease this attempt holds; False if the turn was already taken from it."""
-    released = await session.execute(_HELD_LEASE, _lease_of(turn, None))
+async def release(session: AsyncSession, turn: TurnRef, **answer: Any) -> bool:
+    """Give up the lease this attempt holds, writing ``answer`` (the message's columns, such
+    as its stored reply) in the same UPDATE; False if the turn was already taken from it."""
+    released = await session.execute(_HELD_LEASE, {**_lease_of(turn, None), **answer})
     return _rowcount(released) == 1
 
 
