@@ -16,11 +16,12 @@ cores would measure itself. Scenarios:
 * ``subscription``: ``GET /api/subscription``, 200 accounts.
 
 Beside them, the limit L the database sets on the chat's writes: the statements of one
-chat (the session's user read; the conversation, the charge's lock, UPDATE, usage log
-and ledger row, and the user message in one transaction; the reply, the balance read
-and the conversation's time in another) run with nothing else, by pgbench (64 clients,
-one account and 200) and by a single-connection sqlite3 loop (``synchronous`` FULL, as
-the app runs, and NORMAL to show what durability costs). The figure to watch is
+chat (the session's user read; the conversation, the charge's lock and read of the
+account with its grants, the grant's and the account's UPDATEs, usage log and ledger row,
+and the user message in one transaction; the reply and the lease given up in another)
+run with nothing else, by pgbench (64 clients, one account and 200) and by a
+single-connection sqlite3 loop (``synchronous`` FULL, as the app runs, and NORMAL to
+show what durability costs). The figure to watch is
 ``chat / (1 / (1/L + 1/H))``: the chat against a request that did both the HTTP work
 of H and the database work of L with nothing in between.
 
@@ -151,17 +152,16 @@ SELECT id, password_hash, is_suspended FROM users WHERE id = :uid;
 BEGIN;
 INSERT INTO conversations (user_id, title, created_at, updated_at) VALUES (:uid, 'hello', now(), now()) RETURNING id AS cid \\gset
 SELECT id AS sid FROM user_subscriptions WHERE user_id = :uid FOR UPDATE \\gset
-SELECT id AS gid FROM credit_grants WHERE subscription_id = :sid AND category = 'paid' AND remaining > 0 LIMIT 1 \\gset
+SELECT g.id AS gid FROM user_subscriptions s LEFT JOIN credit_grants g ON g.subscription_id = s.id AND g.remaining > 0 WHERE s.user_id = :uid AND g.category = 'paid' LIMIT 1 \\gset
 UPDATE credit_grants SET remaining = remaining - 1 WHERE id = :gid AND remaining >= 1;
 UPDATE user_subscriptions SET purchased_credits_remaining = purchased_credits_remaining - 1, credits_used_this_month = credits_used_this_month + 1, total_credits_used = total_credits_used + 1, updated_at = now() WHERE id = :sid AND purchased_credits_remaining >= 1 RETURNING credits_remaining AS ma, purchased_credits_remaining AS pa \\gset
 INSERT INTO usage_logs (user_id, conversation_id, action_type, credits_used, success, created_at) VALUES (:uid, :cid, 'agent_message', 1, TRUE, now()) RETURNING id AS ulid \\gset
 INSERT INTO credit_ledger (subscription_id, user_id, kind, monthly_delta, purchased_delta, monthly_balance_after, purchased_balance_after, grant_id, usage_log_id, idempotency_key, created_at) VALUES (:sid, :uid, 'charge', 0, -1, :ma, :pa, :gid, :ulid, md5(random()::text || clock_timestamp()::text), now());
-INSERT INTO messages (conversation_id, user_id, role, content, created_at) VALUES (:cid, :uid, 'user', 'hello', now());
+INSERT INTO messages (conversation_id, user_id, role, content, lease_expires_at, created_at) VALUES (:cid, :uid, 'user', 'hello', now() + interval '2 minutes', now()) RETURNING id AS mid \\gset
 END;
 BEGIN;
 INSERT INTO messages (conversation_id, user_id, role, content, tool_calls, created_at) VALUES (:cid, :uid, 'assistant', '{reply}', '[]', now());
-SELECT credits_remaining, purchased_credits_remaining FROM user_subscriptions WHERE user_id = :uid;
-UPDATE conversations SET updated_at = now() WHERE id = :cid;
+UPDATE messages SET lease_expires_at = NULL WHERE id = :mid AND reply_status IS NULL AND lease_expires_at IS NOT NULL;
 END;
 """  # noqa: E501  (one statement a line, as pgbench reads them)
 
@@ -198,10 +198,11 @@ def _sqlite_loop(path: Path, accounts: list[Account], many: bool, synchronous: s
             "INSERT INTO conversations (user_id, title, created_at, updated_at) VALUES (?, 'hello', ?, ?) RETURNING id",
             (uid, now, now),
         ).fetchone()
-        (sid,) = conn.execute("SELECT id FROM user_subscriptions WHERE user_id = ?", (uid,)).fetchone()
-        (gid,) = conn.execute(
-            "SELECT id FROM credit_grants WHERE subscription_id = ? AND category = 'paid' AND remaining > 0 LIMIT 1",
-            (sid,),
+        sid, gid = conn.execute(
+            "SELECT s.id, g.id FROM user_subscriptions s "
+            "LEFT JOIN credit_grants g ON g.subscription_id = s.id AND g.remaining > 0 "
+            "WHERE s.user_id = ? AND g.category = 'paid' LIMIT 1",
+            (uid,),
         ).fetchone()
         conn.execute("UPDATE credit_grants SET remaining = remaining - 1 WHERE id = ? AND remaining >= 1", (gid,))
         ma, pa = conn.execute(
@@ -222,11 +223,11 @@ def _sqlite_loop(path: Path, accounts: list[Account], many: bool, synchronous: s
             "VALUES (?, ?, 'charge', 0, -1, ?, ?, ?, ?, ?, ?)",
             (sid, uid, ma, pa, gid, ulid, uuid.uuid4().hex, now),
         )
-        conn.execute(
-            "INSERT INTO messages (conversation_id, user_id, role, content, created_at) "
-            "VALUES (?, ?, 'user', 'hello', ?)",
-            (cid, uid, now),
-        )
+        (mid,) = conn.execute(
+            "INSERT INTO messages (conversation_id, user_id, role, content, lease_expires_at, created_at) "
+            "VALUES (?, ?, 'user', 'hello', ?, ?) RETURNING id",
+            (cid, uid, now, now),
+        ).fetchone()
         conn.execute("COMMIT")
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(
@@ -235,9 +236,10 @@ def _sqlite_loop(path: Path, accounts: list[Account], many: bool, synchronous: s
             (cid, uid, REPLY, now),
         )
         conn.execute(
-            "SELECT credits_remaining, purchased_credits_remaining FROM user_subscriptions WHERE user_id = ?", (uid,)
-        ).fetchone()
-        conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, cid))
+            "UPDATE messages SET lease_expires_at = NULL "
+            "WHERE id = ? AND reply_status IS NULL AND lease_expires_at IS NOT NULL",
+            (mid,),
+        )
         conn.execute("COMMIT")
         done += 1
     elapsed = time.perf_counter() - start

@@ -27,7 +27,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, case, insert, select, update
+from sqlalchemy import Select, Table, and_, bindparam, case, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -55,10 +55,12 @@ _orgs = cast(Table, Organization.__table__)
 
 # A charge's statements, built once and run with values: every chat and tool call pays
 # SQLAlchemy a cache lookup for each, not the building of a new statement.
-# The account, locked; then its grants with credits left, read once the lock is held.
-# Not one joined statement: on PostgreSQL a statement that waits for a row lock re-reads
-# only the locked row, so grants joined to it would be read as they were before the
-# wait (tests/billing/test_concurrency.py). Grants change only under their account's lock.
+# The account and its grants with credits left, in one read made while the account is
+# locked: on PostgreSQL its row lock is taken by a statement of its own first, because a
+# statement that waits for a row lock re-reads only the locked row, and grants joined to
+# it would be read as they were before the wait (tests/billing/test_concurrency.py). On
+# SQLite the write transaction holds the database's write lock already. Grants change
+# only under their account's lock.
 _ACCOUNT = select(
     _sub.c.id,
     _sub.c.credits_remaining,
@@ -69,17 +71,21 @@ _ACCOUNT = select(
     _sub.c.tier_id,
     _sub.c.stripe_subscription_id,
     _sub.c.cancel_at_period_end,
-)
-_LOCK_USERS = _ACCOUNT.where(_sub.c.user_id == bindparam("owner")).with_for_update()
-_LOCK_POOL = _ACCOUNT.where(_sub.c.organization_id == bindparam("owner")).with_for_update()
-_GRANTS = select(
-    _grants.c.id,
+    _grants.c.id.label("grant_id"),
     _grants.c.category,
     _grants.c.remaining,
     _grants.c.priority,
     _grants.c.effective_at,
     _grants.c.expires_at,
-).where(_grants.c.subscription_id == bindparam("account_id"), _grants.c.remaining > 0)
+).select_from(_sub.outerjoin(_grants, and_(_grants.c.subscription_id == _sub.c.id, _grants.c.remaining > 0)))
+_USERS = (
+    select(_sub.c.id).where(_sub.c.user_id == bindparam("owner")).with_for_update(),
+    _ACCOUNT.where(_sub.c.user_id == bindparam("owner")),
+)
+_POOL = (
+    select(_sub.c.id).where(_sub.c.organization_id == bindparam("owner")).with_for_update(),
+    _ACCOUNT.where(_sub.c.organization_id == bindparam("owner")),
+)
 # Conditional UPDATEs computed by the database: they can never take a grant or a
 # balance below zero even if the lock were missing (and CHECK constraints refuse it).
 _TAKE = (
@@ -148,13 +154,20 @@ async def charge(
     return await _charge(session, user_id, amount, str(action_type), now, tool_name, conversation_id, key, org_id)
 
 
-async def _locked(connection: AsyncConnection, statement: Select[Any], owner: int) -> tuple[Any, list[Slot]]:
+async def _locked(
+    connection: AsyncConnection, owner: tuple[Select[Any], Select[Any]], owner_id: int
+) -> tuple[Any, list[Slot]]:
     """The account's row, locked (None if there is none), and its grants with credits left."""
-    head = (await connection.execute(statement, {"owner": owner})).first()
-    if head is None:
+    lock, read = owner
+    if connection.dialect.name != "sqlite":  # SQLite: the transaction holds the write lock already
+        await connection.execute(lock, {"owner": owner_id})
+    rows = (await connection.execute(read, {"owner": owner_id})).all()
+    if not rows:
         return None, []
-    rows = await connection.execute(_GRANTS, {"account_id": head.id})
-    return head, [Slot(r.id, r.category, r.remaining, r.priority, r.effective_at, r.expires_at) for r in rows]
+    grants = [r for r in rows if r.grant_id is not None]  # an account with none is one row of NULLs
+    return rows[0], [
+        Slot(r.grant_id, r.category, r.remaining, r.priority, r.effective_at, r.expires_at) for r in grants
+    ]
 
 
 def _unsettled(head: Any, slots: list[Slot], now: datetime) -> bool:
@@ -175,17 +188,17 @@ async def _charge(
     key: str,
     org_id: int | None = None,
 ) -> ChargeResult:
-    # Lock the row (PostgreSQL; SQLite writers are serialised already), then read the
-    # grants the charge draws from. On the session's connection: the session's own
+    # Lock the row (PostgreSQL; SQLite writers are serialised already) and read it with
+    # the grants the charge draws from. On the session's connection: the session's own
     # execute() adds work these Core statements do not need (ORM execution hooks,
     # autoflush; nothing is pending here).
     connection = await session.connection()
-    locked, owner = (_LOCK_POOL, org_id) if org_id is not None else (_LOCK_USERS, user_id)
-    head, slots = await _locked(connection, locked, owner)
+    statements, owner = (_POOL, org_id) if org_id is not None else (_USERS, user_id)
+    head, slots = await _locked(connection, statements, owner)
     if head is None:
         raise no_account(user_id, org_id)
     if _unsettled(head, slots, now) and await settle(session, user_id=user_id, now=now, org_id=org_id):
-        head, slots = await _locked(connection, locked, owner)
+        head, slots = await _locked(connection, statements, owner)
     before = Balance.of(head)
     if org_id is not None:
         # The pool's row lock (taken above) serialises every charge of the organization,
