@@ -1,5 +1,6 @@
 """Promotional grants in the browser: an admin gives credits from the user lookup, the customer's
-/billing says when they expire and lists the grant in the activity.
+/billing says when they expire and lists the grant in the activity; a team's page says when
+its pool's expire.
 
 A server of its own (a fresh SQLite file), so the admin made here is nobody else's. The
 contexts read dates in en-US and UTC, so "Dec 31, 2026" is what every reader sees.
@@ -112,4 +113,39 @@ def test_an_admin_grants_credits_and_the_customer_sees_when_they_expire(
         assert (customer_errors, admin_errors) == ([], [])
     finally:
         customer_context.close()
+        admin_context.close()
+
+
+def test_a_team_sees_when_its_pools_promotional_credits_expire(
+    browser: Browser, grants_server: LiveServer, screenshots: Path
+) -> None:
+    owner_name, admin_name = unique_name("poolowner"), unique_name("poolgranter")
+    expires = datetime.now(UTC) + timedelta(days=20)
+    owner_context, admin_context = new_context(browser, grants_server), new_context(browser, grants_server)
+    owner, admin = owner_context.new_page(), admin_context.new_page()
+    errors = uncaught_errors(owner)
+    try:
+        sign_up(owner, owner_name)
+        sign_up(admin, admin_name)
+        promote(grants_server, admin_name)
+        csrf = {"X-CSRF-Token": next(c["value"] for c in owner_context.cookies() if c["name"] == "csrf_token")}
+        tiers = owner.request.get("/api/subscription/tiers").json()["tiers"]
+        pro = next(t for t in tiers if t["name"] == "professional")
+        assert owner.request.post("/api/subscription/upgrade", data={"tier_id": pro["id"]}, headers=csrf).ok
+        org = owner.request.post("/api/orgs", data={"name": "Launch team"}, headers=csrf).json()["organization"]
+
+        admin_csrf = {"X-CSRF-Token": next(c["value"] for c in admin_context.cookies() if c["name"] == "csrf_token")}
+        body = {"credits": 25, "expires_at": expires.isoformat(), "reason": "Launch week"}
+        granted = admin.request.post(f"/api/admin/orgs/{org['id']}/grants", data=body, headers=admin_csrf)
+        assert granted.status == 201, granted.text()
+
+        owner.goto(f"/orgs/{org['id']}")
+        expiring = owner.locator("[data-pool-expiring-list]")
+        expect(expiring).to_contain_text(f"25 promotional credits expire on {us_date(expires.date())}")
+        expect(owner.get_by_role("heading", name="Coming up")).to_be_visible()
+        assert_accessible(owner)
+        owner.screenshot(path=str(screenshots / "team-pool-expiring-credits.png"), full_page=True)
+        assert errors == []
+    finally:
+        owner_context.close()
         admin_context.close()

@@ -4,7 +4,7 @@
 // expires when ("40 promotional credits expire on Dec 31, 2026"), one line per grant with
 // an expiry from GET /api/credits/grants, soonest first. It reloads when a purchase or a
 // plan change happens on the page.
-import { api, dateTime, el, errorMessage, expiryLine, kindLabel, plural } from "./common.js";
+import { api, dateTime, el, errorMessage, expiringItems, kindLabel, plural } from "./common.js";
 
 const section = document.querySelector("[data-activity]");
 const rows = section.querySelector("[data-activity-rows]");
@@ -55,14 +55,11 @@ function row(entry) {
   );
 }
 
-/** One line per grant that expires, soonest first (the draw-down order lists them so). */
+/** One line per grant that expires, soonest first. */
 async function loadExpiring() {
   const result = await api("GET", "/api/credits/grants");
   if (!result.ok) return;
-  const lines = result.data.grants
-    .filter((grant) => grant.expires_at)
-    .sort((a, b) => Date.parse(a.expires_at) - Date.parse(b.expires_at))
-    .map((grant) => el("li", { "data-grant-id": grant.id, text: expiryLine(grant) }));
+  const lines = expiringItems(result.data.grants);
   expiringList.replaceChildren(...lines);
   expiring.hidden = lines.length === 0;
 }

@@ -224,6 +224,14 @@ export function expiryLine(grant) {
   return `${plural(grant.remaining, `${grantWord(grant.category)} credit`)} expire${grant.remaining === 1 ? "s" : ""} on ${expiryDate(grant.expires_at)}`;
 }
 
+/** One list item per grant that expires (from GET /api/credits/grants), soonest first. */
+export function expiringItems(grants) {
+  return grants
+    .filter((grant) => grant.expires_at)
+    .sort((a, b) => Date.parse(a.expires_at) - Date.parse(b.expires_at))
+    .map((grant) => el("li", { "data-grant-id": grant.id, text: expiryLine(grant) }));
+}
+
 /** A timestamp (ISO string) as date and time in the reader's locale. */
 export function dateTime(iso) {
   if (!iso) return "";

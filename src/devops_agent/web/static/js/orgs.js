@@ -2,7 +2,7 @@
 // (/orgs/join/<token>) and one team's workspace (/orgs/<id>). Every number and every
 // change goes through the /api/orgs endpoints; what a role may not do is hidden here
 // and refused by the API anyway.
-import { actionLabel, api, clearErrors, el, errorMessage, formValues, plural, shortDate, showErrors } from "./common.js";
+import { actionLabel, api, clearErrors, el, errorMessage, expiringItems, formValues, plural, shortDate, showErrors } from "./common.js";
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];
@@ -105,6 +105,16 @@ async function orgPage(root) {
     for (const node of $$("[data-not-owner]", root)) node.hidden = org.role === "owner";
     const defaultCap = $("#default-cap", root);
     if (defaultCap) defaultCap.value = org.default_member_cap ?? "";
+    loadExpiring();
+  }
+
+  /** What expires when in the pool ("40 promotional credits expire on Dec 31, 2026"). */
+  async function loadExpiring() {
+    const result = await api("GET", `/api/credits/grants?org_id=${id}`);
+    if (!result.ok) return;
+    const lines = expiringItems(result.data.grants);
+    $("[data-pool-expiring-list]", root).replaceChildren(...lines);
+    $("[data-pool-expiring]", root).hidden = lines.length === 0;
   }
 
   async function refreshPool() {
