@@ -139,21 +139,21 @@ async def test_an_owner_always_remains(db: Database) -> None:
         member = await add_member(s, org, owner=owner)
     async with db.transaction() as s:
         with pytest.raises(OwnerRequired):
-            await orgs.remove_member(s, org_id=org.id, actor_id=owner.id, user_id=owner.id)
+            await orgs.remove_member(s, org_id=org.id, actor_id=owner.id, user_id=owner.id, now=T0)
         with pytest.raises(OwnerRequired):
-            await orgs.remove_member(s, org_id=org.id, actor_id=admin.id, user_id=owner.id)
+            await orgs.remove_member(s, org_id=org.id, actor_id=admin.id, user_id=owner.id, now=T0)
         with pytest.raises(OwnerRequired):
             await orgs.set_role(s, org_id=org.id, actor_id=admin.id, user_id=owner.id, role=MemberRole.MEMBER)
         with pytest.raises(OrgForbidden):
-            await orgs.remove_member(s, org_id=org.id, actor_id=member.id, user_id=admin.id)
+            await orgs.remove_member(s, org_id=org.id, actor_id=member.id, user_id=admin.id, now=T0)
     async with db.transaction() as s:
         await orgs.transfer_ownership(s, org_id=org.id, actor_id=owner.id, user_id=member.id)
     async with db.transaction() as s:
         roles = {v.user_id: v.role for v in await orgs.members(s, org_id=org.id, now=T0)}
         # The old owner, now an admin, may leave; the new owner may not.
-        await orgs.remove_member(s, org_id=org.id, actor_id=owner.id, user_id=owner.id)
+        await orgs.remove_member(s, org_id=org.id, actor_id=owner.id, user_id=owner.id, now=T0)
         with pytest.raises(OwnerRequired):
-            await orgs.remove_member(s, org_id=org.id, actor_id=member.id, user_id=member.id)
+            await orgs.remove_member(s, org_id=org.id, actor_id=member.id, user_id=member.id, now=T0)
     assert roles == {owner.id: "admin", admin.id: "admin", member.id: "owner"}
 
 

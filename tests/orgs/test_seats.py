@@ -17,7 +17,7 @@ from sqlalchemy import update
 
 from devops_agent.billing.models import SubscriptionTier
 from tests.orgs.test_api import pro, spend
-from tests.web.conftest import make_client, register
+from tests.web.conftest import CSRF_COOKIE, PASSWORD, make_client, register
 
 
 async def invite(owner: httpx.AsyncClient, org_id: int, email: str) -> httpx.Response:
@@ -87,6 +87,35 @@ async def test_a_plan_with_extra_seats_adds_a_paid_seat(app: FastAPI, client: ht
         "extra_seat_price": "15.00",
         "extra_seats_cost": "30.00",
     }
+
+
+async def test_a_seat_bought_for_a_member_is_given_back_when_members_leave(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    await pro(client, "boss")
+    org_id = (await client.post("/api/orgs", json={"name": "Ops"})).json()["organization"]["id"]
+    tiers = (await client.get(f"/api/orgs/{org_id}/subscription")).json()["available_tiers"]
+    pro_id = next(t["id"] for t in tiers if t["name"] == "professional")
+    assert (await client.post(f"/api/orgs/{org_id}/subscription/upgrade", json={"tier_id": pro_id})).status_code == 200
+    joined = await members_join(app, client, org_id, 6)  # 7 members: 5 included, 2 bought
+
+    removed = await client.delete(f"/api/orgs/{org_id}/members/{joined[0]['id']}")
+    assert removed.status_code == 204, removed.text
+    seats = (await billing(client, org_id))["seats"]
+    assert (seats["members"], seats["extra_seats"], seats["extra_seats_cost"]) == (6, 1, "15.00")
+
+    async with make_client(app) as leaver:  # leaving gives the seat back too
+        logged_in = await leaver.post("/api/auth/login", json={"username": joined[1]["username"], "password": PASSWORD})
+        assert logged_in.status_code == 200, logged_in.text
+        leaver.headers["X-CSRF-Token"] = leaver.cookies[CSRF_COOKIE]
+        assert (await leaver.delete(f"/api/orgs/{org_id}/members/{joined[1]['id']}")).status_code == 204
+    seats = (await billing(client, org_id))["seats"]
+    assert (seats["members"], seats["extra_seats"], seats["extra_seats_cost"]) == (5, 0, "0.00")
+
+    await client.delete(f"/api/orgs/{org_id}/members/{joined[2]['id']}")  # within the plan's: nothing to give back
+    await members_join(app, client, org_id, 2)  # 6 members: one seat bought again
+    seats = (await billing(client, org_id))["seats"]
+    assert (seats["members"], seats["extra_seats"]) == (6, 1)
 
 
 async def test_two_invitees_racing_for_the_last_seat_let_one_in(app: FastAPI, client: httpx.AsyncClient) -> None:

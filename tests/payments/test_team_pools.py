@@ -256,18 +256,19 @@ async def test_extra_seats_of_a_paid_pool_are_billed_by_a_seats_subscription(
     await deliver(stripe_client, make_event("invoice.paid", first))
     assert (await pool(stripe_client, org_id))["tier"]["name"] == "professional"  # 5 members included, $15 a seat
 
-    async def join() -> None:
+    async def join() -> dict[str, Any]:
         async with http_client(stripe_app) as client:
             user = await register(client)
             made = await stripe_client.post(f"/api/orgs/{org_id}/invitations", json={"email": user["email"]})
             accepted = await client.post("/api/orgs/invitations/accept", json={"token": made.json()["token"]})
             assert accepted.status_code == 200, accepted.text
+            return user
 
     for _ in range(4):
         await join()
     seat_calls = [r for r in edge.posted("/v1/subscriptions") if r.params.get("metadata", {}).get("kind") == "seats"]
     assert seat_calls == []  # 5 members: nothing extra to bill
-    await join()
+    sixth = await join()
     await join()
     seats = (await stripe_client.get(f"/api/orgs/{org_id}/billing")).json()["seats"]
     assert (seats["members"], seats["extra_seats"], seats["extra_seats_cost"]) == (7, 2, "30.00")
@@ -278,6 +279,13 @@ async def test_extra_seats_of_a_paid_pool_are_billed_by_a_seats_subscription(
     assert len(billed) == 1
     assert billed[0]["items"]["data"][0]["quantity"] == 2
     assert billed[0]["metadata"]["org_id"] == str(org_id)
+
+    # A member removed: the seat bought for them leaves the bill.
+    assert (await stripe_client.delete(f"/api/orgs/{org_id}/members/{sixth['id']}")).status_code == 204
+    seats = (await stripe_client.get(f"/api/orgs/{org_id}/billing")).json()["seats"]
+    assert (seats["members"], seats["extra_seats"], seats["extra_seats_cost"]) == (6, 1, "15.00")
+    again = await asyncio.to_thread(stripe_sdk.v1.subscriptions.retrieve, billed[0]["id"])
+    assert again.to_dict()["items"]["data"][0]["quantity"] == 1
     # Its events are not the plan's: the pool stays on Professional.
     ended = billed[0] | {"status": "canceled"}
     outcome = await deliver(stripe_client, make_event("customer.subscription.deleted", ended))

@@ -312,8 +312,8 @@ async def set_default_cap(
     return org
 
 
-async def remove_member(session: AsyncSession, *, org_id: int, actor_id: int, user_id: int) -> None:
-    """Remove a member, or leave (``user_id == actor_id``).
+async def remove_member(session: AsyncSession, *, org_id: int, actor_id: int, user_id: int, now: datetime) -> bool:
+    """Remove a member, or leave (``user_id == actor_id``); return whether a bought seat was given back.
 
     Admins remove members, the owner removes anyone but themself; the owner never
     leaves or is removed (transfer ownership first), so an owner always remains.
@@ -328,6 +328,7 @@ async def remove_member(session: AsyncSession, *, org_id: int, actor_id: int, us
             _require_owner_over(actor, target, "remove an admin")
     await session.delete(target)
     await session.flush()
+    return await seats.release_seats(session, org_id=org_id, now=now)
 
 
 async def transfer_ownership(session: AsyncSession, *, org_id: int, actor_id: int, user_id: int) -> None:

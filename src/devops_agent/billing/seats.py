@@ -10,6 +10,9 @@ plus the seats bought (``organizations.extra_seats``):
 * a tier that does not refuses the invitation and the joining with
   ``SeatLimitReached`` (402 ``seat_limit_reached``).
 
+A seat bought is given back when a member leaves or is removed and the members fit in
+fewer (``release_seats``): the bill follows the team down as well as up.
+
 Joining locks the organization's row, so two invitees accepting for the last seat at
 once cannot both take it.
 """
@@ -112,5 +115,23 @@ async def take_seat(session: AsyncSession, *, org_id: int, now: datetime) -> boo
     org = await session.get(Organization, org_id, populate_existing=True)
     assert org is not None
     org.extra_seats += 1
+    await session.flush()
+    return True
+
+
+async def release_seats(session: AsyncSession, *, org_id: int, now: datetime) -> bool:
+    """Give back the seats bought beyond the members now in the team; return whether any was.
+
+    Called once a member is gone (the membership row deleted). Pending invitations keep
+    no bought seat: their invitee buys one on joining if the team is full then.
+    """
+    await session.execute(select(Organization.id).where(Organization.id == org_id).with_for_update())
+    seats = await seats_of(session, org_id=org_id, now=now)
+    needed = 0 if seats.included is None else max(0, seats.members - seats.included)
+    if seats.extra_seats <= needed:
+        return False
+    org = await session.get(Organization, org_id, populate_existing=True)
+    assert org is not None
+    org.extra_seats = needed
     await session.flush()
     return True

@@ -28,6 +28,7 @@ from devops_agent.billing import orgs
 from devops_agent.billing.models import User
 from devops_agent.billing.org_models import MemberRole, Organization, OrganizationInvitation, OrganizationMember
 from devops_agent.db import Database
+from devops_agent.payments.gateway import PaymentGateway
 from devops_agent.payments.stripe_client import PaymentProviderError
 from devops_agent.payments.stripe_gateway import StripeGateway
 from devops_agent.web.api import AUTHED, SEATS, errors
@@ -261,13 +262,18 @@ async def accept_invitation(
         joined = await orgs.accept_invitation(session, token=body.token, user_id=user.id, now=now)
         org_id = joined.organization_id
         out = OrgEnvelope(organization=await _detail(session, org_id, user.id, now))
+    await _bill_seats(db, gateway, org_id, now)
+    return out
+
+
+async def _bill_seats(db: Database, gateway: PaymentGateway, org_id: int, now: datetime) -> None:
+    """Once the change of members committed: the seats bought go on the bill as they now are
+    (Stripe, outside the transaction; the next change of seats retries a failure)."""
     if isinstance(gateway, StripeGateway):
-        # Committed: a seat bought beyond the plan's goes on the bill (Stripe, outside the transaction).
         try:
             await gateway.sync_seats(db, org_id=org_id, now=now)
         except PaymentProviderError:
-            logger.exception("the extra seats of organization %s could not be billed; the next join retries", org_id)
-    return out
+            logger.exception("the extra seats of organization %s could not be billed; the next change retries", org_id)
 
 
 @router.get(
@@ -368,8 +374,13 @@ async def set_role(
     summary="Remove a member (admins), or leave (yourself); the owner transfers ownership first",
     responses=errors(*MEMBER_ROUTE, 409),
 )
-async def remove_member(org_id: OrgId, user_id: UserId, user: CurrentUser, session: SessionDep) -> Response:
-    await orgs.remove_member(session, org_id=org_id, actor_id=user.id, user_id=user_id)
+async def remove_member(
+    org_id: OrgId, user_id: UserId, user: CurrentUser, db: DatabaseDep, now: NowDep, gateway: GatewayDep
+) -> Response:
+    async with db.transaction() as session:
+        released = await orgs.remove_member(session, org_id=org_id, actor_id=user.id, user_id=user_id, now=now)
+    if released:
+        await _bill_seats(db, gateway, org_id, now)
     return Response(status_code=204)
 
 
