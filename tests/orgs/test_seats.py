@@ -118,6 +118,23 @@ async def test_a_seat_bought_for_a_member_is_given_back_when_members_leave(
     assert (seats["members"], seats["extra_seats"]) == (6, 1)
 
 
+async def test_a_plan_that_includes_more_members_gives_the_bought_seats_back(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    await pro(client, "boss")
+    org_id = (await client.post("/api/orgs", json={"name": "Ops"})).json()["organization"]["id"]
+    tiers = {
+        t["name"]: t["id"] for t in (await client.get(f"/api/orgs/{org_id}/subscription")).json()["available_tiers"]
+    }
+    upgrade = f"/api/orgs/{org_id}/subscription/upgrade"
+    assert (await client.post(upgrade, json={"tier_id": tiers["professional"]})).status_code == 200
+    await members_join(app, client, org_id, 6)  # 7 members: 5 included, 2 bought
+
+    assert (await client.post(upgrade, json={"tier_id": tiers["business"]})).status_code == 200  # 20 included
+    seats = (await billing(client, org_id))["seats"]
+    assert (seats["tier"], seats["members"], seats["included"], seats["extra_seats"]) == ("Business", 7, 20, 0)
+
+
 async def test_two_invitees_racing_for_the_last_seat_let_one_in(app: FastAPI, client: httpx.AsyncClient) -> None:
     await pro(client, "boss")
     org_id = (await client.post("/api/orgs", json={"name": "Ops"})).json()["organization"]["id"]

@@ -292,6 +292,15 @@ async def test_extra_seats_of_a_paid_pool_are_billed_by_a_seats_subscription(
     assert "extra seats" in outcome.json()["outcome"]
     assert (await pool(stripe_client, org_id))["tier"]["name"] == "professional"
 
+    # The plan ends (cancelled in the Portal, say): no seat is billed beyond it.
+    plan_ended = (await asyncio.to_thread(stripe_sdk.v1.subscriptions.retrieve, plan.id)).to_dict()
+    outcome = await deliver(
+        stripe_client, make_event("customer.subscription.deleted", plan_ended | {"status": "canceled"})
+    )
+    assert "back to Free" in outcome.json()["outcome"]
+    seats_after = await asyncio.to_thread(stripe_sdk.v1.subscriptions.retrieve, billed[0]["id"])
+    assert seats_after.to_dict()["status"] == "canceled"
+
 
 async def test_a_team_chat_that_leaves_the_pool_low_runs_the_pools_auto_recharge(
     db: Database, stripe_app: FastAPI, stripe_client: httpx.AsyncClient, edge: Edge

@@ -36,6 +36,7 @@ from .grants import add_grant, expire_due, expiry_after, grants_of, move, provid
 from .ledger import new_key
 from .models import CreditGrant, GrantCategory, LedgerKind, PaymentStatus, SubscriptionTier, UserSubscription
 from .periods import add_months, period_containing
+from .seats import release_seats
 
 FREE_TIER = "free"
 
@@ -237,7 +238,10 @@ async def start_period(
         key=grant_key or f"s{sub.id}:grant:{start.isoformat()}:{tier.id}{unique}",
         reason=f"{tier.display_name} tier: monthly credits",
     )
+    changed = sub.tier_id != tier.id
     sub.tier_id = tier.id
+    if changed and sub.organization_id is not None:  # a plan that includes more members covers bought seats
+        await release_seats(session, org_id=sub.organization_id, now=now)
     if expiry_kind != LedgerKind.TIER_CHANGE:
         # A plan change is not a new month: what was used this month stays counted.
         sub.credits_used_this_month = 0

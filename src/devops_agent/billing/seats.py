@@ -10,8 +10,9 @@ plus the seats bought (``organizations.extra_seats``):
 * a tier that does not refuses the invitation and the joining with
   ``SeatLimitReached`` (402 ``seat_limit_reached``).
 
-A seat bought is given back when a member leaves or is removed and the members fit in
-fewer (``release_seats``): the bill follows the team down as well as up.
+A seat bought is given back when a member leaves or is removed, or the pool moves to a
+plan that includes more members, and the members fit in fewer (``release_seats``): the
+bill follows the team down as well as up.
 
 Joining locks the organization's row, so two invitees accepting for the last seat at
 once cannot both take it.
@@ -122,7 +123,8 @@ async def take_seat(session: AsyncSession, *, org_id: int, now: datetime) -> boo
 async def release_seats(session: AsyncSession, *, org_id: int, now: datetime) -> bool:
     """Give back the seats bought beyond the members now in the team; return whether any was.
 
-    Called once a member is gone (the membership row deleted). Pending invitations keep
+    Called once a member is gone (the membership row deleted) or the pool's tier changed.
+    Pending invitations keep
     no bought seat: their invitee buys one on joining if the team is full then.
     """
     await session.execute(select(Organization.id).where(Organization.id == org_id).with_for_update())

@@ -24,6 +24,7 @@ organization's page.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime
 from decimal import Decimal
@@ -41,10 +42,12 @@ from devops_agent.billing.org_models import Organization
 from devops_agent.billing.plan_preview import PlanPreview
 from devops_agent.config import Settings
 from devops_agent.db import Database
-from devops_agent.payments.gateway import GatewayMode, PackPurchaseResult, PlanChangeResult
+from devops_agent.payments.gateway import GatewayMode, PackPurchaseResult, PaymentGateway, PlanChangeResult
 
 from .models import StripePrice
 from .stripe_client import SEATS_KIND, PaymentProviderError, field, line_price_id, make_client, options
+
+logger = logging.getLogger("devops_agent.payments")
 
 
 def cents(amount: Decimal) -> int:
@@ -371,8 +374,9 @@ class StripeGateway:
 
         Made beside the plan's subscription once a paid plan has seats beyond those it
         includes; its quantity follows ``organizations.extra_seats`` (prorated); a pool
-        without a Stripe plan, or a tier without a seat Price (``stripe sync``), is not billed.
-        Call it outside any transaction, after the change of seats committed.
+        without a Stripe plan, or on a tier without a seat Price (``stripe sync``), is billed
+        no seat: a seats subscription left from before (the plan ended or changed) is
+        cancelled. Call it outside any transaction, after the change of seats or plan committed.
         """
         async with db.transaction() as session:
             account = await billing.get_account(session, user_id=None, org_id=org_id, now=now)
@@ -383,9 +387,9 @@ class StripeGateway:
                 )
             )
         customer, plan = account.stripe_customer_id, account.stripe_subscription_id
-        if org is None or not customer or not plan or price_id is None:
-            return "not billed: no paid Stripe plan with a seat price"
-        wanted = org.extra_seats
+        if org is None or not customer:
+            return "not billed: no Stripe customer"
+        wanted = org.extra_seats if plan and price_id is not None else 0
         try:
             listed: Any = await self.client.v1.subscriptions.list_async(params={"customer": customer, "limit": 100})
             current = next(
@@ -396,31 +400,33 @@ class StripeGateway:
                 ),
                 None,
             )
-            if current is None:
-                if wanted == 0:
+            if wanted == 0:
+                if current is None:
                     return "no extra seats"
+                await self.client.v1.subscriptions.cancel_async(str(current["id"]))
+                return "no extra seats: their subscription is cancelled"
+            assert price_id is not None  # seats are billed on a paid plan with a seat price only
+            if current is None:
                 await self.client.v1.subscriptions.create_async(
                     params={
                         "customer": customer,
                         "items": [{"price": price_id, "quantity": wanted}],
                         "metadata": {"kind": SEATS_KIND, "org_id": str(org_id)},
                     },
-                    options=options("seats", org_id, "create", wanted),  # type: ignore[arg-type]
+                    # Keyed by this sync: the same quantity may be billed again after a cancel.
+                    options=options("seats", org_id, "create", wanted, now.isoformat()),  # type: ignore[arg-type]
                 )
                 return f"{wanted} extra seats billed"
             item = field(current, "items", "data", 0)
             if field(item, "quantity") == wanted and line_price_id(item) == price_id:
                 return f"{wanted} extra seats billed already"
-            if wanted == 0:
-                await self.client.v1.subscriptions.cancel_async(str(current["id"]))
-                return "no extra seats: their subscription is cancelled"
             await self.client.v1.subscriptions.update_async(
                 str(current["id"]),
                 params={
                     "items": [{"id": field(item, "id"), "price": price_id, "quantity": wanted}],
                     "proration_behavior": "create_prorations",
                 },
-                options=options("seats", org_id, current["id"], wanted),  # type: ignore[arg-type]
+                options=options("seats", org_id, current["id"], wanted, price_id, now.isoformat()),  # type: ignore[arg-type]
             )
         except stripe.StripeError as exc:
             raise PaymentProviderError(f"Stripe could not bill the extra seats: {exc.user_message or exc}") from exc
@@ -469,3 +475,17 @@ async def _customer_of(session: Any, user_id: int, org_id: int | None = None) ->
     found = await session.execute(select(UserSubscription.stripe_customer_id).where(_account_of(user_id, org_id)))
     value = found.scalar_one_or_none()
     return str(value) if value else None
+
+
+async def bill_seats(gateway: PaymentGateway, db: Database, *, org_id: int, now: datetime) -> None:
+    """Once a change of a team's members or plan committed: its seats on the bill as they now are.
+
+    Stripe mode only (demo payments bill nothing). A Stripe failure is logged, not raised:
+    the change stands, and the next change of the team's seats or plan bills them again.
+    """
+    if not isinstance(gateway, StripeGateway):
+        return
+    try:
+        await gateway.sync_seats(db, org_id=org_id, now=now)
+    except PaymentProviderError:
+        logger.exception("the extra seats of organization %s could not be billed; the next change retries", org_id)

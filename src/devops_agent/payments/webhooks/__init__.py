@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from .accounts import Owner
 from .events import Event, InvalidSignature, MalformedEvent, verify_event
-from .outcomes import Effect, PackPaid, PackRefunded, PaymentFailed, PlanRenewed, WebhookOutcome
+from .outcomes import Effect, PackPaid, PackRefunded, PaymentFailed, PlanEnded, PlanRenewed, WebhookOutcome
 from .routing import HANDLERS, handle_event
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "PackPaid",
     "PackRefunded",
     "PaymentFailed",
+    "PlanEnded",
     "PlanRenewed",
     "WebhookOutcome",
     "handle_event",

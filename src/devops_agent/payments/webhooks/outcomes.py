@@ -36,6 +36,13 @@ class PlanRenewed:
 
 
 @dataclass(frozen=True)
+class PlanEnded:
+    """A plan's subscription ended in Stripe: the account is on Free (if that subscription paid for it)."""
+
+    owner: Owner
+
+
+@dataclass(frozen=True)
 class PaymentFailed:
     """Stripe could not collect an invoice from an account we know.
 
@@ -58,7 +65,7 @@ class PackRefunded:
     shortfall: int  # credits already spent, which could not be taken back
 
 
-Effect = PackPaid | PlanRenewed | PaymentFailed | PackRefunded
+Effect = PackPaid | PlanRenewed | PlanEnded | PaymentFailed | PackRefunded
 
 
 @dataclass(frozen=True)

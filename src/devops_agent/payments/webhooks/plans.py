@@ -25,7 +25,7 @@ from ..stripe_client import (
 )
 from .accounts import Owner, account_of, owner_for, owner_for_customer, owner_for_subscription, set_stripe_ids
 from .events import Event, event_time, timestamp
-from .outcomes import Handled, PaymentFailed, PlanRenewed, dollars
+from .outcomes import Handled, PaymentFailed, PlanEnded, PlanRenewed, dollars
 
 # Stripe subscription status -> our account's payment_status (None: leave it as it is).
 STATUS_MAP: dict[str, PaymentStatus | None] = {
@@ -214,7 +214,7 @@ async def subscription_changed(session: AsyncSession, obj: Any, event: Event, no
         ended = await billing.end_paid_plan(
             session, user_id=owner.user_id, org_id=owner.org_id, subscription_ref=subscription, now=now
         )
-        return Handled(f"{owner}: subscription ended" + ("; back to Free" if ended else ""))
+        return Handled(f"{owner}: subscription ended" + ("; back to Free" if ended else ""), PlanEnded(owner=owner))
     await session.flush()
     account = await account_of(session, owner)
     if account.stripe_subscription_id not in (None, subscription):

@@ -15,7 +15,6 @@ once; the database holds only the token's hash.
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 from typing import Annotated
 
@@ -28,9 +27,7 @@ from devops_agent.billing import orgs
 from devops_agent.billing.models import User
 from devops_agent.billing.org_models import MemberRole, Organization, OrganizationInvitation, OrganizationMember
 from devops_agent.db import Database
-from devops_agent.payments.gateway import PaymentGateway
-from devops_agent.payments.stripe_client import PaymentProviderError
-from devops_agent.payments.stripe_gateway import StripeGateway
+from devops_agent.payments.stripe_gateway import bill_seats
 from devops_agent.web.api import AUTHED, SEATS, errors
 from devops_agent.web.deps import (
     CurrentUser,
@@ -44,7 +41,6 @@ from devops_agent.web.deps import (
 from devops_agent.web.errors import ApiError
 from devops_agent.web.schemas import Strict, TierOut, Timestamp
 
-logger = logging.getLogger("devops_agent.orgs")
 router = APIRouter(prefix="/api/orgs", tags=["organizations"])
 
 OrgId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The organization's id.")]
@@ -262,18 +258,8 @@ async def accept_invitation(
         joined = await orgs.accept_invitation(session, token=body.token, user_id=user.id, now=now)
         org_id = joined.organization_id
         out = OrgEnvelope(organization=await _detail(session, org_id, user.id, now))
-    await _bill_seats(db, gateway, org_id, now)
+    await bill_seats(gateway, db, org_id=org_id, now=now)  # committed: a seat bought goes on the bill
     return out
-
-
-async def _bill_seats(db: Database, gateway: PaymentGateway, org_id: int, now: datetime) -> None:
-    """Once the change of members committed: the seats bought go on the bill as they now are
-    (Stripe, outside the transaction; the next change of seats retries a failure)."""
-    if isinstance(gateway, StripeGateway):
-        try:
-            await gateway.sync_seats(db, org_id=org_id, now=now)
-        except PaymentProviderError:
-            logger.exception("the extra seats of organization %s could not be billed; the next change retries", org_id)
 
 
 @router.get(
@@ -380,7 +366,7 @@ async def remove_member(
     async with db.transaction() as session:
         released = await orgs.remove_member(session, org_id=org_id, actor_id=user.id, user_id=user_id, now=now)
     if released:
-        await _bill_seats(db, gateway, org_id, now)
+        await bill_seats(gateway, db, org_id=org_id, now=now)
     return Response(status_code=204)
 
 

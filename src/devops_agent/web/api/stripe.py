@@ -25,13 +25,14 @@ from devops_agent.billing import orgs
 from devops_agent.billing.catalog import Catalog
 from devops_agent.db import Database
 from devops_agent.payments import auto_recharge
-from devops_agent.payments.stripe_gateway import StripeGateway
+from devops_agent.payments.stripe_gateway import StripeGateway, bill_seats
 from devops_agent.payments.webhooks import (
     Effect,
     InvalidSignature,
     PackPaid,
     PackRefunded,
     PaymentFailed,
+    PlanEnded,
     PlanRenewed,
     handle_event,
     verify_event,
@@ -68,7 +69,7 @@ async def notify(db: Database, effect: Effect | None, *, now: datetime) -> None:
             await notifications.after_payment_failed(
                 db, user_id=owner.user_id, org_id=owner.org_id, now=now, reference=invoice_id, amount=amount_due
             )
-        case PlanRenewed() | PackRefunded() | None:
+        case PlanRenewed() | PlanEnded() | PackRefunded() | None:
             pass  # no email is written for these
         case _:
             assert_never(effect)
@@ -80,7 +81,9 @@ async def notify(db: Database, effect: Effect | None, *, now: datetime) -> None:
     summary="Stripe events, verified by their signature; each takes effect once",
     responses=errors(400),  # invalid_signature, or invalid_event (signed, but a field we cannot use)
 )
-async def webhook(request: Request, db: DatabaseDep, settings: SettingsDep, now: NowDep) -> WebhookOut:
+async def webhook(
+    request: Request, db: DatabaseDep, settings: SettingsDep, now: NowDep, gateway: GatewayDep
+) -> WebhookOut:
     payload = await request.body()
     try:
         event = verify_event(payload, request.headers.get("stripe-signature"), settings.stripe_webhook_secret)
@@ -95,6 +98,9 @@ async def webhook(request: Request, db: DatabaseDep, settings: SettingsDep, now:
     if outcome.rejected:
         raise ApiError(400, "invalid_event", outcome.outcome, event_id=outcome.event_id)
     await notify(db, outcome.effect, now=now)  # committed: receipt or failed-renewal email
+    if isinstance(outcome.effect, PlanRenewed | PlanEnded) and outcome.effect.owner.org_id is not None:
+        # A team's plan started, changed or ended: its seats subscription follows (price, quantity, or none).
+        await bill_seats(gateway, db, org_id=outcome.effect.owner.org_id, now=now)
     return WebhookOut.model_validate(outcome)
 
 
