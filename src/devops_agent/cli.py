@@ -200,23 +200,34 @@ def audit() -> None:
 
 @app.command()
 def recover() -> None:
-    """Refund chat turns and free requests that a dead process left unfinished (for cron)."""
-    from devops_agent.agent import turns
+    """Refund chat turns and approved actions, and free requests, that a dead process left unfinished (for cron)."""
+    from devops_agent.agent import approvals, turns
+    from devops_agent.agent.cloud_models import PendingAction
     from devops_agent.web import idempotency
 
-    lease = timedelta(seconds=get_settings().idempotency_lease_seconds)
+    settings = get_settings()
+    lease = timedelta(seconds=settings.idempotency_lease_seconds)
 
-    async def work(db: Database) -> tuple[list[turns.Refunded], int]:
+    async def work(db: Database) -> tuple[list[turns.Refunded], list[PendingAction], int]:
         now = utcnow()
-        return await turns.recover_expired(db, now=now), await idempotency.release_stale(db, now=now, lease=lease)
+        return (
+            await turns.recover_expired(db, now=now),
+            await approvals.recover_expired(db, now=now, low_credit_threshold=settings.low_credit_threshold),
+            await idempotency.release_stale(db, now=now, lease=lease),
+        )
 
-    refunded, released = _run(work)
+    refunded, actions, released = _run(work)
     for turn in refunded:
         typer.echo(
             f"Message {turn.message_id} of user {turn.user_id}: {turn.charges} charge(s) refunded, "
             f"{turn.credits} credit(s) back."
         )
     typer.echo(f"Refunded {len(refunded)} interrupted chat turn(s): {sum(t.credits for t in refunded)} credit(s) back.")
+    for action in actions:
+        typer.echo(f"Action {action.id} ({action.tool}) of user {action.user_id}: {action.credits} credit(s) back.")
+    typer.echo(
+        f"Refunded {len(actions)} interrupted approved action(s): {sum(a.credits for a in actions)} credit(s) back."
+    )
     typer.echo(f"Released {released} Idempotency-Key(s) left in progress (a retry runs them again).")
 
 

@@ -7,6 +7,7 @@ charges and runs it once, whatever is repeated; declining and expiry cost nothin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ import pytest
 from fastapi import FastAPI
 
 from devops_agent import billing
+from devops_agent.agent import approvals
 from devops_agent.agent.service import AgentRuntime
+from devops_agent.billing.books import check_books
 from devops_agent.db import Database
 from tests.factories import T0
 from tests.web.conftest import build_app, make_client, register
@@ -169,3 +172,65 @@ async def test_two_approvals_at_once_charge_and_run_once(app: FastAPI, client: h
     assert [h["tool_name"] for h in history].count("create_ec2_instance") == 1
     listed = (await client.post("/api/chat", json={"message": "list my EC2 instances"})).json()
     assert listed["response"].count("web-1") == 1
+
+
+async def _die_mid_run(client: httpx.AsyncClient, runtime: AgentRuntime, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Approve a create whose run never ends, then cancel the request: as a process that died
+    after the charge, it leaves the action running and its credits spent. The action's id."""
+    action = (await _propose(client))["action"]
+    running = asyncio.Event()
+
+    async def hang(*_args: Any, **_kwargs: Any) -> Any:
+        running.set()
+        await asyncio.Event().wait()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(runtime.toolbox, "run", hang)
+        approving = asyncio.create_task(client.post(f"/api/chat/actions/{action['id']}/approve"))
+        await asyncio.wait_for(running.wait(), 10)
+        approving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await approving
+    assert await _balance(client) == 20 - 1 - 5
+    return int(action["id"])
+
+
+async def test_an_approval_whose_process_died_is_refunded_by_the_next_approval_after_its_lease(
+    app: FastAPI, client: httpx.AsyncClient, runtime: AgentRuntime, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await register(client)
+    action_id = await _die_mid_run(client, runtime, monkeypatch)
+    approve = f"/api/chat/actions/{action_id}/approve"
+    assert (await client.post(approve)).status_code == 409  # its lease still runs: it may be alive
+
+    app.state.clock.advance(seconds=runtime.turn_lease.total_seconds())
+    answered = await client.post(approve)
+    assert answered.status_code == 200, answered.text
+    body = answered.json()
+    assert [(t["tool"], t["credits_used"], t["success"]) for t in body["tool_calls"]] == [
+        ("create_ec2_instance", 0, False)
+    ]
+    assert "refunded" in body["response"]
+    assert (body["credits_remaining"], await _balance(client)) == (19, 19)
+    assert (await client.post(approve)).json() == body  # answered once, refunded once
+    assert await _balance(client) == 19
+    assert (await check_books(db, clock=app.state.clock)).ok
+
+
+async def test_recover_refunds_an_approval_whose_process_died(
+    app: FastAPI, client: httpx.AsyncClient, runtime: AgentRuntime, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await register(client)
+    action_id = await _die_mid_run(client, runtime, monkeypatch)
+    now = app.state.clock()
+    assert await approvals.recover_expired(db, now=now, low_credit_threshold=5) == []  # within its lease
+    later = now + runtime.turn_lease
+    [recovered] = await approvals.recover_expired(db, now=later, low_credit_threshold=5)
+    assert (recovered.id, recovered.credits) == (action_id, 5)
+    assert await approvals.recover_expired(db, now=later, low_credit_threshold=5) == []
+    assert await _balance(client) == 19
+    replay = (await client.post(f"/api/chat/actions/{action_id}/approve")).json()
+    assert "refunded" in replay["response"]
+    messages = (await client.get(f"/api/conversations/{replay['conversation_id']}")).json()["messages"]
+    assert "refunded" in messages[-1]["content"]
+    assert (await check_books(db, clock=app.state.clock)).ok

@@ -7,11 +7,17 @@ Approval follows the chat's shape, with each step in its own transaction:
    approval charges and runs nothing); a declined or expired one is closed (409); one
    past its 15 minutes expires (410). The plan's guardrails are checked again (a month's
    creates may have run out meanwhile), then the action's price is charged (402 and the
-   action stays open when the balance is short) and it is marked ``running``. Commit.
-2. **Run** (no transaction): the tool runs on the cloud.
+   action stays open when the balance is short) and it is marked ``running`` with a
+   lease (``expires_at``, the chat turn's lease). Commit.
+2. **Run** (no transaction): the tool runs on the cloud; the lease is renewed meanwhile.
 3. **Record** (one transaction): settle the charge as a chat tool call is settled
    (refunded when it failed on our side), add the answer to the conversation, keep it
    on the action, and mark the action ``approved``.
+
+A process that dies between 1 and 3 leaves the action ``running`` and its credits
+spent. Once its lease has run out, the next approval of it (or ``devops-agent recover``)
+refunds the charge and closes the action with that answer (``recover_action``): nobody
+knows whether the create happened, and a customer is not charged for what may not have.
 
 Declining costs nothing and closes the action.
 """
@@ -20,15 +26,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent import billing, metrics
 from devops_agent.billing.models import ActionType, Conversation
 from devops_agent.db import Database
 
-from . import records
+from . import records, turns
 from .backends.offline import describe_result
 from .cloud_models import ActionStatus, PendingAction
 from .cloud_targets import target_for
@@ -81,14 +88,18 @@ async def _close(db: Database, action_id: int, status: ActionStatus, now: dateti
             action.status, action.closed_at = status.value, now
 
 
+INTERRUPTED = "interrupted before its outcome was known"
+
+
 async def _record(
     session: AsyncSession,
-    runtime: AgentRuntime,
     action: PendingAction,
     *,
     text: str,
     call: ToolCallOut,
     now: datetime,
+    agent: str | None,
+    low_credit_threshold: int,
 ) -> ChatReply:
     """Add the answer to the conversation and keep it on the (now approved or declined) action."""
     balance = await records.balance(session, action.user_id, action.organization_id)
@@ -101,7 +112,7 @@ async def _record(
             tool_calls=[call.model_dump()],
             credits_used=call.credits_used,
             balance_after=balance,
-            agent=runtime.backend.name,
+            agent=agent,
             created_at=now,
         )
     )
@@ -112,7 +123,7 @@ async def _record(
         credits_used=call.credits_used,
         credits_remaining=balance,
         balance_after=balance,
-        low_credits=balance < runtime.low_credit_threshold,
+        low_credits=balance < low_credit_threshold,
     )
     action.reply = reply.model_dump(mode="json")
     action.closed_at = now
@@ -128,13 +139,16 @@ async def approve(
     """Charge and run a pending action of the user's; answer like a chat reply (see the module doc)."""
     now = clock()
     expired = False
+    agent, threshold = runtime.backend.name, runtime.low_credit_threshold
     async with db.transaction() as session:
         action = await _owned(session, user_id=user_id, action_id=action_id)
         target = await target_for(session, runtime.toolbox.cloud, user_id=user_id, org_id=action.organization_id)
         if action.status == ActionStatus.APPROVED.value and action.reply is not None:
             return ChatReply.model_validate(action.reply)
         if action.status == ActionStatus.RUNNING.value:
-            raise ReplyInProgress("This action is being run; its answer comes with the first approval.")
+            if action.expires_at > now:
+                raise ReplyInProgress("This action is being run; its answer comes with the first approval.")
+            return await recover_action(session, action, now=now, low_credit_threshold=threshold)
         if _expired(action, now):
             expired = True
         elif action.status != ActionStatus.PENDING.value:
@@ -157,7 +171,13 @@ async def approve(
                 action.status = ActionStatus.DECLINED.value
                 call = ToolCallOut(tool=action.tool, credits_used=0, success=False, summary=refused)
                 return await _record(
-                    session, runtime, action, text=f"{action.tool} was not run: {refused}", call=call, now=now
+                    session,
+                    action,
+                    text=f"{action.tool} was not run: {refused}",
+                    call=call,
+                    now=now,
+                    agent=agent,
+                    low_credit_threshold=threshold,
                 )
             charged = await billing.charge(
                 session,
@@ -171,6 +191,7 @@ async def approve(
                 org_id=action.organization_id,
             )
             action.status, action.usage_log_id = ActionStatus.RUNNING.value, charged.usage_log_id
+            action.expires_at = now + runtime.turn_lease  # the run's lease, renewed while it runs
             if not charged.replayed:
                 metrics.count_charge(action.tool, charged.credits_used)
     if expired:
@@ -178,16 +199,75 @@ async def approve(
         raise ActionExpired(f"Action {action_id} expired unanswered; nothing was charged. Ask the agent again.")
 
     assert target is not None  # checked before the charge
-    outcome = await runtime.toolbox.run(action.tool, arguments, target=target)
+    renew = partial(_renew, db, action_id)
+    async with turns.keep_renewed(renew, lease=runtime.turn_lease, clock=clock, what=f"action {action_id}"):
+        outcome = await runtime.toolbox.run(action.tool, arguments, target=target)
 
     cost = await _settle(db, charged.usage_log_id, action.credits, outcome, clock, tool=action.tool)
     now = clock()
     async with db.transaction() as session:
         action = await _owned(session, user_id=user_id, action_id=action_id)
+        if action.status != ActionStatus.RUNNING.value and action.reply is not None:
+            return ChatReply.model_validate(action.reply)  # recovered meanwhile (its lease had run out)
         action.status = ActionStatus.APPROVED.value
         text = describe_result(action.tool, outcome.result, not outcome.ok)
         call = ToolCallOut(tool=action.tool, credits_used=cost, success=outcome.ok, summary=outcome.summary)
-        return await _record(session, runtime, action, text=text, call=call, now=now)
+        return await _record(
+            session, action, text=text, call=call, now=now, agent=agent, low_credit_threshold=threshold
+        )
+
+
+async def _renew(db: Database, action_id: int, until: datetime) -> bool:
+    """Extend a running action's lease; False once it is no longer running (recovered)."""
+    async with db.transaction() as session:
+        renewed = await session.execute(
+            update(PendingAction)
+            .where(PendingAction.id == action_id, PendingAction.status == ActionStatus.RUNNING.value)
+            .values(expires_at=until)
+            .execution_options(synchronize_session=False)
+        )
+    return bool(getattr(renewed, "rowcount", 0))
+
+
+async def recover_action(
+    session: AsyncSession, action: PendingAction, *, now: datetime, low_credit_threshold: int
+) -> ChatReply:
+    """Close a ``running`` action whose lease ran out (its process died): refund its charge,
+    answer that, and keep the answer for every later approval. ``action`` is locked."""
+    assert action.usage_log_id is not None  # running: charged
+    await billing.refund(session, usage_log_id=action.usage_log_id, now=now, error_message=INTERRUPTED)
+    metrics.count_refund(action.tool, action.credits)
+    action.status = ActionStatus.APPROVED.value
+    call = ToolCallOut(tool=action.tool, credits_used=0, success=False, summary=INTERRUPTED)
+    text = (
+        f"{action.tool} was {INTERRUPTED}, so its {action.credits} credits were refunded. "
+        "Check your AWS account before asking the agent again: it may have been created."
+    )
+    return await _record(
+        session, action, text=text, call=call, now=now, agent=None, low_credit_threshold=low_credit_threshold
+    )
+
+
+async def recover_expired(db: Database, *, now: datetime, low_credit_threshold: int) -> list[PendingAction]:
+    """Recover every running action whose lease ran out (``devops-agent recover``), one transaction each."""
+    async with db.transaction() as session:
+        stale = (
+            await session.scalars(
+                select(PendingAction.id).where(
+                    PendingAction.status == ActionStatus.RUNNING.value, PendingAction.expires_at <= now
+                )
+            )
+        ).all()
+    recovered = []
+    for action_id in stale:
+        async with db.transaction() as session:
+            action = (
+                await session.execute(select(PendingAction).where(PendingAction.id == action_id).with_for_update())
+            ).scalar_one()
+            if action.status == ActionStatus.RUNNING.value and action.expires_at <= now:  # not taken meanwhile
+                await recover_action(session, action, now=now, low_credit_threshold=low_credit_threshold)
+                recovered.append(action)
+    return recovered
 
 
 async def _settle(

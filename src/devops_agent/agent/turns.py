@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -299,20 +299,28 @@ async def _renew(db: Database, turn: TurnRef, *, until: datetime) -> bool:
     return _rowcount(renewed) == 1
 
 
-@contextlib.asynccontextmanager
-async def keep_lease(
+def keep_lease(
     db: Database, turn: TurnRef, *, lease: timedelta, clock: Callable[[], datetime]
-) -> AsyncIterator[None]:
+) -> contextlib.AbstractAsyncContextManager[None]:
     """Renew the turn's lease every third of it while the body runs (the process's sign of life)."""
+    return keep_renewed(lambda until: _renew(db, turn, until=until), lease=lease, clock=clock, what=turn)
+
+
+@contextlib.asynccontextmanager
+async def keep_renewed(
+    renew: Callable[[datetime], Awaitable[bool]], *, lease: timedelta, clock: Callable[[], datetime], what: object
+) -> AsyncIterator[None]:
+    """Call ``renew(now + lease)`` every third of the lease while the body runs, until it
+    answers False (the lease was taken from us: nothing left to keep)."""
 
     async def renew_forever() -> None:
         while True:
             await asyncio.sleep(lease.total_seconds() / 3)
             try:
-                if not await _renew(db, turn, until=clock() + lease):
-                    return  # taken from us (recovered): nothing left to keep
+                if not await renew(clock() + lease):
+                    return
             except Exception:  # a database hiccup: the next round tries again before the lease ends
-                log.warning("could not renew a chat turn's lease", exc_info=True, extra={"message_id": turn.message_id})
+                log.warning("could not renew the lease of %s", what, exc_info=True)
 
     task = asyncio.create_task(renew_forever())
     try:
