@@ -6,12 +6,14 @@ from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from devops_agent import billing, notifications
 from devops_agent.billing.models import UserSubscription
 from devops_agent.db import Database
 from devops_agent.notifications import Notifier
+from devops_agent.web.api import stripe as stripe_api
 from tests.factories import T0, make_user
 from tests.notifications.conftest import Inbox
 from tests.orgs.factories import add_member, make_org
@@ -167,3 +169,40 @@ async def test_a_team_pools_failed_renewal_is_emailed_to_its_owner_once(
     body = inbox.messages[0].get_payload(decode=True).decode()
     assert "payment of $79.00 for the Free plan of Acme Ops" in body
     assert f"http://agent.test/orgs/{org.id}" in body
+
+
+async def test_a_receipt_lost_to_a_crash_after_the_webhooks_commit_comes_with_the_redelivery(
+    db: Database,
+    tmp_path: Path,
+    inbox: Inbox,
+    make_notifier: Callable[..., Notifier],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = build_app(db, tmp_path, stripe_webhook_secret=WEBHOOK_SECRET)
+    notifier = notifications.install(db, make_notifier(db))
+    async with db.transaction() as s:
+        user_id = (await make_user(s, now=T0)).id
+        await billing.create_purchase(
+            s,
+            user_id=user_id,
+            credits_amount=500,
+            price_paid=Decimal("35.00"),
+            now=T0,
+            stripe_checkout_session_id="cs_1",
+        )
+    obj = {"id": "cs_1", "mode": "payment", "payment_status": "paid", "payment_intent": "pi_cs_1"}
+    completed = make_event("checkout.session.completed", obj)
+    async with make_client(app) as client:
+        with monkeypatch.context() as crash:  # the process dies once the credits are committed
+            crash.setattr(stripe_api, "notify", _dead)
+            assert (await deliver(client, completed)).status_code == 200
+        for _ in range(2):  # Stripe redelivers: the receipt comes, once
+            response = await deliver(client, completed)
+            assert (response.status_code, response.json()["duplicate"]) == (200, True)
+    await notifier.wait_idle()
+    notifications.forget(db)
+    assert inbox.subjects() == ["Receipt: 500 DevOps Agent credits"]
+
+
+async def _dead(*_args: object, **_kwargs: object) -> None:
+    """What a process that died after the webhook's commit does next: nothing."""

@@ -14,8 +14,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, CheckConstraint, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from devops_agent.billing.models import BigId
@@ -24,7 +25,11 @@ from devops_agent.db import Base
 
 
 class StripeEvent(Base):
-    """A webhook event that has been applied; its unique id makes redelivery a no-op."""
+    """A webhook event that has been applied; its unique id makes redelivery a no-op.
+
+    ``effect`` keeps what the event did to money (``webhooks.outcomes.Effect`` as JSON),
+    so that a redelivery reports it again to what reacts after the commit.
+    """
 
     __tablename__ = "stripe_events"
 
@@ -32,6 +37,7 @@ class StripeEvent(Base):
     event_id: Mapped[str] = mapped_column(String(255), unique=True)
     type: Mapped[str] = mapped_column(String(128))
     outcome: Mapped[str] = mapped_column(Text)
+    effect: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     stripe_created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     processed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

@@ -3,8 +3,10 @@
 ``handle_event`` returns a ``WebhookOutcome``. Its ``effect``, when the event moved
 money or failed to, carries the ids and amounts that whoever reacts after the commit
 needs (the webhook endpoint queues a receipt or a failed-payment email from it), so
-nobody reads the event's payload a second time. A redelivered or rejected event has no
-effect: its first delivery reported it, or it changed nothing.
+nobody reads the event's payload a second time. The effect is kept with the event
+(``effect_record``), and a redelivery reports it again: the process may have died
+between the first delivery's commit and what it was to trigger, and what it triggers
+is idempotent. A rejected event has no effect: it changed nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic import TypeAdapter
 
 from .accounts import Owner
 
@@ -66,6 +70,24 @@ class PackRefunded:
 
 
 Effect = PackPaid | PlanRenewed | PlanEnded | PaymentFailed | PackRefunded
+_EFFECTS: dict[str, type[Effect]] = {
+    kind.__name__: kind for kind in (PackPaid, PlanRenewed, PlanEnded, PaymentFailed, PackRefunded)
+}
+
+
+def effect_record(effect: Effect | None) -> dict[str, Any] | None:
+    """An effect as JSON, to keep with its event (``StripeEvent.effect``)."""
+    if effect is None:
+        return None
+    return {"kind": type(effect).__name__, "value": TypeAdapter(type(effect)).dump_python(effect, mode="json")}
+
+
+def effect_of(record: dict[str, Any] | None) -> Effect | None:
+    """The effect kept with an event (None for events recorded without one)."""
+    if not record:
+        return None
+    kind = _EFFECTS[record["kind"]]
+    return TypeAdapter(kind).validate_python(record["value"])
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from ..models import StripeEvent
 from ..stripe_client import field
 from . import packs, plans
 from .events import Event, MalformedEvent, event_time, shown
-from .outcomes import Handled, WebhookOutcome
+from .outcomes import Handled, WebhookOutcome, effect_of, effect_record
 
 log = logging.getLogger("devops_agent.payments")
 
@@ -79,11 +79,17 @@ async def _reject(db: Database, event_id: str, event_type: str, reason: str, now
 
 async def _apply_once(db: Database, event: Event, event_id: str, event_type: str, now: datetime) -> WebhookOutcome:
     async with db.transaction() as session:
-        seen = await session.execute(select(StripeEvent.outcome).where(StripeEvent.event_id == _record_id(event_id)))
-        previous = seen.scalar_one_or_none()
+        seen = await session.execute(
+            select(StripeEvent.outcome, StripeEvent.effect).where(StripeEvent.event_id == _record_id(event_id))
+        )
+        previous = seen.first()
         if previous is not None:
-            rejected = previous.startswith(REJECTED)
-            return WebhookOutcome(event_id, event_type, previous, duplicate=True, rejected=rejected)
+            # Reported again: whatever reacts to it after the commit may not have run the first time.
+            rejected = previous.outcome.startswith(REJECTED)
+            effect = effect_of(previous.effect)
+            return WebhookOutcome(
+                event_id, event_type, previous.outcome, duplicate=True, rejected=rejected, effect=effect
+            )
         if len(event_id) > EVENT_ID_LENGTH:
             raise MalformedEvent(f"the event id is longer than {EVENT_ID_LENGTH} characters")
         record = StripeEvent(
@@ -104,6 +110,7 @@ async def _apply_once(db: Database, event: Event, event_id: str, event_type: str
         obj = field(event, "data", "object") or {}
         handled = await handler(session, obj, event, now) if handler else Handled("ignored: event type not handled")
         record.outcome = handled.outcome
+        record.effect = effect_record(handled.effect)
         await session.flush()
     return WebhookOutcome(event_id, event_type, handled.outcome, effect=handled.effect)
 

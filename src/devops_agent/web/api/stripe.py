@@ -61,7 +61,7 @@ def stripe_only(gateway: Any) -> StripeGateway:
 
 
 async def notify(db: Database, effect: Effect | None, *, now: datetime) -> None:
-    """Queue the email an event's committed effect earns; a redelivery has none (its first delivery queued it)."""
+    """Queue the email an event's committed effect earns (once: a redelivery reports the effect again)."""
     match effect:
         case PackPaid(purchase_id=purchase_id):
             await notifications.after_purchase(db, purchase_id=purchase_id, now=now)
