@@ -326,6 +326,7 @@ async def remove_member(session: AsyncSession, *, org_id: int, actor_id: int, us
         _require(actor, MemberRole.ADMIN, "can remove members")
         if target.role != MemberRole.MEMBER:
             _require_owner_over(actor, target, "remove an admin")
+    await seats.lock_seats(session, org_id)  # before the membership row: the order take_seat locks in
     await session.delete(target)
     await session.flush()
     return await seats.release_seats(session, org_id=org_id, now=now)

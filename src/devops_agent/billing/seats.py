@@ -90,6 +90,15 @@ async def seats_of(session: AsyncSession, *, org_id: int, now: datetime) -> Seat
     )
 
 
+async def lock_seats(session: AsyncSession, org_id: int) -> None:
+    """Lock the organization's row: one change of its members or seats at a time.
+
+    Whoever changes members and seats takes it before touching a membership row, so
+    that two such changes (or a pool's plan change) always lock in the same order.
+    """
+    await session.execute(select(Organization.id).where(Organization.id == org_id).with_for_update())
+
+
 def _refuse(seats: Seats) -> SeatLimitReached:
     return SeatLimitReached(included=seats.limit or 0, used=seats.taken, tier=seats.tier)
 
@@ -107,7 +116,7 @@ async def take_seat(session: AsyncSession, *, org_id: int, now: datetime) -> boo
     The invitation being accepted still counts as pending, so it already holds a seat
     unless the plan shrank since it was sent.
     """
-    await session.execute(select(Organization.id).where(Organization.id == org_id).with_for_update())
+    await lock_seats(session, org_id)
     seats = await seats_of(session, org_id=org_id, now=now)
     if seats.limit is None or seats.members < seats.limit:
         return False
@@ -127,7 +136,7 @@ async def release_seats(session: AsyncSession, *, org_id: int, now: datetime) ->
     Pending invitations keep
     no bought seat: their invitee buys one on joining if the team is full then.
     """
-    await session.execute(select(Organization.id).where(Organization.id == org_id).with_for_update())
+    await lock_seats(session, org_id)
     seats = await seats_of(session, org_id=org_id, now=now)
     needed = 0 if seats.included is None else max(0, seats.members - seats.included)
     if seats.extra_seats <= needed:
