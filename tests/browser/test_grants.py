@@ -1,6 +1,6 @@
 """Promotional grants in the browser: an admin gives credits from the user lookup, the customer's
-/billing says when they expire and lists the grant in the activity; a team's page says when
-its pool's expire.
+/billing says when they expire and lists the grant in the activity; an admin gives a team's
+pool credits from the organizations panel, and the team's page says when they expire.
 
 A server of its own (a fresh SQLite file), so the admin made here is nobody else's. The
 contexts read dates in en-US and UTC, so "Dec 31, 2026" is what every reader sees.
@@ -116,14 +116,14 @@ def test_an_admin_grants_credits_and_the_customer_sees_when_they_expire(
         admin_context.close()
 
 
-def test_a_team_sees_when_its_pools_promotional_credits_expire(
+def test_an_admin_grants_a_team_credits_and_the_team_sees_when_they_expire(
     browser: Browser, grants_server: LiveServer, screenshots: Path
 ) -> None:
     owner_name, admin_name = unique_name("poolowner"), unique_name("poolgranter")
     expires = datetime.now(UTC) + timedelta(days=20)
     owner_context, admin_context = new_context(browser, grants_server), new_context(browser, grants_server)
     owner, admin = owner_context.new_page(), admin_context.new_page()
-    errors = uncaught_errors(owner)
+    errors, admin_errors = uncaught_errors(owner), uncaught_errors(admin)
     try:
         sign_up(owner, owner_name)
         sign_up(admin, admin_name)
@@ -134,10 +134,19 @@ def test_a_team_sees_when_its_pools_promotional_credits_expire(
         assert owner.request.post("/api/subscription/upgrade", data={"tier_id": pro["id"]}, headers=csrf).ok
         org = owner.request.post("/api/orgs", data={"name": "Launch team"}, headers=csrf).json()["organization"]
 
-        admin_csrf = {"X-CSRF-Token": next(c["value"] for c in admin_context.cookies() if c["name"] == "csrf_token")}
-        body = {"credits": 25, "expires_at": expires.isoformat(), "reason": "Launch week"}
-        granted = admin.request.post(f"/api/admin/orgs/{org['id']}/grants", data=body, headers=admin_csrf)
-        assert granted.status == 201, granted.text()
+        admin.goto("/admin")
+        form = admin.locator("[data-org-grant-form]")
+        form.get_by_label("Team").select_option(label=f"Launch team ({owner_name})")
+        form.get_by_label("Credits to give").fill("25")
+        form.get_by_label("Expires on").fill(expires.date().isoformat())
+        form.get_by_label("Reason").fill("Launch week")
+        form.get_by_role("button", name="Grant credits to the team").click()
+        said = f"Granted 25 promotional credits to Launch team ({owner_name}), expiring on {us_date(expires.date())}."
+        expect(form.locator("[data-org-grant-result]")).to_have_text(said)
+        pool_cell = admin.get_by_role("row", name=f"Launch team {owner_name}").locator("td").nth(4)
+        expect(pool_cell).to_have_text("45")  # the Free plan's 20 and the 25 given
+        assert_accessible(admin)
+        assert admin_errors == []
 
         owner.goto(f"/orgs/{org['id']}")
         expiring = owner.locator("[data-pool-expiring-list]")

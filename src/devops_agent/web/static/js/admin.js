@@ -13,6 +13,7 @@ import {
   grantWord,
   plural,
   showErrors,
+  submitGrant,
 } from "./common.js";
 import { baseOptions, dayLabel, draw, fillRows, money } from "./charts.js";
 
@@ -301,18 +302,8 @@ async function adjust(event) {
 async function grant(event) {
   event.preventDefault();
   const form = event.currentTarget;
-  clearErrors(form);
-  const values = formValues(form);
-  const result = await api("POST", `/api/admin/users/${currentUser.id}/grants`, {
-    credits: Number(values.credits),
-    // A date input gives a day: the credits last until its end, in UTC (the API wants a time zone).
-    expires_at: values.expires_at ? `${values.expires_at}T23:59:59Z` : null,
-    reason: values.reason,
-  });
-  if (!result.ok) return showErrors(form, result);
-  const given = result.data.grant;
-  const until = given.expires_at ? `, expiring on ${expiryDate(given.expires_at)}` : ", never expiring";
-  const said = `Granted ${plural(given.credits, "promotional credit")} to ${currentUser.username}${until}.`;
+  const said = await submitGrant(form, `/api/admin/users/${currentUser.id}/grants`, currentUser.username);
+  if (!said) return;
   form.reset();
   say(said);
   await Promise.all([openUser(currentUser.id), loadAudit()]);

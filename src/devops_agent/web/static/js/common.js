@@ -224,6 +224,29 @@ export function expiryLine(grant) {
   return `${plural(grant.remaining, `${grantWord(grant.category)} credit`)} expire${grant.remaining === 1 ? "s" : ""} on ${expiryDate(grant.expires_at)}`;
 }
 
+/**
+ * Post a promotional grant form (credits, expires_at as a day, reason) to ``url``; on
+ * success the sentence that says what was given to ``whom``, else null (the errors shown
+ * on the form).
+ */
+export async function submitGrant(form, url, whom) {
+  clearErrors(form);
+  const values = formValues(form);
+  const result = await api("POST", url, {
+    credits: Number(values.credits),
+    // A date input gives a day: the credits last until its end, in UTC (the API wants a time zone).
+    expires_at: values.expires_at ? `${values.expires_at}T23:59:59Z` : null,
+    reason: values.reason,
+  });
+  if (!result.ok) {
+    showErrors(form, result);
+    return null;
+  }
+  const given = result.data.grant;
+  const until = given.expires_at ? `, expiring on ${expiryDate(given.expires_at)}` : ", never expiring";
+  return `Granted ${plural(given.credits, "promotional credit")} to ${whom}${until}.`;
+}
+
 /** One list item per grant that expires (from GET /api/credits/grants), soonest first. */
 export function expiringItems(grants) {
   return grants

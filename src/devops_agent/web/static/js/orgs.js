@@ -2,7 +2,19 @@
 // (/orgs/join/<token>) and one team's workspace (/orgs/<id>). Every number and every
 // change goes through the /api/orgs endpoints; what a role may not do is hidden here
 // and refused by the API anyway.
-import { actionLabel, api, clearErrors, el, errorMessage, expiringItems, formValues, plural, shortDate, showErrors } from "./common.js";
+import {
+  actionLabel,
+  api,
+  clearErrors,
+  el,
+  errorMessage,
+  expiringItems,
+  formValues,
+  plural,
+  shortDate,
+  showErrors,
+  submitGrant,
+} from "./common.js";
 
 const $ = (selector, root = document) => root.querySelector(selector);
 const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];
@@ -390,6 +402,7 @@ async function adminOrgs(root) {
     $("[data-admin-orgs-total]", root).textContent = errorMessage(result);
     return;
   }
+  showOrgGrantForm(root, result.data.organizations);
   $("[data-admin-orgs-total]", root).textContent = `${result.data.total} organizations, newest first.`;
   $("[data-admin-orgs-rows]", root).replaceChildren(
     ...result.data.organizations.map((org) =>
@@ -405,6 +418,25 @@ async function adminOrgs(root) {
       ),
     ),
   );
+}
+
+/** The form that gives a team's pool promotional credits (POST /api/admin/orgs/{id}/grants). */
+function showOrgGrantForm(root, organizations) {
+  const form = $("[data-org-grant-form]", root);
+  form.hidden = organizations.length === 0;
+  $("[data-org-grant-options]", form).replaceChildren(
+    ...organizations.map((org) => el("option", { value: org.id, text: `${org.name} (${org.owner_username})` })),
+  );
+  form.onsubmit = async (event) => {
+    event.preventDefault();
+    const select = $("[data-org-grant-options]", form);
+    const team = select.selectedOptions[0].textContent;
+    const said = await submitGrant(form, `/api/admin/orgs/${select.value}/grants`, team);
+    if (!said) return;
+    form.reset();
+    $("[data-org-grant-result]", form).textContent = said;
+    await adminOrgs(root);
+  };
 }
 
 const orgRoot = $("[data-org]");
