@@ -9,6 +9,7 @@ contexts read dates in en-US and UTC, so "Dec 31, 2026" is what every reader see
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -100,6 +101,14 @@ def test_an_admin_grants_credits_and_the_customer_sees_when_they_expire(
         customer.goto("/billing")
         expect(customer.locator("[data-balance-total]")).to_have_text("60")
         expect(customer.locator("[data-promotional]")).to_have_text("40")
+        # The meter draws them beside the month's credits: 40 of the 60 in all.
+        expect(customer.locator("[data-promotional-legend]")).to_have_text("40")
+        share = customer.locator("[data-meter-promotional]").evaluate(
+            "bar => bar.getBoundingClientRect().width / bar.parentElement.getBoundingClientRect().width"
+        )
+        assert abs(share - 40 / 60) < 0.02, share
+        meter = customer.locator("[data-meter]")
+        expect(meter).to_have_attribute("aria-valuetext", re.compile("40 promotional credits"))
         expect(customer.locator("[data-expiring-list]")).to_contain_text(
             f"40 promotional credits expire on {us_date(expires)}"
         )

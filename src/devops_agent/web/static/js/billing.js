@@ -74,24 +74,27 @@ function isUpgrade(from, to) {
 
 function renderBalance(sub) {
   // This month's credits: what was used since the last monthly reset (a plan change is
-  // not a reset) and what is left; pack credits sit beside them and never expire.
+  // not a reset) and what is left; pack credits and promotional credits sit beside them.
   const left = sub.monthly_credits_remaining;
   const used = sub.credits_used_this_month;
   const month = used + left;
   const purchased = sub.purchased_credits_remaining;
-  const whole = month + purchased;
+  const promotional = sub.promotional_credits_remaining;
+  const whole = month + purchased + promotional;
   const pct = (n) => (whole > 0 ? `${(100 * n) / whole}%` : "0%");
   $("[data-tier-badge]").textContent = `${sub.tier.display_name} plan`;
   $("[data-balance-total]").textContent = String(sub.credits_remaining);
   $("[data-meter-used]").style.width = pct(used);
   $("[data-meter-left]").style.width = pct(left);
   $("[data-meter-purchased]").style.width = pct(purchased);
+  $("[data-meter-promotional]").style.width = pct(promotional);
   const meter = $("[data-meter]");
   meter.setAttribute("aria-valuemax", String(month));
   meter.setAttribute("aria-valuenow", String(used));
   meter.setAttribute(
     "aria-valuetext",
-    `${used} of ${month} monthly credits used, ${left} left until ${shortDate(sub.current_period_end)}; ${plural(purchased, "purchased credit")} that never expire`,
+    `${used} of ${month} monthly credits used, ${left} left until ${shortDate(sub.current_period_end)}; ${plural(purchased, "purchased credit")} that never expire` +
+      (promotional ? `; ${plural(promotional, "promotional credit")}` : ""),
   );
   $("[data-usage-line]").textContent = `Used ${used} of ${month} this month`;
   $("[data-monthly-used]").textContent = String(used);
@@ -99,8 +102,10 @@ function renderBalance(sub) {
   $("[data-monthly-reset]").textContent = `(until ${shortDate(sub.current_period_end)})`;
   $("[data-purchased-legend]").textContent = String(purchased);
   $("[data-purchased]").textContent = String(purchased);
-  $("[data-promotional]").textContent = String(sub.promotional_credits_remaining);
-  $("[data-promotional-fact]").hidden = !sub.promotional_credits_remaining;
+  $("[data-promotional]").textContent = String(promotional);
+  $("[data-promotional-fact]").hidden = !promotional;
+  $("[data-promotional-legend]").textContent = String(promotional);
+  $("[data-promotional-legend-item]").hidden = !promotional;
   $("[data-next-reset]").textContent = shortDate(sub.current_period_end);
   $("[data-total-used]").textContent = String(sub.total_credits_used);
   $("[data-payment-status]").textContent = sub.payment_status.replace("_", " ");
