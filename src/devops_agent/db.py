@@ -35,11 +35,11 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Hashable
 from contextlib import asynccontextmanager, nullcontext
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 import asyncpg
-from sqlalchemy import MetaData, event
+from sqlalchemy import CursorResult, MetaData, Result, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
@@ -148,6 +148,11 @@ _ASYNCPG_UNAVAILABLE: tuple[type[Exception], ...] = (
     asyncpg.exceptions.LockNotAvailableError,  # lock_timeout, NOWAIT
     asyncpg.exceptions.DeadlockDetectedError,  # the server rolled one side back: retry it
 )
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched (its result is a cursor result; the typed API hides rowcount)."""
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 def is_unavailable(exc: BaseException) -> bool:

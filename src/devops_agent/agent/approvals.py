@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent import billing, metrics
 from devops_agent.billing.models import ActionType, Conversation
-from devops_agent.db import Database
+from devops_agent.db import Database, rowcount
 
 from . import records, turns
 from .backends.offline import describe_result
@@ -226,7 +226,7 @@ async def _renew(db: Database, action_id: int, until: datetime) -> bool:
             .values(expires_at=until)
             .execution_options(synchronize_session=False)
         )
-    return bool(getattr(renewed, "rowcount", 0))
+    return rowcount(renewed) == 1
 
 
 async def recover_action(

@@ -34,12 +34,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Result, Table, and_, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from devops_agent import billing, metrics
 from devops_agent.billing.models import CreditLedger, LedgerKind, UsageLog
-from devops_agent.db import Database
+from devops_agent.db import Database, rowcount
 
 from .models import Message, Role
 
@@ -145,10 +145,6 @@ async def refund_charges(session: AsyncSession, turn: TurnRef, *, now: datetime,
     return Refunded(turn.message_id, turn.user_id, charges, credits_back)
 
 
-def _rowcount(result: Result[Any]) -> int:
-    return int(cast(CursorResult[Any], result).rowcount)
-
-
 # The table, not the entity: these UPDATEs are plain Core (the ORM's bulk-update machinery
 # costs more than the statement, and nothing in the session needs synchronising).
 _messages = cast(Table, Message.__table__)
@@ -176,14 +172,14 @@ async def claim_expired(session: AsyncSession, turn: TurnRef, *, now: datetime, 
     lease = _messages.c.lease_expires_at
     expired = or_(lease.is_(None), lease <= now) if released_too else lease <= now
     claimed = await session.execute(update(_messages).where(_UNANSWERED, expired), _lease_of(turn, None))
-    return _rowcount(claimed) == 1
+    return rowcount(claimed) == 1
 
 
 async def release(session: AsyncSession, turn: TurnRef, **answer: Any) -> bool:
     """Give up the lease this attempt holds, writing ``answer`` (the message's columns, such
     as its stored reply) in the same UPDATE; False if the turn was already taken from it."""
     released = await session.execute(_HELD_LEASE, {**_lease_of(turn, None), **answer})
-    return _rowcount(released) == 1
+    return rowcount(released) == 1
 
 
 def add_interrupted_note(session: AsyncSession, turn: TurnRef, *, now: datetime) -> None:
@@ -296,7 +292,7 @@ async def recover_turn(db: Database, turn: TurnRef, *, now: datetime) -> Refunde
 async def _renew(db: Database, turn: TurnRef, *, until: datetime) -> bool:
     async with db.transaction() as session:
         renewed = await session.execute(_HELD_LEASE, _lease_of(turn, until))
-    return _rowcount(renewed) == 1
+    return rowcount(renewed) == 1
 
 
 def keep_lease(

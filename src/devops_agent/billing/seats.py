@@ -133,8 +133,8 @@ async def release_seats(session: AsyncSession, *, org_id: int, now: datetime) ->
     """Give back the seats bought beyond the members now in the team; return whether any was.
 
     Called once a member is gone (the membership row deleted) or the pool's tier changed.
-    Pending invitations keep
-    no bought seat: their invitee buys one on joining if the team is full then.
+    Pending invitations keep no bought seat: their invitee buys one on joining if the
+    team is full then.
     """
     await lock_seats(session, org_id)
     seats = await seats_of(session, org_id=org_id, now=now)

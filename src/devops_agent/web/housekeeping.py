@@ -22,12 +22,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import ColumnElement, CursorResult, Result, delete, select
+from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.orm import InstrumentedAttribute
 
-from devops_agent.db import Database
+from devops_agent.db import Database, rowcount
 from devops_agent.web.models import IdempotencyRecord, LoginThrottle, UserSession
 from devops_agent.web.ratelimit import ACCOUNT_LIMIT, ADDRESS_LIMIT, REGISTRATION_WINDOW
 from devops_agent.web.security import SESSION_MAX_AGE
@@ -67,12 +67,7 @@ async def _delete_in_batches(
     while True:
         async with db.transaction() as session:
             chosen = select(key).where(condition).limit(batch)
-            done = _count(await session.execute(delete(table).where(key.in_(chosen))))
+            done = rowcount(await session.execute(delete(table).where(key.in_(chosen))))
         deleted += done
         if done < batch:
             return deleted
-
-
-def _count(result: Result[Any]) -> int:
-    """Rows a DELETE removed (its result is a cursor result; the typed API hides rowcount)."""
-    return int(cast(CursorResult[Any], result).rowcount)

@@ -30,15 +30,15 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from devops_agent.db import Database
+from devops_agent.db import Database, rowcount
 from devops_agent.web.errors import ApiError
 from devops_agent.web.models import IdempotencyRecord
 
@@ -66,7 +66,7 @@ async def _take_over(db: Database, record: IdempotencyRecord, *, now: datetime, 
             )
             .values(created_at=now)
         )
-    return int(cast(CursorResult[Any], taken).rowcount) == 1
+    return rowcount(taken) == 1
 
 
 async def release_stale(db: Database, *, now: datetime, lease: timedelta = DEFAULT_LEASE) -> int:
@@ -77,7 +77,7 @@ async def release_stale(db: Database, *, now: datetime, lease: timedelta = DEFAU
                 IdempotencyRecord.status_code.is_(None), IdempotencyRecord.created_at <= now - lease
             )
         )
-    return int(cast(CursorResult[Any], released).rowcount)
+    return rowcount(released)
 
 
 async def _release(db: Database, *, user_id: int, key: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any, Literal
 
 from pydantic import TypeAdapter
@@ -75,19 +76,24 @@ _EFFECTS: dict[str, type[Effect]] = {
 }
 
 
+@cache
+def _adapter(kind: str) -> TypeAdapter[Effect]:
+    """Pydantic's (de)serializer of one kind of effect (by its name), built once per process."""
+    return TypeAdapter(_EFFECTS[kind])
+
+
 def effect_record(effect: Effect | None) -> dict[str, Any] | None:
     """An effect as JSON, to keep with its event (``StripeEvent.effect``)."""
     if effect is None:
         return None
-    return {"kind": type(effect).__name__, "value": TypeAdapter(type(effect)).dump_python(effect, mode="json")}
+    return {"kind": type(effect).__name__, "value": _adapter(type(effect).__name__).dump_python(effect, mode="json")}
 
 
 def effect_of(record: dict[str, Any] | None) -> Effect | None:
     """The effect kept with an event (None for events recorded without one)."""
     if not record:
         return None
-    kind = _EFFECTS[record["kind"]]
-    return TypeAdapter(kind).validate_python(record["value"])
+    return _adapter(record["kind"]).validate_python(record["value"])
 
 
 @dataclass(frozen=True)
