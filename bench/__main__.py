@@ -14,7 +14,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-SECTIONS = ("wrk",)
+SECTIONS = ("wrk", "costs")
 RESULTS = Path(__file__).with_name("results")
 
 
