@@ -12,7 +12,8 @@ and no client (so the figures are the server's alone), eight requests at a time:
   session, COMMIT), ``lone_read_us``: an empty ``Database.lone_reads()``;
 * ``statement_us``: one primary-key SELECT through SQLAlchemy (Core, the session's
   connection), beside ``driver_statement_us``, the same SQL on the driver's connection;
-* ``commit_us``: a transaction with one UPDATE, so COMMIT with its fsync on SQLite.
+* ``commit_us``: a transaction with one UPDATE (a COMMIT that writes; measured alike on
+  SQLite with ``synchronous`` FULL and OFF here, so not the fsync's).
 
 ``layers_us`` adds them up: the database layer's share of a chat (its transactions
 and statements at these prices) and what is left for the rest of our code and
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import event, select, text, update
+from sqlalchemy import event, select, update
 
 from bench.common import scratch_postgres
 from devops_agent import billing
@@ -230,7 +231,6 @@ async def _database_layer(db: Database, user_id: int) -> dict[str, float]:
                 await pg.fetchval(sql + "$1", user_id)
 
         out["driver_statement_us"] = await _mean_us(driver_statement)
-        await session.execute(text("SELECT 1"))
     return out
 
 
